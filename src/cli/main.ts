@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../server/index.js';
+import { ExitCode, runJoin } from '../tui/index.js';
+import { serve } from './serve.js';
+
+const VERSION = '0.1.0';
+
+function port(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
+    throw new InvalidArgumentError('expected a port number 0-65535');
+  }
+  return Number(value);
+}
+
+function program(): Command {
+  const cli = new Command('confab')
+    .description('End-to-end encrypted terminal chat.')
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({
+      // One line for every usage error, whatever commander's wording.
+      outputError: (text, write) =>
+        write(
+          `confab: ${
+            text
+              .replace(/^error: /, '')
+              .trim()
+              .split('\n')[0] ?? ''
+          }\n`,
+        ),
+    });
+
+  cli
+    .command('serve')
+    .description('run a relay server (it forwards ciphertext; it cannot read messages)')
+    .option('--host <host>', 'interface to listen on', DEFAULT_HOST)
+    .option('--port <port>', 'TCP port; 0 picks a free one', port, DEFAULT_PORT)
+    .option('--data <dir>', 'directory for server state')
+    .addOption(
+      new Option('--log-level <level>', 'log detail on stderr')
+        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent'])
+        .default('info'),
+    )
+    .action(async (opts: { host: string; port: number; data?: string; logLevel: string }) => {
+      process.exitCode = await serve(opts);
+    });
+
+  cli
+    .command('join')
+    .description('join a room by invite link, or create one on HOST[:PORT]')
+    .argument('<target>', "an invite link 'confab://HOST:PORT/#SECRET', or HOST[:PORT] to create a room")
+    .option('--nick <nick>', 'your name in the room (default: $USER)')
+    .option('--json', 'print one JSON object per event (doc/JSON.md)', false)
+    .option('--home <dir>', "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)")
+    .action(async (target: string, opts: { nick?: string; json: boolean; home?: string }) => {
+      process.exitCode = await runJoin(
+        {
+          target,
+          json: opts.json,
+          ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
+          ...(opts.home !== undefined ? { home: opts.home } : {}),
+        },
+        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
+      );
+    });
+  return cli;
+}
+
+// stdout may be a pipe that closes early (`| head`): that ends us quietly.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
+try {
+  await program().parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    const ok =
+      err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+    process.exitCode = ok ? ExitCode.OK : ExitCode.USAGE;
+  } else {
+    process.stderr.write(`confab: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = ExitCode.FAILURE;
+  }
+}

@@ -1,0 +1,583 @@
+import { connect as netConnect } from 'node:net';
+import type { Socket } from 'node:net';
+import { secureRandom } from '../crypto/index.js';
+import type { Rng } from '../crypto/index.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  LeaveReason,
+  MSG_ID_LEN,
+  parseServerFrame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  systemClock,
+} from '../protocol/index.js';
+import type { Clock, ServerFrame, WelcomeFrame } from '../protocol/index.js';
+import { backoffDelay } from './backoff.js';
+import type { BackoffOptions } from './backoff.js';
+import { Emitter } from './emitter.js';
+import { ClientError } from './errors.js';
+
+/** Software name the client announces in HELLO. */
+export const CLIENT_AGENT = 'confab/0.1.0';
+
+/** Options of `connect`. */
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  /** Reconnect after a lost connection (default true), with jittered exponential backoff. */
+  reconnect?: boolean;
+  backoff?: BackoffOptions;
+  /** Give up on one connection attempt after this long, ms. Default 10,000. */
+  connectTimeoutMs?: number;
+  /** Most messages waiting for their acknowledgement (OUTBOX_FULL beyond). Default 1,000. */
+  maxPending?: number;
+  clock?: Clock;
+  /** Source of message ids. */
+  rng?: Rng;
+  /** Uniform [0,1) for backoff jitter. */
+  random?: () => number;
+}
+
+/** Result of a join: who is there and where the room's numbering stands. */
+export interface JoinResult {
+  room: Uint8Array;
+  nick: string;
+  /** The other members, in join order. */
+  members: string[];
+  /** The room's latest sequence number when we joined. */
+  seq: number;
+}
+
+/** A message from another member. `body` is opaque bytes (an envelope, later). */
+export interface MessageEvent {
+  room: Uint8Array;
+  nick: string;
+  seq: number;
+  ts: number;
+  body: Uint8Array;
+}
+
+export interface PresenceEvent {
+  room: Uint8Array;
+  nick: string;
+}
+
+export interface LeaveEvent extends PresenceEvent {
+  reason: 'left' | 'disconnected';
+}
+
+export interface DisconnectEvent {
+  /** Why, when known (a fatal error from the server, or a local one). */
+  error: ClientError | undefined;
+  /** Whether the client will try again by itself. */
+  willReconnect: boolean;
+  /** How many retries came before this one (0 on the first drop). */
+  attempt: number;
+}
+
+export interface ReconnectEvent {
+  /** One result per room, rejoined with the same nick. */
+  rooms: JoinResult[];
+}
+
+/** Every event a client emits. */
+export interface ClientEvents extends Record<string, unknown> {
+  message: MessageEvent;
+  join: PresenceEvent;
+  leave: LeaveEvent;
+  error: ClientError;
+  disconnect: DisconnectEvent;
+  reconnect: ReconnectEvent;
+}
+
+interface PendingSend {
+  rid: number;
+  frame: Uint8Array;
+  roomKey: string;
+  resolve: (ack: { seq: number; ts: number }) => void;
+  reject: (err: ClientError) => void;
+}
+
+interface PendingRequest {
+  resolve: (frame: ServerFrame) => void;
+  reject: (err: ClientError) => void;
+}
+
+interface RoomState {
+  id: Uint8Array;
+  nick: string;
+  /** True once JOINED arrived on the current connection. */
+  joined: boolean;
+}
+
+// Errors after which the same request would only fail again: don't reconnect.
+const FINAL_CODES = new Set<string>([
+  'UNSUPPORTED_VERSION',
+  'BAD_FRAME',
+  'FRAME_TOO_LARGE',
+  'UNKNOWN_FRAME_TYPE',
+  'HANDSHAKE_REQUIRED',
+  'PROTOCOL',
+]);
+
+/**
+ * A connection to a confab server that survives drops: it reconnects with
+ * backoff, rejoins its rooms and resends what was not acknowledged. Create one
+ * with `connect`.
+ */
+export class ConfabClient extends Emitter<ClientEvents> {
+  private readonly opts: Required<Omit<ConnectOptions, 'backoff'>> & { backoff: BackoffOptions };
+  private socket: Socket | null = null;
+  private welcome: WelcomeFrame | null = null;
+  private readonly rooms = new Map<string, RoomState>();
+  private readonly sends = new Map<number, PendingSend>();
+  private readonly requests = new Map<number, PendingRequest>();
+  private nextRid = 1;
+  private attempt = 0;
+  private closed = false;
+  private lastHeard = 0;
+  private cancelHeartbeat: (() => void) | null = null;
+  private cancelRetry: (() => void) | null = null;
+  private corked = false;
+  private idleWaiters: (() => void)[] = [];
+
+  /** @internal use `connect` */
+  constructor(options: ConnectOptions) {
+    super();
+    this.opts = {
+      reconnect: true,
+      backoff: {},
+      connectTimeoutMs: 10_000,
+      maxPending: 1000,
+      clock: systemClock,
+      rng: secureRandom,
+      random: Math.random,
+      ...options,
+    };
+  }
+
+  /** True while a connection is up and past its handshake. */
+  get connected(): boolean {
+    return this.welcome !== null;
+  }
+
+  /** Messages sent and not yet acknowledged. */
+  get pending(): number {
+    return this.sends.size;
+  }
+
+  /** The server's announced limits, once connected. */
+  get server(): WelcomeFrame | null {
+    return this.welcome;
+  }
+
+  /** Joins a room under `nick`. Rejects with the server's error (NICK_TAKEN, BAD_NICK, ...). */
+  async join(room: Uint8Array, nick: string): Promise<JoinResult> {
+    const key = roomKey(room);
+    if (this.rooms.has(key)) throw new ClientError('ALREADY_JOINED', 'already in that room');
+    const state: RoomState = { id: new Uint8Array(room), nick, joined: false };
+    this.rooms.set(key, state);
+    try {
+      return await this.requestJoin(state);
+    } catch (err) {
+      this.rooms.delete(key);
+      throw err;
+    }
+  }
+
+  /** Leaves a room; its unacknowledged messages are dropped with DISCONNECTED. */
+  async leave(room: Uint8Array): Promise<void> {
+    const key = roomKey(room);
+    const state = this.rooms.get(key);
+    if (state === undefined) return;
+    this.rooms.delete(key);
+    for (const s of [...this.sends.values()]) {
+      if (s.roomKey === key) {
+        this.takeSend(s.rid);
+        s.reject(new ClientError('DISCONNECTED', 'left the room before the message was acknowledged'));
+      }
+    }
+    if (!this.connected || !state.joined) return;
+    const rid = this.rid();
+    await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
+  }
+
+  /**
+   * Sends an opaque body to every other member; resolves with the server's
+   * sequence number once acknowledged. Survives reconnects: it is resent on the
+   * new connection until acknowledged or the client is closed.
+   */
+  send(room: Uint8Array, body: Uint8Array): Promise<{ seq: number; ts: number }> {
+    const key = roomKey(room);
+    const state = this.rooms.get(key);
+    if (state === undefined) return Promise.reject(new ClientError('NOT_IN_ROOM', 'join the room first'));
+    if (this.sends.size >= this.opts.maxPending) {
+      return Promise.reject(
+        new ClientError('OUTBOX_FULL', `${this.sends.size} messages are waiting for acknowledgement`),
+      );
+    }
+    const maxBody = this.welcome?.maxBody;
+    if (maxBody !== undefined && body.length > maxBody) {
+      return Promise.reject(new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`));
+    }
+    const rid = this.rid();
+    const mid = this.opts.rng(MSG_ID_LEN);
+    const frame = encodeFrame({ type: 'send', rid, room: state.id, mid, body });
+    return new Promise((resolve, reject) => {
+      this.sends.set(rid, { rid, frame, roomKey: key, resolve, reject });
+      if (state.joined) this.write(frame);
+    });
+  }
+
+  /** Resolves once no message is waiting for its acknowledgement. */
+  settled(): Promise<void> {
+    if (this.sends.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Leaves every room and closes. Pending sends fail with CLOSED. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const socket = this.socket;
+    if (this.connected && socket !== null) {
+      for (const state of this.rooms.values()) {
+        if (state.joined) this.write(encodeFrame({ type: 'leave', rid: this.rid(), room: state.id }));
+      }
+    }
+    this.closed = true;
+    this.cancelRetry?.();
+    this.stopHeartbeat();
+    this.failAll(new ClientError('CLOSED', 'client closed'));
+    this.rooms.clear();
+    if (socket !== null && !socket.destroyed) {
+      this.uncork();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => socket.destroy(), 1000);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.end();
+      });
+    }
+    this.socket = null;
+    this.welcome = null;
+  }
+
+  /** Opens the first connection; rejects if it cannot be made. */
+  async open(): Promise<void> {
+    await this.dial();
+  }
+
+  private rid(): number {
+    const rid = this.nextRid;
+    this.nextRid = this.nextRid >= 0xffff_fffe ? 1 : this.nextRid + 1;
+    return rid;
+  }
+
+  private requestJoin(state: RoomState): Promise<JoinResult> {
+    const rid = this.rid();
+    const pending = this.request(rid, encodeFrame({ type: 'join', rid, room: state.id, nick: state.nick }));
+    return pending.then((frame) => {
+      if (frame.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${frame.type}`);
+      state.joined = true;
+      this.flushRoom(state);
+      return { room: state.id, nick: frame.nick, members: frame.members, seq: frame.seq };
+    });
+  }
+
+  private request(rid: number, frame: Uint8Array): Promise<ServerFrame> {
+    return new Promise((resolve, reject) => {
+      if (!this.connected) {
+        reject(new ClientError('DISCONNECTED', 'not connected'));
+        return;
+      }
+      this.requests.set(rid, { resolve, reject });
+      this.write(frame);
+    });
+  }
+
+  /** Writes the room's unacknowledged messages, in order, once it is joined. */
+  private flushRoom(state: RoomState): void {
+    const key = roomKey(state.id);
+    for (const s of this.sends.values()) if (s.roomKey === key) this.write(s.frame);
+  }
+
+  private write(frame: Uint8Array): void {
+    const socket = this.socket;
+    if (socket === null || socket.destroyed) return;
+    // Cork for the rest of this tick: a burst of sends leaves in one writev.
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => this.uncork());
+    }
+    socket.write(frame);
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket?.uncork();
+  }
+
+  private dial(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const { host, port, clock } = this.opts;
+      const socket = netConnect({ host, port, noDelay: true });
+      const decoder = new FrameDecoder();
+      this.socket = socket;
+      this.corked = false;
+      let settled = false;
+      const settle = (err?: ClientError): void => {
+        if (settled) return;
+        settled = true;
+        cancelTimeout();
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const cancelTimeout = clock.setTimer(() => {
+        settle(
+          new ClientError('CONNECT_FAILED', `no answer from ${host}:${port} within ${this.opts.connectTimeoutMs} ms`),
+        );
+        socket.destroy();
+      }, this.opts.connectTimeoutMs);
+
+      socket.on('connect', () => {
+        this.lastHeard = clock.now();
+        socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, agent: CLIENT_AGENT }));
+      });
+      socket.on('data', (chunk: Buffer) => {
+        if (this.socket !== socket) return;
+        this.lastHeard = clock.now();
+        let frames: Uint8Array[];
+        try {
+          frames = decoder.push(chunk);
+          for (const raw of frames) {
+            const frame = parseServerFrame(raw);
+            if (frame.type === 'welcome') {
+              this.welcome = frame;
+              this.attempt = 0;
+              this.startHeartbeat(frame.heartbeatMs);
+              settle();
+              continue;
+            }
+            if (frame.type === 'error' && frame.fatal && !this.connected) {
+              const err = ClientError.fromWire(frame.code, frame.message, true);
+              settle(err);
+              this.lost(socket, err);
+              return;
+            }
+            this.handle(socket, frame);
+          }
+        } catch (err) {
+          const e =
+            err instanceof ProtocolError
+              ? new ClientError('PROTOCOL', `bad frame from server: ${err.message}`, true, { cause: err })
+              : new ClientError('PROTOCOL', 'failed to handle a frame', true, { cause: err });
+          settle(e);
+          this.lost(socket, e);
+        }
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) => {
+        const e = new ClientError(
+          this.connected ? 'DISCONNECTED' : 'CONNECT_FAILED',
+          `${host}:${port}: ${err.code ?? err.message}`,
+          false,
+          { cause: err },
+        );
+        settle(e);
+        this.lost(socket, e);
+      });
+      socket.on('close', () => {
+        const e = new ClientError('DISCONNECTED', `connection to ${host}:${port} closed`);
+        settle(e);
+        this.lost(socket, undefined);
+      });
+    });
+  }
+
+  private handle(socket: Socket, frame: ServerFrame): void {
+    switch (frame.type) {
+      case 'deliver':
+        this.emit('message', { room: frame.room, nick: frame.nick, seq: frame.seq, ts: frame.ts, body: frame.body });
+        return;
+      case 'ack': {
+        this.takeSend(frame.rid)?.resolve({ seq: frame.seq, ts: frame.ts });
+        return;
+      }
+      case 'member-joined':
+        this.emit('join', { room: frame.room, nick: frame.nick });
+        return;
+      case 'member-left':
+        this.emit('leave', {
+          room: frame.room,
+          nick: frame.nick,
+          reason: frame.reason === LeaveReason.LEFT ? 'left' : 'disconnected',
+        });
+        return;
+      case 'joined':
+      case 'left': {
+        const r = this.requests.get(frame.rid);
+        this.requests.delete(frame.rid);
+        r?.resolve(frame);
+        return;
+      }
+      case 'ping':
+        this.write(encodeFrame({ type: 'pong', token: frame.token }));
+        return;
+      case 'pong':
+      case 'welcome':
+        return;
+      case 'error': {
+        const err = ClientError.fromWire(frame.code, frame.message, frame.fatal);
+        const s = this.takeSend(frame.rid);
+        const r = this.requests.get(frame.rid);
+        if (s !== undefined) {
+          s.reject(err);
+        } else if (r !== undefined) {
+          this.requests.delete(frame.rid);
+          r.reject(err);
+        } else {
+          this.emit('error', err);
+        }
+        if (frame.fatal) this.lost(socket, err);
+        return;
+      }
+    }
+  }
+
+  /** The connection is gone (or must go): fail what can't survive, maybe retry. */
+  private lost(socket: Socket, error: ClientError | undefined): void {
+    if (this.socket !== socket) return;
+    const wasConnected = this.connected;
+    this.socket = null;
+    this.welcome = null;
+    this.stopHeartbeat();
+    socket.destroy();
+    for (const state of this.rooms.values()) state.joined = false;
+    for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', 'connection lost'));
+    this.requests.clear();
+    if (this.closed || !wasConnected) return;
+    const willReconnect = this.opts.reconnect && (error === undefined || !FINAL_CODES.has(error.code));
+    this.emit('disconnect', { error, willReconnect, attempt: this.attempt });
+    if (willReconnect) this.scheduleRetry();
+    else this.failAll(error ?? new ClientError('DISCONNECTED', 'connection lost'));
+  }
+
+  private scheduleRetry(): void {
+    const delay = backoffDelay(this.attempt, this.opts.random(), this.opts.backoff);
+    this.attempt++;
+    this.cancelRetry = this.opts.clock.setTimer(() => {
+      this.cancelRetry = null;
+      void this.retry();
+    }, delay);
+  }
+
+  private async retry(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.dial();
+    } catch (err) {
+      if (this.closed) return;
+      if (err instanceof ClientError && FINAL_CODES.has(err.code)) {
+        this.emit('disconnect', { error: err, willReconnect: false, attempt: this.attempt });
+        this.failAll(err);
+        return;
+      }
+      this.scheduleRetry();
+      return;
+    }
+    const results: JoinResult[] = [];
+    for (const state of [...this.rooms.values()]) {
+      try {
+        results.push(await this.requestJoin(state));
+      } catch (err) {
+        if (!(err instanceof ClientError)) throw err;
+        if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
+        // The server still holds our old connection's nick until it notices
+        // the drop; report it and try that room again later.
+        this.emit('error', err);
+        this.opts.clock.setTimer(
+          () => {
+            if (!this.closed && this.connected && !state.joined) {
+              this.requestJoin(state).then(
+                (r) => this.emit('reconnect', { rooms: [r] }),
+                (e: unknown) => {
+                  if (e instanceof ClientError) this.emit('error', e);
+                },
+              );
+            }
+          },
+          backoffDelay(this.attempt, this.opts.random(), this.opts.backoff),
+        );
+      }
+    }
+    this.emit('reconnect', { rooms: results });
+  }
+
+  /** Removes a send from the outbox, waking `settled()` waiters when it empties. */
+  private takeSend(rid: number): PendingSend | undefined {
+    const s = this.sends.get(rid);
+    if (s === undefined) return undefined;
+    this.sends.delete(rid);
+    if (this.sends.size === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      // After the send's own promise settles, so its handlers run first.
+      queueMicrotask(() => {
+        for (const w of waiters) w();
+      });
+    }
+    return s;
+  }
+
+  private failAll(err: ClientError): void {
+    for (const s of [...this.sends.values()]) {
+      this.takeSend(s.rid);
+      s.reject(err);
+    }
+    for (const r of this.requests.values()) r.reject(err);
+    this.requests.clear();
+  }
+
+  private startHeartbeat(heartbeatMs: number): void {
+    this.stopHeartbeat();
+    const { clock } = this.opts;
+    // The server pings after heartbeatMs of silence, so three periods without a
+    // byte means the path is dead even if TCP has not noticed.
+    const check = (): void => {
+      const socket = this.socket;
+      if (socket === null) return;
+      if (clock.now() - this.lastHeard > heartbeatMs * 3) {
+        this.lost(socket, new ClientError('HEARTBEAT_TIMEOUT', 'server silent for too long'));
+        return;
+      }
+      this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
+    };
+    this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
+  }
+
+  private stopHeartbeat(): void {
+    this.cancelHeartbeat?.();
+    this.cancelHeartbeat = null;
+  }
+}
+
+/**
+ * Connects to a confab server and completes the handshake.
+ * @example
+ * const client = await connect({ host: 'localhost', port: 5050 });
+ * await client.join(roomId, 'alice');
+ * client.on('message', (m) => console.log(m.nick, m.body));
+ */
+export async function connect(options: ConnectOptions): Promise<ConfabClient> {
+  const client = new ConfabClient(options);
+  await client.open();
+  return client;
+}
+
+function roomKey(room: Uint8Array): string {
+  return Buffer.from(room).toString('hex');
+}

@@ -1,0 +1,36 @@
+import { errorCodeName } from '../protocol/index.js';
+import type { ErrorCodeName } from '../protocol/index.js';
+
+/** Errors that arise in the client itself rather than arriving from the server. */
+export const ClientErrorCode = {
+  /** The connection could not be made (refused, unreachable, timed out). */
+  CONNECT_FAILED: 'CONNECT_FAILED',
+  /** The connection dropped and the request could not be completed. */
+  DISCONNECTED: 'DISCONNECTED',
+  /** The client was closed by its owner. */
+  CLOSED: 'CLOSED',
+  /** Too many unacknowledged messages are waiting. */
+  OUTBOX_FULL: 'OUTBOX_FULL',
+  /** The server sent something this client cannot parse. */
+  PROTOCOL: 'PROTOCOL',
+} as const;
+export type ClientErrorCodeName = keyof typeof ClientErrorCode;
+
+/** What went wrong, with a stable `code` to branch on. */
+export class ClientError extends Error {
+  override readonly name = 'ClientError';
+  readonly code: ErrorCodeName | ClientErrorCodeName | `UNKNOWN_${number}`;
+  /** The server closes the connection after a fatal error. */
+  readonly fatal: boolean;
+
+  constructor(code: ClientError['code'], message: string, fatal = false, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.fatal = fatal;
+  }
+
+  /** From an ERROR frame's numeric code. */
+  static fromWire(code: number, message: string, fatal: boolean): ClientError {
+    return new ClientError(errorCodeName(code) as ClientError['code'], message, fatal);
+  }
+}

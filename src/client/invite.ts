@@ -1,0 +1,58 @@
+import { newRoomSecret, ROOM_SECRET_LEN, roomIdFromSecret } from '../crypto/index.js';
+import type { Rng } from '../crypto/index.js';
+import { DEFAULT_PORT } from '../protocol/index.js';
+
+/** A parsed invite: where the server is and the room's secret. */
+export interface Invite {
+  host: string;
+  port: number;
+  /** 32 bytes; never sent to the server. */
+  secret: Uint8Array;
+}
+
+/** Thrown for a malformed address or invite link; `confab` maps it to exit code 2. */
+export class InviteError extends Error {
+  override readonly name = 'InviteError';
+}
+
+const SCHEME = 'confab://';
+
+/** `confab://HOST:PORT/#SECRET`, with IPv6 hosts in brackets. */
+export function formatInvite(invite: Invite): string {
+  const host = invite.host.includes(':') ? `[${invite.host}]` : invite.host;
+  return `${SCHEME}${host}:${invite.port}/#${Buffer.from(invite.secret).toString('base64url')}`;
+}
+
+/** Parses an invite link. @throws InviteError with what is wrong. */
+export function parseInvite(link: string): Invite {
+  if (!link.startsWith(SCHEME)) throw new InviteError(`an invite starts with ${SCHEME}`);
+  const hash = link.indexOf('#');
+  if (hash < 0) throw new InviteError('the invite has no secret (the part after #)');
+  const authority = link.slice(SCHEME.length, hash).replace(/\/$/, '');
+  const { host, port } = parseAddress(authority);
+  const encoded = link.slice(hash + 1);
+  if (!/^[A-Za-z0-9_-]{43}$/.test(encoded)) {
+    throw new InviteError(`the invite's secret must be ${ROOM_SECRET_LEN} bytes of base64url (43 characters)`);
+  }
+  return { host, port, secret: new Uint8Array(Buffer.from(encoded, 'base64url')) };
+}
+
+/** Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`. @throws InviteError */
+export function parseAddress(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(text);
+  if (m === null) throw new InviteError(`"${text}" is not HOST or HOST:PORT`);
+  const host = m[1] ?? m[2] ?? '';
+  const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);
+  if (port < 1 || port > 65535) throw new InviteError(`port ${port} is out of range 1-65535`);
+  return { host, port };
+}
+
+/** A new room on the given server. */
+export function newInvite(host: string, port: number, rng?: Rng): Invite {
+  return { host, port, secret: newRoomSecret(rng) };
+}
+
+/** The opaque room id the server knows this room by. */
+export function inviteRoomId(invite: Invite): Uint8Array {
+  return roomIdFromSecret(invite.secret);
+}

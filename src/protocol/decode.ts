@@ -1,0 +1,285 @@
+import { Reader } from './bytes.js';
+import { ProtocolError } from './errors.js';
+import { FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from './frames.js';
+import type { ClientFrame, ErrorFrame, PingFrame, PongFrame, ServerFrame } from './frames.js';
+import {
+  LENGTH_PREFIX,
+  MAX_AGENT,
+  MAX_ERROR_TEXT,
+  MAX_FRAME,
+  MAX_NICK,
+  MAX_ROOM_MEMBERS,
+  MSG_ID_LEN,
+  ROOM_ID_LEN,
+} from './limits.js';
+
+/**
+ * Incremental frame splitter: feed it bytes in any split, get whole frames
+ * (type byte + payload) back. It checks each announced length against `maxFrame`
+ * before it allocates anything for that frame, and never holds more than one
+ * partial frame.
+ */
+export class FrameDecoder {
+  private readonly maxFrame: number;
+  private readonly header = new Uint8Array(LENGTH_PREFIX);
+  private headerFilled = 0;
+  private partial: Uint8Array | null = null;
+  private partialFilled = 0;
+  private failed = false;
+
+  constructor(maxFrame: number = MAX_FRAME) {
+    this.maxFrame = maxFrame;
+  }
+
+  /** True while bytes of an unfinished frame are held. */
+  get midFrame(): boolean {
+    return this.headerFilled > 0 || this.partial !== null;
+  }
+
+  /**
+   * Splits `chunk` into frames. Frames that lie whole inside `chunk` are views
+   * into it (no copy): copy what must outlive the chunk.
+   * @throws ProtocolError `FRAME_TOO_LARGE` for a length of 0 or above `maxFrame`.
+   */
+  push(chunk: Uint8Array): Uint8Array[] {
+    if (this.failed) throw new ProtocolError('BAD_FRAME', 'decoder used after an error');
+    const frames: Uint8Array[] = [];
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end) {
+      if (this.partial !== null) {
+        const take = Math.min(this.partial.length - this.partialFilled, end - pos);
+        this.partial.set(chunk.subarray(pos, pos + take), this.partialFilled);
+        this.partialFilled += take;
+        pos += take;
+        if (this.partialFilled === this.partial.length) {
+          frames.push(this.partial);
+          this.partial = null;
+          this.partialFilled = 0;
+        }
+        continue;
+      }
+      let length: number;
+      if (this.headerFilled === 0 && end - pos >= LENGTH_PREFIX) {
+        length = readU32(chunk, pos);
+        pos += LENGTH_PREFIX;
+      } else {
+        const take = Math.min(LENGTH_PREFIX - this.headerFilled, end - pos);
+        this.header.set(chunk.subarray(pos, pos + take), this.headerFilled);
+        this.headerFilled += take;
+        pos += take;
+        if (this.headerFilled < LENGTH_PREFIX) break;
+        this.headerFilled = 0;
+        length = readU32(this.header, 0);
+      }
+      this.checkLength(length);
+      if (end - pos >= length) {
+        frames.push(chunk.subarray(pos, pos + length));
+        pos += length;
+      } else {
+        this.partial = new Uint8Array(length);
+        this.partialFilled = end - pos;
+        this.partial.set(chunk.subarray(pos, end));
+        pos = end;
+      }
+    }
+    return frames;
+  }
+
+  /**
+   * Call at end of stream.
+   * @throws ProtocolError `TRUNCATED_FRAME` if it ended inside a frame.
+   */
+  finish(): void {
+    if (this.midFrame) {
+      const have = this.partial !== null ? this.partialFilled : this.headerFilled;
+      const want = this.partial !== null ? this.partial.length : LENGTH_PREFIX;
+      throw new ProtocolError('TRUNCATED_FRAME', `stream ended inside a frame (${have} of ${want} bytes)`);
+    }
+  }
+
+  private checkLength(length: number): void {
+    if (length === 0 || length > this.maxFrame) {
+      this.failed = true;
+      throw new ProtocolError(
+        'FRAME_TOO_LARGE',
+        length === 0
+          ? 'frame length 0 (a frame holds at least its type byte)'
+          : `frame of ${length} bytes announced; the limit is ${this.maxFrame}`,
+      );
+    }
+  }
+}
+
+function readU32(bytes: Uint8Array, at: number): number {
+  // Four byte reads beat a DataView per call on small chunks.
+  return (
+    ((bytes[at] ?? 0) * 0x100_0000 +
+      (((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0))) >>>
+    0
+  );
+}
+
+/**
+ * Parses a frame a client sent (as returned by `FrameDecoder.push`).
+ * @throws ProtocolError `UNKNOWN_FRAME_TYPE`, `UNSUPPORTED_VERSION` or `BAD_FRAME`.
+ */
+export function parseClientFrame(frame: Uint8Array): ClientFrame {
+  const type = frame[0];
+  const r = new Reader(frame.subarray(1), frameName(type));
+  let out: ClientFrame;
+  switch (type) {
+    case FrameType.HELLO: {
+      const magic = r.raw(HELLO_MAGIC.length, 'magic');
+      if (!magic.every((b, i) => b === HELLO_MAGIC[i])) {
+        throw new ProtocolError('BAD_FRAME', 'HELLO: not a confab client (bad magic)');
+      }
+      const version = r.u16('version');
+      if (version !== PROTOCOL_VERSION) {
+        throw new ProtocolError(
+          'UNSUPPORTED_VERSION',
+          `client speaks confab protocol v${version}; this server speaks v${PROTOCOL_VERSION}`,
+        );
+      }
+      out = { type: 'hello', version, agent: r.text8('agent', MAX_AGENT) };
+      break;
+    }
+    case FrameType.JOIN:
+      out = {
+        type: 'join',
+        rid: r.u32('rid'),
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        nick: r.text8('nick', MAX_NICK),
+      };
+      break;
+    case FrameType.LEAVE:
+      out = { type: 'leave', rid: r.u32('rid'), room: r.raw(ROOM_ID_LEN, 'room') };
+      break;
+    case FrameType.SEND:
+      out = {
+        type: 'send',
+        rid: r.u32('rid'),
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        mid: r.raw(MSG_ID_LEN, 'mid'),
+        body: r.rest(),
+      };
+      break;
+    case FrameType.PING:
+    case FrameType.PONG:
+    case FrameType.ERROR:
+      out = parseCommon(type, r);
+      break;
+    default:
+      throw unknownType(type, 'client');
+  }
+  r.end();
+  return out;
+}
+
+/**
+ * Parses a frame a server sent.
+ * @throws ProtocolError `UNKNOWN_FRAME_TYPE`, `UNSUPPORTED_VERSION` or `BAD_FRAME`.
+ */
+export function parseServerFrame(frame: Uint8Array): ServerFrame {
+  const type = frame[0];
+  const r = new Reader(frame.subarray(1), frameName(type));
+  let out: ServerFrame;
+  switch (type) {
+    case FrameType.WELCOME: {
+      const version = r.u16('version');
+      if (version !== PROTOCOL_VERSION) {
+        throw new ProtocolError(
+          'UNSUPPORTED_VERSION',
+          `server speaks confab protocol v${version}; this client speaks v${PROTOCOL_VERSION}`,
+        );
+      }
+      out = {
+        type: 'welcome',
+        version,
+        agent: r.text8('agent', MAX_AGENT),
+        maxFrame: r.u32('maxFrame'),
+        maxBody: r.u32('maxBody'),
+        heartbeatMs: r.u32('heartbeatMs'),
+      };
+      break;
+    }
+    case FrameType.JOINED: {
+      const rid = r.u32('rid');
+      const room = r.raw(ROOM_ID_LEN, 'room');
+      const nick = r.text8('nick', MAX_NICK);
+      const seq = r.u64('seq');
+      const count = r.u16('count');
+      if (count > MAX_ROOM_MEMBERS) {
+        throw new ProtocolError('BAD_FRAME', `JOINED: ${count} members exceeds ${MAX_ROOM_MEMBERS}`);
+      }
+      const members: string[] = [];
+      for (let i = 0; i < count; i++) members.push(r.text8('member', MAX_NICK));
+      out = { type: 'joined', rid, room, nick, seq, members };
+      break;
+    }
+    case FrameType.LEFT:
+      out = { type: 'left', rid: r.u32('rid'), room: r.raw(ROOM_ID_LEN, 'room') };
+      break;
+    case FrameType.MEMBER_JOINED:
+      out = { type: 'member-joined', room: r.raw(ROOM_ID_LEN, 'room'), nick: r.text8('nick', MAX_NICK) };
+      break;
+    case FrameType.MEMBER_LEFT:
+      out = {
+        type: 'member-left',
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        nick: r.text8('nick', MAX_NICK),
+        reason: r.u8('reason'),
+      };
+      break;
+    case FrameType.DELIVER:
+      out = {
+        type: 'deliver',
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        seq: r.u64('seq'),
+        ts: r.u64('ts'),
+        nick: r.text8('nick', MAX_NICK),
+        body: r.rest(),
+      };
+      break;
+    case FrameType.ACK:
+      out = {
+        type: 'ack',
+        rid: r.u32('rid'),
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        seq: r.u64('seq'),
+        ts: r.u64('ts'),
+      };
+      break;
+    case FrameType.PING:
+    case FrameType.PONG:
+    case FrameType.ERROR:
+      out = parseCommon(type, r);
+      break;
+    default:
+      throw unknownType(type, 'server');
+  }
+  r.end();
+  return out;
+}
+
+function parseCommon(type: number, r: Reader): PingFrame | PongFrame | ErrorFrame {
+  if (type === FrameType.PING) return { type: 'ping', token: r.u32('token') };
+  if (type === FrameType.PONG) return { type: 'pong', token: r.u32('token') };
+  const rid = r.u32('rid');
+  const code = r.u16('code');
+  const flags = r.u8('flags');
+  return { type: 'error', rid, code, fatal: (flags & 1) === 1, message: r.text16('message', MAX_ERROR_TEXT) };
+}
+
+function unknownType(type: number | undefined, from: string): ProtocolError {
+  return new ProtocolError(
+    'UNKNOWN_FRAME_TYPE',
+    `frame type 0x${(type ?? 0).toString(16).padStart(2, '0')} is not one a ${from} sends in protocol v${PROTOCOL_VERSION}`,
+  );
+}
+
+const typeNames = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));
+
+function frameName(type: number | undefined): string {
+  return typeNames.get(type ?? -1) ?? 'frame';
+}

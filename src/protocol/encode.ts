@@ -1,0 +1,128 @@
+import { utf8, Writer } from './bytes.js';
+import { FrameType, HELLO_MAGIC } from './frames.js';
+import type { Frame } from './frames.js';
+import { LENGTH_PREFIX, ROOM_ID_LEN } from './limits.js';
+
+/**
+ * Encodes one frame, length prefix included. Pure: the same frame always gives
+ * the same bytes. Field sizes are the caller's to respect; `validate*` helpers
+ * and the decoder enforce them on the receiving side.
+ */
+export function encodeFrame(frame: Frame): Uint8Array {
+  switch (frame.type) {
+    case 'hello': {
+      const agent = utf8(frame.agent);
+      return start(FrameType.HELLO, HELLO_MAGIC.length + 2 + 1 + agent.length)
+        .raw(HELLO_MAGIC)
+        .u16(frame.version)
+        .str8(agent).bytes;
+    }
+    case 'join': {
+      const nick = utf8(frame.nick);
+      return start(FrameType.JOIN, 4 + ROOM_ID_LEN + 1 + nick.length)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .str8(nick).bytes;
+    }
+    case 'leave':
+      return start(FrameType.LEAVE, 4 + ROOM_ID_LEN)
+        .u32(frame.rid)
+        .raw(frame.room).bytes;
+    case 'send':
+      return start(FrameType.SEND, 4 + ROOM_ID_LEN + frame.mid.length + frame.body.length)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .raw(frame.mid)
+        .raw(frame.body).bytes;
+    case 'ping':
+      return start(FrameType.PING, 4).u32(frame.token).bytes;
+    case 'pong':
+      return start(FrameType.PONG, 4).u32(frame.token).bytes;
+    case 'welcome': {
+      const agent = utf8(frame.agent);
+      return start(FrameType.WELCOME, 2 + 1 + agent.length + 4 + 4 + 4)
+        .u16(frame.version)
+        .str8(agent)
+        .u32(frame.maxFrame)
+        .u32(frame.maxBody)
+        .u32(frame.heartbeatMs).bytes;
+    }
+    case 'joined': {
+      const nick = utf8(frame.nick);
+      const members = frame.members.map(utf8);
+      let size = 4 + ROOM_ID_LEN + 1 + nick.length + 8 + 2;
+      for (const m of members) size += 1 + m.length;
+      const w = start(FrameType.JOINED, size)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .str8(nick)
+        .u64(frame.seq)
+        .u16(members.length);
+      for (const m of members) w.str8(m);
+      return w.bytes;
+    }
+    case 'left':
+      return start(FrameType.LEFT, 4 + ROOM_ID_LEN)
+        .u32(frame.rid)
+        .raw(frame.room).bytes;
+    case 'member-joined':
+      return encodeMemberJoined(frame.room, utf8(frame.nick));
+    case 'member-left':
+      return encodeMemberLeft(frame.room, utf8(frame.nick), frame.reason);
+    case 'deliver':
+      return encodeDeliver(frame.room, frame.seq, frame.ts, utf8(frame.nick), frame.body);
+    case 'ack':
+      return start(FrameType.ACK, 4 + ROOM_ID_LEN + 8 + 8)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .u64(frame.seq)
+        .u64(frame.ts).bytes;
+    case 'error': {
+      const message = utf8(frame.message);
+      return start(FrameType.ERROR, 4 + 2 + 1 + 2 + message.length)
+        .u32(frame.rid)
+        .u16(frame.code)
+        .u8(frame.fatal ? 1 : 0)
+        .str16(message).bytes;
+    }
+  }
+}
+
+/**
+ * DELIVER from pre-encoded parts. The relay keeps each member's nick as bytes,
+ * so relaying a message is one allocation and two copies, whatever the fan-out.
+ */
+export function encodeDeliver(
+  room: Uint8Array,
+  seq: number,
+  ts: number,
+  nick: Uint8Array,
+  body: Uint8Array,
+): Uint8Array {
+  return start(FrameType.DELIVER, ROOM_ID_LEN + 8 + 8 + 1 + nick.length + body.length)
+    .raw(room)
+    .u64(seq)
+    .u64(ts)
+    .str8(nick)
+    .raw(body).bytes;
+}
+
+/** MEMBER_JOINED from a pre-encoded nick. */
+export function encodeMemberJoined(room: Uint8Array, nick: Uint8Array): Uint8Array {
+  return start(FrameType.MEMBER_JOINED, ROOM_ID_LEN + 1 + nick.length)
+    .raw(room)
+    .str8(nick).bytes;
+}
+
+/** MEMBER_LEFT from a pre-encoded nick. */
+export function encodeMemberLeft(room: Uint8Array, nick: Uint8Array, reason: number): Uint8Array {
+  return start(FrameType.MEMBER_LEFT, ROOM_ID_LEN + 1 + nick.length + 1)
+    .raw(room)
+    .str8(nick)
+    .u8(reason).bytes;
+}
+
+function start(type: number, payloadLength: number): Writer {
+  const length = 1 + payloadLength;
+  return new Writer(LENGTH_PREFIX + length).u32(length).u8(type);
+}

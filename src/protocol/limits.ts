@@ -1,0 +1,49 @@
+/**
+ * Protocol limits. Every size on the wire is bounded; see doc/LIMITS.md for the
+ * table of limits, their defaults and the error code each one raises.
+ */
+
+/** Bytes in the frame length prefix. */
+export const LENGTH_PREFIX = 4;
+
+/**
+ * Largest value the length prefix may announce (type byte + payload). The decoder
+ * checks it before it allocates anything for the frame.
+ */
+export const MAX_FRAME = 64 * 1024;
+
+/** Largest opaque message body a client may send (an encrypted envelope). */
+export const MAX_BODY = 64_000;
+
+/** Room ids are opaque 16-byte values that clients derive from the room secret. */
+export const ROOM_ID_LEN = 16;
+
+/** Client message ids are 16 random bytes, used later for idempotent resends. */
+export const MSG_ID_LEN = 16;
+
+/** Longest nick, in bytes (nicks are ASCII, see `NICK_PATTERN`). */
+export const MAX_NICK = 24;
+
+/**
+ * Nicks are restricted to ASCII letters, digits and `_.-` so that look-alike
+ * characters, control codes and bidi overrides can never be part of a name.
+ */
+export const NICK_PATTERN: RegExp = /^[A-Za-z0-9_.-]{1,24}$/;
+
+/** Longest client or server software name in HELLO / WELCOME, in bytes. */
+export const MAX_AGENT = 64;
+
+/** Longest human-readable text in an ERROR frame, in bytes. */
+export const MAX_ERROR_TEXT = 1024;
+
+/**
+ * Most members in one room. Bounded so that the member list in a JOINED frame
+ * always fits in one frame: 2,000 × 25 bytes stays under MAX_FRAME.
+ */
+export const MAX_ROOM_MEMBERS = 2000;
+
+/** Most rooms one connection may be in at once. */
+export const MAX_ROOMS_PER_CONNECTION = 16;
+
+/** Largest sequence number; beyond 2^53 JavaScript numbers lose precision. */
+export const MAX_SEQ = Number.MAX_SAFE_INTEGER;

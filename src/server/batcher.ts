@@ -1,0 +1,50 @@
+/** Something that has writes waiting for the end of this event-loop turn. */
+export interface Flushable {
+  flush(): void;
+}
+
+/**
+ * Collects rooms and connections with pending output during one event-loop turn
+ * and flushes them together in a `setImmediate`, after the turn's I/O callbacks
+ * have run. Rooms flush first (turning their batch into one buffer per member),
+ * then connections (one write, or one corked writev, each).
+ */
+export class Batcher {
+  private rooms: Flushable[] = [];
+  private conns: Flushable[] = [];
+  private scheduled = false;
+  private readonly afterFlush: () => void;
+
+  constructor(afterFlush: () => void = () => {}) {
+    this.afterFlush = afterFlush;
+  }
+
+  addRoom(room: Flushable): void {
+    this.rooms.push(room);
+    this.schedule();
+  }
+
+  addConnection(conn: Flushable): void {
+    this.conns.push(conn);
+    this.schedule();
+  }
+
+  /** Runs the pending flushes now (also used when membership changes mid-turn). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    const rooms = this.rooms;
+    this.rooms = [];
+    for (const room of rooms) room.flush();
+    const conns = this.conns;
+    this.conns = [];
+    for (const conn of conns) conn.flush();
+    this.afterFlush();
+  };
+
+  private schedule(): void {
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+}

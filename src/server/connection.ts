@@ -1,0 +1,103 @@
+import type { Socket } from 'node:net';
+import { FrameDecoder } from '../protocol/index.js';
+import type { Batcher, Flushable } from './batcher.js';
+import type { Member } from './room.js';
+
+export const ConnState = {
+  HANDSHAKE: 0,
+  OPEN: 1,
+  CLOSING: 2,
+  CLOSED: 3,
+} as const;
+export type ConnStateValue = (typeof ConnState)[keyof typeof ConnState];
+
+/**
+ * One client connection: its socket, decoder, deadlines, rooms and output
+ * queue. Kept small on purpose (no closures or timers of its own) because a
+ * server holds tens of thousands of them; one sweep checks all deadlines.
+ */
+export class Connection implements Flushable {
+  readonly id: number;
+  readonly socket: Socket;
+  readonly remote: string;
+  readonly decoder: FrameDecoder;
+  state: ConnStateValue = ConnState.HANDSHAKE;
+  readonly connectedAt: number;
+  lastReadAt: number;
+  /** When the unfinished frame in the decoder started arriving, or 0. */
+  frameStartedAt = 0;
+  pingSentAt = 0;
+  readonly memberships: Member[] = [];
+  /** Set when the send queue overflowed; the server drops it after this flush. */
+  overflowed = false;
+  private out: Uint8Array | Uint8Array[] | null = null;
+  private outBytes = 0;
+  private readonly batcher: Batcher;
+  private readonly sendQueueBytes: number;
+  private readonly onOverflow: (conn: Connection) => void;
+
+  constructor(
+    id: number,
+    socket: Socket,
+    now: number,
+    maxFrame: number,
+    sendQueueBytes: number,
+    batcher: Batcher,
+    onOverflow: (conn: Connection) => void,
+  ) {
+    this.id = id;
+    this.socket = socket;
+    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.decoder = new FrameDecoder(maxFrame);
+    this.connectedAt = now;
+    this.lastReadAt = now;
+    this.batcher = batcher;
+    this.sendQueueBytes = sendQueueBytes;
+    this.onOverflow = onOverflow;
+  }
+
+  /**
+   * Queues bytes for the end of this turn. Returns false, and marks the
+   * connection overflowed, when the bytes the kernel has not taken yet plus this
+   * turn's output would pass the send-queue cap.
+   */
+  enqueue(buf: Uint8Array): boolean {
+    if (this.overflowed || this.state >= ConnState.CLOSING) return false;
+    if (this.socket.writableLength + this.outBytes + buf.length > this.sendQueueBytes) {
+      this.overflowed = true;
+      this.onOverflow(this);
+      return false;
+    }
+    if (this.out === null) {
+      this.out = buf;
+      this.batcher.addConnection(this);
+    } else if (Array.isArray(this.out)) {
+      this.out.push(buf);
+    } else {
+      this.out = [this.out, buf];
+    }
+    this.outBytes += buf.length;
+    return true;
+  }
+
+  flush(): void {
+    const out = this.out;
+    this.out = null;
+    this.outBytes = 0;
+    if (out === null || this.overflowed || this.socket.destroyed) return;
+    if (!Array.isArray(out)) {
+      this.socket.write(out);
+      return;
+    }
+    // Several buffers this turn: cork so they leave in one writev.
+    this.socket.cork();
+    for (const buf of out) this.socket.write(buf);
+    this.socket.uncork();
+  }
+
+  /** Writes immediately, bypassing the batch (used for the last frame before close). */
+  writeNow(buf: Uint8Array): void {
+    this.flush();
+    if (!this.socket.destroyed) this.socket.write(buf);
+  }
+}

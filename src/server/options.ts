@@ -1,0 +1,102 @@
+import type { Logger } from 'pino';
+import {
+  DEFAULT_PORT,
+  MAX_BODY,
+  MAX_FRAME,
+  MAX_ROOM_MEMBERS,
+  MAX_ROOMS_PER_CONNECTION,
+  systemClock,
+} from '../protocol/index.js';
+import type { Clock } from '../protocol/index.js';
+
+/** Every bound the server enforces. doc/LIMITS.md lists each with its error code. */
+export interface ServerLimits {
+  /** Largest frame a client may announce (FRAME_TOO_LARGE). */
+  maxFrame: number;
+  /** Largest message body (BODY_TOO_LARGE). */
+  maxBody: number;
+  /** Time from connect to a completed HELLO (HANDSHAKE_TIMEOUT). */
+  handshakeTimeoutMs: number;
+  /** Time from a frame's first byte to its last (READ_TIMEOUT). */
+  frameTimeoutMs: number;
+  /** Silence after which the server sends PING. */
+  heartbeatMs: number;
+  /** Silence after which the connection is dropped (HEARTBEAT_TIMEOUT). */
+  deadAfterMs: number;
+  /** Bytes queued for one connection before it is dropped (SENDQ_EXCEEDED). */
+  sendQueueBytes: number;
+  /** Rooms one connection may be in (TOO_MANY_ROOMS). */
+  maxRoomsPerConnection: number;
+  /** Members in one room (ROOM_FULL). */
+  maxRoomMembers: number;
+  /** Open connections on the whole server (TOO_MANY_CONNECTIONS). */
+  maxConnections: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
+  maxFrame: MAX_FRAME,
+  maxBody: MAX_BODY,
+  handshakeTimeoutMs: 10_000,
+  frameTimeoutMs: 30_000,
+  heartbeatMs: 15_000,
+  deadAfterMs: 45_000,
+  sendQueueBytes: 256 * 1024,
+  maxRoomsPerConnection: MAX_ROOMS_PER_CONNECTION,
+  maxRoomMembers: MAX_ROOM_MEMBERS,
+  maxConnections: 20_000,
+});
+
+/** Options of `startServer`. */
+export interface ServerOptions {
+  /** Interface to listen on; default `0.0.0.0`. */
+  host?: string;
+  /** TCP port; default 5050; 0 picks a free one. */
+  port?: number;
+  /** Where the server keeps its state; created if missing. */
+  dataDir?: string;
+  /** Overrides of DEFAULT_LIMITS. */
+  limits?: Partial<ServerLimits>;
+  clock?: Clock;
+  /** How often deadlines are checked, in ms; default 1,000. */
+  sweepMs?: number;
+  logger?: Logger;
+}
+
+export const DEFAULT_HOST = '0.0.0.0';
+
+export interface ResolvedOptions {
+  host: string;
+  port: number;
+  dataDir: string | undefined;
+  limits: ServerLimits;
+  clock: Clock;
+  sweepMs: number;
+}
+
+export function resolveOptions(options: ServerOptions): ResolvedOptions {
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new RangeError(`limit "${key}" expected a positive integer, got ${String(value)}`);
+    }
+  }
+  if (limits.maxFrame > MAX_FRAME) {
+    throw new RangeError(`limit "maxFrame" may not exceed the protocol's ${MAX_FRAME}, got ${limits.maxFrame}`);
+  }
+  if (limits.maxBody > MAX_BODY) {
+    throw new RangeError(`limit "maxBody" may not exceed the protocol's ${MAX_BODY}, got ${limits.maxBody}`);
+  }
+  if (limits.maxRoomMembers > MAX_ROOM_MEMBERS) {
+    throw new RangeError(
+      `limit "maxRoomMembers" may not exceed the protocol's ${MAX_ROOM_MEMBERS}, got ${limits.maxRoomMembers}`,
+    );
+  }
+  return {
+    host: options.host ?? DEFAULT_HOST,
+    port: options.port ?? DEFAULT_PORT,
+    dataDir: options.dataDir,
+    limits,
+    clock: options.clock ?? systemClock,
+    sweepMs: options.sweepMs ?? 1000,
+  };
+}

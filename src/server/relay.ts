@@ -1,0 +1,348 @@
+import type { Logger } from 'pino';
+import {
+  encodeDeliver,
+  encodeFrame,
+  ErrorCode,
+  LeaveReason,
+  MAX_BODY,
+  NICK_PATTERN,
+  parseClientFrame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  utf8,
+} from '../protocol/index.js';
+import type { ClientFrame, Clock, ErrorCodeName, JoinFrame, LeaveFrame, SendFrame } from '../protocol/index.js';
+import { Batcher } from './batcher.js';
+import { Connection, ConnState } from './connection.js';
+import { roomLabel } from './log.js';
+import type { ServerLimits } from './options.js';
+import { Room } from './room.js';
+import type { Member } from './room.js';
+
+/** Software name the server announces in WELCOME. */
+export const SERVER_AGENT = 'confab-server/0.1.0';
+
+/** Counters for tests, benchmarks and operators. Never message content. */
+export interface RelayStats {
+  connections: number;
+  rooms: number;
+  messagesIn: number;
+  deliveries: number;
+  dropped: Partial<Record<ErrorCodeName, number>>;
+}
+
+/**
+ * The relay logic, apart from sockets and timers: handshake, rooms, nicks,
+ * fan-out, and what to do with every frame or error a connection produces.
+ * Bodies are handled as opaque bytes and never decoded.
+ */
+export class Relay {
+  readonly rooms = new Map<string, Room>();
+  readonly connections = new Set<Connection>();
+  readonly batcher: Batcher;
+  readonly stats: RelayStats = { connections: 0, rooms: 0, messagesIn: 0, deliveries: 0, dropped: {} };
+  private readonly limits: ServerLimits;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly overflowed: Connection[] = [];
+  private readonly welcome: Uint8Array;
+  private nextId = 1;
+
+  constructor(limits: ServerLimits, clock: Clock, log: Logger) {
+    this.limits = limits;
+    this.clock = clock;
+    this.log = log;
+    this.batcher = new Batcher(() => this.dropOverflowed());
+    this.welcome = encodeFrame({
+      type: 'welcome',
+      version: PROTOCOL_VERSION,
+      agent: SERVER_AGENT,
+      maxFrame: limits.maxFrame,
+      maxBody: Math.min(limits.maxBody, MAX_BODY),
+      heartbeatMs: limits.heartbeatMs,
+    });
+  }
+
+  /** Registers a new socket's connection. */
+  open(socket: Connection['socket']): Connection {
+    const conn = new Connection(
+      this.nextId++,
+      socket,
+      this.clock.now(),
+      this.limits.maxFrame,
+      this.limits.sendQueueBytes,
+      this.batcher,
+      this.noteOverflow,
+    );
+    this.connections.add(conn);
+    this.stats.connections = this.connections.size;
+    return conn;
+  }
+
+  /** Feeds bytes read from a connection's socket. */
+  receive(conn: Connection, chunk: Uint8Array): void {
+    if (conn.state >= ConnState.CLOSING) return;
+    const now = this.clock.now();
+    conn.lastReadAt = now;
+    conn.pingSentAt = 0;
+    try {
+      const frames = conn.decoder.push(chunk);
+      for (const raw of frames) {
+        this.handle(conn, parseClientFrame(raw));
+        if (conn.state >= ConnState.CLOSING) return;
+      }
+    } catch (err) {
+      this.fail(conn, err);
+      return;
+    }
+    if (!conn.decoder.midFrame) conn.frameStartedAt = 0;
+    else if (conn.frameStartedAt === 0) conn.frameStartedAt = now;
+  }
+
+  /** The peer closed its side: a frame cut short is an error, anything else a clean leave. */
+  peerEnded(conn: Connection): void {
+    if (conn.state >= ConnState.CLOSING) return;
+    try {
+      conn.decoder.finish();
+    } catch (err) {
+      this.fail(conn, err);
+      return;
+    }
+    this.close(conn, LeaveReason.LEFT);
+  }
+
+  /** The socket is gone, for whatever reason. Idempotent. */
+  closed(conn: Connection): void {
+    if (conn.state === ConnState.CLOSED) return;
+    this.leaveAll(conn, LeaveReason.DISCONNECTED);
+    conn.state = ConnState.CLOSED;
+    this.connections.delete(conn);
+    this.stats.connections = this.connections.size;
+  }
+
+  /**
+   * Sends a fatal typed error (when the socket can still take it) and closes.
+   * The others in its rooms see it leave as disconnected.
+   */
+  drop(conn: Connection, code: ErrorCodeName, message: string, rid = 0): void {
+    if (conn.state >= ConnState.CLOSING) return;
+    this.stats.dropped[code] = (this.stats.dropped[code] ?? 0) + 1;
+    this.log.info({ conn: conn.id, remote: conn.remote, code }, 'dropping connection');
+    const frame = encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: true, message });
+    this.leaveAll(conn, LeaveReason.DISCONNECTED);
+    if (code === 'SENDQ_EXCEEDED') {
+      // It is not reading: another write would only queue. Cut it now.
+      conn.state = ConnState.CLOSING;
+      conn.socket.destroy();
+      return;
+    }
+    conn.writeNow(frame);
+    conn.state = ConnState.CLOSING;
+    conn.socket.end();
+    // A peer that never reads its error must not hold the socket open.
+    this.clock.setTimer(() => conn.socket.destroy(), 2000);
+  }
+
+  /** Closes cleanly after the peer's own end. */
+  close(conn: Connection, reason: number): void {
+    if (conn.state >= ConnState.CLOSING) return;
+    this.leaveAll(conn, reason);
+    conn.flush();
+    conn.state = ConnState.CLOSING;
+    conn.socket.end();
+    this.clock.setTimer(() => conn.socket.destroy(), 2000);
+  }
+
+  /**
+   * Says goodbye to every connection with one frame and ends them, without the
+   * n² leave notices that closing them one by one would send.
+   */
+  shutdown(bye: Uint8Array): void {
+    this.batcher.flush();
+    for (const conn of this.connections) {
+      if (conn.state >= ConnState.CLOSING) continue;
+      conn.memberships.length = 0;
+      conn.writeNow(bye);
+      conn.state = ConnState.CLOSING;
+      conn.socket.end();
+    }
+    this.rooms.clear();
+    this.stats.rooms = 0;
+  }
+
+  /** Checks every connection's deadlines; called by the server's sweep timer. */
+  sweep(): void {
+    const now = this.clock.now();
+    const l = this.limits;
+    for (const conn of this.connections) {
+      if (conn.state === ConnState.HANDSHAKE && now - conn.connectedAt >= l.handshakeTimeoutMs) {
+        this.drop(conn, 'HANDSHAKE_TIMEOUT', `no HELLO within ${l.handshakeTimeoutMs} ms`);
+      } else if (conn.frameStartedAt !== 0 && now - conn.frameStartedAt >= l.frameTimeoutMs) {
+        this.drop(conn, 'READ_TIMEOUT', `a frame took longer than ${l.frameTimeoutMs} ms to arrive`);
+      } else if (conn.state === ConnState.OPEN && now - conn.lastReadAt >= l.deadAfterMs) {
+        this.drop(conn, 'HEARTBEAT_TIMEOUT', `nothing heard for ${l.deadAfterMs} ms`);
+      } else if (conn.state === ConnState.OPEN && conn.pingSentAt === 0 && now - conn.lastReadAt >= l.heartbeatMs) {
+        conn.pingSentAt = now;
+        conn.enqueue(encodeFrame({ type: 'ping', token: now >>> 0 }));
+      }
+    }
+  }
+
+  private handle(conn: Connection, frame: ClientFrame): void {
+    if (conn.state === ConnState.HANDSHAKE) {
+      if (frame.type !== 'hello') {
+        this.drop(conn, 'HANDSHAKE_REQUIRED', `expected HELLO first, got ${frame.type.toUpperCase()}`);
+        return;
+      }
+      conn.state = ConnState.OPEN;
+      conn.enqueue(this.welcome);
+      this.log.debug({ conn: conn.id, remote: conn.remote, agent: frame.agent }, 'hello');
+      return;
+    }
+    switch (frame.type) {
+      case 'send':
+        this.send(conn, frame);
+        return;
+      case 'join':
+        this.join(conn, frame);
+        return;
+      case 'leave':
+        this.leave(conn, frame);
+        return;
+      case 'ping':
+        conn.enqueue(encodeFrame({ type: 'pong', token: frame.token }));
+        return;
+      case 'pong':
+        return;
+      case 'hello':
+        this.reject(conn, 0, 'BAD_FRAME', 'HELLO may only be sent once');
+        return;
+      case 'error':
+        this.log.debug({ conn: conn.id, code: frame.code }, 'client reported an error');
+        return;
+    }
+  }
+
+  private send(conn: Connection, frame: SendFrame): void {
+    const member = findMember(conn, frame.room);
+    if (member === undefined) {
+      this.reject(conn, frame.rid, 'NOT_IN_ROOM', 'join the room before sending to it');
+      return;
+    }
+    if (frame.body.length > this.limits.maxBody) {
+      this.reject(conn, frame.rid, 'BODY_TOO_LARGE', `message body over ${this.limits.maxBody} bytes`);
+      return;
+    }
+    const room = member.room;
+    const seq = ++room.seq;
+    const ts = this.clock.now();
+    room.broadcast(encodeDeliver(room.id, seq, ts, member.nickBytes, frame.body), conn);
+    conn.enqueue(encodeFrame({ type: 'ack', rid: frame.rid, room: room.id, seq, ts }));
+    this.stats.messagesIn++;
+    this.stats.deliveries += room.members.length - 1;
+  }
+
+  private join(conn: Connection, frame: JoinFrame): void {
+    if (!NICK_PATTERN.test(frame.nick)) {
+      this.reject(conn, frame.rid, 'BAD_NICK', 'a nick is 1 to 24 of A-Z a-z 0-9 _ . -');
+      return;
+    }
+    if (findMember(conn, frame.room) !== undefined) {
+      this.reject(conn, frame.rid, 'ALREADY_JOINED', 'this connection is already in that room');
+      return;
+    }
+    if (conn.memberships.length >= this.limits.maxRoomsPerConnection) {
+      this.reject(conn, frame.rid, 'TOO_MANY_ROOMS', `at most ${this.limits.maxRoomsPerConnection} rooms`);
+      return;
+    }
+    const key = Buffer.from(frame.room).toString('hex');
+    let room = this.rooms.get(key);
+    if (room !== undefined && room.memberByNick(frame.nick) !== undefined) {
+      this.reject(conn, frame.rid, 'NICK_TAKEN', `the nick "${frame.nick}" is in use in this room`);
+      return;
+    }
+    if (room !== undefined && room.members.length >= this.limits.maxRoomMembers) {
+      this.reject(conn, frame.rid, 'ROOM_FULL', `the room has ${this.limits.maxRoomMembers} members`);
+      return;
+    }
+    if (room === undefined) {
+      room = new Room(new Uint8Array(frame.room), key, this.batcher);
+      this.rooms.set(key, room);
+      this.stats.rooms = this.rooms.size;
+    }
+    const others = room.members.map((m) => m.nick);
+    const member: Member = { conn, room, nick: frame.nick, nickBytes: utf8(frame.nick) };
+    room.add(member);
+    conn.memberships.push(member);
+    conn.enqueue(
+      encodeFrame({ type: 'joined', rid: frame.rid, room: room.id, nick: frame.nick, seq: room.seq, members: others }),
+    );
+    this.log.debug({ conn: conn.id, room: roomLabel(room.id), members: room.members.length }, 'join');
+  }
+
+  private leave(conn: Connection, frame: LeaveFrame): void {
+    const member = findMember(conn, frame.room);
+    if (member === undefined) {
+      this.reject(conn, frame.rid, 'NOT_IN_ROOM', 'not in that room');
+      return;
+    }
+    this.removeMember(member, LeaveReason.LEFT);
+    conn.enqueue(encodeFrame({ type: 'left', rid: frame.rid, room: member.room.id }));
+  }
+
+  private leaveAll(conn: Connection, reason: number): void {
+    while (conn.memberships.length > 0) this.removeMember(conn.memberships[0] as Member, reason);
+  }
+
+  private removeMember(member: Member, reason: number): void {
+    const list = member.conn.memberships;
+    list.splice(list.indexOf(member), 1);
+    const room = member.room;
+    room.remove(member, reason);
+    if (room.members.length === 0) {
+      // Nothing is kept for an empty room yet; durable history arrives with the store.
+      room.flush();
+      this.rooms.delete(room.key);
+      this.stats.rooms = this.rooms.size;
+    }
+  }
+
+  /** A non-fatal error answering one request. */
+  private reject(conn: Connection, rid: number, code: ErrorCodeName, message: string): void {
+    conn.enqueue(encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: false, message }));
+  }
+
+  private fail(conn: Connection, err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.drop(conn, err.code, err.message);
+      return;
+    }
+    this.log.error({ conn: conn.id, err }, 'internal error handling a frame');
+    this.drop(conn, 'INTERNAL', 'internal server error');
+  }
+
+  private readonly noteOverflow = (conn: Connection): void => {
+    this.overflowed.push(conn);
+    this.batcher.addConnection(conn); // makes sure a flush, and so the drop, follows
+  };
+
+  /** Drops the connections whose send queue overflowed during the flush just done. */
+  private dropOverflowed(): void {
+    if (this.overflowed.length === 0) return;
+    const list = this.overflowed.splice(0);
+    for (const conn of list) {
+      this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
+    }
+  }
+}
+
+function findMember(conn: Connection, room: Uint8Array): Member | undefined {
+  for (const m of conn.memberships) if (sameId(m.room.id, room)) return m;
+  return undefined;
+}
+
+function sameId(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

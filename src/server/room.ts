@@ -1,0 +1,95 @@
+import { encodeMemberJoined, encodeMemberLeft } from '../protocol/index.js';
+import type { Batcher, Flushable } from './batcher.js';
+import type { Connection } from './connection.js';
+
+/** A connection's presence in one room under one nick. */
+export interface Member {
+  readonly conn: Connection;
+  readonly room: Room;
+  readonly nick: string;
+  /** The nick as UTF-8, encoded once at join and copied into every frame. */
+  readonly nickBytes: Uint8Array;
+}
+
+/**
+ * A room: its members in join order, its sequence counter and the frames of
+ * this event-loop turn that still have to go out.
+ *
+ * Fan-out: all frames of a turn are concatenated once, and that one buffer is
+ * queued to every member. A member who sent some of them gets a copy without its
+ * own frames instead, built once per distinct sender, not per recipient.
+ */
+export class Room implements Flushable {
+  readonly id: Uint8Array;
+  readonly key: string;
+  seq = 0;
+  readonly members: Member[] = [];
+  private readonly byNick = new Map<string, Member>();
+  private pending: Uint8Array[] = [];
+  /** Who sent each pending frame (null: the server, goes to everyone). */
+  private pendingFrom: (Connection | null)[] = [];
+  private readonly batcher: Batcher;
+
+  constructor(id: Uint8Array, key: string, batcher: Batcher) {
+    this.id = id;
+    this.key = key;
+    this.batcher = batcher;
+  }
+
+  memberByNick(nick: string): Member | undefined {
+    return this.byNick.get(nick.toLowerCase());
+  }
+
+  /** Adds a member and tells the others. Flushes the turn's batch first so that
+   * the newcomer gets nothing numbered before its JOINED. */
+  add(member: Member): void {
+    if (this.pending.length > 0) this.flush();
+    this.members.push(member);
+    this.byNick.set(member.nick.toLowerCase(), member);
+    this.broadcast(encodeMemberJoined(this.id, member.nickBytes), member.conn);
+  }
+
+  /** Removes a member and tells the others why. */
+  remove(member: Member, reason: number): void {
+    const i = this.members.indexOf(member);
+    if (i < 0) return;
+    if (this.pending.length > 0) this.flush();
+    this.members.splice(i, 1);
+    this.byNick.delete(member.nick.toLowerCase());
+    this.broadcast(encodeMemberLeft(this.id, member.nickBytes, reason), member.conn);
+  }
+
+  /** Queues a frame for every member except `from`, to go out at the end of the turn. */
+  broadcast(frame: Uint8Array, from: Connection | null): void {
+    if (this.pending.length === 0) this.batcher.addRoom(this);
+    this.pending.push(frame);
+    this.pendingFrom.push(from);
+  }
+
+  flush(): void {
+    const frames = this.pending;
+    const from = this.pendingFrom;
+    if (frames.length === 0) return;
+    this.pending = [];
+    this.pendingFrom = [];
+    const members = this.members;
+    if (frames.length === 1) {
+      const frame = frames[0] as Uint8Array;
+      const sender = from[0];
+      for (const m of members) if (m.conn !== sender) m.conn.enqueue(frame);
+      return;
+    }
+    const all = Buffer.concat(frames);
+    const senders = new Set(from);
+    senders.delete(null);
+    const forSender = new Map<Connection, Buffer>();
+    for (const s of senders) {
+      const own = s as Connection;
+      forSender.set(own, Buffer.concat(frames.filter((_, i) => from[i] !== own)));
+    }
+    for (const m of members) {
+      const buf = forSender.size > 0 ? (forSender.get(m.conn) ?? all) : all;
+      if (buf.length > 0) m.conn.enqueue(buf);
+    }
+  }
+}

@@ -1,0 +1,121 @@
+import { mkdirSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { encodeFrame, ErrorCode } from '../protocol/index.js';
+import type { Connection } from './connection.js';
+import { createLogger } from './log.js';
+import { resolveOptions } from './options.js';
+import type { ServerLimits, ServerOptions } from './options.js';
+import { Relay } from './relay.js';
+import type { RelayStats } from './relay.js';
+
+/** A running relay server. */
+export interface ConfabServer {
+  /** The address it listens on (the real port when started with port 0). */
+  readonly host: string;
+  readonly port: number;
+  readonly limits: Readonly<ServerLimits>;
+  readonly stats: Readonly<RelayStats>;
+  /** Checks deadlines now (tests with a fake clock call this). */
+  sweep(): void;
+  /** Tells every client the server is going away, closes every socket, stops listening. */
+  close(): Promise<void>;
+}
+
+const conns = new WeakMap<Socket, Connection>();
+
+/**
+ * Starts a relay server and resolves once it listens.
+ * @example const server = await startServer({ port: 0 }); console.log(server.port);
+ */
+export async function startServer(options: ServerOptions = {}): Promise<ConfabServer> {
+  const opts = resolveOptions(options);
+  const log: Logger = options.logger ?? createLogger();
+  if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  const relay = new Relay(opts.limits, opts.clock, log);
+
+  // One set of handlers for every socket, looked up through the WeakMap, so a
+  // connection costs no closures.
+  function onData(this: Socket, chunk: Buffer): void {
+    const conn = conns.get(this);
+    if (conn !== undefined) relay.receive(conn, chunk);
+  }
+  function onEnd(this: Socket): void {
+    const conn = conns.get(this);
+    if (conn !== undefined) relay.peerEnded(conn);
+  }
+  function onClose(this: Socket): void {
+    const conn = conns.get(this);
+    if (conn !== undefined) relay.closed(conn);
+  }
+  function onError(this: Socket, err: Error): void {
+    log.debug({ err: err.message }, 'socket error');
+  }
+
+  const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    if (relay.connections.size >= opts.limits.maxConnections) {
+      socket.on('error', onError);
+      socket.end(
+        encodeFrame({
+          type: 'error',
+          rid: 0,
+          code: ErrorCode.TOO_MANY_CONNECTIONS,
+          fatal: true,
+          message: 'server full',
+        }),
+      );
+      return;
+    }
+    const conn = relay.open(socket);
+    conns.set(socket, conn);
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onClose);
+    socket.on('error', onError);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    net.once('error', reject);
+    net.listen(opts.port, opts.host, () => {
+      net.off('error', reject);
+      resolve();
+    });
+  });
+  net.on('error', (err) => log.error({ err }, 'listener error'));
+  const address = net.address() as AddressInfo;
+
+  let stopSweep = opts.clock.setTimer(function tick() {
+    relay.sweep();
+    stopSweep = opts.clock.setTimer(tick, opts.sweepMs);
+  }, opts.sweepMs);
+
+  let closing: Promise<void> | null = null;
+  return {
+    host: address.address,
+    port: address.port,
+    limits: opts.limits,
+    stats: relay.stats,
+    sweep: () => relay.sweep(),
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        stopSweep();
+        net.close(() => resolve());
+        const bye = encodeFrame({
+          type: 'error',
+          rid: 0,
+          code: ErrorCode.SERVER_SHUTDOWN,
+          fatal: true,
+          message: 'server shutting down',
+        });
+        relay.shutdown(bye);
+        // Whoever has not closed within a second is cut.
+        const timer = setTimeout(() => {
+          for (const conn of relay.connections) conn.socket.destroy();
+        }, 1000);
+        timer.unref();
+      });
+      return closing;
+    },
+  };
+}

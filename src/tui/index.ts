@@ -1,0 +1,4 @@
+export { runJoin, ExitCode } from './join.js';
+export type { JoinIO, JoinOptions } from './join.js';
+export { inert } from './sanitize.js';
+export type { ChatEvent } from './events.js';

@@ -1,0 +1,80 @@
+import { connect as netConnect } from 'node:net';
+import type { Socket } from 'node:net';
+import { pino } from 'pino';
+import { encodeFrame, FrameDecoder, parseServerFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import type { ServerFrame } from '../../src/protocol/index.js';
+import { startServer } from '../../src/server/index.js';
+import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
+
+/** A real server on a free port, with logs silenced unless CONFAB_TEST_LOG is set. */
+export function testServer(options: ServerOptions = {}): Promise<ConfabServer> {
+  return startServer({
+    host: '127.0.0.1',
+    port: 0,
+    logger: pino({ level: process.env['CONFAB_TEST_LOG'] ?? 'silent' }),
+    ...options,
+  });
+}
+
+/** Polls `check` until it returns true, or fails after `ms`. */
+export async function until(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * A raw TCP peer for tests that need to send exact bytes: it writes whatever it
+ * is given and records every frame the server sends back, and whether the
+ * server closed the connection.
+ */
+export class RawPeer {
+  readonly socket: Socket;
+  readonly frames: ServerFrame[] = [];
+  closed = false;
+  private readonly decoder = new FrameDecoder();
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      for (const raw of this.decoder.push(chunk)) this.frames.push(parseServerFrame(raw));
+    });
+    socket.on('close', () => {
+      this.closed = true;
+    });
+    socket.on('error', () => {});
+  }
+
+  static open(port: number): Promise<RawPeer> {
+    return new Promise((resolve, reject) => {
+      const socket = netConnect({ host: '127.0.0.1', port, noDelay: true });
+      socket.once('connect', () => resolve(new RawPeer(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  write(bytes: Uint8Array | string): void {
+    this.socket.write(bytes);
+  }
+
+  hello(version = PROTOCOL_VERSION): void {
+    this.write(encodeFrame({ type: 'hello', version, agent: 'raw-test' }));
+  }
+
+  /** Waits for the server to close the connection; returns the frames seen. */
+  async closedByServer(ms = 5000): Promise<ServerFrame[]> {
+    await until(() => this.closed, ms, 'server to close the connection');
+    return this.frames;
+  }
+
+  /** The first ERROR frame received, if any. */
+  error(): Extract<ServerFrame, { type: 'error' }> | undefined {
+    return this.frames.find((f): f is Extract<ServerFrame, { type: 'error' }> => f.type === 'error');
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

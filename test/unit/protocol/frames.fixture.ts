@@ -1,0 +1,32 @@
+import type { ClientFrame, Frame, ServerFrame } from '../../../src/protocol/index.js';
+
+const room = new Uint8Array(16).map((_, i) => i + 1);
+const mid = new Uint8Array(16).fill(0xab);
+
+/** One frame of every type, with small but non-trivial fields. */
+export const clientFrames: ClientFrame[] = [
+  { type: 'hello', version: 1, agent: 'confab/test' },
+  { type: 'join', rid: 7, room, nick: 'alice' },
+  { type: 'leave', rid: 8, room },
+  { type: 'send', rid: 9, room, mid, body: new Uint8Array([1, 2, 3, 0, 255]) },
+  { type: 'send', rid: 10, room, mid, body: new Uint8Array(0) },
+  { type: 'ping', token: 0xdeadbeef },
+  { type: 'pong', token: 1 },
+  { type: 'error', rid: 0, code: 1, fatal: false, message: 'oops ✓' },
+];
+
+export const serverFrames: ServerFrame[] = [
+  { type: 'welcome', version: 1, agent: 'confab-server/test', maxFrame: 65536, maxBody: 64000, heartbeatMs: 15000 },
+  { type: 'joined', rid: 7, room, nick: 'alice', seq: 2 ** 40 + 5, members: ['bob', 'carol'] },
+  { type: 'joined', rid: 7, room, nick: 'alice', seq: 0, members: [] },
+  { type: 'left', rid: 8, room },
+  { type: 'member-joined', room, nick: 'dave' },
+  { type: 'member-left', room, nick: 'dave', reason: 1 },
+  { type: 'deliver', room, seq: Number.MAX_SAFE_INTEGER, ts: 1_800_000_000_000, nick: 'bob', body: new Uint8Array([9, 9]) },
+  { type: 'ack', rid: 9, room, seq: 3, ts: 1_800_000_000_001 },
+  { type: 'ping', token: 5 },
+  { type: 'pong', token: 5 },
+  { type: 'error', rid: 9, code: 10, fatal: true, message: 'nick taken' },
+];
+
+export const allFrames: Frame[] = [...clientFrames, ...serverFrames];
