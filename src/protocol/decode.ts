@@ -149,7 +149,9 @@ export function parseClientFrame(frame: Uint8Array): ClientFrame {
         type: 'join',
         rid: r.u32('rid'),
         room: r.raw(ROOM_ID_LEN, 'room'),
-        nick: r.text8('nick', MAX_NICK),
+        // Any length the field can hold: the server judges the nick (BAD_NICK),
+        // so a bad one is a refused request, not a broken connection.
+        nick: r.text8('nick', 255),
       };
       break;
     case FrameType.LEAVE:

@@ -31,7 +31,6 @@ export class Connection implements Flushable {
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
-  private outBytes = 0;
   private readonly batcher: Batcher;
   private readonly sendQueueBytes: number;
   private readonly onOverflow: (conn: Connection) => void;
@@ -58,14 +57,13 @@ export class Connection implements Flushable {
 
   /**
    * Queues bytes for the end of this turn. Returns false, and marks the
-   * connection overflowed, when the bytes the kernel has not taken yet plus this
-   * turn's output would pass the send-queue cap.
+   * connection overflowed, when bytes from earlier turns that the kernel has not
+   * taken yet already pass the send-queue cap: the peer is not reading.
    */
   enqueue(buf: Uint8Array): boolean {
     if (this.overflowed || this.state >= ConnState.CLOSING) return false;
-    if (this.socket.writableLength + this.outBytes + buf.length > this.sendQueueBytes) {
-      this.overflowed = true;
-      this.onOverflow(this);
+    if (this.socket.writableLength > this.sendQueueBytes) {
+      this.markOverflowed();
       return false;
     }
     if (this.out === null) {
@@ -76,23 +74,29 @@ export class Connection implements Flushable {
     } else {
       this.out = [this.out, buf];
     }
-    this.outBytes += buf.length;
     return true;
   }
 
   flush(): void {
     const out = this.out;
     this.out = null;
-    this.outBytes = 0;
     if (out === null || this.overflowed || this.socket.destroyed) return;
     if (!Array.isArray(out)) {
       this.socket.write(out);
-      return;
+    } else {
+      // Several buffers this turn: cork so they leave in one writev.
+      this.socket.cork();
+      for (const buf of out) this.socket.write(buf);
+      this.socket.uncork();
     }
-    // Several buffers this turn: cork so they leave in one writev.
-    this.socket.cork();
-    for (const buf of out) this.socket.write(buf);
-    this.socket.uncork();
+    // What the kernel would not take stays in Node's buffer; past the cap the
+    // peer is too far behind to catch up live.
+    if (this.socket.writableLength > this.sendQueueBytes) this.markOverflowed();
+  }
+
+  private markOverflowed(): void {
+    this.overflowed = true;
+    this.onOverflow(this);
   }
 
   /** Writes immediately, bypassing the batch (used for the last frame before close). */

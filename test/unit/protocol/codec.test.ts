@@ -176,8 +176,11 @@ describe('frame codec', () => {
     const raw = decodeOne(encodeFrame({ type: 'join', rid: 1, room: new Uint8Array(16), nick: 'bob' })).slice();
     raw[raw.length - 1] = 0xff;
     expect(codeOf(() => parseClientFrame(raw))).toBe('BAD_FRAME');
-    const long = decodeOne(encodeFrame({ type: 'join', rid: 1, room: new Uint8Array(16), nick: 'x'.repeat(MAX_NICK + 1) }));
-    expect(codeOf(() => parseClientFrame(long))).toBe('BAD_FRAME');
+    const room = new Uint8Array(16);
+    const long = decodeOne(
+      encodeFrame({ type: 'deliver', room, seq: 1, ts: 1, nick: 'x'.repeat(MAX_NICK + 1), body: room }),
+    );
+    expect(codeOf(() => parseServerFrame(long))).toBe('BAD_FRAME');
   });
 
   it('rejects sequence numbers beyond 2^53', () => {

@@ -102,7 +102,9 @@ describe('FrameDecoder', () => {
 
   it('honours a smaller configured limit', () => {
     const frame = encodeFrame({ type: 'ping', token: 1 }); // length 5
-    expect(() => new FrameDecoder(4).push(frame)).toThrow(expect.objectContaining({ code: 'FRAME_TOO_LARGE' }) as Error);
+    expect(() => new FrameDecoder(4).push(frame)).toThrow(
+      expect.objectContaining({ code: 'FRAME_TOO_LARGE' }) as Error,
+    );
     expect(new FrameDecoder(5).push(frame)).toHaveLength(1);
   });
 

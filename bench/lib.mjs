@@ -1,0 +1,93 @@
+// Shared pieces of the benchmarks: a server in its own process, its CPU and
+// memory from procfs, and a minimal raw client on the real codec.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { encodeFrame, FrameDecoder, FrameType } from '../dist/protocol/index.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** Starts `confab serve` on a free loopback port; resolves with its pid and port. */
+export function startServerProcess(extraArgs = []) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let buf = '';
+    child.stdout.setEncoding('utf8').on('data', (c) => {
+      buf += c;
+      const m = /listening on [^:]+:(\d+)/.exec(buf);
+      if (m) resolve({ child, pid: child.pid, port: Number(m[1]) });
+    });
+    child.on('exit', (code) => reject(new Error(`server exited early with ${code}`)));
+  });
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** Resident memory of a process, bytes. */
+export function rssBytes(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
+}
+
+/**
+ * A raw protocol client: handshake, join, send, and a callback per frame.
+ * No reconnects or bookkeeping, so the load generator costs little.
+ */
+export class RawClient {
+  constructor(socket) {
+    this.socket = socket;
+    this.decoder = new FrameDecoder();
+    this.onFrame = () => {};
+    socket.on('data', (chunk) => {
+      for (const f of this.decoder.push(chunk)) this.onFrame(f);
+    });
+    socket.on('error', () => {});
+  }
+
+  static open(port, nick, room) {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port, noDelay: true });
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        const c = new RawClient(socket);
+        c.onFrame = (f) => {
+          if (f[0] === FrameType.JOINED) {
+            c.onFrame = () => {};
+            resolve(c);
+          } else if (f[0] === FrameType.ERROR) reject(new Error(`join failed for ${nick}`));
+        };
+        socket.write(encodeFrame({ type: 'hello', version: 1, agent: 'bench' }));
+        socket.write(encodeFrame({ type: 'join', rid: 1, room, nick }));
+      });
+    });
+  }
+
+  close() {
+    this.socket.destroy();
+  }
+}
+
+/** Offset of the body in a DELIVER frame (type byte included). */
+export function deliverBodyOffset(frame) {
+  return 1 + 16 + 8 + 8 + 1 + frame[1 + 16 + 8 + 8];
+}
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+export function round(x, digits = 3) {
+  return Number(x.toFixed(digits));
+}

@@ -1,0 +1,169 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, Proc, serve, tempHome } from '../helpers/cli.js';
+
+const procs: Proc[] = [];
+afterEach(async () => {
+  for (const p of procs.splice(0)) {
+    p.kill('SIGKILL');
+    await p.exited;
+  }
+});
+function track(p: Proc): Proc {
+  procs.push(p);
+  return p;
+}
+
+describe('confab serve + confab join, line mode (the built CLI)', () => {
+  it('two users chat both ways, see each other join and leave', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const inviteLine = await alice.line(/^\* invite: /);
+    const invite = inviteLine.replace('* invite: ', '');
+    expect(invite).toMatch(/^confab:\/\/127\.0\.0\.1:\d+\/#[A-Za-z0-9_-]{43}$/);
+    await alice.line(/^\* joined as alice; nobody else is here yet$/);
+
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    await bob.line(/^\* joined as bob; here: alice$/);
+    await alice.line(/^\* bob joined$/);
+
+    alice.write('hi bob\n');
+    await bob.line(/^<alice> hi bob$/);
+    bob.write('hi alice, 你好 🎉\n');
+    await alice.line(/^<bob> hi alice, 你好 🎉$/);
+
+    // Neither sees its own messages echoed.
+    expect(alice.stdout.some((l) => l.startsWith('<alice>'))).toBe(false);
+    expect(bob.stdout.some((l) => l.startsWith('<bob>'))).toBe(false);
+
+    bob.end();
+    expect(await bob.exited).toBe(0);
+    await alice.line(/^\* bob left$/);
+    alice.end();
+    expect(await alice.exited).toBe(0);
+    expect(alice.stderr).toEqual([]);
+  });
+
+  it('at end of input waits until every message is acknowledged, then exits 0 (--json)', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const carol = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'carol', '--json', '--home', tempHome()]));
+    const invite = (JSON.parse(await carol.line(/"type":"invite"/)) as { link: string }).link;
+    await carol.line(/"type":"joined"/);
+
+    const lines = Array.from({ length: 300 }, (_, i) => `line ${i}`);
+    const dave = track(new Proc(['join', invite, '--nick', 'dave', '--json', '--home', tempHome()]));
+    dave.write(lines.join('\n') + '\n');
+    dave.end();
+    expect(await dave.exited).toBe(0);
+
+    const sent = dave.stdout.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e['type'] === 'sent');
+    expect(sent.map((e) => e['text'])).toEqual(lines);
+    expect(sent.map((e) => e['seq'])).toEqual(lines.map((_, i) => i + 1));
+
+    await carol.line(/"text":"line 299"/);
+    const got = carol.stdout
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e['type'] === 'message');
+    expect(got).toHaveLength(300);
+    for (const [i, e] of got.entries()) {
+      expect(e).toMatchObject({ type: 'message', nick: 'dave', text: `line ${i}`, seq: i + 1 });
+      expect(typeof e['ts']).toBe('number');
+    }
+    await carol.line(/"type":"leave","nick":"dave","reason":"left"/);
+  });
+
+  it('shows received control characters inert in line mode', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    await alice.line(/^\* bob joined$/);
+    bob.write('\u001b[2J\u001b]0;pwned\u0007 <alice> fake\n');
+    const line = await alice.line(/^<bob> /);
+    expect(line).toBe('<bob> ^[[2J^[]0;pwned^G <alice> fake');
+  });
+
+  it('refuses a taken nick with a clear error and exit 1', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+    const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', tempHome()]));
+    expect(await alice2.exited).toBe(1);
+    expect(alice2.stderr.join('\n')).toMatch(/NICK_TAKEN/);
+  });
+
+  it('fails with exit 1 and one line when no server answers', async () => {
+    const p = track(new Proc(['join', '127.0.0.1:1', '--nick', 'x', '--home', tempHome()]));
+    expect(await p.exited).toBe(1);
+    expect(p.stderr).toHaveLength(1);
+    expect(p.stderr[0]).toMatch(/^confab: .*ECONNREFUSED/);
+  });
+
+  it('keeps its files in --home, or CONFAB_HOME, created private', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = join(tempHome(), 'nested', 'home');
+    const p = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'x', '--home', home]));
+    p.end();
+    expect(await p.exited).toBe(0);
+    expect(statSync(home).mode & 0o777).toBe(0o700);
+    const viaEnv = join(tempHome(), 'env-home');
+    const q = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'y'], { CONFAB_HOME: viaEnv }));
+    q.end();
+    expect(await q.exited).toBe(0);
+    expect(existsSync(viaEnv)).toBe(true);
+  });
+
+  it('serve closes cleanly on SIGTERM and tells its clients', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    await alice.line(/^\* joined as alice/);
+    server.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    await alice.line(/connection lost \(server shutting down\); reconnecting/, 'stderr');
+  });
+
+  it('serve refuses a port in use with a clear error', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const second = track(new Proc(['serve', '--host', '127.0.0.1', '--port', String(port)]));
+    expect(await second.exited).toBe(1);
+    expect(second.stderr.join('\n')).toMatch(/EADDRINUSE/);
+  });
+});
+
+describe('bad arguments: one line on stderr, exit code 2', () => {
+  it.each([
+    [['join']],
+    [['join', 'not a host!']],
+    [['join', 'confab://h:1/#tooshort']],
+    [['join', 'localhost', '--nick', 'bad nick']],
+    [['join', 'localhost', '--bogus']],
+    [['serve', '--port', '70000']],
+    [['serve', '--port', 'abc']],
+    [['serve', '--log-level', 'loud']],
+    [['frobnicate']],
+  ])('confab %j', (args) => {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^confab: /);
+    expect(r.stdout).toBe('');
+  });
+
+  it('--help and --version exit 0', () => {
+    for (const args of [['--help'], ['--version'], ['join', '--help'], ['serve', '--help']]) {
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
+      expect(r.status, args.join(' ')).toBe(0);
+      expect(r.stdout.length).toBeGreaterThan(0);
+    }
+  });
+});

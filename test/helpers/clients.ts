@@ -1,0 +1,46 @@
+import { connect } from '../../src/client/index.js';
+import type { ClientEvents, ConfabClient, ConnectOptions, JoinResult } from '../../src/client/index.js';
+
+/** A connected client with every event it emitted, in order. */
+export interface Recorder {
+  client: ConfabClient;
+  events: { [K in keyof ClientEvents]: ClientEvents[K][] };
+  /** Bodies of received messages as text, `nick: text`. */
+  texts(): string[];
+}
+
+const decoder = new TextDecoder();
+
+export function room(n: number): Uint8Array {
+  return new Uint8Array(16).fill(n);
+}
+
+export function text(s: string): Uint8Array {
+  return new TextEncoder().encode(s);
+}
+
+/** Connects a client that records its events. Reconnects fast, for tests. */
+export async function recorder(port: number, options: Partial<ConnectOptions> = {}): Promise<Recorder> {
+  const client = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 100 }, ...options });
+  const events: Recorder['events'] = { message: [], join: [], leave: [], error: [], disconnect: [], reconnect: [] };
+  for (const name of Object.keys(events) as (keyof ClientEvents)[]) {
+    client.on(name, (value) => (events[name] as unknown[]).push(value));
+  }
+  return {
+    client,
+    events,
+    texts: () => events.message.map((m) => `${m.nick}: ${decoder.decode(m.body)}`),
+  };
+}
+
+/** Connects and joins `r` as `nick`. */
+export async function member(
+  port: number,
+  r: Uint8Array,
+  nick: string,
+  options: Partial<ConnectOptions> = {},
+): Promise<Recorder & { joined: JoinResult }> {
+  const rec = await recorder(port, options);
+  const joined = await rec.client.join(r, nick);
+  return { ...rec, joined };
+}

@@ -1,0 +1,112 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
+import type { ConfabServer } from '../../src/server/index.js';
+import { member, room, text } from '../helpers/clients.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { RawPeer, testServer, until } from '../helpers/net.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()?.();
+});
+
+async function fakeServer(clock: FakeClock, limits = {}): Promise<ConfabServer> {
+  const s = await testServer({ clock, limits });
+  cleanup.push(() => s.close());
+  return s;
+}
+
+describe('deadlines and heartbeats on an injected clock', () => {
+  it('pings a silent connection after heartbeatMs and drops it after deadAfterMs', async () => {
+    const clock = new FakeClock();
+    const s = await fakeServer(clock);
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(peer.destroy()));
+    peer.hello();
+    peer.write(encodeFrame({ type: 'join', rid: 1, room: room(1), nick: 'ghost' }));
+    await until(() => peer.frames.some((f) => f.type === 'joined'));
+
+    clock.advance(14_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.frames.some((f) => f.type === 'ping')).toBe(false);
+    clock.advance(1_000);
+    await until(() => peer.frames.some((f) => f.type === 'ping'));
+    expect(peer.closed).toBe(false);
+
+    // It never answers: half-open. At 45 s of silence it is gone.
+    clock.advance(29_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.closed).toBe(false);
+    clock.advance(1_000);
+    await peer.closedByServer();
+    expect(errorCodeName(peer.error()?.code ?? 0)).toBe('HEARTBEAT_TIMEOUT');
+    expect(s.stats.rooms).toBe(0);
+  });
+
+  it('keeps a connection that answers pings, and tells its room when a silent one is dropped', async () => {
+    const clock = new FakeClock();
+    const s = await fakeServer(clock);
+    const r = room(2);
+    // The real client answers PINGs; the raw peer does not.
+    const alice = await member(s.port, r, 'alice', { clock });
+    cleanup.push(() => alice.client.close());
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(peer.destroy()));
+    peer.hello();
+    peer.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'ghost' }));
+    await until(() => alice.events.join.length === 1);
+    for (let t = 0; t < 50; t++) {
+      clock.advance(1_000);
+      await new Promise((res) => setTimeout(res, 2));
+    }
+    await peer.closedByServer();
+    await until(() => alice.events.leave.length === 1);
+    expect(alice.events.leave[0]).toMatchObject({ nick: 'ghost', reason: 'disconnected' });
+    expect(alice.events.disconnect).toEqual([]);
+    await alice.client.send(r, text('still connected'));
+  });
+
+  it('closes a connection that does not say HELLO within the handshake deadline', async () => {
+    const clock = new FakeClock();
+    const s = await fakeServer(clock);
+    const peer = await RawPeer.open(s.port);
+    await until(() => s.stats.connections === 1);
+    clock.advance(9_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.closed).toBe(false);
+    clock.advance(1_000);
+    await peer.closedByServer();
+    expect(errorCodeName(peer.error()?.code ?? 0)).toBe('HANDSHAKE_TIMEOUT');
+  });
+});
+
+describe('send queue cap', () => {
+  it('drops a member that stops reading with SENDQ_EXCEEDED; the others lose nothing', async () => {
+    const s = await testServer({ limits: { sendQueueBytes: 64 * 1024 } });
+    cleanup.push(() => s.close());
+    const r = room(3);
+    const alice = await member(s.port, r, 'alice');
+    const bob = await member(s.port, r, 'bob');
+    cleanup.push(
+      () => alice.client.close(),
+      () => bob.client.close(),
+    );
+    const slow = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(slow.destroy()));
+    slow.hello();
+    slow.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'slow' }));
+    await until(() => alice.events.join.length === 2);
+    slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
+
+    // Far more than loopback's kernel buffers hold, so the server's own queue must grow.
+    const body = new Uint8Array(60_000).fill(0x61);
+    const total = 500;
+    for (let i = 0; i < total; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, () => alice.client.send(r, body)));
+    }
+    await until(() => alice.events.leave.some((l) => l.nick === 'slow'), 10_000, 'slow member to be dropped');
+    expect(s.stats.dropped.SENDQ_EXCEEDED).toBe(1);
+    await until(() => bob.events.message.length === total, 10_000, 'bob to get everything');
+    expect(bob.events.message.map((m) => m.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+  });
+});

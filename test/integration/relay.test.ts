@@ -1,0 +1,172 @@
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ClientError } from '../../src/client/index.js';
+import type { ConfabServer } from '../../src/server/index.js';
+import { member, room, text } from '../helpers/clients.js';
+import type { Recorder } from '../helpers/clients.js';
+import { testServer, until } from '../helpers/net.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()?.();
+});
+
+async function server(): Promise<ConfabServer> {
+  const s = await testServer();
+  cleanup.push(() => s.close());
+  return s;
+}
+
+function track<T extends Recorder>(r: T): T {
+  cleanup.push(() => r.client.close());
+  return r;
+}
+
+describe('relay: rooms, fan-out, presence', () => {
+  it('delivers each message to every other member of the room, never back to the sender', async () => {
+    const s = await server();
+    const r = room(1);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = track(await member(s.port, r, 'bob'));
+    const carol = track(await member(s.port, r, 'carol'));
+    const elsewhere = track(await member(s.port, room(2), 'dave'));
+
+    const a1 = await alice.client.send(r, text('hello from alice'));
+    const b1 = await bob.client.send(r, text('hello from bob'));
+    const c1 = await carol.client.send(r, text('hello from carol'));
+    expect([a1.seq, b1.seq, c1.seq]).toEqual([1, 2, 3]);
+
+    await until(
+      () => alice.events.message.length === 2 && bob.events.message.length === 2 && carol.events.message.length === 2,
+    );
+    expect(alice.texts()).toEqual(['bob: hello from bob', 'carol: hello from carol']);
+    expect(bob.texts()).toEqual(['alice: hello from alice', 'carol: hello from carol']);
+    expect(carol.texts()).toEqual(['alice: hello from alice', 'bob: hello from bob']);
+    expect(bob.events.message.map((m) => m.seq)).toEqual([1, 3]);
+    expect(elsewhere.events.message).toEqual([]);
+    expect(s.stats.deliveries).toBe(6);
+  });
+
+  it('keeps each sender’s order under a burst, with rising sequence numbers', async () => {
+    const s = await server();
+    const r = room(3);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = track(await member(s.port, r, 'bob'));
+    const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => alice.client.send(r, text(`m${i}`))));
+    expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
+    await until(() => bob.events.message.length === 500);
+    expect(bob.texts()).toEqual(Array.from({ length: 500 }, (_, i) => `alice: m${i}`));
+  });
+
+  it('gives the member list on join and tells the others', async () => {
+    const s = await server();
+    const r = room(4);
+    const alice = track(await member(s.port, r, 'alice'));
+    expect(alice.joined.members).toEqual([]);
+    const bob = track(await member(s.port, r, 'bob'));
+    expect(bob.joined.members).toEqual(['alice']);
+    const carol = track(await member(s.port, r, 'carol'));
+    expect(carol.joined.members).toEqual(['alice', 'bob']);
+    await until(() => alice.events.join.length === 2 && bob.events.join.length === 1);
+    expect(alice.events.join.map((j) => j.nick)).toEqual(['bob', 'carol']);
+    expect(bob.events.join.map((j) => j.nick)).toEqual(['carol']);
+    expect(carol.events.join).toEqual([]);
+  });
+
+  it('refuses a nick already in the room with NICK_TAKEN, ignoring case', async () => {
+    const s = await server();
+    const r = room(5);
+    track(await member(s.port, r, 'bob'));
+    for (const nick of ['bob', 'BOB', 'Bob']) {
+      await expect(member(s.port, r, nick).then((m) => track(m))).rejects.toMatchObject({ code: 'NICK_TAKEN' });
+    }
+    // The same nick is fine in another room.
+    const other = track(await member(s.port, room(6), 'bob'));
+    expect(other.joined.nick).toBe('bob');
+  });
+
+  it('refuses malformed nicks with BAD_NICK', async () => {
+    const s = await server();
+    for (const nick of ['', 'a b', 'x'.repeat(25), 'ev\u0430n', '\u001b[2J']) {
+      const err = await member(s.port, room(7), nick).then(
+        (m) => track(m),
+        (e: unknown) => e,
+      );
+      expect(err, JSON.stringify(nick)).toMatchObject({ code: 'BAD_NICK' });
+    }
+  });
+
+  it('tells the others when a member leaves cleanly', async () => {
+    const s = await server();
+    const r = room(8);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = await member(s.port, r, 'bob');
+    await bob.client.close();
+    await until(() => alice.events.leave.length === 1);
+    expect(alice.events.leave[0]).toMatchObject({ nick: 'bob', reason: 'left' });
+  });
+
+  it('removes a member whose connection drops without closing, and frees its nick', async () => {
+    const s = await server();
+    const r = room(9);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = await member(s.port, r, 'bob', { reconnect: false });
+    // Reach into the socket to cut it the way a crash or a pulled cable would:
+    // no LEAVE, no FIN, a reset.
+    const socket = (bob.client as unknown as { socket: Socket }).socket;
+    socket.resetAndDestroy();
+    await until(() => alice.events.leave.length === 1);
+    expect(alice.events.leave[0]).toMatchObject({ nick: 'bob', reason: 'disconnected' });
+    await until(() => s.stats.connections === 1);
+    const again = track(await member(s.port, r, 'bob'));
+    expect(again.joined.members).toEqual(['alice']);
+  });
+
+  it('rejects sending to a room not joined, and oversized bodies, without closing', async () => {
+    const s = await testServer({ limits: { maxBody: 1000 } });
+    cleanup.push(() => s.close());
+    const r = room(10);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = track(await member(s.port, r, 'bob'));
+    await expect(alice.client.send(room(11), text('x'))).rejects.toMatchObject({ code: 'NOT_IN_ROOM' });
+    await expect(alice.client.send(r, new Uint8Array(1001))).rejects.toMatchObject({ code: 'BODY_TOO_LARGE' });
+    await alice.client.send(r, new Uint8Array(1000));
+    await alice.client.send(r, text('still here'));
+    await until(() => bob.events.message.length === 2);
+    expect(bob.texts()[1]).toBe('alice: still here');
+  });
+
+  it('rejects a second join of the same room on one connection', async () => {
+    const s = await server();
+    const r = room(12);
+    const alice = track(await member(s.port, r, 'alice'));
+    await expect(alice.client.join(r, 'alice2')).rejects.toBeInstanceOf(ClientError);
+  });
+});
+
+describe('relay: restarts and shutdown', () => {
+  it('tells clients it is shutting down, and they rejoin a restarted server by themselves', async () => {
+    const first = await testServer();
+    const port = first.port;
+    const r = room(20);
+    const alice = track(await member(port, r, 'alice'));
+    const bob = track(await member(port, r, 'bob'));
+    await first.close();
+    await until(() => alice.events.disconnect.length === 1 && bob.events.disconnect.length === 1);
+    expect(alice.events.disconnect[0]?.error?.code).toBe('SERVER_SHUTDOWN');
+    expect(alice.events.disconnect[0]?.willReconnect).toBe(true);
+
+    // Sent while the server is down: kept and sent after the reconnect.
+    const pending = alice.client.send(r, text('sent while down'));
+    const second = await testServer({ port });
+    cleanup.push(() => second.close());
+    await until(() => alice.events.reconnect.length >= 1 && bob.events.reconnect.length >= 1, 10_000, 'reconnect');
+    const ack = await pending;
+    expect(ack.seq).toBe(1);
+    await alice.client.send(r, text('after restart'));
+    // Whether bob sees 'sent while down' depends on who rejoined first: without
+    // stored history (a later issue) delivery is live only.
+    await until(() => bob.texts().includes('alice: after restart'));
+    expect(second.stats.connections).toBe(2);
+  });
+});
