@@ -131,34 +131,41 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
     return ExitCode.FAILURE;
   }
 
+  // Ctrl-C / SIGTERM: stop reading, don't wait for acknowledgements, leave cleanly.
   let interrupted = false;
+  let wake: () => void = () => {};
+  const interruption = new Promise<void>((resolve) => (wake = resolve));
+  const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
   const onSignal = (): void => {
     interrupted = true;
+    wake();
+    lines.close();
     io.stdin.destroy();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
   let failed = 0;
-  const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
   try {
     for await (const line of lines) {
       if (line.trim() === '') continue;
-      if (client.pending >= WINDOW) await client.settled();
+      if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
+      if (interrupted) break;
       client.send(room, textEncoder.encode(line)).then(
         (ack) => {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });
         },
         (e: unknown) => {
+          if (!(e instanceof ClientError) || e.code === 'CLOSED') return;
           failed++;
-          if (e instanceof ClientError) emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() });
+          emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() });
         },
       );
     }
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
   }
-  if (!interrupted) await client.settled();
+  await Promise.race([client.settled(), interruption]);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   await client.close();

@@ -167,3 +167,31 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     }
   });
 });
+
+describe('interrupting confab join', () => {
+  it('leaves cleanly on SIGINT (the others see it leave) and exits 130', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    await alice.line(/^\* bob joined$/);
+    bob.kill('SIGINT');
+    expect(await bob.exited).toBe(130);
+    await alice.line(/^\* bob left$/);
+  });
+
+  it('does not hang on SIGINT while waiting for acknowledgements from a vanished server', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const p = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    await p.line(/^\* joined as alice/);
+    server.kill('SIGKILL');
+    await server.exited;
+    p.write('nobody will acknowledge this\n');
+    p.end();
+    await p.line(/connection lost/, 'stderr');
+    p.kill('SIGINT');
+    expect(await p.exited).toBe(130);
+  });
+});
