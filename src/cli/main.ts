@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/index.js';
-import { ExitCode, runJoin } from '../tui/index.js';
+import { ExitCode, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
 import { serve } from './serve.js';
 
 const VERSION = '0.1.0';
@@ -63,6 +63,37 @@ function program(): Command {
         },
         { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
       );
+    });
+  const io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+  const homeOption = "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)";
+
+  cli
+    .command('id')
+    .description('print your key fingerprint (made on first run)')
+    .option('--home <dir>', homeOption)
+    .action((opts: { home?: string }) => {
+      process.exitCode = runId(opts, io);
+    });
+
+  cli
+    .command('trust')
+    .description("accept a member's changed key, so you can send to the room again")
+    .argument('<nick>', 'whose new key to accept')
+    .option('--room <invite>', 'the room (default: the only room this home knows)')
+    .option('--home <dir>', homeOption)
+    .action((nick: string, opts: { room?: string; home?: string }) => {
+      process.exitCode = runTrust({ nick, ...opts }, io);
+    });
+
+  cli
+    .command('verify')
+    .description('show the safety number you share with a member; --yes marks their key verified')
+    .argument('<nick>', 'whom to verify')
+    .option('--room <invite>', 'the room (default: the only room this home knows)')
+    .option('--yes', 'you compared the numbers and they match', false)
+    .option('--home <dir>', homeOption)
+    .action((nick: string, opts: { room?: string; home?: string; yes: boolean }) => {
+      process.exitCode = runVerify({ nick, ...opts }, io);
     });
   return cli;
 }

@@ -1,10 +1,11 @@
 import { connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
-import { secureRandom } from '../crypto/index.js';
-import type { Rng } from '../crypto/index.js';
+import { newIdentity, secureRandom, signJoinProof } from '../crypto/index.js';
+import type { Identity, Rng } from '../crypto/index.js';
 import {
   encodeFrame,
   FrameDecoder,
+  joinProofMessage,
   LeaveReason,
   MSG_ID_LEN,
   parseServerFrame,
@@ -12,7 +13,7 @@ import {
   ProtocolError,
   systemClock,
 } from '../protocol/index.js';
-import type { Clock, ServerFrame, WelcomeFrame } from '../protocol/index.js';
+import type { Clock, MemberInfo, ServerFrame, WelcomeFrame } from '../protocol/index.js';
 import { backoffDelay } from './backoff.js';
 import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
@@ -25,6 +26,8 @@ export const CLIENT_AGENT = 'confab/0.1.0';
 export interface ConnectOptions {
   host: string;
   port: number;
+  /** The Ed25519 identity this client joins rooms with; a fresh one if omitted. */
+  identity?: Identity;
   /** Reconnect after a lost connection (default true), with jittered exponential backoff. */
   reconnect?: boolean;
   backoff?: BackoffOptions;
@@ -43,8 +46,8 @@ export interface ConnectOptions {
 export interface JoinResult {
   room: Uint8Array;
   nick: string;
-  /** The other members, in join order. */
-  members: string[];
+  /** The other members, in join order, with their identity keys. */
+  members: MemberInfo[];
   /** The room's latest sequence number when we joined. */
   seq: number;
 }
@@ -58,12 +61,15 @@ export interface MessageEvent {
   body: Uint8Array;
 }
 
-export interface PresenceEvent {
+export interface JoinEvent {
   room: Uint8Array;
   nick: string;
+  key: Uint8Array;
 }
 
-export interface LeaveEvent extends PresenceEvent {
+export interface LeaveEvent {
+  room: Uint8Array;
+  nick: string;
   reason: 'left' | 'disconnected';
 }
 
@@ -84,7 +90,7 @@ export interface ReconnectEvent {
 /** Every event a client emits. */
 export interface ClientEvents extends Record<string, unknown> {
   message: MessageEvent;
-  join: PresenceEvent;
+  join: JoinEvent;
   leave: LeaveEvent;
   error: ClientError;
   disconnect: DisconnectEvent;
@@ -102,6 +108,8 @@ interface PendingSend {
 interface PendingRequest {
   resolve: (frame: ServerFrame) => void;
   reject: (err: ClientError) => void;
+  /** Members from MEMBER_LIST frames that precede this request's JOINED. */
+  members?: MemberInfo[];
 }
 
 interface RoomState {
@@ -127,7 +135,9 @@ const FINAL_CODES = new Set<string>([
  * with `connect`.
  */
 export class ConfabClient extends Emitter<ClientEvents> {
-  private readonly opts: Required<Omit<ConnectOptions, 'backoff'>> & { backoff: BackoffOptions };
+  private readonly opts: Required<Omit<ConnectOptions, 'backoff' | 'identity'>> & { backoff: BackoffOptions };
+  /** The identity this client proves at every join. */
+  readonly identity: Identity;
   private socket: Socket | null = null;
   private welcome: WelcomeFrame | null = null;
   private readonly rooms = new Map<string, RoomState>();
@@ -136,6 +146,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private nextRid = 1;
   private attempt = 0;
   private closed = false;
+  /** Set when the connection is gone for good: sends fail at once instead of waiting. */
+  private dead: ClientError | null = null;
   private lastHeard = 0;
   private cancelHeartbeat: (() => void) | null = null;
   private cancelRetry: (() => void) | null = null;
@@ -155,6 +167,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       random: Math.random,
       ...options,
     };
+    this.identity = options.identity ?? newIdentity(this.opts.rng);
   }
 
   /** True while a connection is up and past its handshake. */
@@ -211,6 +224,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   send(room: Uint8Array, body: Uint8Array): Promise<{ seq: number; ts: number }> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
+    if (this.dead !== null) return Promise.reject(this.dead);
     if (state === undefined) return Promise.reject(new ClientError('NOT_IN_ROOM', 'join the room first'));
     if (this.sends.size >= this.opts.maxPending) {
       return Promise.reject(
@@ -246,6 +260,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       }
     }
     this.closed = true;
+    this.dead = new ClientError('CLOSED', 'client closed');
     this.cancelRetry?.();
     this.stopHeartbeat();
     this.failAll(new ClientError('CLOSED', 'client closed'));
@@ -278,12 +293,22 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   private requestJoin(state: RoomState): Promise<JoinResult> {
     const rid = this.rid();
-    const pending = this.request(rid, encodeFrame({ type: 'join', rid, room: state.id, nick: state.nick }));
-    return pending.then((frame) => {
-      if (frame.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${frame.type}`);
+    const challenge = this.welcome?.challenge;
+    if (challenge === undefined) return Promise.reject(new ClientError('DISCONNECTED', 'not connected'));
+    const proof = signJoinProof(this.identity, joinProofMessage(challenge, state.id, state.nick));
+    const frame = encodeFrame({
+      type: 'join',
+      rid,
+      room: state.id,
+      nick: state.nick,
+      key: this.identity.publicKey,
+      proof,
+    });
+    return this.request(rid, frame).then((reply) => {
+      if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
       state.joined = true;
       this.flushRoom(state);
-      return { room: state.id, nick: frame.nick, members: frame.members, seq: frame.seq };
+      return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
     });
   }
 
@@ -408,8 +433,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       }
       case 'member-joined':
-        this.emit('join', { room: frame.room, nick: frame.nick });
+        this.emit('join', { room: frame.room, nick: frame.nick, key: frame.key });
         return;
+      case 'member-list': {
+        const r = this.requests.get(frame.rid);
+        if (r !== undefined) (r.members ??= []).push(...frame.members);
+        return;
+      }
       case 'member-left':
         this.emit('leave', {
           room: frame.room,
@@ -417,7 +447,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
           reason: frame.reason === LeaveReason.LEFT ? 'left' : 'disconnected',
         });
         return;
-      case 'joined':
+      case 'joined': {
+        const r = this.requests.get(frame.rid);
+        this.requests.delete(frame.rid);
+        if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
+        r?.resolve(frame);
+        return;
+      }
       case 'left': {
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
@@ -463,7 +499,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const willReconnect = this.opts.reconnect && (error === undefined || !FINAL_CODES.has(error.code));
     this.emit('disconnect', { error, willReconnect, attempt: this.attempt });
     if (willReconnect) this.scheduleRetry();
-    else this.failAll(error ?? new ClientError('DISCONNECTED', 'connection lost'));
+    else this.giveUp(error ?? new ClientError('DISCONNECTED', 'connection lost'));
   }
 
   private scheduleRetry(): void {
@@ -483,7 +519,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       if (this.closed) return;
       if (err instanceof ClientError && FINAL_CODES.has(err.code)) {
         this.emit('disconnect', { error: err, willReconnect: false, attempt: this.attempt });
-        this.failAll(err);
+        this.giveUp(err);
         return;
       }
       this.scheduleRetry();
@@ -496,25 +532,30 @@ export class ConfabClient extends Emitter<ClientEvents> {
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
-        // The server still holds our old connection's nick until it notices
-        // the drop; report it and try that room again later.
+        // Most likely NICK_TAKEN: the server still holds our old connection
+        // until it notices the drop (up to its heartbeat deadline). Report it
+        // and keep trying that room with backoff.
         this.emit('error', err);
-        this.opts.clock.setTimer(
-          () => {
-            if (!this.closed && this.connected && !state.joined) {
-              this.requestJoin(state).then(
-                (r) => this.emit('reconnect', { rooms: [r] }),
-                (e: unknown) => {
-                  if (e instanceof ClientError) this.emit('error', e);
-                },
-              );
-            }
-          },
-          backoffDelay(this.attempt, this.opts.random(), this.opts.backoff),
-        );
+        this.retryJoin(state, 1);
       }
     }
     this.emit('reconnect', { rooms: results });
+  }
+
+  private retryJoin(state: RoomState, attempt: number): void {
+    this.opts.clock.setTimer(
+      () => {
+        if (this.closed || !this.connected || state.joined || !this.rooms.has(roomKey(state.id))) return;
+        this.requestJoin(state).then(
+          (r) => this.emit('reconnect', { rooms: [r] }),
+          (e: unknown) => {
+            if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
+            this.retryJoin(state, attempt + 1);
+          },
+        );
+      },
+      backoffDelay(attempt, this.opts.random(), this.opts.backoff),
+    );
   }
 
   /** Removes a send from the outbox, waking `settled()` waiters when it empties. */
@@ -531,6 +572,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
       });
     }
     return s;
+  }
+
+  /** No more reconnects: what is waiting fails now, and so will later sends. */
+  private giveUp(err: ClientError): void {
+    this.dead = err;
+    this.failAll(err);
   }
 
   private failAll(err: ClientError): void {

@@ -13,6 +13,8 @@ export const ClientErrorCode = {
   OUTBOX_FULL: 'OUTBOX_FULL',
   /** The server sent something this client cannot parse. */
   PROTOCOL: 'PROTOCOL',
+  /** A member's key changed and the change is not accepted yet: sending is blocked. */
+  KEY_CHANGED: 'KEY_CHANGED',
 } as const;
 export type ClientErrorCodeName = keyof typeof ClientErrorCode;
 

@@ -6,7 +6,7 @@ export type {
   JoinResult,
   LeaveEvent,
   MessageEvent,
-  PresenceEvent,
+  JoinEvent,
   ReconnectEvent,
 } from './client.js';
 export { ClientError, ClientErrorCode } from './errors.js';
@@ -17,3 +17,20 @@ export { formatInvite, inviteRoomId, InviteError, newInvite, parseAddress, parse
 export type { Invite } from './invite.js';
 export { ensureHome, resolveHome } from './home.js';
 export { isValidNick } from './nick.js';
+export { SecureRoom } from './secure-room.js';
+export type {
+  Gap,
+  KeyChange,
+  Member,
+  Rejection,
+  SecureMessage,
+  SecureRoomEvents,
+  SecureRoomOptions,
+  Trust,
+} from './secure-room.js';
+export { RoomState } from './room-state.js';
+export { IdentityFileError, identityPath, loadIdentity } from './identity-store.js';
+export { fingerprint, groupDigits, safetyNumber, shortFingerprint } from '../crypto/index.js';
+export { acceptKeyChange, markVerified, roomStateFor, verifyInfo } from './trust.js';
+export type { VerifyInfo } from './trust.js';
+export type { Identity } from '../crypto/index.js';

@@ -1,16 +1,19 @@
 import { Reader } from './bytes.js';
 import { ProtocolError } from './errors.js';
 import { FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from './frames.js';
-import type { ClientFrame, ErrorFrame, PingFrame, PongFrame, ServerFrame } from './frames.js';
+import type { ClientFrame, ErrorFrame, MemberInfo, PingFrame, PongFrame, ServerFrame } from './frames.js';
 import {
+  CHALLENGE_LEN,
+  KEY_LEN,
   LENGTH_PREFIX,
   MAX_AGENT,
   MAX_ERROR_TEXT,
   MAX_FRAME,
   MAX_NICK,
-  MAX_ROOM_MEMBERS,
+  MEMBERS_PER_FRAME,
   MSG_ID_LEN,
   ROOM_ID_LEN,
+  SIG_LEN,
 } from './limits.js';
 
 /**
@@ -152,6 +155,8 @@ export function parseClientFrame(frame: Uint8Array): ClientFrame {
         // Any length the field can hold: the server judges the nick (BAD_NICK),
         // so a bad one is a refused request, not a broken connection.
         nick: r.text8('nick', 255),
+        key: r.raw(KEY_LEN, 'key'),
+        proof: r.raw(SIG_LEN, 'proof'),
       };
       break;
     case FrameType.LEAVE:
@@ -202,6 +207,7 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
         maxFrame: r.u32('maxFrame'),
         maxBody: r.u32('maxBody'),
         heartbeatMs: r.u32('heartbeatMs'),
+        challenge: r.raw(CHALLENGE_LEN, 'challenge'),
       };
       break;
     }
@@ -210,20 +216,22 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
       const room = r.raw(ROOM_ID_LEN, 'room');
       const nick = r.text8('nick', MAX_NICK);
       const seq = r.u64('seq');
-      const count = r.u16('count');
-      if (count > MAX_ROOM_MEMBERS) {
-        throw new ProtocolError('BAD_FRAME', `JOINED: ${count} members exceeds ${MAX_ROOM_MEMBERS}`);
-      }
-      const members: string[] = [];
-      for (let i = 0; i < count; i++) members.push(r.text8('member', MAX_NICK));
-      out = { type: 'joined', rid, room, nick, seq, members };
+      out = { type: 'joined', rid, room, nick, seq, members: readMembers(r) };
       break;
     }
+    case FrameType.MEMBER_LIST:
+      out = { type: 'member-list', rid: r.u32('rid'), room: r.raw(ROOM_ID_LEN, 'room'), members: readMembers(r) };
+      break;
     case FrameType.LEFT:
       out = { type: 'left', rid: r.u32('rid'), room: r.raw(ROOM_ID_LEN, 'room') };
       break;
     case FrameType.MEMBER_JOINED:
-      out = { type: 'member-joined', room: r.raw(ROOM_ID_LEN, 'room'), nick: r.text8('nick', MAX_NICK) };
+      out = {
+        type: 'member-joined',
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        nick: r.text8('nick', MAX_NICK),
+        key: r.raw(KEY_LEN, 'key'),
+      };
       break;
     case FrameType.MEMBER_LEFT:
       out = {
@@ -262,6 +270,16 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
   }
   r.end();
   return out;
+}
+
+function readMembers(r: Reader): MemberInfo[] {
+  const count = r.u16('count');
+  if (count > MEMBERS_PER_FRAME) {
+    throw new ProtocolError('BAD_FRAME', `${count} members in one frame exceeds ${MEMBERS_PER_FRAME}`);
+  }
+  const members: MemberInfo[] = [];
+  for (let i = 0; i < count; i++) members.push({ nick: r.text8('member', MAX_NICK), key: r.raw(KEY_LEN, 'key') });
+  return members;
 }
 
 function parseCommon(type: number, r: Reader): PingFrame | PongFrame | ErrorFrame {

@@ -1,7 +1,7 @@
 import { utf8, Writer } from './bytes.js';
 import { FrameType, HELLO_MAGIC } from './frames.js';
-import type { Frame } from './frames.js';
-import { LENGTH_PREFIX, ROOM_ID_LEN } from './limits.js';
+import type { Frame, MemberInfo } from './frames.js';
+import { CHALLENGE_LEN, KEY_LEN, LENGTH_PREFIX, ROOM_ID_LEN, SIG_LEN } from './limits.js';
 
 /**
  * Encodes one frame, length prefix included. Pure: the same frame always gives
@@ -19,10 +19,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
     }
     case 'join': {
       const nick = utf8(frame.nick);
-      return start(FrameType.JOIN, 4 + ROOM_ID_LEN + 1 + nick.length)
+      return start(FrameType.JOIN, 4 + ROOM_ID_LEN + 1 + nick.length + KEY_LEN + SIG_LEN)
         .u32(frame.rid)
         .raw(frame.room)
-        .str8(nick).bytes;
+        .str8(nick)
+        .raw(frame.key)
+        .raw(frame.proof).bytes;
     }
     case 'leave':
       return start(FrameType.LEAVE, 4 + ROOM_ID_LEN)
@@ -40,33 +42,37 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return start(FrameType.PONG, 4).u32(frame.token).bytes;
     case 'welcome': {
       const agent = utf8(frame.agent);
-      return start(FrameType.WELCOME, 2 + 1 + agent.length + 4 + 4 + 4)
+      return start(FrameType.WELCOME, 2 + 1 + agent.length + 4 + 4 + 4 + CHALLENGE_LEN)
         .u16(frame.version)
         .str8(agent)
         .u32(frame.maxFrame)
         .u32(frame.maxBody)
-        .u32(frame.heartbeatMs).bytes;
+        .u32(frame.heartbeatMs)
+        .raw(frame.challenge).bytes;
     }
     case 'joined': {
       const nick = utf8(frame.nick);
-      const members = frame.members.map(utf8);
-      let size = 4 + ROOM_ID_LEN + 1 + nick.length + 8 + 2;
-      for (const m of members) size += 1 + m.length;
-      const w = start(FrameType.JOINED, size)
+      const members = encodeMembers(frame.members);
+      return start(FrameType.JOINED, 4 + ROOM_ID_LEN + 1 + nick.length + 8 + members.length)
         .u32(frame.rid)
         .raw(frame.room)
         .str8(nick)
         .u64(frame.seq)
-        .u16(members.length);
-      for (const m of members) w.str8(m);
-      return w.bytes;
+        .raw(members).bytes;
+    }
+    case 'member-list': {
+      const members = encodeMembers(frame.members);
+      return start(FrameType.MEMBER_LIST, 4 + ROOM_ID_LEN + members.length)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .raw(members).bytes;
     }
     case 'left':
       return start(FrameType.LEFT, 4 + ROOM_ID_LEN)
         .u32(frame.rid)
         .raw(frame.room).bytes;
     case 'member-joined':
-      return encodeMemberJoined(frame.room, utf8(frame.nick));
+      return encodeMemberJoined(frame.room, utf8(frame.nick), frame.key);
     case 'member-left':
       return encodeMemberLeft(frame.room, utf8(frame.nick), frame.reason);
     case 'deliver':
@@ -108,10 +114,21 @@ export function encodeDeliver(
 }
 
 /** MEMBER_JOINED from a pre-encoded nick. */
-export function encodeMemberJoined(room: Uint8Array, nick: Uint8Array): Uint8Array {
-  return start(FrameType.MEMBER_JOINED, ROOM_ID_LEN + 1 + nick.length)
+export function encodeMemberJoined(room: Uint8Array, nick: Uint8Array, key: Uint8Array): Uint8Array {
+  return start(FrameType.MEMBER_JOINED, ROOM_ID_LEN + 1 + nick.length + KEY_LEN)
     .raw(room)
-    .str8(nick).bytes;
+    .str8(nick)
+    .raw(key).bytes;
+}
+
+/** A member list: count u16, then (nick str8, key [32]) each. */
+function encodeMembers(members: MemberInfo[]): Uint8Array {
+  const nicks = members.map((m) => utf8(m.nick));
+  let size = 2;
+  for (const n of nicks) size += 1 + n.length + KEY_LEN;
+  const w = new Writer(size).u16(members.length);
+  members.forEach((m, i) => w.str8(nicks[i] as Uint8Array).raw(m.key));
+  return w.bytes;
 }
 
 /** MEMBER_LEFT from a pre-encoded nick. */

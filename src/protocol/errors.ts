@@ -45,6 +45,8 @@ export const ErrorCode = {
   INTERNAL: 20,
   /** The server holds as many connections as it may. Retry later. */
   TOO_MANY_CONNECTIONS: 21,
+  /** The JOIN's signature does not prove possession of the announced key. */
+  BAD_JOIN_PROOF: 22,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -30,6 +30,7 @@ export const FrameType = {
   MEMBER_LEFT: 0x85,
   DELIVER: 0x86,
   ACK: 0x87,
+  MEMBER_LIST: 0x88,
   ERROR: 0xff,
 } as const;
 
@@ -50,13 +51,23 @@ export interface HelloFrame {
   agent: string;
 }
 
-/** Client → server: join a room under a nick. */
+/** Client → server: join a room under a nick, proving it holds its identity key. */
 export interface JoinFrame {
   type: 'join';
   /** Request id, echoed by JOINED or ERROR. */
   rid: number;
   room: Uint8Array;
   nick: string;
+  /** Ed25519 public key (32 bytes). */
+  key: Uint8Array;
+  /** Ed25519 signature (64 bytes) of "confab/join/v1" ‖ challenge ‖ room ‖ nick. */
+  proof: Uint8Array;
+}
+
+/** A member as the server knows it: nick and identity key. */
+export interface MemberInfo {
+  nick: string;
+  key: Uint8Array;
 }
 
 /** Client → server: leave a room. */
@@ -98,6 +109,8 @@ export interface WelcomeFrame {
   maxBody: number;
   /** The server pings after this much silence and drops after three times it. */
   heartbeatMs: number;
+  /** 32 random bytes the client signs in each JOIN on this connection. */
+  challenge: Uint8Array;
 }
 
 /** Server → client: join accepted. */
@@ -108,8 +121,16 @@ export interface JoinedFrame {
   nick: string;
   /** The room's latest sequence number (0 before its first message). */
   seq: number;
-  /** The other members, in join order. */
-  members: string[];
+  /** The other members, in join order: the last part of the list (MEMBER_LIST frames carry the rest). */
+  members: MemberInfo[];
+}
+
+/** Server → client: part of a long member list, sent before the JOINED that ends it. */
+export interface MemberListFrame {
+  type: 'member-list';
+  rid: number;
+  room: Uint8Array;
+  members: MemberInfo[];
 }
 
 /** Server → client: leave done. */
@@ -124,6 +145,7 @@ export interface MemberJoinedFrame {
   type: 'member-joined';
   room: Uint8Array;
   nick: string;
+  key: Uint8Array;
 }
 
 /** Server → client: someone left a room you are in. */
@@ -169,6 +191,7 @@ export type ClientFrame = HelloFrame | JoinFrame | LeaveFrame | SendFrame | Ping
 export type ServerFrame =
   | WelcomeFrame
   | JoinedFrame
+  | MemberListFrame
   | LeftFrame
   | MemberJoinedFrame
   | MemberLeftFrame

@@ -10,3 +10,4 @@ export * from './errors.js';
 export * from './frames.js';
 export * from './limits.js';
 export { utf8 } from './bytes.js';
+export { joinProofMessage } from './join-proof.js';

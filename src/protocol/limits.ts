@@ -36,11 +36,23 @@ export const MAX_AGENT = 64;
 /** Longest human-readable text in an ERROR frame, in bytes. */
 export const MAX_ERROR_TEXT = 1024;
 
+/** Most members in one room. */
+export const MAX_ROOM_MEMBERS = 10_000;
+
 /**
- * Most members in one room. Bounded so that the member list in a JOINED frame
- * always fits in one frame: 2,000 × 25 bytes stays under MAX_FRAME.
+ * Most members listed in one JOINED or MEMBER_LIST frame: 1,000 × (1 + 24 + 32)
+ * bytes stays under MAX_FRAME. Longer lists take several frames.
  */
-export const MAX_ROOM_MEMBERS = 2000;
+export const MEMBERS_PER_FRAME = 1000;
+
+/** Bytes in an identity public key (Ed25519). */
+export const KEY_LEN = 32;
+
+/** Bytes in a signature (Ed25519). */
+export const SIG_LEN = 64;
+
+/** Bytes in the per-connection challenge a JOIN signs. */
+export const CHALLENGE_LEN = 32;
 
 /** Most rooms one connection may be in at once. */
 export const MAX_ROOMS_PER_CONNECTION = 16;

@@ -28,6 +28,8 @@ export class Connection implements Flushable {
   frameStartedAt = 0;
   pingSentAt = 0;
   readonly memberships: Member[] = [];
+  /** What this connection's JOINs must sign (sent in WELCOME). */
+  readonly challenge: Uint8Array;
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
@@ -43,7 +45,9 @@ export class Connection implements Flushable {
     sendQueueBytes: number,
     batcher: Batcher,
     onOverflow: (conn: Connection) => void,
+    challenge: Uint8Array,
   ) {
+    this.challenge = challenge;
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   DEFAULT_PORT,
@@ -57,6 +58,8 @@ export interface ServerOptions {
   /** Overrides of DEFAULT_LIMITS. */
   limits?: Partial<ServerLimits>;
   clock?: Clock;
+  /** Random bytes for join challenges; default node:crypto. */
+  randomBytes?: (length: number) => Uint8Array;
   /** How often deadlines are checked, in ms; default 1,000. */
   sweepMs?: number;
   logger?: Logger;
@@ -64,12 +67,16 @@ export interface ServerOptions {
 
 export const DEFAULT_HOST = '0.0.0.0';
 
+// A SEND frame around its body: type, rid, room id, message id.
+const SEND_OVERHEAD = 1 + 4 + 16 + 16;
+
 export interface ResolvedOptions {
   host: string;
   port: number;
   dataDir: string | undefined;
   limits: ServerLimits;
   clock: Clock;
+  randomBytes: (length: number) => Uint8Array;
   sweepMs: number;
 }
 
@@ -86,6 +93,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if (limits.maxBody > MAX_BODY) {
     throw new RangeError(`limit "maxBody" may not exceed the protocol's ${MAX_BODY}, got ${limits.maxBody}`);
   }
+  if (limits.maxFrame < limits.maxBody + SEND_OVERHEAD) {
+    throw new RangeError(
+      `limit "maxFrame" must leave room for a maxBody message: at least ${limits.maxBody + SEND_OVERHEAD}, got ${limits.maxFrame}`,
+    );
+  }
   if (limits.maxRoomMembers > MAX_ROOM_MEMBERS) {
     throw new RangeError(
       `limit "maxRoomMembers" may not exceed the protocol's ${MAX_ROOM_MEMBERS}, got ${limits.maxRoomMembers}`,
@@ -97,6 +109,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     dataDir: options.dataDir,
     limits,
     clock: options.clock ?? systemClock,
+    randomBytes: options.randomBytes ?? ((n) => randomBytes(n)),
     sweepMs: options.sweepMs ?? 1000,
   };
 }

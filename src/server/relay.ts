@@ -1,22 +1,33 @@
 import type { Logger } from 'pino';
 import {
+  CHALLENGE_LEN,
   encodeDeliver,
   encodeFrame,
   ErrorCode,
   LeaveReason,
   MAX_BODY,
+  MEMBERS_PER_FRAME,
   NICK_PATTERN,
   parseClientFrame,
   PROTOCOL_VERSION,
   ProtocolError,
   utf8,
 } from '../protocol/index.js';
-import type { ClientFrame, Clock, ErrorCodeName, JoinFrame, LeaveFrame, SendFrame } from '../protocol/index.js';
+import type {
+  ClientFrame,
+  Clock,
+  ErrorCodeName,
+  JoinFrame,
+  LeaveFrame,
+  MemberInfo,
+  SendFrame,
+} from '../protocol/index.js';
 import { Batcher } from './batcher.js';
 import { Connection, ConnState } from './connection.js';
 import { roomLabel } from './log.js';
 import type { ServerLimits } from './options.js';
 import { Room } from './room.js';
+import { verifyJoinProof } from './verify.js';
 import type { Member } from './room.js';
 
 /** Software name the server announces in WELCOME. */
@@ -45,22 +56,15 @@ export class Relay {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly overflowed: Connection[] = [];
-  private readonly welcome: Uint8Array;
+  private readonly randomBytes: (length: number) => Uint8Array;
   private nextId = 1;
 
-  constructor(limits: ServerLimits, clock: Clock, log: Logger) {
+  constructor(limits: ServerLimits, clock: Clock, log: Logger, randomBytes: (length: number) => Uint8Array) {
     this.limits = limits;
     this.clock = clock;
     this.log = log;
+    this.randomBytes = randomBytes;
     this.batcher = new Batcher(() => this.dropOverflowed());
-    this.welcome = encodeFrame({
-      type: 'welcome',
-      version: PROTOCOL_VERSION,
-      agent: SERVER_AGENT,
-      maxFrame: limits.maxFrame,
-      maxBody: Math.min(limits.maxBody, MAX_BODY),
-      heartbeatMs: limits.heartbeatMs,
-    });
   }
 
   /** Registers a new socket's connection. */
@@ -73,6 +77,7 @@ export class Relay {
       this.limits.sendQueueBytes,
       this.batcher,
       this.noteOverflow,
+      this.randomBytes(CHALLENGE_LEN),
     );
     this.connections.add(conn);
     this.stats.connections = this.connections.size;
@@ -195,7 +200,17 @@ export class Relay {
         return;
       }
       conn.state = ConnState.OPEN;
-      conn.enqueue(this.welcome);
+      conn.enqueue(
+        encodeFrame({
+          type: 'welcome',
+          version: PROTOCOL_VERSION,
+          agent: SERVER_AGENT,
+          maxFrame: this.limits.maxFrame,
+          maxBody: Math.min(this.limits.maxBody, MAX_BODY),
+          heartbeatMs: this.limits.heartbeatMs,
+          challenge: conn.challenge,
+        }),
+      );
       this.log.debug({ conn: conn.id, remote: conn.remote, agent: frame.agent }, 'hello');
       return;
     }
@@ -247,6 +262,10 @@ export class Relay {
       this.reject(conn, frame.rid, 'BAD_NICK', 'a nick is 1 to 24 of A-Z a-z 0-9 _ . -');
       return;
     }
+    if (!verifyJoinProof(frame, conn.challenge)) {
+      this.reject(conn, frame.rid, 'BAD_JOIN_PROOF', 'the join proof does not verify for that key');
+      return;
+    }
     if (findMember(conn, frame.room) !== undefined) {
       this.reject(conn, frame.rid, 'ALREADY_JOINED', 'this connection is already in that room');
       return;
@@ -270,12 +289,32 @@ export class Relay {
       this.rooms.set(key, room);
       this.stats.rooms = this.rooms.size;
     }
-    const others = room.members.map((m) => m.nick);
-    const member: Member = { conn, room, nick: frame.nick, nickBytes: utf8(frame.nick) };
+    const others: MemberInfo[] = room.members.map((m) => ({ nick: m.nick, key: m.key }));
+    const member: Member = {
+      conn,
+      room,
+      nick: frame.nick,
+      nickBytes: utf8(frame.nick),
+      key: new Uint8Array(frame.key),
+    };
     room.add(member);
     conn.memberships.push(member);
+    // Long lists go out in MEMBER_LIST frames first; JOINED carries the last part.
+    let from = 0;
+    while (others.length - from > MEMBERS_PER_FRAME) {
+      const part = others.slice(from, from + MEMBERS_PER_FRAME);
+      conn.enqueue(encodeFrame({ type: 'member-list', rid: frame.rid, room: room.id, members: part }));
+      from += MEMBERS_PER_FRAME;
+    }
     conn.enqueue(
-      encodeFrame({ type: 'joined', rid: frame.rid, room: room.id, nick: frame.nick, seq: room.seq, members: others }),
+      encodeFrame({
+        type: 'joined',
+        rid: frame.rid,
+        room: room.id,
+        nick: frame.nick,
+        seq: room.seq,
+        members: others.slice(from),
+      }),
     );
     this.log.debug({ conn: conn.id, room: roomLabel(room.id), members: room.members.length }, 'join');
   }

@@ -9,6 +9,8 @@ export interface Member {
   readonly nick: string;
   /** The nick as UTF-8, encoded once at join and copied into every frame. */
   readonly nickBytes: Uint8Array;
+  /** Its identity key, proven at join. */
+  readonly key: Uint8Array;
 }
 
 /**
@@ -46,7 +48,7 @@ export class Room implements Flushable {
     if (this.pending.length > 0) this.flush();
     this.members.push(member);
     this.byNick.set(member.nick.toLowerCase(), member);
-    this.broadcast(encodeMemberJoined(this.id, member.nickBytes), member.conn);
+    this.broadcast(encodeMemberJoined(this.id, member.nickBytes, member.key), member.conn);
   }
 
   /** Removes a member and tells the others why. */

@@ -33,7 +33,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const opts = resolveOptions(options);
   const log: Logger = options.logger ?? createLogger();
   if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const relay = new Relay(opts.limits, opts.clock, log);
+  const relay = new Relay(opts.limits, opts.clock, log, opts.randomBytes);
 
   // One set of handlers for every socket, looked up through the WeakMap, so a
   // connection costs no closures.

@@ -2,3 +2,4 @@ export { runJoin, ExitCode } from './join.js';
 export type { JoinIO, JoinOptions } from './join.js';
 export { inert } from './sanitize.js';
 export type { ChatEvent } from './events.js';
+export { runId, runTrust, runVerify } from './keys.js';

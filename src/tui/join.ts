@@ -5,17 +5,22 @@ import {
   connect,
   ensureHome,
   formatInvite,
+  IdentityFileError,
   inviteRoomId,
   InviteError,
   isValidNick,
+  loadIdentity,
   newInvite,
   parseAddress,
   parseInvite,
   resolveHome,
+  RoomState,
+  SecureRoom,
+  shortFingerprint,
 } from '../client/index.js';
-import type { ConfabClient, Invite } from '../client/index.js';
+import type { ConfabClient, Invite, Member } from '../client/index.js';
 import { formatLine, formatNotice } from './events.js';
-import type { ChatEvent } from './events.js';
+import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
 /** What `confab join` was asked to do. */
@@ -45,8 +50,7 @@ export const ExitCode = {
 // Line mode keeps at most this many messages in flight before it waits.
 const WINDOW = 256;
 
-const textDecoder = new TextDecoder();
-const textEncoder = new TextEncoder();
+const who = (m: Member): Who => ({ nick: m.nick, fingerprint: m.fingerprint, verified: m.verified, trust: m.trust });
 
 /**
  * Runs `confab join` in line mode: stdin lines are messages, events go to
@@ -55,7 +59,7 @@ const textEncoder = new TextEncoder();
  */
 export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number> {
   const err = (line: string): void => {
-    io.stderr.write(`confab: ${line}\n`);
+    io.stderr.write(`confab: ${inert(line)}\n`);
   };
   let invite: Invite;
   let created = false;
@@ -76,37 +80,85 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
   }
   const nick = options.nick ?? defaultNick(io.env);
   if (!isValidNick(nick)) {
-    err(`invalid nick "${inert(nick)}": use 1 to 24 of A-Z a-z 0-9 _ . -`);
+    err(`invalid nick "${nick}": use 1 to 24 of A-Z a-z 0-9 _ . -`);
     return ExitCode.USAGE;
   }
-  ensureHome(resolveHome(options.home, io.env));
+  const home = ensureHome(resolveHome(options.home, io.env));
+  let identity;
+  try {
+    identity = loadIdentity(home);
+  } catch (e) {
+    if (e instanceof IdentityFileError) {
+      err(e.message);
+      return ExitCode.FAILURE;
+    }
+    throw e;
+  }
+  // Ctrl-C / SIGTERM at any point: stop reading, don't wait for
+  // acknowledgements, leave cleanly. Listening from the start, so a signal
+  // during connect or join is handled too.
+  let interrupted = false;
+  let wake: () => void = () => {};
+  const interruption = new Promise<void>((resolve) => (wake = resolve));
+  let stopReading = (): void => {};
+  const onSignal = (): void => {
+    interrupted = true;
+    wake();
+    stopReading();
+    io.stdin.destroy();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const finish = async (code: number, client?: ConfabClient): Promise<number> => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await client?.close();
+    return interrupted ? ExitCode.INTERRUPTED : code;
+  };
+
+  const link = formatInvite(invite);
+  const roomHex = Buffer.from(inviteRoomId(invite)).toString('hex');
 
   const emit = (event: ChatEvent): void => {
     if (options.json) {
       io.stdout.write(`${JSON.stringify(event)}\n`);
       return;
     }
-    const line = formatLine(event, inert);
+    const line = formatLine(event, inert, `'${link}'`);
     if (line !== null) io.stdout.write(`${line}\n`);
-    const notice = formatNotice(event);
+    const notice = formatNotice(event, inert);
     if (notice !== null) io.stderr.write(`${notice}\n`);
   };
 
   let client: ConfabClient;
   try {
-    client = await connect({ host: invite.host, port: invite.port });
+    client = await connect({ host: invite.host, port: invite.port, identity });
   } catch (e) {
     err(e instanceof Error ? e.message : String(e));
-    return ExitCode.FAILURE;
+    return finish(ExitCode.FAILURE);
   }
-  const room = inviteRoomId(invite);
-  if (created) emit({ type: 'invite', link: formatInvite(invite), ts: Date.now() });
+  const room = new SecureRoom(client, { secret: invite.secret, nick, state: RoomState.load(home, roomHex) });
+  if (created) emit({ type: 'invite', link, ts: Date.now() });
 
-  client.on('message', (m) => {
-    emit({ type: 'message', nick: m.nick, text: textDecoder.decode(m.body), seq: m.seq, ts: m.ts });
-  });
-  client.on('join', (p) => emit({ type: 'join', nick: p.nick, ts: Date.now() }));
-  client.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
+  room.on('message', (m) =>
+    emit({
+      type: 'message',
+      ...who(m),
+      text: m.text,
+      action: m.kind === 'action',
+      seq: m.seq,
+      senderSeq: m.senderSeq,
+      ts: m.ts,
+      ...(m.warning !== undefined ? { warning: m.warning } : {}),
+    }),
+  );
+  room.on('join', (m) => emit({ type: 'join', ...who(m), ts: Date.now() }));
+  room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
+  room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));
+  room.on('gap', (g) =>
+    emit({ type: 'gap', nick: g.nick, fingerprint: g.fingerprint, missing: g.missing, ts: Date.now() }),
+  );
+  room.on('key-changed', (k) => emit({ type: 'key-changed', ...k, ts: Date.now() }));
   client.on('error', (e) => emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() }));
   client.on('disconnect', (d) =>
     emit({
@@ -117,33 +169,32 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
       ts: Date.now(),
     }),
   );
-  client.on('reconnect', (r) =>
-    emit({ type: 'reconnect', members: r.rooms.flatMap((j) => j.members), ts: Date.now() }),
-  );
+  client.on('reconnect', () => emit({ type: 'reconnect', members: room.who().map(who), ts: Date.now() }));
 
   try {
-    const joined = await client.join(room, nick);
-    emit({ type: 'joined', nick: joined.nick, members: joined.members, seq: joined.seq, ts: Date.now() });
+    const joined = await room.join();
+    emit({
+      type: 'joined',
+      nick: joined.nick,
+      fingerprint: shortFingerprint(identity.publicKey),
+      members: joined.members.map(who),
+      seq: joined.seq,
+      ts: Date.now(),
+    });
   } catch (e) {
     const code = e instanceof ClientError ? `${e.code}: ` : '';
     err(`could not join: ${code}${e instanceof Error ? e.message : String(e)}`);
-    await client.close();
-    return ExitCode.FAILURE;
+    return finish(ExitCode.FAILURE, client);
+  }
+  if (!options.json) {
+    io.stderr.write(
+      'confab: end-to-end encrypted. Anyone with the invite link can read this room; to remove someone, start a new room.\n',
+    );
   }
 
-  // Ctrl-C / SIGTERM: stop reading, don't wait for acknowledgements, leave cleanly.
-  let interrupted = false;
-  let wake: () => void = () => {};
-  const interruption = new Promise<void>((resolve) => (wake = resolve));
   const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
-  const onSignal = (): void => {
-    interrupted = true;
-    wake();
-    lines.close();
-    io.stdin.destroy();
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  if (interrupted) lines.close();
+  stopReading = () => lines.close();
 
   let failed = 0;
   try {
@@ -151,7 +202,7 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
       if (line.trim() === '') continue;
       if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
       if (interrupted) break;
-      client.send(room, textEncoder.encode(line)).then(
+      room.send(line).then(
         (ack) => {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });
         },
@@ -166,11 +217,8 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
     // stdin destroyed by a signal: fall through to a clean leave
   }
   await Promise.race([client.settled(), interruption]);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  await client.close();
-  if (interrupted) return ExitCode.INTERRUPTED;
-  return failed > 0 ? ExitCode.FAILURE : ExitCode.OK;
+  room.state.flush();
+  return finish(failed > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
 }
 
 function defaultNick(env: NodeJS.ProcessEnv): string {

@@ -24,27 +24,27 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const inviteLine = await alice.line(/^\* invite: /);
     const invite = inviteLine.replace('* invite: ', '');
     expect(invite).toMatch(/^confab:\/\/127\.0\.0\.1:\d+\/#[A-Za-z0-9_-]{43}$/);
-    await alice.line(/^\* joined as alice; nobody else is here yet$/);
+    await alice.line(/^\* joined as alice \d{5}-\d{5}; nobody else is here yet$/);
 
     const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
-    await bob.line(/^\* joined as bob; here: alice$/);
-    await alice.line(/^\* bob joined$/);
+    await bob.line(/^\* joined as bob \d{5}-\d{5}; here: alice \d{5}-\d{5}$/);
+    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
 
     alice.write('hi bob\n');
-    await bob.line(/^<alice> hi bob$/);
+    await bob.line(/^<alice \d{5}-\d{5}> hi bob$/);
     bob.write('hi alice, 你好 🎉\n');
-    await alice.line(/^<bob> hi alice, 你好 🎉$/);
+    await alice.line(/^<bob \d{5}-\d{5}> hi alice, 你好 🎉$/);
 
     // Neither sees its own messages echoed.
-    expect(alice.stdout.some((l) => l.startsWith('<alice>'))).toBe(false);
-    expect(bob.stdout.some((l) => l.startsWith('<bob>'))).toBe(false);
+    expect(alice.stdout.some((l) => l.startsWith('<alice '))).toBe(false);
+    expect(bob.stdout.some((l) => l.startsWith('<bob '))).toBe(false);
 
     bob.end();
     expect(await bob.exited).toBe(0);
     await alice.line(/^\* bob left$/);
     alice.end();
     expect(await alice.exited).toBe(0);
-    expect(alice.stderr).toEqual([]);
+    expect(alice.stderr).toEqual([expect.stringMatching(/^confab: end-to-end encrypted/)]);
   });
 
   it('at end of input waits until every message is acknowledged, then exits 0 (--json)', async () => {
@@ -82,10 +82,10 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
     const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
     const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
-    await alice.line(/^\* bob joined$/);
+    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
     bob.write('\u001b[2J\u001b]0;pwned\u0007 <alice> fake\n');
-    const line = await alice.line(/^<bob> /);
-    expect(line).toBe('<bob> ^[[2J^[]0;pwned^G <alice> fake');
+    const line = await alice.line(/^<bob /);
+    expect(line).toMatch(/^<bob \d{5}-\d{5}> \^\[\[2J\^\[\]0;pwned\^G <alice> fake$/);
   });
 
   it('refuses a taken nick with a clear error and exit 1', async () => {
@@ -175,7 +175,7 @@ describe('interrupting confab join', () => {
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
     const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
     const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
-    await alice.line(/^\* bob joined$/);
+    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
     bob.kill('SIGINT');
     expect(await bob.exited).toBe(130);
     await alice.line(/^\* bob left$/);

@@ -1,7 +1,14 @@
 import { connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
 import { pino } from 'pino';
-import { encodeFrame, FrameDecoder, parseServerFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { newIdentity, signJoinProof } from '../../src/crypto/index.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  joinProofMessage,
+  parseServerFrame,
+  PROTOCOL_VERSION,
+} from '../../src/protocol/index.js';
 import type { ServerFrame } from '../../src/protocol/index.js';
 import { startServer } from '../../src/server/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
@@ -77,4 +84,18 @@ export class RawPeer {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+/**
+ * Completes a real handshake and JOIN on a raw peer, signing the server's
+ * challenge with a fresh identity, and waits for JOINED.
+ */
+export async function rawJoin(peer: RawPeer, room: Uint8Array, nick: string, identity = newIdentity()): Promise<void> {
+  if (!peer.frames.some((f) => f.type === 'welcome')) peer.hello();
+  await until(() => peer.frames.some((f) => f.type === 'welcome'));
+  const welcome = peer.frames.find((f) => f.type === 'welcome');
+  if (welcome?.type !== 'welcome') throw new Error('no WELCOME');
+  const proof = signJoinProof(identity, joinProofMessage(welcome.challenge, room, nick));
+  peer.write(encodeFrame({ type: 'join', rid: 1, room, nick, key: identity.publicKey, proof }));
+  await until(() => peer.frames.some((f) => f.type === 'joined' || f.type === 'error'));
 }

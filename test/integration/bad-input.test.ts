@@ -4,7 +4,7 @@ import type { ErrorCodeName } from '../../src/protocol/index.js';
 import type { ConfabServer } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
-import { RawPeer, testServer, until } from '../helpers/net.js';
+import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
 
 // One server for the whole file: every attack must leave it serving the two
 // normal clients, who chat after each one.
@@ -70,7 +70,14 @@ describe('bad input: the offender gets a typed error and is closed; everyone els
   it('a truncated frame, then EOF', async () => {
     const peer = await RawPeer.open(server.port);
     peer.hello();
-    const join = encodeFrame({ type: 'join', rid: 1, room: r, nick: 'mallory' });
+    const join = encodeFrame({
+      type: 'join',
+      rid: 1,
+      room: r,
+      nick: 'mallory',
+      key: new Uint8Array(32),
+      proof: new Uint8Array(64),
+    });
     peer.write(join.subarray(0, 10));
     peer.socket.end();
     await expectDropped(peer, 'TRUNCATED_FRAME');
@@ -119,7 +126,16 @@ describe('bad input: the offender gets a typed error and is closed; everyone els
 
   it('a frame before HELLO', async () => {
     const peer = await RawPeer.open(server.port);
-    peer.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'mallory' }));
+    peer.write(
+      encodeFrame({
+        type: 'join',
+        rid: 1,
+        room: r,
+        nick: 'mallory',
+        key: new Uint8Array(32),
+        proof: new Uint8Array(64),
+      }),
+    );
     await expectDropped(peer, 'HANDSHAKE_REQUIRED');
     await stillServing();
   });
@@ -140,8 +156,7 @@ describe('bad input: the offender gets a typed error and is closed; everyone els
 
   it('an abrupt reset in the middle of a frame', async () => {
     const peer = await RawPeer.open(server.port);
-    peer.hello();
-    peer.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'mallory' }));
+    await rawJoin(peer, r, 'mallory');
     await until(() => alice.events.join.some((j) => j.nick === 'mallory'));
     peer.write(new Uint8Array([0, 0, 1]));
     peer.socket.resetAndDestroy();

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
+import { errorCodeName } from '../../src/protocol/index.js';
 import type { ConfabServer } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
-import { RawPeer, testServer, until } from '../helpers/net.js';
+import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -22,9 +22,7 @@ describe('deadlines and heartbeats on an injected clock', () => {
     const s = await fakeServer(clock);
     const peer = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(peer.destroy()));
-    peer.hello();
-    peer.write(encodeFrame({ type: 'join', rid: 1, room: room(1), nick: 'ghost' }));
-    await until(() => peer.frames.some((f) => f.type === 'joined'));
+    await rawJoin(peer, room(1), 'ghost');
 
     clock.advance(14_000);
     await new Promise((r) => setTimeout(r, 50));
@@ -52,8 +50,7 @@ describe('deadlines and heartbeats on an injected clock', () => {
     cleanup.push(() => alice.client.close());
     const peer = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(peer.destroy()));
-    peer.hello();
-    peer.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'ghost' }));
+    await rawJoin(peer, r, 'ghost');
     await until(() => alice.events.join.length === 1);
     for (let t = 0; t < 50; t++) {
       clock.advance(1_000);
@@ -93,8 +90,7 @@ describe('send queue cap', () => {
     );
     const slow = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(slow.destroy()));
-    slow.hello();
-    slow.write(encodeFrame({ type: 'join', rid: 1, room: r, nick: 'slow' }));
+    await rawJoin(slow, r, 'slow');
     await until(() => alice.events.join.length === 2);
     slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
 

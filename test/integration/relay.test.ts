@@ -63,10 +63,12 @@ describe('relay: rooms, fan-out, presence', () => {
     const r = room(4);
     const alice = track(await member(s.port, r, 'alice'));
     expect(alice.joined.members).toEqual([]);
+    const nicks = (m: { members: { nick: string }[] }): string[] => m.members.map((x) => x.nick);
     const bob = track(await member(s.port, r, 'bob'));
-    expect(bob.joined.members).toEqual(['alice']);
+    expect(nicks(bob.joined)).toEqual(['alice']);
+    expect(new Uint8Array(bob.joined.members[0]?.key ?? [])).toEqual(alice.client.identity.publicKey);
     const carol = track(await member(s.port, r, 'carol'));
-    expect(carol.joined.members).toEqual(['alice', 'bob']);
+    expect(nicks(carol.joined)).toEqual(['alice', 'bob']);
     await until(() => alice.events.join.length === 2 && bob.events.join.length === 1);
     expect(alice.events.join.map((j) => j.nick)).toEqual(['bob', 'carol']);
     expect(bob.events.join.map((j) => j.nick)).toEqual(['carol']);
@@ -119,7 +121,7 @@ describe('relay: rooms, fan-out, presence', () => {
     expect(alice.events.leave[0]).toMatchObject({ nick: 'bob', reason: 'disconnected' });
     await until(() => s.stats.connections === 1);
     const again = track(await member(s.port, r, 'bob'));
-    expect(again.joined.members).toEqual(['alice']);
+    expect(again.joined.members.map((m) => m.nick)).toEqual(['alice']);
   });
 
   it('rejects sending to a room not joined, and oversized bodies, without closing', async () => {

@@ -48,8 +48,17 @@ describe('frame codec', () => {
       '00000016' + '01' + '434f4e464142' + '0001' + '0c' + hex(Buffer.from('confab/0.1.0')),
     );
     const room = unhex('00112233445566778899aabbccddeeff');
-    expect(hex(encodeFrame({ type: 'join', rid: 1, room, nick: 'bob' }))).toBe(
-      '00000019' + '02' + '00000001' + '00112233445566778899aabbccddeeff' + '03' + '626f62',
+    const key = new Uint8Array(32).fill(0xaa);
+    const proof = new Uint8Array(64).fill(0xbb);
+    expect(hex(encodeFrame({ type: 'join', rid: 1, room, nick: 'bob', key, proof }))).toBe(
+      '00000079' +
+        '02' +
+        '00000001' +
+        '00112233445566778899aabbccddeeff' +
+        '03' +
+        '626f62' +
+        'aa'.repeat(32) +
+        'bb'.repeat(64),
     );
     expect(
       hex(
@@ -82,7 +91,14 @@ describe('frame codec', () => {
     const u32 = fc.nat({ max: 0xffff_ffff });
     const seq = fc.nat({ max: Number.MAX_SAFE_INTEGER });
     const client: fc.Arbitrary<ClientFrame> = fc.oneof(
-      fc.record({ type: fc.constant('join' as const), rid: u32, room: bytes(16), nick }),
+      fc.record({
+        type: fc.constant('join' as const),
+        rid: u32,
+        room: bytes(16),
+        nick,
+        key: bytes(32),
+        proof: bytes(64),
+      }),
       fc.record({ type: fc.constant('leave' as const), rid: u32, room: bytes(16) }),
       fc.record({
         type: fc.constant('send' as const),
@@ -107,7 +123,7 @@ describe('frame codec', () => {
         room: bytes(16),
         nick,
         seq,
-        members: fc.array(nick, { maxLength: 20 }),
+        members: fc.array(fc.record({ nick, key: bytes(32) }), { maxLength: 20 }),
       }),
       fc.record({
         type: fc.constant('deliver' as const),
@@ -142,7 +158,15 @@ describe('frame codec', () => {
 
   it('rejects another version in WELCOME', () => {
     const raw = decodeOne(
-      encodeFrame({ type: 'welcome', version: 9, agent: 's', maxFrame: 1, maxBody: 1, heartbeatMs: 1 }),
+      encodeFrame({
+        type: 'welcome',
+        version: 9,
+        agent: 's',
+        maxFrame: 1,
+        maxBody: 1,
+        heartbeatMs: 1,
+        challenge: new Uint8Array(32),
+      }),
     );
     expect(codeOf(() => parseServerFrame(raw))).toBe('UNSUPPORTED_VERSION');
   });
@@ -165,7 +189,16 @@ describe('frame codec', () => {
   });
 
   it('rejects truncated payloads and trailing bytes', () => {
-    const join = decodeOne(encodeFrame({ type: 'join', rid: 1, room: new Uint8Array(16), nick: 'bob' }));
+    const join = decodeOne(
+      encodeFrame({
+        type: 'join',
+        rid: 1,
+        room: new Uint8Array(16),
+        nick: 'bob',
+        key: new Uint8Array(32),
+        proof: new Uint8Array(64),
+      }),
+    );
     for (let i = 1; i < join.length; i++) expect(codeOf(() => parseClientFrame(join.subarray(0, i)))).toBe('BAD_FRAME');
     const longer = new Uint8Array(join.length + 1);
     longer.set(join);
@@ -173,8 +206,17 @@ describe('frame codec', () => {
   });
 
   it('rejects invalid UTF-8 and over-long nicks', () => {
-    const raw = decodeOne(encodeFrame({ type: 'join', rid: 1, room: new Uint8Array(16), nick: 'bob' })).slice();
-    raw[raw.length - 1] = 0xff;
+    const raw = decodeOne(
+      encodeFrame({
+        type: 'join',
+        rid: 1,
+        room: new Uint8Array(16),
+        nick: 'bob',
+        key: new Uint8Array(32),
+        proof: new Uint8Array(64),
+      }),
+    ).slice();
+    raw[1 + 4 + 16 + 1 + 2] = 0xff; // last byte of the nick
     expect(codeOf(() => parseClientFrame(raw))).toBe('BAD_FRAME');
     const room = new Uint8Array(16);
     const long = decodeOne(

@@ -2,11 +2,14 @@ import type { ClientFrame, Frame, ServerFrame } from '../../../src/protocol/inde
 
 const room = new Uint8Array(16).map((_, i) => i + 1);
 const mid = new Uint8Array(16).fill(0xab);
+const key = new Uint8Array(32).fill(0x11);
+const proof = new Uint8Array(64).fill(0x22);
+const challenge = new Uint8Array(32).fill(0x33);
 
 /** One frame of every type, with small but non-trivial fields. */
 export const clientFrames: ClientFrame[] = [
   { type: 'hello', version: 1, agent: 'confab/test' },
-  { type: 'join', rid: 7, room, nick: 'alice' },
+  { type: 'join', rid: 7, room, nick: 'alice', key, proof },
   { type: 'leave', rid: 8, room },
   { type: 'send', rid: 9, room, mid, body: new Uint8Array([1, 2, 3, 0, 255]) },
   { type: 'send', rid: 10, room, mid, body: new Uint8Array(0) },
@@ -16,11 +19,30 @@ export const clientFrames: ClientFrame[] = [
 ];
 
 export const serverFrames: ServerFrame[] = [
-  { type: 'welcome', version: 1, agent: 'confab-server/test', maxFrame: 65536, maxBody: 64000, heartbeatMs: 15000 },
-  { type: 'joined', rid: 7, room, nick: 'alice', seq: 2 ** 40 + 5, members: ['bob', 'carol'] },
+  {
+    type: 'welcome',
+    version: 1,
+    agent: 'confab-server/test',
+    maxFrame: 65536,
+    maxBody: 64000,
+    heartbeatMs: 15000,
+    challenge,
+  },
+  {
+    type: 'joined',
+    rid: 7,
+    room,
+    nick: 'alice',
+    seq: 2 ** 40 + 5,
+    members: [
+      { nick: 'bob', key },
+      { nick: 'carol', key: proof.subarray(0, 32) },
+    ],
+  },
+  { type: 'member-list', rid: 7, room, members: [{ nick: 'dave', key }] },
   { type: 'joined', rid: 7, room, nick: 'alice', seq: 0, members: [] },
   { type: 'left', rid: 8, room },
-  { type: 'member-joined', room, nick: 'dave' },
+  { type: 'member-joined', room, nick: 'dave', key },
   { type: 'member-left', room, nick: 'dave', reason: 1 },
   {
     type: 'deliver',

@@ -1,0 +1,276 @@
+import {
+  EnvelopeError,
+  equalBytes,
+  MessageType,
+  NO_PREVIOUS,
+  openEnvelope,
+  RejectReason,
+  roomKeys,
+  safetyNumber,
+  sealEnvelope,
+  secureRandom,
+  shortFingerprint,
+  envelopeHash,
+} from '../crypto/index.js';
+import type { MessageTypeValue, RejectReasonValue, RoomKeys, Rng } from '../crypto/index.js';
+import type { MemberInfo } from '../protocol/index.js';
+import type { ConfabClient, JoinEvent, LeaveEvent, MessageEvent } from './client.js';
+import { Emitter } from './emitter.js';
+import { ClientError } from './errors.js';
+import { RoomState } from './room-state.js';
+import type { Pin } from './room-state.js';
+import { acceptKeyChange } from './trust.js';
+
+/** How far a sender's key is trusted here. */
+export type Trust = 'new' | 'known' | 'verified' | 'changed';
+
+/** A member as this client sees it. */
+export interface Member {
+  nick: string;
+  key: Uint8Array;
+  fingerprint: string;
+  verified: boolean;
+  trust: Trust;
+}
+
+/** A message that opened, verified and passed every check. */
+export interface SecureMessage extends Member {
+  kind: 'text' | 'action';
+  text: string;
+  /** The server's sequence number for it. */
+  seq: number;
+  /** Server receive time. */
+  ts: number;
+  /** The sender's own counter. */
+  senderSeq: number;
+  sentAt: number;
+  /** Set when it follows its predecessor but names another one: the sender showed people different histories. */
+  warning?: 'history-mismatch';
+}
+
+/** A message that was refused, and why. Never silent. */
+export interface Rejection {
+  reason: RejectReasonValue;
+  /** The nick the relay gave it (unauthenticated when the reason says so). */
+  nick: string;
+  seq: number;
+  ts: number;
+  message: string;
+}
+
+/** Messages from one sender that never arrived: the relay dropped or held them. */
+export interface Gap {
+  nick: string;
+  fingerprint: string;
+  missing: number;
+  /** The sender's last sequence number seen before, and the one just seen. */
+  after: number;
+  before: number;
+}
+
+/** A known nick came with another key. Sending is blocked until it is accepted. */
+export interface KeyChange {
+  nick: string;
+  oldFingerprint: string;
+  newFingerprint: string;
+}
+
+export interface SecureRoomEvents extends Record<string, unknown> {
+  message: SecureMessage;
+  rejected: Rejection;
+  gap: Gap;
+  'key-changed': KeyChange;
+  join: Member;
+  leave: LeaveEvent;
+}
+
+export interface SecureRoomOptions {
+  /** The invite secret (32 bytes). */
+  secret: Uint8Array;
+  nick: string;
+  /** Trust state; kept in memory if omitted. */
+  state?: RoomState;
+  /** Nonces. */
+  rng?: Rng;
+  now?: () => number;
+}
+
+const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
+const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64url'));
+const decoder = new TextDecoder();
+
+/**
+ * One end-to-end encrypted room over a ConfabClient: seals what we send, opens
+ * and checks what arrives (AEAD, signature, signed nick, pinned key, replay,
+ * gaps), pins keys on first sight, and blocks sending while a key change is
+ * unaccepted. Everything refused is reported as a `rejected` event.
+ */
+export class SecureRoom extends Emitter<SecureRoomEvents> {
+  readonly keys: RoomKeys;
+  readonly nick: string;
+  readonly state: RoomState;
+  private readonly client: ConfabClient;
+  private readonly rng: Rng;
+  private readonly now: () => number;
+  private readonly members = new Map<string, Member>();
+
+  constructor(client: ConfabClient, options: SecureRoomOptions) {
+    super();
+    this.client = client;
+    this.keys = roomKeys(options.secret);
+    this.nick = options.nick;
+    this.state = options.state ?? RoomState.memory();
+    this.rng = options.rng ?? secureRandom;
+    this.now = options.now ?? Date.now;
+    client.on('message', (m) => this.mine(m.room) && this.receive(m));
+    client.on('join', (j) => this.mine(j.room) && this.emit('join', this.see(j)));
+    client.on('leave', (l) => {
+      if (!this.mine(l.room)) return;
+      this.members.delete(l.nick.toLowerCase());
+      this.emit('leave', l);
+    });
+    client.on('reconnect', (r) => {
+      for (const room of r.rooms) if (this.mine(room.room)) this.resetMembers(room.members);
+    });
+  }
+
+  /** Joins the room; returns the other members with their fingerprints and trust. */
+  async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
+    const joined = await this.client.join(this.keys.roomId, this.nick);
+    return { nick: joined.nick, members: this.resetMembers(joined.members), seq: joined.seq };
+  }
+
+  /** Members currently in the room, as last reported. */
+  who(): Member[] {
+    return [...this.members.values()];
+  }
+
+  /** Nicks whose key changed and was not accepted: sending is blocked while any remain. */
+  blockedBy(): string[] {
+    return this.state
+      .pins()
+      .filter((p) => p.pending !== undefined)
+      .map((p) => p.nick);
+  }
+
+  /**
+   * Seals and sends a message; resolves with the server's sequence number.
+   * @throws ClientError KEY_CHANGED while a key change is unaccepted
+   */
+  async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
+    if (this.blockedBy().length > 0) this.state.reload();
+    const blocked = this.blockedBy();
+    if (blocked.length > 0) {
+      throw new ClientError(
+        'KEY_CHANGED',
+        `sending is blocked: the key of ${blocked.join(', ')} changed; accept it (confab trust NICK) or leave`,
+      );
+    }
+    const body = new TextEncoder().encode(text);
+    const { seq, prev } = this.state.nextSeq();
+    const type: MessageTypeValue = kind === 'action' ? MessageType.ACTION : MessageType.TEXT;
+    const envelope = sealEnvelope(
+      this.keys,
+      this.client.identity,
+      { type, nick: this.nick, seq, sentAt: this.now(), prevHash: prev === '' ? NO_PREVIOUS : unb64(prev), body },
+      this.rng,
+    );
+    this.state.sealed(envelopeHash(envelope));
+    return this.client.send(this.keys.roomId, envelope);
+  }
+
+  /** Accepts the new key of `nick` after a key change; false if none is pending. */
+  accept(nick: string): boolean {
+    this.state.reload();
+    return acceptKeyChange(this.state, nick) !== undefined;
+  }
+
+  /** The 60-digit safety number with `nick`'s pinned key, or undefined if none. */
+  safetyNumber(nick: string): string | undefined {
+    const pin = this.state.pin(nick);
+    return pin === undefined ? undefined : safetyNumber(this.client.identity.publicKey, unb64(pin.key));
+  }
+
+  private mine(room: Uint8Array): boolean {
+    return equalBytes(room, this.keys.roomId);
+  }
+
+  private resetMembers(list: MemberInfo[]): Member[] {
+    this.members.clear();
+    return list.map((m) => this.see({ room: this.keys.roomId, nick: m.nick, key: m.key }));
+  }
+
+  /** A member's key as announced by the server: pin it, or notice a change. */
+  private see(j: JoinEvent): Member {
+    const member = this.judge(j.nick, j.key);
+    this.members.set(j.nick.toLowerCase(), member);
+    return member;
+  }
+
+  /** Trust-on-first-use for `nick` and `key`; reports a change once per new key. */
+  private judge(nick: string, key: Uint8Array): Member {
+    const keyText = b64(key);
+    const fingerprint = shortFingerprint(key);
+    const pin: Pin | undefined = this.state.pin(nick);
+    if (pin === undefined) {
+      this.state.setPin({ nick, key: keyText, verified: false });
+      return { nick, key, fingerprint, verified: false, trust: 'new' };
+    }
+    if (pin.key === keyText) {
+      return { nick, key, fingerprint, verified: pin.verified, trust: pin.verified ? 'verified' : 'known' };
+    }
+    if (pin.pending !== keyText) {
+      this.state.setPin({ ...pin, pending: keyText });
+      this.emit('key-changed', { nick, oldFingerprint: shortFingerprint(unb64(pin.key)), newFingerprint: fingerprint });
+    }
+    return { nick, key, fingerprint, verified: false, trust: 'changed' };
+  }
+
+  private receive(m: MessageEvent): void {
+    const reject = (reason: RejectReasonValue, message: string): void => {
+      this.emit('rejected', { reason, nick: m.nick, seq: m.seq, ts: m.ts, message });
+    };
+    let opened;
+    try {
+      opened = openEnvelope(this.keys, m.body);
+    } catch (err) {
+      if (err instanceof EnvelopeError) reject(err.reason, err.message);
+      else reject(RejectReason.MALFORMED, 'could not read the envelope');
+      return;
+    }
+    if (opened.nick.toLowerCase() !== m.nick.toLowerCase()) {
+      reject(RejectReason.NICK_MISMATCH, `signed by "${opened.nick}" but relayed as "${m.nick}"`);
+      return;
+    }
+    const keyText = b64(opened.senderKey);
+    const mark = this.state.sender(keyText);
+    if (mark !== undefined && opened.seq <= mark.seq) {
+      reject(RejectReason.REPLAY, `already had message ${opened.seq} from ${opened.nick} (latest ${mark.seq})`);
+      return;
+    }
+    const member = this.judge(opened.nick, opened.senderKey);
+    let warning: SecureMessage['warning'];
+    if (mark !== undefined && opened.seq > mark.seq + 1) {
+      this.emit('gap', {
+        nick: opened.nick,
+        fingerprint: member.fingerprint,
+        missing: opened.seq - mark.seq - 1,
+        after: mark.seq,
+        before: opened.seq,
+      });
+    } else if (mark !== undefined && b64(opened.prevHash) !== mark.hash) {
+      warning = 'history-mismatch';
+    }
+    this.state.markSender(keyText, { seq: opened.seq, hash: b64(opened.hash) });
+    this.emit('message', {
+      ...member,
+      kind: opened.type === MessageType.ACTION ? 'action' : 'text',
+      text: decoder.decode(opened.body),
+      seq: m.seq,
+      ts: m.ts,
+      senderSeq: opened.seq,
+      sentAt: opened.sentAt,
+      ...(warning !== undefined ? { warning } : {}),
+    });
+  }
+}

@@ -1,0 +1,91 @@
+import type { Writable } from 'node:stream';
+import {
+  acceptKeyChange,
+  ensureHome,
+  fingerprint,
+  groupDigits,
+  IdentityFileError,
+  InviteError,
+  loadIdentity,
+  markVerified,
+  resolveHome,
+  roomStateFor,
+  verifyInfo,
+} from '../client/index.js';
+import type { Identity } from '../client/index.js';
+import { ExitCode } from './join.js';
+import { inert } from './sanitize.js';
+
+export interface KeyCommandIO {
+  stdout: Writable;
+  stderr: Writable;
+  env: NodeJS.ProcessEnv;
+}
+
+function withIdentity(home: string | undefined, io: KeyCommandIO, run: (id: Identity, dir: string) => number): number {
+  const dir = ensureHome(resolveHome(home, io.env));
+  try {
+    return run(loadIdentity(dir), dir);
+  } catch (e) {
+    if (e instanceof IdentityFileError || e instanceof InviteError) {
+      io.stderr.write(`confab: ${e.message}\n`);
+      return e instanceof InviteError ? ExitCode.USAGE : ExitCode.FAILURE;
+    }
+    throw e;
+  }
+}
+
+/** `confab id`: this user's fingerprint (made on first run). */
+export function runId(options: { home?: string }, io: KeyCommandIO): number {
+  return withIdentity(options.home, io, (id) => {
+    io.stdout.write(`${groupDigits(fingerprint(id.publicKey))}\n`);
+    return ExitCode.OK;
+  });
+}
+
+/** `confab trust NICK`: accept a changed key so sending to the room resumes. */
+export function runTrust(options: { nick: string; room?: string; home?: string }, io: KeyCommandIO): number {
+  return withIdentity(options.home, io, (_id, dir) => {
+    const state = roomStateFor(dir, options.room);
+    const fp = acceptKeyChange(state, options.nick);
+    if (fp === undefined) {
+      io.stderr.write(`confab: no key change is waiting for ${inert(options.nick)} in that room\n`);
+      return ExitCode.FAILURE;
+    }
+    io.stdout.write(
+      `accepted the new key of ${inert(options.nick)} (${fp}). It is not verified: compare safety numbers with confab verify ${inert(options.nick)}\n`,
+    );
+    return ExitCode.OK;
+  });
+}
+
+/** `confab verify NICK [--yes]`: show the safety number; with --yes, mark the key verified. */
+export function runVerify(
+  options: { nick: string; room?: string; home?: string; yes: boolean },
+  io: KeyCommandIO,
+): number {
+  return withIdentity(options.home, io, (id, dir) => {
+    const state = roomStateFor(dir, options.room);
+    const info = verifyInfo(state, id, options.nick);
+    const nick = inert(options.nick);
+    if (info === undefined) {
+      io.stderr.write(`confab: no key is known for ${nick} in that room (have they joined while you were there?)\n`);
+      return ExitCode.FAILURE;
+    }
+    if (options.yes) {
+      if (!markVerified(state, options.nick)) {
+        io.stderr.write(`confab: the key of ${nick} changed and is not accepted; run confab trust ${nick} first\n`);
+        return ExitCode.FAILURE;
+      }
+      io.stdout.write(`marked the key of ${nick} (${info.fingerprint}) as verified\n`);
+      return ExitCode.OK;
+    }
+    const groups = groupDigits(info.safetyNumber).split(' ');
+    io.stdout.write(`safety number with ${nick} (${info.fingerprint}${info.pin.verified ? ', verified' : ''}):\n`);
+    for (let i = 0; i < groups.length; i += 4) io.stdout.write(`  ${groups.slice(i, i + 4).join(' ')}\n`);
+    io.stdout.write(
+      `Compare it with ${nick} in person or by voice; they see the same number. If it matches: confab verify ${nick} --yes\n`,
+    );
+    return ExitCode.OK;
+  });
+}
