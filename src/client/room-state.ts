@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** What a member knows about another nick's key in one room. */
@@ -66,28 +66,38 @@ export class RoomState {
     return new RoomState(path, data);
   }
 
-  /** Re-reads the file: another process (`confab trust`) may have changed pins. */
+  private mtime = 0;
+
+  /**
+   * Picks up pins changed by another process (`confab trust`, `confab
+   * verify`) since we last read or wrote the file. A stat per call; the file is
+   * re-read only when it changed.
+   */
   reload(): void {
     if (this.path === undefined) return;
     try {
+      const mtime = statSync(this.path).mtimeMs;
+      if (mtime === this.mtime) return;
       const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<Data>;
-      if (parsed.v === 1) {
-        this.data.pins = parsed.pins ?? {};
-      }
+      this.mtime = mtime;
+      if (parsed.v === 1) this.data.pins = parsed.pins ?? {};
     } catch {
-      // keep what we have
+      // no file yet, or mid-rename: keep what we have
     }
   }
 
   pin(nick: string): Pin | undefined {
+    this.reload();
     return this.data.pins[nick.toLowerCase()];
   }
 
   pins(): Pin[] {
+    this.reload();
     return Object.values(this.data.pins);
   }
 
   setPin(pin: Pin): void {
+    this.reload();
     this.data.pins[pin.nick.toLowerCase()] = pin;
     this.save();
   }
@@ -129,8 +139,14 @@ export class RoomState {
   private save(): void {
     this.dirty = false;
     if (this.path === undefined) return;
-    const tmp = `${this.path}.tmp`;
+    this.reload(); // never write back pins another process has just changed
+    const tmp = `${this.path}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
     renameSync(tmp, this.path);
+    try {
+      this.mtime = statSync(this.path).mtimeMs;
+    } catch {
+      this.mtime = 0;
+    }
   }
 }

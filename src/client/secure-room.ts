@@ -158,7 +158,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * @throws ClientError KEY_CHANGED while a key change is unaccepted
    */
   async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
-    if (this.blockedBy().length > 0) this.state.reload();
     const blocked = this.blockedBy();
     if (blocked.length > 0) {
       throw new ClientError(
@@ -181,7 +180,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /** Accepts the new key of `nick` after a key change; false if none is pending. */
   accept(nick: string): boolean {
-    this.state.reload();
     return acceptKeyChange(this.state, nick) !== undefined;
   }
 
@@ -249,6 +247,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     const member = this.judge(opened.nick, opened.senderKey);
+    if (member.trust === 'changed') {
+      // Shown only once the user accepts the new key: until then it could be
+      // anyone with the invite posing under this nick.
+      reject(RejectReason.KEY_CHANGED, `signed by a key that is not the one pinned for "${opened.nick}"`);
+      return;
+    }
     let warning: SecureMessage['warning'];
     if (mark !== undefined && opened.seq > mark.seq + 1) {
       this.emit('gap', {

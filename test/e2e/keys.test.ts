@@ -1,0 +1,97 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, Proc, serve, tempHome } from '../helpers/cli.js';
+
+const procs: Proc[] = [];
+afterEach(async () => {
+  for (const p of procs.splice(0)) {
+    p.kill('SIGKILL');
+    await p.exited;
+  }
+});
+function track(p: Proc): Proc {
+  procs.push(p);
+  return p;
+}
+function confab(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
+}
+
+describe('identity', () => {
+  it('confab id makes a key on first run (mode 0600) and prints the same fingerprint after', () => {
+    const home = tempHome();
+    const first = confab('id', '--home', home);
+    expect(first.status).toBe(0);
+    expect(first.stdout.trim()).toMatch(/^(\d{5} ){5}\d{5}$/);
+    expect(statSync(join(home, 'identity.json')).mode & 0o777).toBe(0o600);
+    expect(confab('id', '--home', home).stdout).toBe(first.stdout);
+    expect(confab('id', '--home', tempHome()).stdout).not.toBe(first.stdout);
+  });
+
+  it('refuses a key file that others can read, with a clear error', () => {
+    const home = tempHome();
+    confab('id', '--home', home);
+    chmodSync(join(home, 'identity.json'), 0o644);
+    const r = confab('id', '--home', home);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/readable by others \(mode 644\).*chmod 600/);
+    const join_ = confab('join', 'localhost:1', '--home', home, '--nick', 'x');
+    expect(join_.status).toBe(1);
+    expect(join_.stderr).toMatch(/readable by others/);
+  });
+});
+
+describe('key change, trust and verify through the CLI', () => {
+  it('blocks sending after a key change until `confab trust`, then `confab verify` marks the key', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const aliceHome = tempHome();
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
+    bob.write('hello from the real bob\n');
+    await alice.line(/^<bob \d{5}-\d{5}> hello from the real bob$/);
+    bob.end();
+    expect(await bob.exited).toBe(0);
+
+    // Same nick, another key (another home): a warning, and alice can't send.
+    const other = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    const warning = await alice.line(/^! WARNING: the key of bob changed/);
+    expect(warning).toMatch(/was \d{5}-\d{5}, now \d{5}-\d{5}.*confab trust bob --room/);
+    other.write('trust me\n');
+    await alice.line(/^! rejected a message relayed as bob .*key-changed/);
+    alice.write('who are you?\n');
+    await alice.line(/KEY_CHANGED: sending is blocked/, 'stderr');
+
+    const trust = confab('trust', 'bob', '--room', invite, '--home', aliceHome);
+    expect(trust.status).toBe(0);
+    expect(trust.stdout).toMatch(/^accepted the new key of bob \(\d{5}-\d{5}\)/);
+    alice.write('ok, welcome\n');
+    await other.line(/^<alice \d{5}-\d{5}> ok, welcome$/);
+
+    const shown = confab('verify', 'bob', '--room', invite, '--home', aliceHome);
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toMatch(/safety number with bob/);
+    expect(shown.stdout.match(/\b\d{5}\b/g)?.length).toBeGreaterThanOrEqual(12);
+    expect(confab('verify', 'bob', '--room', invite, '--home', aliceHome, '--yes').status).toBe(0);
+    other.write('now verified\n');
+    await alice.line(/^<bob \d{5}-\d{5} ✓> now verified$/);
+    expect(confab('trust', 'bob', '--room', invite, '--home', aliceHome).status).toBe(1); // nothing pending
+  });
+
+  it('the JSON output carries fingerprint, verified and rejection events', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', tempHome()]));
+    const invite = (JSON.parse(await alice.line(/"type":"invite"/)) as { link: string }).link;
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--json', '--home', tempHome()]));
+    bob.write('hello\n');
+    const line = JSON.parse(await alice.line(/"type":"message"/)) as Record<string, unknown>;
+    expect(line).toMatchObject({ nick: 'bob', text: 'hello', verified: false, trust: 'known', senderSeq: 1, seq: 1 });
+    expect(line['fingerprint']).toMatch(/^\d{5}-\d{5}$/);
+  });
+});

@@ -1,0 +1,74 @@
+import { connect, createServer } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { FrameDecoder } from '../../src/protocol/index.js';
+
+/**
+ * A man in the middle between clients and a real server, playing the
+ * malicious relay or network: it sees every byte both ways, and a hook decides
+ * what becomes of each server → client frame (pass, alter, drop, hold, add).
+ */
+export class Mitm {
+  readonly server: Server;
+  /** Every byte that crossed, both directions. */
+  readonly captured: Buffer[] = [];
+  /** Frames (type byte + payload) to forward in place of `frame`; default: itself. */
+  onServerFrame: (frame: Uint8Array, toClient: Socket) => Uint8Array[] = (f) => [f];
+  /** The client-facing side of each relayed connection. */
+  readonly clients = new Set<Socket>();
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(server: Server) {
+    this.server = server;
+  }
+
+  static async start(upstreamPort: number): Promise<Mitm> {
+    const mitm = new Mitm(createServer());
+    mitm.server.on('connection', (client) => mitm.relay(client, upstreamPort));
+    await new Promise<void>((resolve) => mitm.server.listen(0, '127.0.0.1', resolve));
+    return mitm;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** Sends a frame to a client as if the server had. */
+  static inject(toClient: Socket, frame: Uint8Array): void {
+    toClient.write(withLength(frame));
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private relay(client: Socket, upstreamPort: number): void {
+    const upstream = connect({ host: '127.0.0.1', port: upstreamPort, noDelay: true });
+    this.sockets.add(client).add(upstream);
+    this.clients.add(client);
+    const decoder = new FrameDecoder();
+    client.on('data', (chunk: Buffer) => {
+      this.captured.push(Buffer.from(chunk));
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      this.captured.push(Buffer.from(chunk));
+      for (const frame of decoder.push(chunk)) {
+        for (const out of this.onServerFrame(frame.slice(), client)) client.write(withLength(out));
+      }
+    });
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  }
+}
+
+function withLength(frame: Uint8Array): Buffer {
+  const out = Buffer.alloc(4 + frame.length);
+  out.writeUInt32BE(frame.length, 0);
+  out.set(frame, 4);
+  return out;
+}

@@ -1,0 +1,186 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ClientError, connect, markVerified, RoomState } from '../../src/client/index.js';
+import { newIdentity, newRoomSecret, roomKeys, shortFingerprint, signJoinProof } from '../../src/crypto/index.js';
+import { encodeFrame, errorCodeName, joinProofMessage } from '../../src/protocol/index.js';
+import type { ConfabServer } from '../../src/server/index.js';
+import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { secureMember } from '../helpers/secure.js';
+import type { SecureMember } from '../helpers/secure.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()?.();
+});
+
+async function server(): Promise<ConfabServer> {
+  const s = await testServer();
+  cleanup.push(() => s.close());
+  return s;
+}
+
+async function member(...args: Parameters<typeof secureMember>): Promise<SecureMember> {
+  const m = await secureMember(...args);
+  cleanup.push(() => m.close());
+  return m;
+}
+
+describe('end-to-end room over a real server', () => {
+  it('members read each other’s messages, with fingerprints; the relay carries only ciphertext', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await member(s.port, secret, 'bob');
+    const carol = await member(s.port, secret, 'carol');
+    await alice.room.send('hi all');
+    await bob.room.send('hi alice', 'action');
+    await until(() => carol.messages.length === 2 && alice.messages.length === 1 && bob.messages.length === 1);
+    expect(carol.texts()).toEqual(['alice: hi all', 'bob: hi alice']);
+    expect(carol.messages[1]).toMatchObject({ kind: 'action', senderSeq: 1, trust: 'known', verified: false });
+    expect(carol.messages[0]?.fingerprint).toBe(shortFingerprint(alice.identity.publicKey));
+    expect(bob.joins.map((j) => j.nick)).toEqual(['carol']);
+    expect(alice.joins.map((j) => [j.nick, j.fingerprint, j.trust])).toEqual([
+      ['bob', shortFingerprint(bob.identity.publicKey), 'new'],
+      ['carol', shortFingerprint(carol.identity.publicKey), 'new'],
+    ]);
+    expect(alice.rejected).toEqual([]);
+  });
+
+  it('someone with another invite for the same server sees nothing of this room', async () => {
+    const s = await server();
+    const alice = await member(s.port, newRoomSecret(), 'alice');
+    const stranger = await member(s.port, newRoomSecret(), 'alice');
+    await alice.room.send('private');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(stranger.messages).toEqual([]);
+    expect(stranger.rejected).toEqual([]);
+  });
+});
+
+describe('trust on first use', () => {
+  it('a known nick with a new key is a loud warning; sending is blocked until accepted', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const home = mkdtempSync(join(tmpdir(), 'confab-tofu-'));
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    const alice = await member(s.port, secret, 'alice', { state: RoomState.load(home, roomHex) });
+    const bob = await secureMember(s.port, secret, 'bob');
+    await bob.room.send('first bob');
+    await until(() => alice.messages.length === 1);
+    await bob.close();
+
+    // Someone else takes the nick: new key.
+    const impostor = await member(s.port, secret, 'bob', { identity: newIdentity() });
+    await until(() => alice.keyChanges.length === 1);
+    expect(alice.keyChanges[0]).toMatchObject({
+      nick: 'bob',
+      oldFingerprint: shortFingerprint(bob.identity.publicKey),
+      newFingerprint: shortFingerprint(impostor.identity.publicKey),
+    });
+    await expect(alice.room.send('are you bob?')).rejects.toMatchObject({ code: 'KEY_CHANGED' });
+    expect(alice.room.blockedBy()).toEqual(['bob']);
+
+    await impostor.room.send('it is me, bob');
+    await until(() => alice.rejected.length === 1);
+    expect(alice.rejected[0]).toMatchObject({ reason: 'key-changed', nick: 'bob' });
+    expect(alice.texts()).toEqual(['bob: first bob']);
+
+    // The pin and the block survive a restart of alice.
+    const state = RoomState.load(home, roomHex);
+    expect(state.pin('bob')?.pending).toBeDefined();
+
+    expect(alice.room.accept('bob')).toBe(true);
+    await alice.room.send('welcome back');
+    await impostor.room.send('thanks');
+    await until(() => alice.messages.length === 2);
+    expect(alice.messages[1]).toMatchObject({ text: 'thanks', trust: 'known' });
+  });
+
+  it('a verified key is marked on every message', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await member(s.port, secret, 'bob');
+    await until(() => alice.joins.length === 1);
+    expect(markVerified(alice.room.state, 'bob')).toBe(true);
+    await bob.room.send('verified me');
+    await until(() => alice.messages.length === 1);
+    expect(alice.messages[0]).toMatchObject({ verified: true, trust: 'verified' });
+    expect(alice.room.safetyNumber('bob')).toMatch(/^\d{60}$/);
+    expect(alice.room.safetyNumber('bob')).toBe(bob.room.safetyNumber('alice'));
+  });
+
+  it('blocked sends report KEY_CHANGED as a ClientError', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    alice.room.state.setPin({ nick: 'x', key: 'AAAA', verified: false, pending: 'BBBB' });
+    await expect(alice.room.send('nope')).rejects.toBeInstanceOf(ClientError);
+  });
+});
+
+describe('the server checks that a joining client holds its key', () => {
+  it('refuses a JOIN whose proof is not signed by the announced key', async () => {
+    const s = await server();
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(peer.destroy()));
+    peer.hello();
+    await until(() => peer.frames.some((f) => f.type === 'welcome'));
+    const welcome = peer.frames.find((f) => f.type === 'welcome');
+    if (welcome?.type !== 'welcome') throw new Error('no welcome');
+    const victim = newIdentity();
+    const mallory = newIdentity();
+    const room = new Uint8Array(16).fill(3);
+    const proof = signJoinProof(mallory, joinProofMessage(welcome.challenge, room, 'victim'));
+    peer.write(encodeFrame({ type: 'join', rid: 9, room, nick: 'victim', key: victim.publicKey, proof }));
+    await until(() => peer.frames.some((f) => f.type === 'error'));
+    expect(errorCodeName(peer.error()?.code ?? 0)).toBe('BAD_JOIN_PROOF');
+    expect(peer.error()?.fatal).toBe(false);
+  });
+
+  it('refuses a proof copied from another connection (the challenge differs)', async () => {
+    const s = await server();
+    const room = new Uint8Array(16).fill(4);
+    const honest = await RawPeer.open(s.port);
+    const thief = await RawPeer.open(s.port);
+    cleanup.push(
+      () => Promise.resolve(honest.destroy()),
+      () => Promise.resolve(thief.destroy()),
+    );
+    const victim = newIdentity();
+    honest.hello();
+    await until(() => honest.frames.some((f) => f.type === 'welcome'));
+    const welcome = honest.frames.find((f) => f.type === 'welcome');
+    if (welcome?.type !== 'welcome') throw new Error('no welcome');
+    const proof = signJoinProof(victim, joinProofMessage(welcome.challenge, room, 'victim'));
+    thief.hello();
+    await until(() => thief.frames.some((f) => f.type === 'welcome'));
+    thief.write(encodeFrame({ type: 'join', rid: 1, room, nick: 'victim', key: victim.publicKey, proof }));
+    await until(() => thief.frames.some((f) => f.type === 'error'));
+    expect(errorCodeName(thief.error()?.code ?? 0)).toBe('BAD_JOIN_PROOF');
+    // The owner of the key joins fine with the same proof on its own connection.
+    honest.write(encodeFrame({ type: 'join', rid: 1, room, nick: 'victim', key: victim.publicKey, proof }));
+    await until(() => honest.frames.some((f) => f.type === 'joined'));
+  });
+
+  it('lists more members than fit one frame across MEMBER_LIST frames', async () => {
+    const s = await server();
+    const room = new Uint8Array(16).fill(5);
+    const peers = await Promise.all(Array.from({ length: 1010 }, () => RawPeer.open(s.port)));
+    cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+    for (let i = 0; i < peers.length; i += 100) {
+      await Promise.all(peers.slice(i, i + 100).map((p, j) => rawJoin(p, room, `m${i + j}`)));
+    }
+    // The 9 who joined after 1,001 others were each told of them in two frames.
+    const listed = peers.map((p) => p.frames.filter((f) => f.type === 'member-list').length);
+    expect(listed.filter((n) => n === 1)).toHaveLength(9);
+    // The client core joins the parts together.
+    const c = await connect({ host: '127.0.0.1', port: s.port });
+    cleanup.push(() => c.close());
+    const joined = await c.join(room, 'counter');
+    expect(joined.members).toHaveLength(1010);
+    expect(new Set(joined.members.map((m) => m.nick))).toEqual(new Set(peers.map((_, i) => `m${i}`)));
+  });
+});
