@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { encodeFrame, FrameDecoder, FrameType } from '../dist/protocol/index.js';
+import { newIdentity, signJoinProof } from '../dist/crypto/index.js';
+import { encodeFrame, FrameDecoder, FrameType, joinProofMessage, parseServerFrame } from '../dist/protocol/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
@@ -61,14 +62,18 @@ export class RawClient {
       socket.once('error', reject);
       socket.once('connect', () => {
         const c = new RawClient(socket);
+        const identity = newIdentity();
         c.onFrame = (f) => {
-          if (f[0] === FrameType.JOINED) {
+          if (f[0] === FrameType.WELCOME) {
+            const { challenge } = parseServerFrame(f);
+            const proof = signJoinProof(identity, joinProofMessage(challenge, room, nick));
+            socket.write(encodeFrame({ type: 'join', rid: 1, room, nick, key: identity.publicKey, proof }));
+          } else if (f[0] === FrameType.JOINED) {
             c.onFrame = () => {};
             resolve(c);
           } else if (f[0] === FrameType.ERROR) reject(new Error(`join failed for ${nick}`));
         };
         socket.write(encodeFrame({ type: 'hello', version: 1, agent: 'bench' }));
-        socket.write(encodeFrame({ type: 'join', rid: 1, room, nick }));
       });
     });
   }

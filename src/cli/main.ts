@@ -108,9 +108,9 @@ try {
   await program().parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
-    const ok =
-      err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
-    process.exitCode = ok ? ExitCode.OK : ExitCode.USAGE;
+    // Help and version asked for exit 0; anything else commander refuses (including
+    // the help it shows for a missing command) is a usage error.
+    process.exitCode = err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
   } else {
     process.stderr.write(`confab: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = ExitCode.FAILURE;

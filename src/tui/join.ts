@@ -44,7 +44,10 @@ export const ExitCode = {
   OK: 0,
   FAILURE: 1,
   USAGE: 2,
+  /** 128 + SIGINT */
   INTERRUPTED: 130,
+  /** 128 + SIGTERM */
+  TERMINATED: 143,
 } as const;
 
 // Line mode keeps at most this many messages in flight before it waits.
@@ -97,12 +100,12 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
   // Ctrl-C / SIGTERM at any point: stop reading, don't wait for
   // acknowledgements, leave cleanly. Listening from the start, so a signal
   // during connect or join is handled too.
-  let interrupted = false;
+  let interrupted: number | null = null;
   let wake: () => void = () => {};
   const interruption = new Promise<void>((resolve) => (wake = resolve));
   let stopReading = (): void => {};
-  const onSignal = (): void => {
-    interrupted = true;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupted = signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED;
     wake();
     stopReading();
     io.stdin.destroy();
@@ -113,7 +116,7 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await client?.close();
-    return interrupted ? ExitCode.INTERRUPTED : code;
+    return interrupted ?? code;
   };
 
   const link = formatInvite(invite);
@@ -193,7 +196,7 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
   }
 
   const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
-  if (interrupted) lines.close();
+  if (interrupted !== null) lines.close();
   stopReading = () => lines.close();
 
   let failed = 0;
@@ -201,7 +204,7 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
     for await (const line of lines) {
       if (line.trim() === '') continue;
       if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
-      if (interrupted) break;
+      if (interrupted !== null) break;
       room.send(line).then(
         (ack) => {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });

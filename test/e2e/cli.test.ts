@@ -150,12 +150,17 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['serve', '--port', 'abc']],
     [['serve', '--log-level', 'loud']],
     [['frobnicate']],
+    [[]],
   ])('confab %j', (args) => {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
     expect(r.status).toBe(2);
     const lines = r.stderr.trim().split('\n');
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^confab: /);
+    if (args.length > 0) {
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^confab: /);
+    } else {
+      expect(lines[0]).toMatch(/^Usage: confab/); // no command: the help, as a usage error
+    }
     expect(r.stdout).toBe('');
   });
 
