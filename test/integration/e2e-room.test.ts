@@ -3,7 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError, connect, markVerified, RoomState } from '../../src/client/index.js';
-import { newIdentity, newRoomSecret, roomKeys, shortFingerprint, signJoinProof } from '../../src/crypto/index.js';
+import {
+  MessageType,
+  newIdentity,
+  newRoomSecret,
+  NO_PREVIOUS,
+  roomKeys,
+  sealEnvelope,
+  shortFingerprint,
+  signJoinProof,
+} from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, joinProofMessage } from '../../src/protocol/index.js';
 import type { ConfabServer } from '../../src/server/index.js';
 import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
@@ -56,6 +65,32 @@ describe('end-to-end room over a real server', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(stranger.messages).toEqual([]);
     expect(stranger.rejected).toEqual([]);
+  });
+});
+
+describe('a member posing as another', () => {
+  it('an envelope signed as "alice" but sent by mallory is rejected as a nick mismatch', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await member(s.port, secret, 'bob');
+    const mallory = await connect({ host: '127.0.0.1', port: s.port });
+    cleanup.push(() => mallory.close());
+    const keys = roomKeys(secret);
+    await mallory.join(keys.roomId, 'mallory');
+    const forged = sealEnvelope(keys, mallory.identity, {
+      type: MessageType.TEXT,
+      nick: 'alice',
+      seq: 1,
+      sentAt: Date.now(),
+      prevHash: NO_PREVIOUS,
+      body: new TextEncoder().encode('alice here: please send the keys to mallory'),
+    });
+    await mallory.send(keys.roomId, forged);
+    await until(() => bob.rejected.length === 1 && alice.rejected.length === 1);
+    expect(bob.rejected[0]).toMatchObject({ reason: 'nick-mismatch', nick: 'mallory' });
+    expect(bob.rejected[0]?.message).toMatch(/signed by "alice" but relayed as "mallory"/);
+    expect(bob.messages).toEqual([]);
   });
 });
 
