@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_HOST, DEFAULT_PORT } from '../server/index.js';
+import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../server/index.js';
 import { ExitCode, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
 import { serve } from './serve.js';
 
@@ -11,6 +11,17 @@ function port(value: string): number {
     throw new InvalidArgumentError('expected a port number 0-65535');
   }
   return Number(value);
+}
+
+const LIMIT_NAMES = Object.keys(DEFAULT_LIMITS);
+
+/** `--limit name=value`, repeatable: any field of the server's limits. */
+function limit(value: string, previous: Record<string, number> = {}): Record<string, number> {
+  const m = /^([A-Za-z]+)=(\d+)$/.exec(value);
+  if (m === null || !LIMIT_NAMES.includes(m[1] as string) || Number(m[2]) <= 0) {
+    throw new InvalidArgumentError(`expected NAME=N with N > 0 and NAME one of ${LIMIT_NAMES.join(', ')}`);
+  }
+  return { ...previous, [m[1] as string]: Number(m[2]) };
 }
 
 function program(): Command {
@@ -37,14 +48,17 @@ function program(): Command {
     .option('--host <host>', 'interface to listen on', DEFAULT_HOST)
     .option('--port <port>', 'TCP port; 0 picks a free one', port, DEFAULT_PORT)
     .option('--data <dir>', 'directory for server state')
+    .option('--limit <name=value>', 'override one limit, e.g. messageIntervalMs=100 (repeatable; doc/LIMITS.md)', limit)
     .addOption(
       new Option('--log-level <level>', 'log detail on stderr')
         .choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent'])
         .default('info'),
     )
-    .action(async (opts: { host: string; port: number; data?: string; logLevel: string }) => {
-      process.exitCode = await serve(opts);
-    });
+    .action(
+      async (opts: { host: string; port: number; data?: string; logLevel: string; limit?: Record<string, number> }) => {
+        process.exitCode = await serve(opts);
+      },
+    );
 
   cli
     .command('join')

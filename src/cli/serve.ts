@@ -5,6 +5,8 @@ export interface ServeOptions {
   port: number;
   data?: string;
   logLevel: string;
+  /** Overrides of the default limits (`--limit name=value`). */
+  limit?: Record<string, number>;
 }
 
 /**
@@ -18,6 +20,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     port: options.port,
     logger,
     ...(options.data !== undefined ? { dataDir: options.data } : {}),
+    ...(options.limit !== undefined ? { limits: options.limit } : {}),
   });
   process.stdout.write(`listening on ${formatHost(server.host)}:${server.port}\n`);
   logger.info({ host: server.host, port: server.port }, 'listening');

@@ -12,6 +12,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   systemClock,
+  TokenBucket,
 } from '../protocol/index.js';
 import type { Clock, MemberInfo, ServerFrame, WelcomeFrame } from '../protocol/index.js';
 import { backoffDelay } from './backoff.js';
@@ -101,6 +102,8 @@ interface PendingSend {
   rid: number;
   frame: Uint8Array;
   roomKey: string;
+  /** Written on the current connection (and not refused since). */
+  written: boolean;
   resolve: (ack: { seq: number; ts: number }) => void;
   reject: (err: ClientError) => void;
 }
@@ -153,6 +156,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private cancelRetry: (() => void) | null = null;
   private corked = false;
   private idleWaiters: (() => void)[] = [];
+  /** Sends not yet written on this connection, in order. */
+  private unsent: PendingSend[] = [];
+  /** Our copy of the server's rate limit, so we pace ourselves instead of being refused. */
+  private bucket: TokenBucket | null = null;
+  private cancelPump: (() => void) | null = null;
+  /** Token of the PING that ends a rate-limit resync, while one is under way. */
+  private resync: number | null = null;
 
   /** @internal use `connect` */
   constructor(options: ConnectOptions) {
@@ -239,8 +249,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const mid = this.opts.rng(MSG_ID_LEN);
     const frame = encodeFrame({ type: 'send', rid, room: state.id, mid, body });
     return new Promise((resolve, reject) => {
-      this.sends.set(rid, { rid, frame, roomKey: key, resolve, reject });
-      if (state.joined) this.write(frame);
+      const pending: PendingSend = { rid, frame, roomKey: key, written: false, resolve, reject };
+      this.sends.set(rid, pending);
+      this.unsent.push(pending);
+      this.pump();
     });
   }
 
@@ -262,6 +274,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.closed = true;
     this.dead = new ClientError('CLOSED', 'client closed');
     this.cancelRetry?.();
+    this.cancelPump?.();
     this.stopHeartbeat();
     this.failAll(new ClientError('CLOSED', 'client closed'));
     this.rooms.clear();
@@ -307,7 +320,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.request(rid, frame).then((reply) => {
       if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
       state.joined = true;
-      this.flushRoom(state);
+      this.pump();
       return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
     });
   }
@@ -323,10 +336,47 @@ export class ConfabClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Writes the room's unacknowledged messages, in order, once it is joined. */
-  private flushRoom(state: RoomState): void {
-    const key = roomKey(state.id);
-    for (const s of this.sends.values()) if (s.roomKey === key) this.write(s.frame);
+  /**
+   * Writes waiting messages of joined rooms, in order, as fast as the server's
+   * rate limit allows; when out of tokens, comes back when the next is due.
+   */
+  private pump(): void {
+    if (this.cancelPump !== null || this.bucket === null || this.resync !== null) return;
+    const now = this.opts.clock.now();
+    for (let i = 0; i < this.unsent.length;) {
+      const s = this.unsent[i] as PendingSend;
+      if (!this.rooms.get(s.roomKey)?.joined) {
+        i++;
+        continue;
+      }
+      if (!this.bucket.take(now)) {
+        this.cancelPump = this.opts.clock.setTimer(() => {
+          this.cancelPump = null;
+          this.pump();
+        }, this.bucket.wait(now));
+        return;
+      }
+      this.unsent.splice(i, 1);
+      s.written = true;
+      this.write(s.frame);
+    }
+  }
+
+  /**
+   * The server refused a send for going too fast; it now refuses every later
+   * one until our PING. Everything written and unacknowledged goes back in
+   * line, in order, and waits for the PONG (refusals that arrive before it are
+   * for those old writes and are ignored).
+   */
+  private rateLimited(): void {
+    if (this.resync !== null) return;
+    this.resync = (this.nextRid * 2654435761) >>> 0;
+    this.bucket?.drain(this.opts.clock.now());
+    this.unsent = [...this.sends.values()];
+    for (const s of this.unsent) s.written = false;
+    this.cancelPump?.();
+    this.cancelPump = null;
+    this.write(encodeFrame({ type: 'ping', token: this.resync }));
   }
 
   private write(frame: Uint8Array): void {
@@ -383,6 +433,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
             const frame = parseServerFrame(raw);
             if (frame.type === 'welcome') {
               this.welcome = frame;
+              // Pace under the server's limit, with a margin: half its burst and
+              // a quarter slower, so its bucket keeps spare tokens for network
+              // jitter. A refusal would put that message out of order.
+              this.bucket = new TokenBucket(
+                Math.max(1, Math.floor(frame.rateBurst / 2)),
+                Math.ceil(Math.max(1, frame.rateIntervalMs) * 1.25),
+                clock.now(),
+              );
               this.attempt = 0;
               this.startHeartbeat(frame.heartbeatMs);
               settle();
@@ -464,10 +522,19 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.write(encodeFrame({ type: 'pong', token: frame.token }));
         return;
       case 'pong':
+        if (frame.token === this.resync) {
+          this.resync = null;
+          this.pump();
+        }
+        return;
       case 'welcome':
         return;
       case 'error': {
         const err = ClientError.fromWire(frame.code, frame.message, frame.fatal);
+        if (err.code === 'RATE_LIMITED' && !frame.fatal && this.sends.has(frame.rid)) {
+          this.rateLimited(); // too fast: not a failure, just later
+          return;
+        }
         const s = this.takeSend(frame.rid);
         const r = this.requests.get(frame.rid);
         if (s !== undefined) {
@@ -493,6 +560,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.stopHeartbeat();
     socket.destroy();
     for (const state of this.rooms.values()) state.joined = false;
+    // Everything unacknowledged goes out again, in order, on the next connection.
+    this.cancelPump?.();
+    this.cancelPump = null;
+    this.bucket = null;
+    this.resync = null;
+    this.unsent = [...this.sends.values()];
+    for (const s of this.unsent) s.written = false;
     for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', 'connection lost'));
     this.requests.clear();
     if (this.closed || !wasConnected) return;
@@ -563,6 +637,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const s = this.sends.get(rid);
     if (s === undefined) return undefined;
     this.sends.delete(rid);
+    if (!s.written) {
+      const i = this.unsent.indexOf(s);
+      if (i >= 0) this.unsent.splice(i, 1);
+    }
     if (this.sends.size === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

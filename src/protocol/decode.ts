@@ -208,6 +208,8 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
         maxBody: r.u32('maxBody'),
         heartbeatMs: r.u32('heartbeatMs'),
         challenge: r.raw(CHALLENGE_LEN, 'challenge'),
+        rateBurst: r.u32('rateBurst'),
+        rateIntervalMs: r.u32('rateIntervalMs'),
       };
       break;
     }

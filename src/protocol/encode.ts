@@ -42,13 +42,15 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return start(FrameType.PONG, 4).u32(frame.token).bytes;
     case 'welcome': {
       const agent = utf8(frame.agent);
-      return start(FrameType.WELCOME, 2 + 1 + agent.length + 4 + 4 + 4 + CHALLENGE_LEN)
+      return start(FrameType.WELCOME, 2 + 1 + agent.length + 4 + 4 + 4 + CHALLENGE_LEN + 4 + 4)
         .u16(frame.version)
         .str8(agent)
         .u32(frame.maxFrame)
         .u32(frame.maxBody)
         .u32(frame.heartbeatMs)
-        .raw(frame.challenge).bytes;
+        .raw(frame.challenge)
+        .u32(frame.rateBurst)
+        .u32(frame.rateIntervalMs).bytes;
     }
     case 'joined': {
       const nick = utf8(frame.nick);

@@ -111,6 +111,10 @@ export interface WelcomeFrame {
   heartbeatMs: number;
   /** 32 random bytes the client signs in each JOIN on this connection. */
   challenge: Uint8Array;
+  /** Message rate limit: this many SENDs at once... */
+  rateBurst: number;
+  /** ...then one more every this many ms. Faster SENDs get RATE_LIMITED. */
+  rateIntervalMs: number;
 }
 
 /** Server → client: join accepted. */

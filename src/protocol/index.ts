@@ -11,3 +11,4 @@ export * from './frames.js';
 export * from './limits.js';
 export { utf8 } from './bytes.js';
 export { joinProofMessage } from './join-proof.js';
+export { TokenBucket } from './token-bucket.js';

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { FrameDecoder } from '../protocol/index.js';
+import type { TokenBucket } from '../protocol/index.js';
 import type { Batcher, Flushable } from './batcher.js';
 import type { Member } from './room.js';
 
@@ -30,6 +31,14 @@ export class Connection implements Flushable {
   readonly memberships: Member[] = [];
   /** What this connection's JOINs must sign (sent in WELCOME). */
   readonly challenge: Uint8Array;
+  /** Its message rate limit. */
+  readonly bucket: TokenBucket;
+  /** Messages refused in a row for going too fast. */
+  strikes = 0;
+  /** Refusing SENDs until the client's next PING (see Relay.send). */
+  limited = false;
+  /** The peer's IP address, for the per-address limits. */
+  readonly ip: string;
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
@@ -46,8 +55,11 @@ export class Connection implements Flushable {
     batcher: Batcher,
     onOverflow: (conn: Connection) => void,
     challenge: Uint8Array,
+    bucket: TokenBucket,
   ) {
     this.challenge = challenge;
+    this.bucket = bucket;
+    this.ip = socket.remoteAddress ?? '?';
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;

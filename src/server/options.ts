@@ -32,6 +32,16 @@ export interface ServerLimits {
   maxRoomMembers: number;
   /** Open connections on the whole server (TOO_MANY_CONNECTIONS). */
   maxConnections: number;
+  /** Open connections from one IP address (TOO_MANY_CONNECTIONS). */
+  maxConnectionsPerIp: number;
+  /** New connections from one IP address per minute, with that many at once (TOO_MANY_CONNECTIONS). */
+  connectionsPerIpPerMinute: number;
+  /** Messages a connection may send at once (RATE_LIMITED beyond)... */
+  messageBurst: number;
+  /** ...and then one every this many ms (200: 5 per second). */
+  messageIntervalMs: number;
+  /** Refused messages in a row after which a flooding connection is dropped (RATE_LIMITED, fatal). */
+  floodStrikes: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
@@ -45,6 +55,11 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   maxRoomsPerConnection: MAX_ROOMS_PER_CONNECTION,
   maxRoomMembers: MAX_ROOM_MEMBERS,
   maxConnections: 20_000,
+  maxConnectionsPerIp: 16,
+  connectionsPerIpPerMinute: 30,
+  messageBurst: 10,
+  messageIntervalMs: 200,
+  floodStrikes: 100,
 });
 
 /** Options of `startServer`. */

@@ -8,6 +8,7 @@ import {
   MAX_BODY,
   MEMBERS_PER_FRAME,
   NICK_PATTERN,
+  TokenBucket,
   parseClientFrame,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -39,6 +40,8 @@ export interface RelayStats {
   rooms: number;
   messagesIn: number;
   deliveries: number;
+  /** SEND frames refused for going over the rate limit. */
+  rateLimited: number;
   dropped: Partial<Record<ErrorCodeName, number>>;
 }
 
@@ -51,7 +54,14 @@ export class Relay {
   readonly rooms = new Map<string, Room>();
   readonly connections = new Set<Connection>();
   readonly batcher: Batcher;
-  readonly stats: RelayStats = { connections: 0, rooms: 0, messagesIn: 0, deliveries: 0, dropped: {} };
+  readonly stats: RelayStats = {
+    connections: 0,
+    rooms: 0,
+    messagesIn: 0,
+    deliveries: 0,
+    rateLimited: 0,
+    dropped: {},
+  };
   private readonly limits: ServerLimits;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -78,6 +88,7 @@ export class Relay {
       this.batcher,
       this.noteOverflow,
       this.randomBytes(CHALLENGE_LEN),
+      new TokenBucket(this.limits.messageBurst, this.limits.messageIntervalMs, this.clock.now()),
     );
     this.connections.add(conn);
     this.stats.connections = this.connections.size;
@@ -209,6 +220,8 @@ export class Relay {
           maxBody: Math.min(this.limits.maxBody, MAX_BODY),
           heartbeatMs: this.limits.heartbeatMs,
           challenge: conn.challenge,
+          rateBurst: this.limits.messageBurst,
+          rateIntervalMs: this.limits.messageIntervalMs,
         }),
       );
       this.log.debug({ conn: conn.id, remote: conn.remote, agent: frame.agent }, 'hello');
@@ -225,6 +238,7 @@ export class Relay {
         this.leave(conn, frame);
         return;
       case 'ping':
+        conn.limited = false;
         conn.enqueue(encodeFrame({ type: 'pong', token: frame.token }));
         return;
       case 'pong':
@@ -248,6 +262,26 @@ export class Relay {
       this.reject(conn, frame.rid, 'BODY_TOO_LARGE', `message body over ${this.limits.maxBody} bytes`);
       return;
     }
+    // After one refusal every later SEND is refused too, until the client's
+    // PING says it has seen the refusal: so a client that resends after its
+    // PING keeps its messages in order (doc/PROTOCOL.md §4).
+    if (conn.limited || !conn.bucket.take(this.clock.now())) {
+      conn.limited = true;
+      this.stats.rateLimited++;
+      if (++conn.strikes >= this.limits.floodStrikes) {
+        this.drop(conn, 'RATE_LIMITED', `${conn.strikes} messages in a row over the rate limit`, frame.rid);
+      } else {
+        const l = this.limits;
+        this.reject(
+          conn,
+          frame.rid,
+          'RATE_LIMITED',
+          `at most ${l.messageBurst} at once, then 1 per ${l.messageIntervalMs} ms`,
+        );
+      }
+      return;
+    }
+    conn.strikes = 0;
     const room = member.room;
     const seq = ++room.seq;
     const ts = this.clock.now();

@@ -4,6 +4,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
+import { IpLimiter } from './ip-limits.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
 import type { ServerLimits, ServerOptions } from './options.js';
@@ -47,24 +48,34 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   }
   function onClose(this: Socket): void {
     const conn = conns.get(this);
-    if (conn !== undefined) relay.closed(conn);
+    if (conn !== undefined) {
+      relay.closed(conn);
+      ipLimits.release(conn.ip);
+      conns.delete(this);
+    }
   }
   function onError(this: Socket, err: Error): void {
     log.debug({ err: err.message }, 'socket error');
   }
 
+  const ipLimits = new IpLimiter(opts.limits.maxConnectionsPerIp, opts.limits.connectionsPerIpPerMinute);
+  function refuse(socket: Socket, message: string): void {
+    socket.on('error', onError);
+    socket.end(encodeFrame({ type: 'error', rid: 0, code: ErrorCode.TOO_MANY_CONNECTIONS, fatal: true, message }));
+    // Don't wait on a peer that won't read its refusal.
+    opts.clock.setTimer(() => socket.destroy(), 2000);
+  }
+
   const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
     if (relay.connections.size >= opts.limits.maxConnections) {
-      socket.on('error', onError);
-      socket.end(
-        encodeFrame({
-          type: 'error',
-          rid: 0,
-          code: ErrorCode.TOO_MANY_CONNECTIONS,
-          fatal: true,
-          message: 'server full',
-        }),
-      );
+      refuse(socket, 'server full');
+      return;
+    }
+    const ip = socket.remoteAddress ?? '?';
+    const refusal = ipLimits.admit(ip, opts.clock.now());
+    if (refusal !== null) {
+      relay.stats.dropped.TOO_MANY_CONNECTIONS = (relay.stats.dropped.TOO_MANY_CONNECTIONS ?? 0) + 1;
+      refuse(socket, refusal);
       return;
     }
     const conn = relay.open(socket);
@@ -87,6 +98,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
 
   let stopSweep = opts.clock.setTimer(function tick() {
     relay.sweep();
+    ipLimits.sweep(opts.clock.now());
     stopSweep = opts.clock.setTimer(tick, opts.sweepMs);
   }, opts.sweepMs);
 

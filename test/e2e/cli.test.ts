@@ -48,7 +48,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   });
 
   it('at end of input waits until every message is acknowledged, then exits 0 (--json)', async () => {
-    const { proc: server, port } = await serve();
+    const { proc: server, port } = await serve(['--limit', 'messageIntervalMs=2']);
     track(server);
     const carol = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'carol', '--json', '--home', tempHome()]));
     const invite = (JSON.parse(await carol.line(/"type":"invite"/)) as { link: string }).link;

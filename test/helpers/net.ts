@@ -13,6 +13,17 @@ import type { ServerFrame } from '../../src/protocol/index.js';
 import { startServer } from '../../src/server/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 
+/**
+ * Limits for tests that are not about limits: every test client comes from
+ * 127.0.0.1 and many send in bursts. The tests of the limits set their own.
+ */
+export const ROOMY_LIMITS = {
+  maxConnectionsPerIp: 100_000,
+  connectionsPerIpPerMinute: 1_000_000,
+  messageBurst: 1_000_000,
+  messageIntervalMs: 1,
+};
+
 /** A real server on a free port, with logs silenced unless CONFAB_TEST_LOG is set. */
 export function testServer(options: ServerOptions = {}): Promise<ConfabServer> {
   return startServer({
@@ -20,6 +31,7 @@ export function testServer(options: ServerOptions = {}): Promise<ConfabServer> {
     port: 0,
     logger: pino({ level: process.env['CONFAB_TEST_LOG'] ?? 'silent' }),
     ...options,
+    limits: { ...ROOMY_LIMITS, ...options.limits },
   });
 }
 
@@ -42,14 +54,17 @@ export class RawPeer {
   readonly frames: ServerFrame[] = [];
   closed = false;
   private readonly decoder = new FrameDecoder();
+  private waiters: (() => void)[] = [];
 
   private constructor(socket: Socket) {
     this.socket = socket;
     socket.on('data', (chunk: Buffer) => {
       for (const raw of this.decoder.push(chunk)) this.frames.push(parseServerFrame(raw));
+      this.wake();
     });
     socket.on('close', () => {
       this.closed = true;
+      this.wake();
     });
     socket.on('error', () => {});
   }
@@ -60,6 +75,32 @@ export class RawPeer {
       socket.once('connect', () => resolve(new RawPeer(socket)));
       socket.once('error', reject);
     });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /**
+   * The first frame from index `from` on that matches, waiting for it without
+   * polling; undefined if the connection closes first.
+   */
+  async next(match: (f: ServerFrame) => boolean, from = 0, ms = 5000): Promise<ServerFrame | undefined> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const found = this.frames.slice(from).find(match);
+      if (found !== undefined || this.closed) return found;
+      if (Date.now() > end) throw new Error('timed out waiting for a frame');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 100);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
   }
 
   write(bytes: Uint8Array | string): void {

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { newRoomSecret } from '../../src/crypto/index.js';
 import { startServer } from '../../src/server/index.js';
 import { Mitm } from '../helpers/mitm.js';
-import { until } from '../helpers/net.js';
+import { ROOMY_LIMITS, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 
 function filesUnder(dir: string): string[] {
@@ -43,6 +43,7 @@ describe('canary', () => {
       port: 0,
       dataDir,
       logger: pino({ level: 'debug' }, logSink),
+      limits: ROOMY_LIMITS,
     });
     const mitm = await Mitm.start(server.port);
     const secret = newRoomSecret();

@@ -166,6 +166,8 @@ describe('frame codec', () => {
         maxBody: 1,
         heartbeatMs: 1,
         challenge: new Uint8Array(32),
+        rateBurst: 1,
+        rateIntervalMs: 1,
       }),
     );
     expect(codeOf(() => parseServerFrame(raw))).toBe('UNSUPPORTED_VERSION');

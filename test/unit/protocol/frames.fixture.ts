@@ -27,6 +27,8 @@ export const serverFrames: ServerFrame[] = [
     maxBody: 64000,
     heartbeatMs: 15000,
     challenge,
+    rateBurst: 10,
+    rateIntervalMs: 200,
   },
   {
     type: 'joined',

@@ -1,0 +1,53 @@
+/**
+ * A token bucket: `burst` tokens, one more every `intervalMs`. Pure (time is
+ * passed in), so the server's limits and the client's pacing share it and
+ * test deterministically.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+  private readonly burst: number;
+  private readonly intervalMs: number;
+
+  constructor(burst: number, intervalMs: number, now: number) {
+    this.burst = burst;
+    this.intervalMs = intervalMs;
+    this.tokens = burst;
+    this.last = now;
+  }
+
+  private refill(now: number): void {
+    if (now > this.last) {
+      this.tokens = Math.min(this.burst, this.tokens + (now - this.last) / this.intervalMs);
+      this.last = now;
+    }
+  }
+
+  /** Takes a token if there is one. */
+  take(now: number): boolean {
+    this.refill(now);
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    return false;
+  }
+
+  /** Milliseconds until a token is available (0 if one is now). */
+  wait(now: number): number {
+    this.refill(now);
+    return this.tokens >= 1 ? 0 : Math.ceil((1 - this.tokens) * this.intervalMs);
+  }
+
+  /** Empties the bucket (the other side said we went too fast). */
+  drain(now: number): void {
+    this.refill(now);
+    this.tokens = 0;
+  }
+
+  /** True when the bucket is back to full: nothing to remember about this key. */
+  full(now: number): boolean {
+    this.refill(now);
+    return this.tokens >= this.burst;
+  }
+}

@@ -1,0 +1,197 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
+import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
+import { member, room, text } from '../helpers/clients.js';
+import type { Recorder } from '../helpers/clients.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { Mitm } from '../helpers/mitm.js';
+import { RawPeer, rawJoin, ROOMY_LIMITS, testServer, until } from '../helpers/net.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()?.();
+});
+
+async function server(options: ServerOptions): Promise<ConfabServer> {
+  const s = await testServer(options);
+  cleanup.push(() => s.close());
+  return s;
+}
+
+function track<T extends Recorder>(r: T): T {
+  cleanup.push(() => r.client.close());
+  return r;
+}
+
+/** Sends one SEND and resolves with the server's answer: 'ack' or an error code name. */
+function sendRaw(peer: RawPeer, r: Uint8Array, rid: number, ping = false): Promise<string> {
+  const before = peer.frames.length;
+  if (ping) peer.write(encodeFrame({ type: 'ping', token: rid }));
+  peer.write(encodeFrame({ type: 'send', rid, room: r, mid: new Uint8Array(16), body: text(`flood ${rid}`) }));
+  return until(
+    () =>
+      peer.frames.slice(before).some((f) => (f.type === 'ack' || f.type === 'error') && f.rid === rid) || peer.closed,
+  ).then(() => {
+    const f = peer.frames.slice(before).find((x) => (x.type === 'ack' || x.type === 'error') && x.rid === rid);
+    if (f?.type === 'ack') return 'ack';
+    if (f?.type === 'error') return errorCodeName(f.code);
+    return 'closed';
+  });
+}
+
+describe('message rate limit (token bucket: burst 10, then 5 per second)', () => {
+  it('a flood of 1,000 messages a second for 10 s gets at most burst + rate × time through; 20 others lose nothing', async () => {
+    const clock = new FakeClock();
+    // Default message limits; only the per-address ones are raised (all test clients are 127.0.0.1),
+    // and floodStrikes so the flooder stays for the whole 10 s of this measurement.
+    const s = await server({
+      clock,
+      limits: {
+        maxConnectionsPerIp: 1000,
+        connectionsPerIpPerMinute: 100_000,
+        messageBurst: 10,
+        messageIntervalMs: 200,
+        floodStrikes: 1_000_000,
+      },
+    });
+    const r = room(1);
+    const others = await Promise.all(Array.from({ length: 20 }, (_, i) => member(s.port, r, `u${i}`, { clock })));
+    others.forEach(track);
+    const flooder = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(flooder.destroy()));
+    await rawJoin(flooder, r, 'flooder');
+
+    // 1,000 a second for 10 s: ten messages every 10 ms of (injected) time.
+    const answers = new Map<string, number>();
+    for (let step = 0; step < 1000; step++) {
+      // A PING before each SEND: the flooder acknowledges each refusal, so it is
+      // measured by the bucket alone, not by the refuse-until-PING rule.
+      const batch = Array.from({ length: 10 }, (_, j) => sendRaw(flooder, r, step * 10 + j + 1, true));
+      for (const a of await Promise.all(batch)) answers.set(a, (answers.get(a) ?? 0) + 1);
+      clock.advance(10);
+      // The others talk meanwhile, within their own limits.
+      if (step % 100 === 99)
+        await Promise.all(others.slice(0, 5).map((o, j) => o.client.send(r, text(`ok ${step} ${j}`))));
+    }
+    const accepted = answers.get('ack') ?? 0;
+    console.log(`flood: 10000 sent over 10 s, ${accepted} accepted, ${answers.get('RATE_LIMITED') ?? 0} RATE_LIMITED`);
+    expect(accepted).toBeLessThanOrEqual(10 + 5 * 10 + 1);
+    expect(accepted).toBeGreaterThanOrEqual(10 + 5 * 10 - 1);
+    expect(answers.get('RATE_LIMITED')).toBe(10_000 - accepted);
+
+    // Every other member got every accepted message: the flooder's and the 50 from the others.
+    for (const [i, o] of others.entries()) {
+      const expected = accepted + (i < 5 ? 40 : 50); // the five talkers don't get their own
+      await until(() => o.events.message.length === expected, 5000, `all deliveries to u${i}`);
+    }
+    const u19 = others[19] as Recorder;
+    expect(u19.events.message.filter((m) => m.nick === 'flooder')).toHaveLength(accepted);
+    expect(u19.events.message.filter((m) => m.nick !== 'flooder')).toHaveLength(50);
+  });
+
+  it('drops a connection that keeps flooding, with a fatal RATE_LIMITED', async () => {
+    const s = await server({ limits: { messageBurst: 10, messageIntervalMs: 200, floodStrikes: 100 } });
+    const r = room(2);
+    const alice = track(await member(s.port, r, 'alice'));
+    const flooder = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(flooder.destroy()));
+    await rawJoin(flooder, r, 'flooder');
+    for (let i = 1; i <= 300; i++) {
+      flooder.write(encodeFrame({ type: 'send', rid: i, room: r, mid: new Uint8Array(16), body: text('x') }));
+    }
+    await flooder.closedByServer();
+    const fatal = flooder.frames.find((f) => f.type === 'error' && f.fatal);
+    expect(fatal?.type === 'error' && errorCodeName(fatal.code)).toBe('RATE_LIMITED');
+    expect(flooder.frames.filter((f) => f.type === 'ack')).toHaveLength(10);
+    await until(() => alice.events.leave.some((l) => l.nick === 'flooder'));
+    await alice.client.send(r, text('still fine'));
+  });
+
+  it('a client refused for speed resends after its PING, keeping every message in order', async () => {
+    const s = await server({ limits: { messageBurst: 10, messageIntervalMs: 20, floodStrikes: 1000 } });
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    // Lie to the client about the limit, so it sends far too fast and is refused.
+    mitm.onServerFrame = (f) => {
+      if (f[0] === FrameType.WELCOME) {
+        const v = new DataView(f.buffer, f.byteOffset, f.byteLength);
+        v.setUint32(f.length - 8, 100_000);
+        v.setUint32(f.length - 4, 1);
+      }
+      return [f];
+    };
+    const r = room(3);
+    const fast = track(await member(mitm.port, r, 'fast'));
+    const bob = track(await member(s.port, r, 'bob'));
+    const acks = await Promise.all(Array.from({ length: 60 }, (_, i) => fast.client.send(r, text(`n${i}`))));
+    expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    await until(() => bob.events.message.length === 60);
+    expect(bob.texts()).toEqual(Array.from({ length: 60 }, (_, i) => `fast: n${i}`));
+    expect(s.stats.rateLimited).toBeGreaterThan(0);
+  });
+});
+
+describe('connection limits per address', () => {
+  it('refuses the 17th concurrent connection from one address with TOO_MANY_CONNECTIONS', async () => {
+    const s = await server({ limits: { maxConnectionsPerIp: 16, connectionsPerIpPerMinute: 1000 } });
+    const peers = await Promise.all(Array.from({ length: 16 }, () => RawPeer.open(s.port)));
+    cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+    await until(() => s.stats.connections === 16);
+    const extra = await RawPeer.open(s.port);
+    await extra.closedByServer();
+    expect(errorCodeName(extra.error()?.code ?? 0)).toBe('TOO_MANY_CONNECTIONS');
+    expect(extra.error()?.message).toMatch(/at most 16/);
+    // One leaves: room for one more.
+    peers[0]?.destroy();
+    await until(() => s.stats.connections === 15);
+    const again = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(again.destroy()));
+    again.hello();
+    await until(() => again.frames.some((f) => f.type === 'welcome'));
+  });
+
+  it('limits new connections per address per minute, and lets them back after', async () => {
+    const clock = new FakeClock();
+    const s = await server({ clock, limits: { maxConnectionsPerIp: 1000, connectionsPerIpPerMinute: 30 } });
+    const refused: string[] = [];
+    for (let i = 0; i < 35; i++) {
+      const p = await RawPeer.open(s.port);
+      p.hello();
+      await until(() => p.frames.length > 0 || p.closed);
+      const e = p.error();
+      if (e !== undefined) refused.push(errorCodeName(e.code));
+      p.destroy();
+    }
+    expect(refused).toEqual(Array(5).fill('TOO_MANY_CONNECTIONS'));
+    clock.advance(10_000); // 5 more tokens
+    const p = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(p.destroy()));
+    p.hello();
+    await until(() => p.frames.some((f) => f.type === 'welcome'));
+  });
+});
+
+describe('slowloris', () => {
+  it('200 connections dripping a byte every 2 s are closed at the handshake deadline; a normal client still chats', async () => {
+    const clock = new FakeClock();
+    const s = await server({ clock, limits: { ...ROOMY_LIMITS } });
+    const drips = await Promise.all(Array.from({ length: 200 }, () => RawPeer.open(s.port)));
+    cleanup.push(() => Promise.resolve(drips.forEach((p) => p.destroy())));
+    await until(() => s.stats.connections === 200);
+    const hello = encodeFrame({ type: 'hello', version: 1, agent: 'slow' });
+    for (let t = 0; t < 6; t++) {
+      for (const p of drips) if (!p.closed) p.write(hello.subarray(t, t + 1));
+      await new Promise((r) => setTimeout(r, 20));
+      clock.advance(2000);
+    }
+    await Promise.all(drips.map((p) => p.closedByServer()));
+    const codes = new Set(drips.map((p) => errorCodeName(p.error()?.code ?? 0)));
+    expect([...codes].every((c) => c === 'HANDSHAKE_TIMEOUT' || c === 'READ_TIMEOUT')).toBe(true);
+    const r = room(4);
+    const alice = track(await member(s.port, r, 'alice', { clock }));
+    const bob = track(await member(s.port, r, 'bob', { clock }));
+    await alice.client.send(r, text('hello through the drip'));
+    await until(() => bob.events.message.length === 1);
+    expect(s.stats.connections).toBe(2);
+  });
+});
