@@ -13,9 +13,11 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 /** Starts `confab serve` on a free loopback port; resolves with its pid and port. */
 export function startServerProcess(extraArgs = []) {
   return new Promise((resolve, reject) => {
+    // CONFAB_BENCH_NODE_ARGS, e.g. "--cpu-prof", profiles the server.
+    const nodeArgs = (process.env.CONFAB_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
+      [...nodeArgs, CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let buf = '';

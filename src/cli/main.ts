@@ -48,6 +48,10 @@ function program(): Command {
     .option('--host <host>', 'interface to listen on', DEFAULT_HOST)
     .option('--port <port>', 'TCP port; 0 picks a free one', port, DEFAULT_PORT)
     .option('--data <dir>', 'directory for server state')
+    .option('--stats <seconds>', 'log counters, memory and event-loop delay every N seconds', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
+      return Number(v);
+    })
     .option('--limit <name=value>', 'override one limit, e.g. messageIntervalMs=100 (repeatable; doc/LIMITS.md)', limit)
     .addOption(
       new Option('--log-level <level>', 'log detail on stderr')
@@ -55,7 +59,14 @@ function program(): Command {
         .default('info'),
     )
     .action(
-      async (opts: { host: string; port: number; data?: string; logLevel: string; limit?: Record<string, number> }) => {
+      async (opts: {
+        host: string;
+        port: number;
+        data?: string;
+        logLevel: string;
+        limit?: Record<string, number>;
+        stats?: number;
+      }) => {
         process.exitCode = await serve(opts);
       },
     );

@@ -1,4 +1,7 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { Logger } from 'pino';
 import { createLogger, startServer } from '../server/index.js';
+import type { ConfabServer } from '../server/index.js';
 
 export interface ServeOptions {
   host: string;
@@ -7,6 +10,8 @@ export interface ServeOptions {
   logLevel: string;
   /** Overrides of the default limits (`--limit name=value`). */
   limit?: Record<string, number>;
+  /** Log a stats line every this many seconds (0: never). */
+  stats?: number;
 }
 
 /**
@@ -24,15 +29,52 @@ export async function serve(options: ServeOptions): Promise<number> {
   });
   process.stdout.write(`listening on ${formatHost(server.host)}:${server.port}\n`);
   logger.info({ host: server.host, port: server.port }, 'listening');
+  const stopStats = options.stats ? reportStats(logger, server, options.stats) : () => {};
   return new Promise((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'shutting down');
+      stopStats();
       void server.close().then(() => resolve(0));
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
 }
+
+/**
+ * Logs the server's counters, memory and event-loop delay periodically: what
+ * an operator (or the soak script) watches. Never anything about content.
+ */
+function reportStats(logger: Logger, server: ConfabServer, seconds: number): () => void {
+  const delay = monitorEventLoopDelay({ resolution: SAMPLE_MS });
+  delay.enable();
+  const timer = setInterval(() => {
+    const mem = process.memoryUsage();
+    logger.info(
+      {
+        ...server.stats,
+        rssBytes: mem.rss,
+        heapUsedBytes: mem.heapUsed,
+        // The histogram records whole sampling intervals; the delay is what exceeds one.
+        eventLoopDelayMs: {
+          p50: lag(delay.percentile(50)),
+          p99: lag(delay.percentile(99)),
+          max: lag(delay.max),
+        },
+      },
+      'stats',
+    );
+    delay.reset();
+  }, seconds * 1000);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    delay.disable();
+  };
+}
+
+const SAMPLE_MS = 10;
+const lag = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - SAMPLE_MS) * 100) / 100);
 
 function formatHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;

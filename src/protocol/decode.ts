@@ -24,7 +24,9 @@ import {
  */
 export class FrameDecoder {
   private readonly maxFrame: number;
-  private readonly header = new Uint8Array(LENGTH_PREFIX);
+  // The length prefix as it arrives, in a number rather than a 4-byte array:
+  // one allocation fewer per connection, and servers hold tens of thousands.
+  private headerValue = 0;
   private headerFilled = 0;
   private partial: Uint8Array | null = null;
   private partialFilled = 0;
@@ -67,13 +69,14 @@ export class FrameDecoder {
         length = readU32(chunk, pos);
         pos += LENGTH_PREFIX;
       } else {
-        const take = Math.min(LENGTH_PREFIX - this.headerFilled, end - pos);
-        this.header.set(chunk.subarray(pos, pos + take), this.headerFilled);
-        this.headerFilled += take;
-        pos += take;
+        while (this.headerFilled < LENGTH_PREFIX && pos < end) {
+          this.headerValue = this.headerValue * 256 + (chunk[pos++] ?? 0);
+          this.headerFilled++;
+        }
         if (this.headerFilled < LENGTH_PREFIX) break;
+        length = this.headerValue;
         this.headerFilled = 0;
-        length = readU32(this.header, 0);
+        this.headerValue = 0;
       }
       this.checkLength(length);
       if (end - pos >= length) {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   DEFAULT_PORT,
@@ -124,7 +124,9 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     dataDir: options.dataDir,
     limits,
     clock: options.clock ?? systemClock,
-    randomBytes: options.randomBytes ?? ((n) => randomBytes(n)),
+    // allocUnsafe draws small buffers from Node's shared pool: no allocation of
+    // its own per connection. Every byte is then overwritten with random data.
+    randomBytes: options.randomBytes ?? ((n) => randomFillSync(Buffer.allocUnsafe(n))),
     sweepMs: options.sweepMs ?? 1000,
   };
 }

@@ -12,7 +12,6 @@ import {
   parseClientFrame,
   PROTOCOL_VERSION,
   ProtocolError,
-  utf8,
 } from '../protocol/index.js';
 import type {
   ClientFrame,
@@ -328,8 +327,9 @@ export class Relay {
       conn,
       room,
       nick: frame.nick,
-      nickBytes: utf8(frame.nick),
-      key: new Uint8Array(frame.key),
+      // Buffer.from copies small values into Node's shared pool: no allocation each.
+      nickBytes: Buffer.from(frame.nick),
+      key: Buffer.from(frame.key),
     };
     room.add(member);
     conn.memberships.push(member);

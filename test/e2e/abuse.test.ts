@@ -4,7 +4,7 @@ import { newIdentity } from '../../src/crypto/index.js';
 import { encodeFrame, FrameType } from '../../src/protocol/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
-import type { Proc} from '../helpers/cli.js';
+import type { Proc } from '../helpers/cli.js';
 import { serve } from '../helpers/cli.js';
 import { RawPeer, rawJoin, until } from '../helpers/net.js';
 
