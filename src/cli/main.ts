@@ -73,16 +73,18 @@ function program(): Command {
 
   cli
     .command('join')
-    .description('join a room by invite link, or create one on HOST[:PORT]')
+    .description('join a room by invite link, or create one on HOST[:PORT] (interactive in a terminal)')
     .argument('<target>', "an invite link 'confab://HOST:PORT/#SECRET', or HOST[:PORT] to create a room")
     .option('--nick <nick>', 'your name in the room (default: $USER)')
     .option('--json', 'print one JSON object per event (doc/JSON.md)', false)
     .option('--home <dir>', "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)")
-    .action(async (target: string, opts: { nick?: string; json: boolean; home?: string }) => {
+    .option('--bell', 'ring the terminal bell when someone mentions your nick (interactive client)', false)
+    .action(async (target: string, opts: { nick?: string; json: boolean; home?: string; bell: boolean }) => {
       process.exitCode = await runJoin(
         {
           target,
           json: opts.json,
+          bell: opts.bell,
           ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
           ...(opts.home !== undefined ? { home: opts.home } : {}),
         },
@@ -102,11 +104,12 @@ function program(): Command {
 
   cli
     .command('trust')
-    .description("accept a member's changed key, so you can send to the room again")
+    .description("decide about a member's changed key (accept it, or --reject to keep the old one) and send again")
     .argument('<nick>', 'whose new key to accept')
     .option('--room <invite>', 'the room (default: the only room this home knows)')
+    .option('--reject', 'keep the old key; messages signed by the new one stay rejected', false)
     .option('--home <dir>', homeOption)
-    .action((nick: string, opts: { room?: string; home?: string }) => {
+    .action((nick: string, opts: { room?: string; home?: string; reject: boolean }) => {
       process.exitCode = runTrust({ nick, ...opts }, io);
     });
 

@@ -31,6 +31,6 @@ export type {
 export { RoomState } from './room-state.js';
 export { IdentityFileError, identityPath, loadIdentity } from './identity-store.js';
 export { fingerprint, groupDigits, safetyNumber, shortFingerprint } from '../crypto/index.js';
-export { acceptKeyChange, markVerified, roomStateFor, verifyInfo } from './trust.js';
+export { acceptKeyChange, markVerified, rejectKeyChange, roomStateFor, verifyInfo } from './trust.js';
 export type { VerifyInfo } from './trust.js';
 export type { Identity } from '../crypto/index.js';

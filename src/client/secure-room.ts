@@ -1,6 +1,7 @@
 import {
   EnvelopeError,
   equalBytes,
+  MAX_TEXT,
   MessageType,
   NO_PREVIOUS,
   openEnvelope,
@@ -107,8 +108,8 @@ const decoder = new TextDecoder();
  */
 export class SecureRoom extends Emitter<SecureRoomEvents> {
   readonly keys: RoomKeys;
-  readonly nick: string;
   readonly state: RoomState;
+  private currentNick: string;
   private readonly client: ConfabClient;
   private readonly rng: Rng;
   private readonly now: () => number;
@@ -118,7 +119,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     super();
     this.client = client;
     this.keys = roomKeys(options.secret);
-    this.nick = options.nick;
+    this.currentNick = options.nick;
     this.state = options.state ?? RoomState.memory();
     this.rng = options.rng ?? secureRandom;
     this.now = options.now ?? Date.now;
@@ -138,6 +139,40 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
     const joined = await this.client.join(this.keys.roomId, this.nick);
     return { nick: joined.nick, members: this.resetMembers(joined.members), seq: joined.seq };
+  }
+
+  /** Our nick in the room (what we sign as). */
+  get nick(): string {
+    return this.currentNick;
+  }
+
+  /**
+   * Leaves the room and joins it again as `nick`: members see us leave and come
+   * back under the new name, with the same key and sequence numbers. If the new
+   * nick is refused (NICK_TAKEN, BAD_NICK), joins again as before and rethrows;
+   * if that fails too, we are out of the room and it throws NOT_IN_ROOM (call
+   * `rename` or `join` again to come back). Wait for `settled()` first: what is
+   * unacknowledged when we leave is dropped.
+   */
+  async rename(nick: string): Promise<{ nick: string; members: Member[]; seq: number }> {
+    const old = this.currentNick;
+    await this.client.leave(this.keys.roomId);
+    this.members.clear();
+    this.currentNick = nick;
+    try {
+      return await this.join();
+    } catch (err) {
+      this.currentNick = old;
+      try {
+        await this.join();
+      } catch (again) {
+        const why = again instanceof Error ? again.message : String(again);
+        throw new ClientError('NOT_IN_ROOM', `left the room, and could not join again as ${old}: ${why}`, false, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
   }
 
   /** Members currently in the room, as last reported. */
@@ -166,6 +201,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       );
     }
     const body = new TextEncoder().encode(text);
+    if (body.length > MAX_TEXT) {
+      // Refused before a sequence number is spent, so receivers see no false gap.
+      throw new ClientError('BODY_TOO_LARGE', `message of ${body.length} bytes; the limit is ${MAX_TEXT}`);
+    }
     const { seq, prev } = this.state.nextSeq();
     const type: MessageTypeValue = kind === 'action' ? MessageType.ACTION : MessageType.TEXT;
     const envelope = sealEnvelope(

@@ -58,3 +58,11 @@ export function acceptKeyChange(state: RoomState, nick: string): string | undefi
   state.setPin({ nick: pin.nick, key: pin.pending, verified: false });
   return shortFingerprint(unb64(pin.pending));
 }
+
+/** Refuses a changed key: keeps the pinned one and unblocks sending. Returns false if none was pending. */
+export function rejectKeyChange(state: RoomState, nick: string): boolean {
+  const pin = state.pin(nick);
+  if (pin?.pending === undefined) return false;
+  state.setPin({ nick: pin.nick, key: pin.key, verified: pin.verified });
+  return true;
+}

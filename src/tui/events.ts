@@ -41,7 +41,7 @@ function tag(w: Who, inert: (s: string) => string): string {
 }
 
 /** One line of plain output, or null for events line mode does not show on stdout. */
-export function formatLine(event: ChatEvent, inert: (s: string) => string, room?: string): string | null {
+export function formatLine(event: ChatEvent, inert: (s: string) => string): string | null {
   switch (event.type) {
     case 'invite':
       return `* invite: ${event.link}`;
@@ -62,12 +62,14 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string, room?
     case 'rejected':
       return `! rejected a message relayed as ${inert(event.nick)} (#${event.seq}): ${event.reason}: ${inert(event.message)}`;
     case 'gap':
-      return `! ${event.missing} message${event.missing === 1 ? '' : 's'} from ${inert(event.nick)} ${event.fingerprint} never arrived (the relay dropped or held them)`;
+      return `! ${event.missing} message${event.missing === 1 ? '' : 's'} from ${inert(event.nick)} ${event.fingerprint} never reached you (sent while you were away, or dropped by the relay)`;
     case 'key-changed':
       return (
         `! WARNING: the key of ${inert(event.nick)} changed (was ${event.oldFingerprint}, now ${event.newFingerprint}). ` +
-        `It may be a new install, or someone posing as ${inert(event.nick)}. Sending here is blocked until you accept it: ` +
-        `confab trust ${inert(event.nick)} --room ${room ?? 'INVITE'}`
+        `It may be a new install, or someone posing as ${inert(event.nick)}. Sending here is blocked until you decide: ` +
+        `confab trust ${inert(event.nick)} to accept it, or confab trust ${inert(event.nick)} --reject to keep the old key` +
+        // Never the invite link itself: it holds the room secret, and lines like this get pasted.
+        ' (add --room INVITE if this home knows several rooms)'
       );
     case 'sent':
     case 'disconnect':

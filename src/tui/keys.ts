@@ -8,6 +8,7 @@ import {
   InviteError,
   loadIdentity,
   markVerified,
+  rejectKeyChange,
   resolveHome,
   roomStateFor,
   verifyInfo,
@@ -44,9 +45,22 @@ export function runId(options: { home?: string }, io: KeyCommandIO): number {
 }
 
 /** `confab trust NICK`: accept a changed key so sending to the room resumes. */
-export function runTrust(options: { nick: string; room?: string; home?: string }, io: KeyCommandIO): number {
+export function runTrust(
+  options: { nick: string; room?: string; home?: string; reject?: boolean },
+  io: KeyCommandIO,
+): number {
   return withIdentity(options.home, io, (_id, dir) => {
     const state = roomStateFor(dir, options.room);
+    if (options.reject === true) {
+      if (!rejectKeyChange(state, options.nick)) {
+        io.stderr.write(`confab: no key change is waiting for ${inert(options.nick)} in that room\n`);
+        return ExitCode.FAILURE;
+      }
+      io.stdout.write(
+        `kept the old key of ${inert(options.nick)}; messages signed by the new one stay rejected, and you can send again\n`,
+      );
+      return ExitCode.OK;
+    }
     const fp = acceptKeyChange(state, options.nick);
     if (fp === undefined) {
       io.stderr.write(`confab: no key change is waiting for ${inert(options.nick)} in that room\n`);

@@ -61,7 +61,7 @@ describe('key change, trust and verify through the CLI', () => {
     // Same nick, another key (another home): a warning, and alice can't send.
     const other = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
     const warning = await alice.line(/^! WARNING: the key of bob changed/);
-    expect(warning).toMatch(/was \d{5}-\d{5}, now \d{5}-\d{5}.*confab trust bob --room/);
+    expect(warning).toMatch(/was \d{5}-\d{5}, now \d{5}-\d{5}.*confab trust bob to accept it/);
     other.write('trust me\n');
     await alice.line(/^! rejected a message relayed as bob .*key-changed/);
     alice.write('who are you?\n');
@@ -81,6 +81,28 @@ describe('key change, trust and verify through the CLI', () => {
     other.write('now verified\n');
     await alice.line(/^<bob \d{5}-\d{5} ✓> now verified$/);
     expect(confab('trust', 'bob', '--room', invite, '--home', aliceHome).status).toBe(1); // nothing pending
+  });
+
+  it('`confab trust --reject` keeps the old key and unblocks sending', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const aliceHome = tempHome();
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
+    bob.end();
+    await alice.line(/^\* bob left$/);
+    const impostor = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    const warning = await alice.line(/^! WARNING: the key of bob changed/);
+    expect(warning).not.toContain(invite); // the secret is never printed in a warning
+    const r = confab('trust', 'bob', '--reject', '--home', aliceHome);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^kept the old key of bob/);
+    alice.write('sending works again\n');
+    await impostor.line(/^<alice \d{5}-\d{5}> sending works again$/);
+    impostor.write('let me in\n');
+    await alice.line(/^! rejected a message relayed as bob .*key-changed/);
   });
 
   it('the JSON output carries fingerprint, verified and rejection events', async () => {

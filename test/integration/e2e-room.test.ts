@@ -68,6 +68,21 @@ describe('end-to-end room over a real server', () => {
   });
 });
 
+describe('message size', () => {
+  it('refuses text over MAX_TEXT before spending a sequence number (no false gap for the others)', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await member(s.port, secret, 'bob');
+    await expect(alice.room.send('x'.repeat(60_001))).rejects.toMatchObject({ code: 'BODY_TOO_LARGE' });
+    await alice.room.send('y'.repeat(60_000));
+    await alice.room.send('after');
+    await until(() => bob.messages.length === 2);
+    expect(bob.messages.map((m) => m.senderSeq)).toEqual([1, 2]);
+    expect(bob.gaps).toEqual([]);
+  });
+});
+
 describe('a member posing as another', () => {
   it('an envelope signed as "alice" but sent by mallory is rejected as a nick mismatch', async () => {
     const s = await server();

@@ -1,0 +1,263 @@
+import { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import type { ReadStream } from 'node:tty';
+
+/** Terminal modes: bracketed paste on and off (xterm; most terminals and tmux follow). */
+export const BRACKETED_PASTE_ON = '\u001b[?2004h';
+export const BRACKETED_PASTE_OFF = '\u001b[?2004l';
+export const PASTE_START = '\u001b[200~';
+export const PASTE_END = '\u001b[201~';
+
+/**
+ * How a line break of a paste shows in the input line (U+2424 SYMBOL FOR
+ * NEWLINE). readline edits one line, so a paste's breaks become this mark and
+ * turn back into line breaks when the line is sent.
+ */
+export const LINE_BREAK = '␤';
+
+/** Longest paste kept, in characters; readline edits one line, and the server takes 64,000 bytes. */
+export const MAX_PASTE = 16_000;
+
+export type Segment = { kind: 'keys'; text: string } | { kind: 'paste'; text: string; truncated: boolean };
+
+/** The longest end of `text` that is a proper beginning of `marker`. */
+function partial(text: string, marker: string): number {
+  for (let n = Math.min(marker.length - 1, text.length); n > 0; n--) {
+    if (text.endsWith(marker.slice(0, n))) return n;
+  }
+  return 0;
+}
+
+/**
+ * Splits terminal input into keys and bracketed pastes (`ESC[200~ ... ESC[201~`),
+ * for input cut anywhere: a marker split across chunks is held until the next
+ * one (or `release`). Pure, so it is tested byte by byte.
+ */
+export class PasteParser {
+  private held = '';
+  private paste: string | null = null;
+  private truncated = false;
+
+  /** Whether a paste has started and not ended. */
+  get pasting(): boolean {
+    return this.paste !== null;
+  }
+
+  /** Whether something is held back, waiting for more input. */
+  get waiting(): boolean {
+    return this.held !== '' || this.paste !== null;
+  }
+
+  feed(chunk: string): Segment[] {
+    const out: Segment[] = [];
+    let text = this.held + chunk;
+    this.held = '';
+    while (text !== '') {
+      if (this.paste === null) {
+        const i = text.indexOf(PASTE_START);
+        if (i < 0) {
+          const keep = partial(text, PASTE_START);
+          if (text.length > keep) out.push({ kind: 'keys', text: text.slice(0, text.length - keep) });
+          this.held = text.slice(text.length - keep);
+          break;
+        }
+        if (i > 0) out.push({ kind: 'keys', text: text.slice(0, i) });
+        this.paste = '';
+        this.truncated = false;
+        text = text.slice(i + PASTE_START.length);
+      } else {
+        const j = text.indexOf(PASTE_END);
+        if (j < 0) {
+          const keep = partial(text, PASTE_END);
+          this.add(text.slice(0, text.length - keep));
+          this.held = text.slice(text.length - keep);
+          break;
+        }
+        this.add(text.slice(0, j));
+        out.push(this.end());
+        text = text.slice(j + PASTE_END.length);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Input went quiet: let go of what is held. A lone ESC is a key after all;
+   * a paste whose end never came ends here.
+   */
+  release(): Segment[] {
+    const held = this.held;
+    this.held = '';
+    if (this.paste === null) return held === '' ? [] : [{ kind: 'keys', text: held }];
+    this.add(held);
+    return [this.end()];
+  }
+
+  private add(text: string): void {
+    if (this.paste === null) return;
+    const room = MAX_PASTE * 2 - this.paste.length;
+    if (text.length > room) this.truncated = true;
+    this.paste += text.slice(0, Math.max(0, room));
+  }
+
+  private end(): Segment {
+    const raw = this.paste ?? '';
+    this.paste = null;
+    const text = pasteText(raw);
+    const cut = [...text].length > MAX_PASTE;
+    return {
+      kind: 'paste',
+      text: cut ? [...text].slice(0, MAX_PASTE).join('') : text,
+      truncated: this.truncated || cut,
+    };
+  }
+}
+
+/**
+ * A paste as one line of input: line breaks as LINE_BREAK (none at the end),
+ * tabs as spaces, escape sequences and other control characters dropped (a
+ * paste is text, never keys).
+ */
+export function pasteText(raw: string): string {
+  return (
+    raw
+      .replace(/\r\n?/g, '\n')
+      // eslint-disable-next-line no-control-regex -- removing escape sequences is the point
+      .replace(/\u001b\[[0-?]*[ -/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)?|\u001b[@-_]?/g, '')
+      .replace(/\t/g, '    ')
+      // eslint-disable-next-line no-control-regex -- as above
+      .replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, '')
+      .replace(/\n+$/, '')
+      .replaceAll('\n', LINE_BREAK)
+  );
+}
+
+/** A line as typed, with its pasted line breaks back. */
+export function unpaste(line: string): string {
+  return line.replaceAll(LINE_BREAK, '\n');
+}
+
+export type Paste = Extract<Segment, { kind: 'paste' }>;
+
+/** Where the terminal says the cursor is, 1-based. */
+export interface CursorReport {
+  row: number;
+  col: number;
+}
+
+/**
+ * What readline reads instead of the terminal: the terminal's keys, minus
+ * bracketed pastes, which it reports as `paste` events instead (readline alone
+ * would take each pasted line break for Enter). Keys are emitted synchronously
+ * as they arrive, so a paste lands exactly between the keys typed around it.
+ */
+export class TtyInput extends Readable {
+  readonly isTTY = true;
+  private readonly source: ReadStream;
+  private readonly parser = new PasteParser();
+  private readonly decoder = new StringDecoder('utf8');
+  private timer: NodeJS.Timeout | null = null;
+  private cursorWaiter: ((pos: CursorReport | null) => void) | null = null;
+  private cursorTimer: NodeJS.Timeout | null = null;
+  private readonly onData = (chunk: Buffer | string): void => {
+    this.deliver(this.parser.feed(typeof chunk === 'string' ? chunk : this.decoder.write(chunk)));
+  };
+  private readonly onEnd = (): void => {
+    this.deliver(this.parser.release());
+    this.emit('end');
+  };
+
+  constructor(source: ReadStream) {
+    super();
+    this.source = source;
+  }
+
+  override _read(): void {
+    // Data is pushed by the terminal, through `deliver`.
+  }
+
+  get isRaw(): boolean {
+    return this.source.isRaw;
+  }
+
+  setRawMode(mode: boolean): this {
+    this.source.setRawMode(mode);
+    return this;
+  }
+
+  onPaste(listener: (paste: Paste) => void): void {
+    this.on('paste', listener);
+  }
+
+  /**
+   * Asks the terminal where the cursor is (DSR 6, written to `output`). Its
+   * answer (`ESC[row;colR`) is taken out of the keys and given to `answer`;
+   * null if none comes within `ms`.
+   */
+  askCursor(output: NodeJS.WritableStream, answer: (pos: CursorReport | null) => void, ms = 300): void {
+    // An earlier question still open is dropped: only the latest answer counts.
+    if (this.cursorTimer !== null) clearTimeout(this.cursorTimer);
+    this.cursorWaiter = answer;
+    this.cursorTimer = setTimeout(() => this.settleCursor(null), ms);
+    output.write('\u001b[6n');
+  }
+
+  private settleCursor(pos: CursorReport | null): void {
+    const waiter = this.cursorWaiter;
+    if (this.cursorTimer !== null) clearTimeout(this.cursorTimer);
+    this.cursorTimer = null;
+    this.cursorWaiter = null;
+    waiter?.(pos);
+  }
+
+  /** Starts reading the terminal. */
+  attach(): void {
+    this.source.on('data', this.onData);
+    this.source.on('end', this.onEnd);
+    this.source.resume();
+  }
+
+  /** Stops reading it, so the process can exit. */
+  detach(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.cursorTimer !== null) clearTimeout(this.cursorTimer);
+    this.cursorTimer = null;
+    this.cursorWaiter = null;
+    this.source.off('data', this.onData);
+    this.source.off('end', this.onEnd);
+    this.source.pause();
+  }
+
+  private deliver(segments: Segment[]): void {
+    for (const s of segments) {
+      if (s.kind === 'paste') {
+        this.emit('paste', s);
+        continue;
+      }
+      let text = s.text;
+      if (this.cursorWaiter !== null) {
+        // eslint-disable-next-line no-control-regex -- the terminal's answer starts with ESC
+        const report = /\u001b\[(\d+);(\d+)R/.exec(text);
+        if (report !== null) {
+          text = text.slice(0, report.index) + text.slice(report.index + report[0].length);
+          this.settleCursor({ row: Number(report[1]), col: Number(report[2]) });
+        }
+      }
+      if (text !== '') this.emit('data', Buffer.from(text, 'utf8'));
+    }
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.parser.waiting) {
+      // A held ESC is let go at once if nothing follows; a paste gets longer, since
+      // a big one can arrive in pieces over a slow link.
+      this.timer = setTimeout(
+        () => {
+          this.timer = null;
+          this.deliver(this.parser.release());
+        },
+        this.parser.pasting ? 1000 : 30,
+      );
+    }
+  }
+}

@@ -1,0 +1,217 @@
+import type { Readable, Writable } from 'node:stream';
+import {
+  ClientError,
+  connect,
+  ensureHome,
+  formatInvite,
+  IdentityFileError,
+  inviteRoomId,
+  InviteError,
+  isValidNick,
+  loadIdentity,
+  newInvite,
+  parseAddress,
+  parseInvite,
+  resolveHome,
+  RoomState,
+  SecureRoom,
+  shortFingerprint,
+} from '../client/index.js';
+import type { ConfabClient, Identity, Invite, Member } from '../client/index.js';
+import type { ChatEvent, Who } from './events.js';
+import { inert } from './sanitize.js';
+
+/** What `confab join` was asked to do. */
+export interface JoinOptions {
+  /** An invite link, or HOST[:PORT] to create a new room there. */
+  target: string;
+  nick?: string;
+  json: boolean;
+  home?: string;
+  /** Ring the terminal bell when someone mentions you (interactive mode only). */
+  bell?: boolean;
+}
+
+/** The process's streams and environment, injected so tests can drive them. */
+export interface JoinIO {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  env: NodeJS.ProcessEnv;
+}
+
+export const ExitCode = {
+  OK: 0,
+  FAILURE: 1,
+  USAGE: 2,
+  /** 128 + SIGHUP */
+  HANGUP: 129,
+  /** 128 + SIGINT */
+  INTERRUPTED: 130,
+  /** 128 + SIGTERM */
+  TERMINATED: 143,
+} as const;
+
+/** Everything `confab join` settles before it touches the network. */
+export interface Session {
+  invite: Invite;
+  /** The invite link, `confab://HOST:PORT/#SECRET`. */
+  link: string;
+  /** The room id the server knows (derived from the secret), as hex. */
+  roomHex: string;
+  /** True when the target was HOST[:PORT]: a new room, whose link we print. */
+  created: boolean;
+  nick: string;
+  home: string;
+  identity: Identity;
+}
+
+/** The connection and the room, once joined. */
+export interface Entered {
+  client: ConfabClient;
+  room: SecureRoom;
+}
+
+export const who = (m: Member): Who => ({
+  nick: m.nick,
+  fingerprint: m.fingerprint,
+  verified: m.verified,
+  trust: m.trust,
+});
+
+/** Prints one `confab: ...` line on stderr, inert. */
+export function complain(stderr: Writable, line: string): void {
+  stderr.write(`confab: ${inert(line)}\n`);
+}
+
+/**
+ * Parses the target, checks the nick, makes the home and loads the identity.
+ * On a problem, prints it on stderr and returns the exit code.
+ */
+export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>): Session | number {
+  let invite: Invite;
+  let created = false;
+  try {
+    if (options.target.startsWith('confab://')) {
+      invite = parseInvite(options.target);
+    } else {
+      const { host, port } = parseAddress(options.target);
+      invite = newInvite(host, port);
+      created = true;
+    }
+  } catch (e) {
+    if (e instanceof InviteError) {
+      complain(io.stderr, e.message);
+      return ExitCode.USAGE;
+    }
+    throw e;
+  }
+  const nick = options.nick ?? defaultNick(io.env);
+  if (!isValidNick(nick)) {
+    complain(io.stderr, `invalid nick "${nick}": use 1 to 24 of A-Z a-z 0-9 _ . -`);
+    return ExitCode.USAGE;
+  }
+  const home = ensureHome(resolveHome(options.home, io.env));
+  let identity: Identity;
+  try {
+    identity = loadIdentity(home);
+  } catch (e) {
+    if (e instanceof IdentityFileError) {
+      complain(io.stderr, e.message);
+      return ExitCode.FAILURE;
+    }
+    throw e;
+  }
+  return {
+    invite,
+    link: formatInvite(invite),
+    roomHex: Buffer.from(inviteRoomId(invite)).toString('hex'),
+    created,
+    nick,
+    home,
+    identity,
+  };
+}
+
+/**
+ * Connects, opens the room, forwards its events to `emit` as ChatEvents
+ * (`invite` first for a new room, then `joined`) and joins. On failure, prints
+ * why on stderr, closes what it opened and returns the exit code.
+ */
+export async function enter(
+  session: Session,
+  emit: (event: ChatEvent) => void,
+  stderr: Writable,
+): Promise<Entered | number> {
+  const { invite, identity } = session;
+  let client: ConfabClient;
+  try {
+    client = await connect({ host: invite.host, port: invite.port, identity });
+  } catch (e) {
+    complain(stderr, e instanceof Error ? e.message : String(e));
+    return ExitCode.FAILURE;
+  }
+  const room = new SecureRoom(client, {
+    secret: invite.secret,
+    nick: session.nick,
+    state: RoomState.load(session.home, session.roomHex),
+  });
+  if (session.created) emit({ type: 'invite', link: session.link, ts: Date.now() });
+  forward(client, room, emit);
+  try {
+    const joined = await room.join();
+    emit({
+      type: 'joined',
+      nick: joined.nick,
+      fingerprint: shortFingerprint(identity.publicKey),
+      members: joined.members.map(who),
+      seq: joined.seq,
+      ts: Date.now(),
+    });
+  } catch (e) {
+    const code = e instanceof ClientError ? `${e.code}: ` : '';
+    complain(stderr, `could not join: ${code}${e instanceof Error ? e.message : String(e)}`);
+    await client.close();
+    return ExitCode.FAILURE;
+  }
+  return { client, room };
+}
+
+/** The room's and the connection's events, as ChatEvents. */
+function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent) => void): void {
+  room.on('message', (m) =>
+    emit({
+      type: 'message',
+      ...who(m),
+      text: m.text,
+      action: m.kind === 'action',
+      seq: m.seq,
+      senderSeq: m.senderSeq,
+      ts: m.ts,
+      ...(m.warning !== undefined ? { warning: m.warning } : {}),
+    }),
+  );
+  room.on('join', (m) => emit({ type: 'join', ...who(m), ts: Date.now() }));
+  room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
+  room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));
+  room.on('gap', (g) =>
+    emit({ type: 'gap', nick: g.nick, fingerprint: g.fingerprint, missing: g.missing, ts: Date.now() }),
+  );
+  room.on('key-changed', (k) => emit({ type: 'key-changed', ...k, ts: Date.now() }));
+  client.on('error', (e) => emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() }));
+  client.on('disconnect', (d) =>
+    emit({
+      type: 'disconnect',
+      code: d.error?.code ?? null,
+      message: d.error?.message ?? null,
+      reconnecting: d.willReconnect,
+      ts: Date.now(),
+    }),
+  );
+  client.on('reconnect', () => emit({ type: 'reconnect', members: room.who().map(who), ts: Date.now() }));
+}
+
+function defaultNick(env: NodeJS.ProcessEnv): string {
+  const user = (env['USER'] ?? env['USERNAME'] ?? '').replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 24);
+  return user === '' ? 'guest' : user;
+}
