@@ -2,18 +2,28 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d] [--no-redis]
+//   node bench/workloads.mjs [--only a,b,c,d] [--no-redis] [--no-store-cost]
+//
+// confab runs as deployed, with its SQLite history in a fresh --data
+// directory; (a) and (b) run once more with --no-history to price the store.
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);
 // the defaults are never changed.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FrameType } from '../dist/protocol/index.js';
 import { cpuSeconds, deliverBodyOffset, percentile, RawClient, round, rssBytes, startServerProcess } from './lib.mjs';
 import { findRedis, publisher, subscribe } from './redis.mjs';
 
 const { values } = parseArgs({
-  options: { only: { type: 'string', default: 'a,b,c,d' }, 'no-redis': { type: 'boolean', default: false } },
+  options: {
+    only: { type: 'string', default: 'a,b,c,d' },
+    'no-redis': { type: 'boolean', default: false },
+    'no-store-cost': { type: 'boolean', default: false },
+  },
 });
 const ONLY = new Set(values.only.split(','));
 const SIZE = 64;
@@ -55,15 +65,26 @@ class Meter {
   }
 }
 
-/** confab: raw protocol clients (no end-to-end layer: this measures the relay). */
-const confab = {
-  name: 'confab',
+/**
+ * confab: raw protocol clients (no end-to-end layer: this measures the relay).
+ * `store`: 'sqlite' (history.db in a fresh --data directory, as a real
+ * deployment runs), or 'none' (--no-history), to price the store.
+ */
+const confabSystem = (store) => ({
+  name: store === 'none' ? 'confab-no-history' : 'confab',
+  store,
   async start() {
-    this.server = await startServerProcess(BENCH_LIMITS);
+    this.dir = store === 'sqlite' ? mkdtempSync(join(tmpdir(), 'confab-bench-')) : null;
+    const args = store === 'sqlite' ? ['--data', this.dir] : ['--no-history'];
+    this.server = await startServerProcess([...BENCH_LIMITS, ...args]);
     return this.server.pid;
   },
   stop() {
     this.server.child.kill('SIGTERM');
+    if (this.dir) {
+      const dir = this.dir;
+      this.server.child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    }
   },
   async receivers(n, room, meter, nickBase) {
     const out = [];
@@ -87,7 +108,9 @@ const confab = {
     const c = await RawClient.open(this.server.port, nick, room);
     const waiting = new Map();
     let rid = 0;
-    const mid = new Uint8Array(16);
+    // Every message its own id (a repeated id is a resend, which the store drops).
+    const mid = crypto.getRandomValues(new Uint8Array(16));
+    const midView = new DataView(mid.buffer);
     c.onFrame = (f) => {
       if (f[0] === FrameType.ACK) {
         const r = new DataView(f.buffer, f.byteOffset).getUint32(1);
@@ -99,6 +122,7 @@ const confab = {
       client: c,
       send(body) {
         rid++;
+        midView.setUint32(12, rid);
         c.socket.write(encodeFrame({ type: 'send', rid, room, mid, body }));
         return new Promise((r) => waiting.set(rid, r));
       },
@@ -110,7 +134,8 @@ const confab = {
       else c.client.close();
     }
   },
-};
+});
+const confab = confabSystem('sqlite');
 
 /** Redis pub/sub with the same workload shape. */
 function redisSystem(redis) {
@@ -325,9 +350,22 @@ if (!values['no-redis'] && redis === null)
   console.error('bench: no Redis to compare with (none on 6379, no redis-server)');
 
 const print = (o) => console.log(JSON.stringify(o));
+/** The store's price: the same workload without it, and the ratio of CPU per million deliveries. */
+function storeCost(workload, withStore, without) {
+  print(without);
+  print({
+    workload,
+    storeCost: {
+      cpuPerMillionDeliveriesWithStore: withStore.serverCpuSecondsPerMillionDeliveries,
+      cpuPerMillionDeliveriesWithout: without.serverCpuSecondsPerMillionDeliveries,
+      ratio: round(withStore.serverCpuSecondsPerMillionDeliveries / without.serverCpuSecondsPerMillionDeliveries),
+    },
+  });
+}
 if (ONLY.has('a')) {
   const c = await fanoutBurst(confab, 1000, 2000);
   print(c);
+  if (!values['no-store-cost']) storeCost('a', c, await fanoutBurst(confabSystem('none'), 1000, 2000));
   if (redis) {
     const r = await fanoutBurst(redisSystem(redis), 1000, 2000);
     print(r);
@@ -342,6 +380,7 @@ if (ONLY.has('a')) {
 if (ONLY.has('b')) {
   const c = await fanoutRate(confab, 200, 1000, 5);
   print(c);
+  if (!values['no-store-cost']) storeCost('b', c, await fanoutRate(confabSystem('none'), 200, 1000, 5));
   if (redis) {
     const r = await fanoutRate(redisSystem(redis), 200, 1000, 5);
     print(r);

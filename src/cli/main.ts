@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../server/index.js';
-import { ExitCode, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
+import { DEFAULT_BACKLOG, ExitCode, MAX_BACKLOG, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
+import { releaseNick } from './admin.js';
 import { serve } from './serve.js';
 
 const VERSION = '0.1.0';
@@ -47,7 +48,13 @@ function program(): Command {
     .description('run a relay server (it forwards ciphertext; it cannot read messages)')
     .option('--host <host>', 'interface to listen on', DEFAULT_HOST)
     .option('--port <port>', 'TCP port; 0 picks a free one', port, DEFAULT_PORT)
-    .option('--data <dir>', 'directory for server state')
+    .option('--data <dir>', 'directory for server state (history.db); without it, history is kept in memory only')
+    .option('--no-history', 'keep no history: no backlog, resume, resend detection or nick ownership')
+    .addOption(
+      new Option('--sync <mode>', 'full: sync every commit to disk (survives power loss); normal survives a crash')
+        .choices(['normal', 'full'])
+        .default('normal'),
+    )
     .option('--stats <seconds>', 'log counters, memory and event-loop delay every N seconds', (v) => {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
       return Number(v);
@@ -63,6 +70,8 @@ function program(): Command {
         host: string;
         port: number;
         data?: string;
+        history: boolean;
+        sync: 'normal' | 'full';
         logLevel: string;
         limit?: Record<string, number>;
         stats?: number;
@@ -70,6 +79,16 @@ function program(): Command {
         process.exitCode = await serve(opts);
       },
     );
+
+  const admin = cli.command('admin').description("operate on a server's data directory");
+  admin
+    .command('release-nick')
+    .description('free a nick for the next key that uses it (after a member lost their key)')
+    .argument('<nick>', 'the nick to release')
+    .requiredOption('--data <dir>', "the server's data directory")
+    .action((nick: string, opts: { data: string }) => {
+      process.exitCode = releaseNick(nick, opts.data, process.stdout, process.stderr);
+    });
 
   cli
     .command('join')
@@ -79,18 +98,34 @@ function program(): Command {
     .option('--json', 'print one JSON object per event (doc/JSON.md)', false)
     .option('--home <dir>', "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)")
     .option('--bell', 'ring the terminal bell when someone mentions your nick (interactive client)', false)
-    .action(async (target: string, opts: { nick?: string; json: boolean; home?: string; bell: boolean }) => {
-      process.exitCode = await runJoin(
-        {
-          target,
-          json: opts.json,
-          bell: opts.bell,
-          ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
-          ...(opts.home !== undefined ? { home: opts.home } : {}),
-        },
-        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
-      );
-    });
+    .option(
+      '--backlog <n>',
+      `past messages to show on your first visit to a room (default ${DEFAULT_BACKLOG}, at most ${MAX_BACKLOG})`,
+      (v) => {
+        if (!/^\d+$/.test(v) || Number(v) > MAX_BACKLOG) {
+          throw new InvalidArgumentError(`expected a whole number from 0 to ${MAX_BACKLOG}`);
+        }
+        return Number(v);
+      },
+    )
+    .action(
+      async (
+        target: string,
+        opts: { nick?: string; json: boolean; home?: string; bell: boolean; backlog?: number },
+      ) => {
+        process.exitCode = await runJoin(
+          {
+            target,
+            json: opts.json,
+            bell: opts.bell,
+            ...(opts.backlog !== undefined ? { backlog: opts.backlog } : {}),
+            ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
+            ...(opts.home !== undefined ? { home: opts.home } : {}),
+          },
+          { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
+        );
+      },
+    );
   const io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
   const homeOption = "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)";
 

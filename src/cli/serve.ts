@@ -7,6 +7,9 @@ export interface ServeOptions {
   host: string;
   port: number;
   data?: string;
+  /** False with `--no-history`. */
+  history: boolean;
+  sync: 'normal' | 'full';
   logLevel: string;
   /** Overrides of the default limits (`--limit name=value`). */
   limit?: Record<string, number>;
@@ -24,11 +27,16 @@ export async function serve(options: ServeOptions): Promise<number> {
     host: options.host,
     port: options.port,
     logger,
+    noHistory: !options.history,
+    sync: options.sync,
     ...(options.data !== undefined ? { dataDir: options.data } : {}),
     ...(options.limit !== undefined ? { limits: options.limit } : {}),
   });
   process.stdout.write(`listening on ${formatHost(server.host)}:${server.port}\n`);
   logger.info({ host: server.host, port: server.port }, 'listening');
+  if (!options.history) logger.warn('no history: clients get no backlog and miss what is sent while they are away');
+  else if (options.data === undefined)
+    logger.warn('history is kept in memory only; use --data DIR to keep it across restarts');
   const stopStats = options.stats ? reportStats(logger, server, options.stats) : () => {};
   return new Promise((resolve) => {
     const stop = (signal: string): void => {

@@ -6,7 +6,10 @@ import {
   encodeFrame,
   FrameDecoder,
   joinProofMessage,
+  DEFAULT_BACKLOG,
   LeaveReason,
+  MAX_BACKLOG,
+  MAX_FETCH,
   MSG_ID_LEN,
   parseServerFrame,
   PROTOCOL_VERSION,
@@ -14,7 +17,15 @@ import {
   systemClock,
   TokenBucket,
 } from '../protocol/index.js';
-import type { Clock, MemberInfo, ServerFrame, WelcomeFrame } from '../protocol/index.js';
+import type {
+  Clock,
+  DeliverFrame,
+  FetchedFrame,
+  HistoryFrame,
+  MemberInfo,
+  ServerFrame,
+  WelcomeFrame,
+} from '../protocol/index.js';
 import { backoffDelay } from './backoff.js';
 import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
@@ -43,6 +54,17 @@ export interface ConnectOptions {
   random?: () => number;
 }
 
+/** Options of `join`. */
+export interface JoinOptions {
+  /**
+   * The last sequence number of this room already seen (kept from an earlier
+   * run): everything after it is fetched. Omit on a first visit.
+   */
+  cursor?: number;
+  /** On a first visit, how many past messages to fetch (default 100, at most 1,000). */
+  backlog?: number;
+}
+
 /** Result of a join: who is there and where the room's numbering stands. */
 export interface JoinResult {
   room: Uint8Array;
@@ -53,13 +75,31 @@ export interface JoinResult {
   seq: number;
 }
 
-/** A message from another member. `body` is opaque bytes (an envelope, later). */
+/** A message from another member. `body` is opaque bytes (an envelope). */
 export interface MessageEvent {
   room: Uint8Array;
   nick: string;
   seq: number;
   ts: number;
   body: Uint8Array;
+  /** Fetched from the server's history (backlog, or caught up after being away), not relayed live. */
+  history: boolean;
+}
+
+/** Messages that can't be had: pruned by the server's retention, or never kept. */
+export interface MissedEvent {
+  room: Uint8Array;
+  /** How many (0 when unknown: the server's numbering restarted). */
+  count: number;
+  /** The room's sequence numbers that were skipped, `after` < seq < `before`. */
+  after: number;
+  before: number;
+}
+
+/** How far this client has seen a room: persist it and pass it to the next `join`. */
+export interface CursorEvent {
+  room: Uint8Array;
+  seq: number;
 }
 
 export interface JoinEvent {
@@ -96,6 +136,8 @@ export interface ClientEvents extends Record<string, unknown> {
   error: ClientError;
   disconnect: DisconnectEvent;
   reconnect: ReconnectEvent;
+  missed: MissedEvent;
+  cursor: CursorEvent;
 }
 
 interface PendingSend {
@@ -120,7 +162,24 @@ interface RoomState {
   nick: string;
   /** True once JOINED arrived on the current connection. */
   joined: boolean;
+  /** The rid of the JOIN under way. */
+  joinRid: number;
+  /** Last sequence number seen (or skipped knowingly); null before the first JOINED. */
+  cursor: number | null;
+  backlog: number;
+  /** The FETCH under way, if any. */
+  fetchRid: number | null;
+  /** Live messages that arrived ahead of the cursor, waiting for the gap before them to be fetched. */
+  held: DeliverFrame[];
+  /** Our own messages' sequence numbers past the cursor (we get no DELIVER for them). */
+  own: Set<number>;
 }
+
+/** A rejoin refused with one of these would be refused again: give the room up. */
+const JOIN_FINAL_CODES = new Set<string>(['NICK_OWNED', 'BAD_NICK', 'BAD_JOIN_PROOF']);
+
+/** Live messages held while catching up; past it they are dropped and fetched later. */
+const MAX_HELD = 10_000;
 
 // Errors after which the same request would only fail again: don't reconnect.
 const FINAL_CODES = new Set<string>([
@@ -163,6 +222,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private cancelPump: (() => void) | null = null;
   /** Token of the PING that ends a rate-limit resync, while one is under way. */
   private resync: number | null = null;
+  /** STORE_FAILED refusals in a row, for the retry backoff. */
+  private storeFailures = 0;
 
   /** @internal use `connect` */
   constructor(options: ConnectOptions) {
@@ -195,11 +256,29 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.welcome;
   }
 
-  /** Joins a room under `nick`. Rejects with the server's error (NICK_TAKEN, BAD_NICK, ...). */
-  async join(room: Uint8Array, nick: string): Promise<JoinResult> {
+  /**
+   * Joins a room under `nick` and catches up on its history: the backlog on a
+   * first visit, or everything after `options.cursor`. Rejects with the
+   * server's error (NICK_TAKEN, NICK_OWNED, BAD_NICK, ...).
+   */
+  async join(room: Uint8Array, nick: string, options: JoinOptions = {}): Promise<JoinResult> {
     const key = roomKey(room);
     if (this.rooms.has(key)) throw new ClientError('ALREADY_JOINED', 'already in that room');
-    const state: RoomState = { id: new Uint8Array(room), nick, joined: false };
+    const backlog = options.backlog ?? DEFAULT_BACKLOG;
+    if (!Number.isInteger(backlog) || backlog < 0 || backlog > MAX_BACKLOG) {
+      throw new ClientError('BAD_ARGUMENT', `backlog must be 0 to ${MAX_BACKLOG}, got ${backlog}`);
+    }
+    const state: RoomState = {
+      id: new Uint8Array(room),
+      nick,
+      joined: false,
+      joinRid: 0,
+      cursor: options.cursor ?? null,
+      backlog,
+      fetchRid: null,
+      held: [],
+      own: new Set(),
+    };
     this.rooms.set(key, state);
     try {
       return await this.requestJoin(state);
@@ -231,7 +310,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * sequence number once acknowledged. Survives reconnects: it is resent on the
    * new connection until acknowledged or the client is closed.
    */
-  send(room: Uint8Array, body: Uint8Array): Promise<{ seq: number; ts: number }> {
+  send(room: Uint8Array, body: Uint8Array, mid?: Uint8Array): Promise<{ seq: number; ts: number }> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
     if (this.dead !== null) return Promise.reject(this.dead);
@@ -245,9 +324,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if (maxBody !== undefined && body.length > maxBody) {
       return Promise.reject(new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`));
     }
+    if (mid !== undefined && mid.length !== MSG_ID_LEN) {
+      return Promise.reject(new ClientError('BAD_ARGUMENT', `a message id is ${MSG_ID_LEN} bytes`));
+    }
     const rid = this.rid();
-    const mid = this.opts.rng(MSG_ID_LEN);
-    const frame = encodeFrame({ type: 'send', rid, room: state.id, mid, body });
+    const frame = encodeFrame({ type: 'send', rid, room: state.id, mid: mid ?? this.opts.rng(MSG_ID_LEN), body });
     return new Promise((resolve, reject) => {
       const pending: PendingSend = { rid, frame, roomKey: key, written: false, resolve, reject };
       this.sends.set(rid, pending);
@@ -309,6 +390,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const challenge = this.welcome?.challenge;
     if (challenge === undefined) return Promise.reject(new ClientError('DISCONNECTED', 'not connected'));
     const proof = signJoinProof(this.identity, joinProofMessage(challenge, state.id, state.nick));
+    state.joinRid = rid;
     const frame = encodeFrame({
       type: 'join',
       rid,
@@ -319,7 +401,6 @@ export class ConfabClient extends Emitter<ClientEvents> {
     });
     return this.request(rid, frame).then((reply) => {
       if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
-      state.joined = true;
       this.pump();
       return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
     });
@@ -363,20 +444,147 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * The server refused a send for going too fast; it now refuses every later
-   * one until our PING. Everything written and unacknowledged goes back in
-   * line, in order, and waits for the PONG (refusals that arrive before it are
-   * for those old writes and are ignored).
+   * The server refused a send (too fast, or it could not store it); it now
+   * refuses every later one until our PING. Everything written and
+   * unacknowledged goes back in line, in order, and waits for the PONG
+   * (refusals that arrive before it are for those old writes and are ignored).
+   * After a store failure the PING waits `delayMs`, growing while it lasts.
    */
-  private rateLimited(): void {
+  private resend(delayMs: number): void {
     if (this.resync !== null) return;
-    this.resync = (this.nextRid * 2654435761) >>> 0;
+    const token = (this.nextRid * 2654435761) >>> 0;
+    this.resync = token;
     this.bucket?.drain(this.opts.clock.now());
     this.unsent = [...this.sends.values()];
     for (const s of this.unsent) s.written = false;
     this.cancelPump?.();
     this.cancelPump = null;
-    this.write(encodeFrame({ type: 'ping', token: this.resync }));
+    const socket = this.socket;
+    if (delayMs === 0) this.write(encodeFrame({ type: 'ping', token }));
+    else
+      this.opts.clock.setTimer(() => {
+        if (this.socket === socket && this.resync === token) this.write(encodeFrame({ type: 'ping', token }));
+      }, delayMs);
+  }
+
+  /** After a JOINED: where to read from, and the fetch that catches up. */
+  private joined(state: RoomState, latest: number): void {
+    state.joined = true;
+    state.held = [];
+    state.fetchRid = null;
+    state.own.clear();
+    if (state.cursor === null) {
+      this.moveCursor(state, Math.max(0, latest - state.backlog));
+    } else if (state.cursor > latest) {
+      // The server counts from less than we have seen: it lost its history
+      // (restarted without --data). Numbers start again; say so.
+      this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: latest + 1 });
+      this.moveCursor(state, Math.max(0, latest - state.backlog));
+    }
+    if ((state.cursor ?? 0) < latest) this.fetch(state);
+  }
+
+  private fetch(state: RoomState): void {
+    const rid = this.rid();
+    state.fetchRid = rid;
+    this.write(encodeFrame({ type: 'fetch', rid, room: state.id, after: state.cursor ?? 0, limit: MAX_FETCH }));
+  }
+
+  /** A live message: shown now if it is next, else held while the gap before it is fetched. */
+  private live(frame: DeliverFrame): void {
+    const state = this.rooms.get(roomKey(frame.room));
+    if (state === undefined || !state.joined || state.cursor === null) return;
+    if (frame.seq <= state.cursor) return;
+    if (state.fetchRid === null && frame.seq === state.cursor + 1) {
+      this.advance(state, frame, false);
+      return;
+    }
+    if (state.held.length < MAX_HELD) state.held.push(frame);
+    if (state.fetchRid === null) this.fetch(state);
+  }
+
+  private historyMessage(frame: HistoryFrame): void {
+    const state = this.rooms.get(roomKey(frame.room));
+    if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
+    if (frame.seq <= state.cursor) return;
+    if (frame.seq > state.cursor + 1) this.missed(state, frame.seq);
+    if (state.own.delete(frame.seq)) this.moveCursor(state, frame.seq);
+    else this.advance(state, frame, true);
+  }
+
+  private fetched(frame: FetchedFrame): void {
+    const state = this.rooms.get(roomKey(frame.room));
+    if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
+    state.fetchRid = null;
+    if (frame.count === 0) {
+      // Nothing stored after the cursor (the answer holds at least one message
+      // when anything is): what lies between it and the next message we know
+      // of is gone.
+      const next = Math.min(frame.latest + 1, ...state.held.map((h) => h.seq));
+      if (next > state.cursor + 1) this.missed(state, next);
+    }
+    state.held = state.held.filter((h) => h.seq > (state.cursor ?? 0)).sort((a, b) => a.seq - b.seq);
+    while (state.held.length > 0 && (state.held[0] as DeliverFrame).seq === state.cursor + 1) {
+      this.advance(state, state.held.shift() as DeliverFrame, false);
+    }
+    if (state.cursor < frame.latest || state.held.length > 0) this.fetch(state);
+  }
+
+  /**
+   * A FETCH was refused (the server could not read its store): report it and
+   * ask again after a while; live messages wait meanwhile (up to MAX_HELD).
+   */
+  private fetchFailed(rid: number, err: ClientError): boolean {
+    for (const state of this.rooms.values()) {
+      if (state.fetchRid !== rid) continue;
+      state.fetchRid = null;
+      this.emit('error', err);
+      const socket = this.socket;
+      this.opts.clock.setTimer(
+        () => {
+          if (this.socket === socket && state.joined && state.fetchRid === null) this.fetch(state);
+        },
+        backoffDelay(2, this.opts.random(), this.opts.backoff),
+      );
+      return true;
+    }
+    return false;
+  }
+
+  /** Reports the messages before `next` that can't be had, and moves past them. */
+  private missed(state: RoomState, next: number): void {
+    const after = state.cursor ?? 0;
+    this.emit('missed', { room: state.id, count: next - after - 1, after, before: next });
+    this.moveCursor(state, next - 1);
+  }
+
+  /** Shows a message, then moves the cursor past it (so a crash in between repeats it rather than losing it). */
+  private advance(state: RoomState, frame: DeliverFrame | HistoryFrame, history: boolean): void {
+    state.cursor = frame.seq; // before the handlers run: one of them may send, or leave
+    this.emit('message', {
+      room: frame.room,
+      nick: frame.nick,
+      seq: frame.seq,
+      ts: frame.ts,
+      body: frame.body,
+      history,
+    });
+    this.moveCursor(state, frame.seq);
+  }
+
+  private moveCursor(state: RoomState, seq: number): void {
+    let cursor = seq;
+    while (state.own.delete(cursor + 1)) cursor++;
+    state.cursor = cursor;
+    this.emit('cursor', { room: state.id, seq: cursor });
+  }
+
+  /** Our own message was stored as `seq`: the cursor passes over it. */
+  private ownAck(roomId: Uint8Array, seq: number): void {
+    const state = this.rooms.get(roomKey(roomId));
+    if (state === undefined || state.cursor === null || seq <= state.cursor) return;
+    if (seq === state.cursor + 1) this.moveCursor(state, seq);
+    else state.own.add(seq);
   }
 
   private write(frame: Uint8Array): void {
@@ -484,10 +692,20 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private handle(socket: Socket, frame: ServerFrame): void {
     switch (frame.type) {
       case 'deliver':
-        this.emit('message', { room: frame.room, nick: frame.nick, seq: frame.seq, ts: frame.ts, body: frame.body });
+        this.live(frame);
+        return;
+      case 'history':
+        this.historyMessage(frame);
+        return;
+      case 'fetched':
+        this.fetched(frame);
         return;
       case 'ack': {
-        this.takeSend(frame.rid)?.resolve({ seq: frame.seq, ts: frame.ts });
+        const s = this.takeSend(frame.rid);
+        if (s === undefined) return;
+        this.storeFailures = 0;
+        this.ownAck(frame.room, frame.seq);
+        s.resolve({ seq: frame.seq, ts: frame.ts });
         return;
       }
       case 'member-joined':
@@ -508,6 +726,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
       case 'joined': {
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
+        const state = this.rooms.get(roomKey(frame.room));
+        // Now, not when the promise settles: messages may follow in this very chunk.
+        if (state !== undefined && state.joinRid === frame.rid) this.joined(state, frame.seq);
         if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
         r?.resolve(frame);
         return;
@@ -532,9 +753,18 @@ export class ConfabClient extends Emitter<ClientEvents> {
       case 'error': {
         const err = ClientError.fromWire(frame.code, frame.message, frame.fatal);
         if (err.code === 'RATE_LIMITED' && !frame.fatal && this.sends.has(frame.rid)) {
-          this.rateLimited(); // too fast: not a failure, just later
+          this.resend(0); // too fast: not a failure, just later
           return;
         }
+        if (err.code === 'STORE_FAILED' && !frame.fatal && this.sends.has(frame.rid)) {
+          // The server can't store right now (disk full): keep the message and retry, slower and slower.
+          if (this.resync === null) {
+            if (this.storeFailures === 0) this.emit('error', err);
+            this.resend(backoffDelay(this.storeFailures++, this.opts.random(), this.opts.backoff));
+          }
+          return;
+        }
+        if (this.fetchFailed(frame.rid, err)) return;
         const s = this.takeSend(frame.rid);
         const r = this.requests.get(frame.rid);
         if (s !== undefined) {
@@ -559,7 +789,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.welcome = null;
     this.stopHeartbeat();
     socket.destroy();
-    for (const state of this.rooms.values()) state.joined = false;
+    for (const state of this.rooms.values()) {
+      state.joined = false;
+      state.fetchRid = null;
+      state.held = [];
+    }
     // Everything unacknowledged goes out again, in order, on the next connection.
     this.cancelPump?.();
     this.cancelPump = null;
@@ -606,10 +840,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
-        // Most likely NICK_TAKEN: the server still holds our old connection
-        // until it notices the drop (up to its heartbeat deadline). Report it
-        // and keep trying that room with backoff.
         this.emit('error', err);
+        if (JOIN_FINAL_CODES.has(err.code)) {
+          this.abandon(state, err);
+          continue;
+        }
+        // Most likely NICK_TAKEN: the server still holds our old connection
+        // until it notices the drop (up to its heartbeat deadline). Keep
+        // trying that room with backoff.
         this.retryJoin(state, 1);
       }
     }
@@ -624,12 +862,30 @@ export class ConfabClient extends Emitter<ClientEvents> {
           (r) => this.emit('reconnect', { rooms: [r] }),
           (e: unknown) => {
             if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
+            if (JOIN_FINAL_CODES.has(e.code)) {
+              this.emit('error', e);
+              this.abandon(state, e);
+              return;
+            }
             this.retryJoin(state, attempt + 1);
           },
         );
       },
       backoffDelay(attempt, this.opts.random(), this.opts.backoff),
     );
+  }
+
+  /** A rejoin refused for good (the nick now belongs to another key): out of the room, its sends failed. */
+  private abandon(state: RoomState, err: ClientError): void {
+    const key = roomKey(state.id);
+    if (this.rooms.get(key) !== state) return;
+    this.rooms.delete(key);
+    for (const s of [...this.sends.values()]) {
+      if (s.roomKey === key) {
+        this.takeSend(s.rid);
+        s.reject(err);
+      }
+    }
   }
 
   /** Removes a send from the outbox, waking `settled()` waiters when it empties. */

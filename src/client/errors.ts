@@ -15,6 +15,8 @@ export const ClientErrorCode = {
   PROTOCOL: 'PROTOCOL',
   /** A member's key changed and the change is not accepted yet: sending is blocked. */
   KEY_CHANGED: 'KEY_CHANGED',
+  /** A call got an argument out of its range (a backlog, a message id). */
+  BAD_ARGUMENT: 'BAD_ARGUMENT',
 } as const;
 export type ClientErrorCodeName = keyof typeof ClientErrorCode;
 

@@ -2,8 +2,11 @@ export { connect, ConfabClient, CLIENT_AGENT } from './client.js';
 export type {
   ClientEvents,
   ConnectOptions,
+  CursorEvent,
   DisconnectEvent,
+  JoinOptions,
   JoinResult,
+  MissedEvent,
   LeaveEvent,
   MessageEvent,
   JoinEvent,
@@ -22,6 +25,7 @@ export type {
   Gap,
   KeyChange,
   Member,
+  Missed,
   Rejection,
   SecureMessage,
   SecureRoomEvents,
@@ -29,6 +33,8 @@ export type {
   Trust,
 } from './secure-room.js';
 export { RoomState } from './room-state.js';
+export type { OutboxEntry } from './room-state.js';
+export { DEFAULT_BACKLOG, MAX_BACKLOG } from '../protocol/index.js';
 export { IdentityFileError, identityPath, loadIdentity } from './identity-store.js';
 export { fingerprint, groupDigits, safetyNumber, shortFingerprint } from '../crypto/index.js';
 export { acceptKeyChange, markVerified, rejectKeyChange, roomStateFor, verifyInfo } from './trust.js';

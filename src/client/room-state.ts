@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** What a member knows about another nick's key in one room. */
@@ -18,8 +18,19 @@ export interface SenderMark {
   hash: string;
 }
 
+/** A message sealed and sent but not yet acknowledged: resent, same id and bytes, after a restart. */
+export interface OutboxEntry {
+  /** Client message id, base64url. */
+  mid: string;
+  /** The sealed envelope, base64url. */
+  body: string;
+  /** The nick it is signed as (a resend under another nick must be sealed again). */
+  nick?: string;
+}
+
 interface Data {
   v: 1;
+  outbox: OutboxEntry[];
   /** Our own last sequence number in this room. */
   mySeq: number;
   /** base64url hash of our last envelope. */
@@ -29,7 +40,7 @@ interface Data {
 }
 
 function empty(): Data {
-  return { v: 1, mySeq: 0, myPrev: '', pins: {}, senders: {} };
+  return { v: 1, mySeq: 0, myPrev: '', pins: {}, senders: {}, outbox: [] };
 }
 
 /**
@@ -59,7 +70,7 @@ export class RoomState {
     let data = empty();
     try {
       const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<Data>;
-      if (parsed.v === 1) data = { ...empty(), ...parsed };
+      if (parsed.v === 1) data = { ...empty(), ...parsed, outbox: Array.isArray(parsed.outbox) ? parsed.outbox : [] };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -106,10 +117,10 @@ export class RoomState {
     return this.data.senders[key];
   }
 
-  /** Records a sender's newest message; saved lazily (see `flush`). */
+  /** Records a sender's newest message; saved at the end of this turn. */
   markSender(key: string, mark: SenderMark): void {
     this.data.senders[key] = mark;
-    this.dirty = true;
+    this.later();
   }
 
   /**
@@ -123,16 +134,100 @@ export class RoomState {
     return { seq: this.data.mySeq, prev };
   }
 
-  /** Records the hash of the envelope just sealed with `nextSeq`, and saves. */
-  sealed(hash: string): void {
+  /**
+   * Records the hash of the envelope just sealed with `nextSeq`, and the
+   * envelope itself in the outbox, and saves: before it is sent, so a crash
+   * can't lose it or reuse its number.
+   */
+  sealed(hash: string, entry?: OutboxEntry): void {
     this.data.myPrev = hash;
+    if (entry !== undefined) this.data.outbox.push(entry);
     this.save();
   }
 
-  private dirty = false;
+  /** Replaces an outbox entry (same id) with one sealed again, recording its hash like `sealed`. */
+  resealed(hash: string, entry: OutboxEntry): void {
+    this.data.myPrev = hash;
+    const i = this.data.outbox.findIndex((e) => e.mid === entry.mid);
+    if (i >= 0) this.data.outbox[i] = entry;
+    this.save();
+  }
 
-  /** Writes pending sender marks. */
+  /** Messages sealed and not yet acknowledged, oldest first. */
+  outbox(): readonly OutboxEntry[] {
+    return this.data.outbox;
+  }
+
+  /**
+   * Takes an acknowledged (or finally refused) message out of the outbox.
+   * Saved lazily: if a crash loses this, the message is resent and the server
+   * recognises its id.
+   */
+  outboxDone(mid: string): void {
+    const i = this.data.outbox.findIndex((e) => e.mid === mid);
+    if (i < 0) return;
+    this.data.outbox.splice(i, 1);
+    this.later();
+  }
+
+  private cursorSeq: number | undefined;
+  private cursorFd: number | null = null;
+
+  /** The room's last sequence number seen, from an earlier run; undefined on a first visit. */
+  cursor(): number | undefined {
+    if (this.cursorSeq === undefined && this.path !== undefined) {
+      try {
+        const n = Number(readFileSync(this.cursorPath(), 'utf8').trim());
+        if (Number.isSafeInteger(n) && n >= 0) this.cursorSeq = n;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return this.cursorSeq;
+  }
+
+  /**
+   * Records how far the room has been seen, at once: one write of a fixed-size
+   * record into `rooms/<id>.cursor`, which a crash can't tear. The client
+   * calls this right after showing a message, so a crash between the two
+   * shows at most that one message again after a restart, and loses none.
+   */
+  setCursor(seq: number): void {
+    this.cursorSeq = seq;
+    if (this.path === undefined) return;
+    if (this.cursorFd === null) {
+      const p = this.cursorPath();
+      this.cursorFd = openSync(p, existsSync(p) ? 'r+' : 'w', 0o600);
+    }
+    writeSync(this.cursorFd, `${String(seq).padStart(16, ' ')}\n`, 0);
+  }
+
+  private cursorPath(): string {
+    return (this.path as string).replace(/\.json$/, '.cursor');
+  }
+
+  private dirty = false;
+  private scheduled: NodeJS.Immediate | null = null;
+
+  /**
+   * Marks the state changed and saves it once this turn's work is done: one
+   * write for a whole burst of messages, made right after they are shown.
+   */
+  private later(): void {
+    this.dirty = true;
+    if (this.path === undefined || this.scheduled !== null) return;
+    this.scheduled = setImmediate(() => {
+      this.scheduled = null;
+      this.flush();
+    });
+  }
+
+  /** Writes pending changes now. */
   flush(): void {
+    if (this.scheduled !== null) {
+      clearImmediate(this.scheduled);
+      this.scheduled = null;
+    }
     if (this.dirty) this.save();
   }
 

@@ -14,12 +14,13 @@ import {
   envelopeHash,
 } from '../crypto/index.js';
 import type { MessageTypeValue, RejectReasonValue, RoomKeys, Rng } from '../crypto/index.js';
+import { MSG_ID_LEN } from '../protocol/index.js';
 import type { MemberInfo } from '../protocol/index.js';
 import type { ConfabClient, JoinEvent, LeaveEvent, MessageEvent } from './client.js';
 import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
 import { RoomState } from './room-state.js';
-import type { Pin } from './room-state.js';
+import type { OutboxEntry, Pin } from './room-state.js';
 import { acceptKeyChange } from './trust.js';
 
 /** How far a sender's key is trusted here. */
@@ -47,6 +48,16 @@ export interface SecureMessage extends Member {
   sentAt: number;
   /** Set when it follows its predecessor but names another one: the sender showed people different histories. */
   warning?: 'history-mismatch';
+  /** From the server's history (backlog, or caught up after being away), not live. */
+  history: boolean;
+  /** Sent by this identity (seen in history: from an earlier session or another device). */
+  own: boolean;
+}
+
+/** Room messages that can't be had: pruned by the server, or lost with its history. */
+export interface Missed {
+  /** How many; 0 when unknown (the server's numbering restarted). */
+  count: number;
 }
 
 /** A message that was refused, and why. Never silent. */
@@ -83,18 +94,25 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   'key-changed': KeyChange;
   join: Member;
   leave: LeaveEvent;
+  missed: Missed;
+  /** Messages left unacknowledged by an earlier session, sent again at join. */
+  resent: { count: number };
 }
 
 export interface SecureRoomOptions {
   /** The invite secret (32 bytes). */
   secret: Uint8Array;
   nick: string;
-  /** Trust state; kept in memory if omitted. */
+  /** Trust state, cursor and outbox; kept in memory if omitted. */
   state?: RoomState;
+  /** Past messages to fetch on a first visit (default 100). */
+  backlog?: number;
   /** Nonces. */
   rng?: Rng;
   now?: () => number;
 }
+
+const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64url'));
@@ -114,6 +132,11 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly rng: Rng;
   private readonly now: () => number;
   private readonly members = new Map<string, Member>();
+  private readonly backlog: number | undefined;
+  /** Outbox entries (by message id) the client is sending now. */
+  private readonly inFlight = new Set<string>();
+  /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
+  private missedReported = false;
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -123,7 +146,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     this.state = options.state ?? RoomState.memory();
     this.rng = options.rng ?? secureRandom;
     this.now = options.now ?? Date.now;
+    this.backlog = options.backlog;
     client.on('message', (m) => this.mine(m.room) && this.receive(m));
+    client.on('cursor', (c) => this.mine(c.room) && this.state.setCursor(c.seq));
+    client.on('missed', (m) => {
+      if (!this.mine(m.room)) return;
+      this.missedReported = true;
+      this.emit('missed', { count: m.count });
+    });
     client.on('join', (j) => this.mine(j.room) && this.emit('join', this.see(j)));
     client.on('leave', (l) => {
       if (!this.mine(l.room)) return;
@@ -135,10 +165,31 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     });
   }
 
-  /** Joins the room; returns the other members with their fingerprints and trust. */
+  /**
+   * Joins the room, resuming after the last message this home has seen (or
+   * fetching the backlog on a first visit), and resends what an earlier
+   * session left unacknowledged. Returns the other members with their
+   * fingerprints and trust.
+   */
   async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
-    const joined = await this.client.join(this.keys.roomId, this.nick);
-    return { nick: joined.nick, members: this.resetMembers(joined.members), seq: joined.seq };
+    const cursor = this.state.cursor();
+    const joined = await this.client.join(this.keys.roomId, this.nick, {
+      ...(cursor !== undefined ? { cursor } : {}),
+      ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
+    });
+    const result = { nick: joined.nick, members: this.resetMembers(joined.members), seq: joined.seq };
+    const waiting = this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
+    for (const e of waiting) {
+      const body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
+      this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).catch(() => undefined);
+    }
+    if (waiting.length > 0) this.emit('resent', { count: waiting.length });
+    return result;
+  }
+
+  /** Messages sealed and not yet acknowledged (kept in the home across restarts). */
+  get unsent(): number {
+    return this.state.outbox().length;
   }
 
   /** Our nick in the room (what we sign as). */
@@ -213,8 +264,52 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       { type, nick: this.nick, seq, sentAt: this.now(), prevHash: prev === '' ? NO_PREVIOUS : unb64(prev), body },
       this.rng,
     );
-    this.state.sealed(envelopeHash(envelope));
-    return this.client.send(this.keys.roomId, envelope);
+    const mid = this.rng(MSG_ID_LEN);
+    this.state.sealed(envelopeHash(envelope), { mid: b64(mid), body: b64(envelope), nick: this.nick });
+    return this.track(b64(mid), this.client.send(this.keys.roomId, envelope, mid));
+  }
+
+  /**
+   * An unsent message signed under an earlier nick, sealed again as who we are
+   * now (receivers refuse a message signed as one nick and relayed as another).
+   * Same message id: if the old copy did reach the server, this one is
+   * recognised as its resend.
+   */
+  private reseal(entry: OutboxEntry): Uint8Array {
+    const old = openEnvelope(this.keys, unb64(entry.body));
+    const { seq, prev } = this.state.nextSeq();
+    const envelope = sealEnvelope(
+      this.keys,
+      this.client.identity,
+      { ...old, nick: this.nick, seq, prevHash: prev === '' ? NO_PREVIOUS : unb64(prev) },
+      this.rng,
+    );
+    this.state.resealed(envelopeHash(envelope), { mid: entry.mid, body: b64(envelope), nick: this.nick });
+    return envelope;
+  }
+
+  /** Keeps an outbox entry until its message is acknowledged, or refused for good. */
+  private track(
+    mid: string,
+    sending: Promise<{ seq: number; ts: number }>,
+    resend = false,
+  ): Promise<{ seq: number; ts: number }> {
+    this.inFlight.add(mid);
+    return sending.then(
+      (ack) => {
+        this.inFlight.delete(mid);
+        this.state.outboxDone(mid);
+        return ack;
+      },
+      (err: unknown) => {
+        this.inFlight.delete(mid);
+        // Still deliverable later (closed, cut off, server disk full): it stays for the next session.
+        const keep =
+          err instanceof ClientError && (KEEP_IN_OUTBOX.has(err.code) || (resend && err.code === 'OUTBOX_FULL'));
+        if (!keep) this.state.outboxDone(mid);
+        throw err;
+      },
+    );
   }
 
   /** Accepts the new key of `nick` after a key change; false if none is pending. */
@@ -285,6 +380,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       reject(RejectReason.REPLAY, `already had message ${opened.seq} from ${opened.nick} (latest ${mark.seq})`);
       return;
     }
+    const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
+    if (!m.history) this.missedReported = false;
     const member = this.judge(opened.nick, opened.senderKey);
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be
@@ -293,14 +390,18 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     let warning: SecureMessage['warning'];
-    if (mark !== undefined && opened.seq > mark.seq + 1) {
-      this.emit('gap', {
-        nick: opened.nick,
-        fingerprint: member.fingerprint,
-        missing: opened.seq - mark.seq - 1,
-        after: mark.seq,
-        before: opened.seq,
-      });
+    if (own) {
+      // Our own, from history: we know what we sent, so no gap or chain to check.
+    } else if (mark !== undefined && opened.seq > mark.seq + 1) {
+      // After a `missed` report, a sender's gap is those messages: said once already.
+      if (!(this.missedReported && m.history))
+        this.emit('gap', {
+          nick: opened.nick,
+          fingerprint: member.fingerprint,
+          missing: opened.seq - mark.seq - 1,
+          after: mark.seq,
+          before: opened.seq,
+        });
     } else if (mark !== undefined && b64(opened.prevHash) !== mark.hash) {
       warning = 'history-mismatch';
     }
@@ -314,6 +415,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       senderSeq: opened.seq,
       sentAt: opened.sentAt,
       ...(warning !== undefined ? { warning } : {}),
+      history: m.history,
+      own,
     });
   }
 }

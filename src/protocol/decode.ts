@@ -1,7 +1,7 @@
 import { Reader } from './bytes.js';
 import { ProtocolError } from './errors.js';
 import { FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from './frames.js';
-import type { ClientFrame, ErrorFrame, MemberInfo, PingFrame, PongFrame, ServerFrame } from './frames.js';
+import type { ClientFrame, DeliverFrame, ErrorFrame, MemberInfo, PingFrame, PongFrame, ServerFrame } from './frames.js';
 import {
   CHALLENGE_LEN,
   KEY_LEN,
@@ -174,6 +174,15 @@ export function parseClientFrame(frame: Uint8Array): ClientFrame {
         body: r.rest(),
       };
       break;
+    case FrameType.FETCH:
+      out = {
+        type: 'fetch',
+        rid: r.u32('rid'),
+        room: r.raw(ROOM_ID_LEN, 'room'),
+        after: r.u64('after'),
+        limit: r.u16('limit'),
+      };
+      break;
     case FrameType.PING:
     case FrameType.PONG:
     case FrameType.ERROR:
@@ -247,13 +256,21 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
       };
       break;
     case FrameType.DELIVER:
+      out = { type: 'deliver', ...readMessage(r) };
+      break;
+    case FrameType.HISTORY: {
+      const rid = r.u32('rid');
+      out = { type: 'history', rid, ...readMessage(r) };
+      break;
+    }
+    case FrameType.FETCHED:
       out = {
-        type: 'deliver',
+        type: 'fetched',
+        rid: r.u32('rid'),
         room: r.raw(ROOM_ID_LEN, 'room'),
-        seq: r.u64('seq'),
-        ts: r.u64('ts'),
-        nick: r.text8('nick', MAX_NICK),
-        body: r.rest(),
+        oldest: r.u64('oldest'),
+        latest: r.u64('latest'),
+        count: r.u16('count'),
       };
       break;
     case FrameType.ACK:
@@ -275,6 +292,17 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
   }
   r.end();
   return out;
+}
+
+/** The fields DELIVER and HISTORY share: room, seq, ts, nick, body. */
+function readMessage(r: Reader): Omit<DeliverFrame, 'type'> {
+  return {
+    room: r.raw(ROOM_ID_LEN, 'room'),
+    seq: r.u64('seq'),
+    ts: r.u64('ts'),
+    nick: r.text8('nick', MAX_NICK),
+    body: r.rest(),
+  };
 }
 
 function readMembers(r: Reader): MemberInfo[] {

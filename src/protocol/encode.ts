@@ -36,6 +36,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
         .raw(frame.room)
         .raw(frame.mid)
         .raw(frame.body).bytes;
+    case 'fetch':
+      return start(FrameType.FETCH, 4 + ROOM_ID_LEN + 8 + 2)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .u64(frame.after)
+        .u16(frame.limit).bytes;
     case 'ping':
       return start(FrameType.PING, 4).u32(frame.token).bytes;
     case 'pong':
@@ -79,6 +85,15 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return encodeMemberLeft(frame.room, utf8(frame.nick), frame.reason);
     case 'deliver':
       return encodeDeliver(frame.room, frame.seq, frame.ts, utf8(frame.nick), frame.body);
+    case 'history':
+      return encodeHistory(frame.rid, frame.room, frame.seq, frame.ts, utf8(frame.nick), frame.body);
+    case 'fetched':
+      return start(FrameType.FETCHED, 4 + ROOM_ID_LEN + 8 + 8 + 2)
+        .u32(frame.rid)
+        .raw(frame.room)
+        .u64(frame.oldest)
+        .u64(frame.latest)
+        .u16(frame.count).bytes;
     case 'ack':
       return start(FrameType.ACK, 4 + ROOM_ID_LEN + 8 + 8)
         .u32(frame.rid)
@@ -108,6 +123,24 @@ export function encodeDeliver(
   body: Uint8Array,
 ): Uint8Array {
   return start(FrameType.DELIVER, ROOM_ID_LEN + 8 + 8 + 1 + nick.length + body.length)
+    .raw(room)
+    .u64(seq)
+    .u64(ts)
+    .str8(nick)
+    .raw(body).bytes;
+}
+
+/** HISTORY from pre-encoded parts, as the store hands them over. */
+export function encodeHistory(
+  rid: number,
+  room: Uint8Array,
+  seq: number,
+  ts: number,
+  nick: Uint8Array,
+  body: Uint8Array,
+): Uint8Array {
+  return start(FrameType.HISTORY, 4 + ROOM_ID_LEN + 8 + 8 + 1 + nick.length + body.length)
+    .u32(rid)
     .raw(room)
     .u64(seq)
     .u64(ts)

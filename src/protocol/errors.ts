@@ -47,6 +47,10 @@ export const ErrorCode = {
   TOO_MANY_CONNECTIONS: 21,
   /** The JOIN's signature does not prove possession of the announced key. */
   BAD_JOIN_PROOF: 22,
+  /** The nick belongs to another key on this server (the first key to use it owns it). */
+  NICK_OWNED: 23,
+  /** The server could not store the message (disk full, read-only): not accepted. Retry later. */
+  STORE_FAILED: 24,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

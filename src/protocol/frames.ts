@@ -21,6 +21,7 @@ export const FrameType = {
   JOIN: 0x02,
   LEAVE: 0x03,
   SEND: 0x04,
+  FETCH: 0x05,
   PING: 0x10,
   PONG: 0x11,
   WELCOME: 0x81,
@@ -31,6 +32,8 @@ export const FrameType = {
   DELIVER: 0x86,
   ACK: 0x87,
   MEMBER_LIST: 0x88,
+  HISTORY: 0x89,
+  FETCHED: 0x8a,
   ERROR: 0xff,
 } as const;
 
@@ -86,6 +89,20 @@ export interface SendFrame {
   mid: Uint8Array;
   /** Opaque to the server (an encrypted envelope). */
   body: Uint8Array;
+}
+
+/**
+ * Client → server: the room's stored messages after `after`, oldest first, at
+ * most `limit` of them (the server may send fewer). Answered by HISTORY frames
+ * and one FETCHED.
+ */
+export interface FetchFrame {
+  type: 'fetch';
+  rid: number;
+  room: Uint8Array;
+  /** Messages with a sequence number above this one. */
+  after: number;
+  limit: number;
 }
 
 /** Either direction: liveness probe. */
@@ -172,6 +189,30 @@ export interface DeliverFrame {
   body: Uint8Array;
 }
 
+/** Server → client: one stored message, in answer to FETCH `rid`. Same fields as DELIVER. */
+export interface HistoryFrame {
+  type: 'history';
+  rid: number;
+  room: Uint8Array;
+  seq: number;
+  ts: number;
+  nick: string;
+  body: Uint8Array;
+}
+
+/** Server → client: the end of a FETCH's answer, and where the room's history stands. */
+export interface FetchedFrame {
+  type: 'fetched';
+  rid: number;
+  room: Uint8Array;
+  /** Lowest sequence number still stored (latest + 1 when nothing is). */
+  oldest: number;
+  /** The room's latest sequence number. */
+  latest: number;
+  /** HISTORY frames sent for this FETCH. */
+  count: number;
+}
+
 /** Server → client: your SEND was accepted as `seq`. */
 export interface AckFrame {
   type: 'ack';
@@ -191,7 +232,8 @@ export interface ErrorFrame {
   message: string;
 }
 
-export type ClientFrame = HelloFrame | JoinFrame | LeaveFrame | SendFrame | PingFrame | PongFrame | ErrorFrame;
+export type ClientFrame =
+  HelloFrame | JoinFrame | LeaveFrame | SendFrame | FetchFrame | PingFrame | PongFrame | ErrorFrame;
 export type ServerFrame =
   | WelcomeFrame
   | JoinedFrame
@@ -200,6 +242,8 @@ export type ServerFrame =
   | MemberJoinedFrame
   | MemberLeftFrame
   | DeliverFrame
+  | HistoryFrame
+  | FetchedFrame
   | AckFrame
   | PingFrame
   | PongFrame

@@ -18,7 +18,7 @@ export const MAX_BODY = 64_000;
 /** Room ids are opaque 16-byte values that clients derive from the room secret. */
 export const ROOM_ID_LEN = 16;
 
-/** Client message ids are 16 random bytes, used later for idempotent resends. */
+/** Client message ids are 16 random bytes: a resend with the same id is the same message. */
 export const MSG_ID_LEN = 16;
 
 /** Longest nick, in bytes (nicks are ASCII, see `NICK_PATTERN`). */
@@ -59,3 +59,12 @@ export const MAX_ROOMS_PER_CONNECTION = 16;
 
 /** Largest sequence number; beyond 2^53 JavaScript numbers lose precision. */
 export const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+
+/** Most messages one FETCH may ask for; servers may answer with fewer (by bytes). */
+export const MAX_FETCH = 1000;
+
+/** Most messages of backlog a client may ask for when it joins (`--backlog`). */
+export const MAX_BACKLOG = 1000;
+
+/** Messages of backlog a client asks for unless told otherwise. */
+export const DEFAULT_BACKLOG = 100;

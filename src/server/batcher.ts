@@ -14,9 +14,20 @@ export class Batcher {
   private conns: Flushable[] = [];
   private scheduled = false;
   private readonly afterFlush: () => void;
+  private readonly beforeFlush: () => void;
 
-  constructor(afterFlush: () => void = () => {}) {
+  /**
+   * `beforeFlush` runs first in every flush (the relay commits the turn's
+   * messages there, then broadcasts them); `afterFlush` runs last.
+   */
+  constructor(afterFlush: () => void = () => {}, beforeFlush: () => void = () => {}) {
     this.afterFlush = afterFlush;
+    this.beforeFlush = beforeFlush;
+  }
+
+  /** Makes sure a flush follows this turn, with nothing queued yet. */
+  touch(): void {
+    this.schedule();
   }
 
   addRoom(room: Flushable): void {
@@ -32,6 +43,7 @@ export class Batcher {
   /** Runs the pending flushes now (also used when membership changes mid-turn). */
   readonly flush = (): void => {
     this.scheduled = false;
+    this.beforeFlush();
     const rooms = this.rooms;
     this.rooms = [];
     for (const room of rooms) room.flush();

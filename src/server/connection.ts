@@ -35,8 +35,8 @@ export class Connection implements Flushable {
   readonly bucket: TokenBucket;
   /** Messages refused in a row for going too fast. */
   strikes = 0;
-  /** Refusing SENDs until the client's next PING (see Relay.send). */
-  limited = false;
+  /** Refusing SENDs with this code until the client's next PING (see Relay.send), or null. */
+  limited: 'RATE_LIMITED' | 'STORE_FAILED' | null = null;
   /** The peer's IP address, for the per-address limits. */
   readonly ip: string;
   /** Set when the send queue overflowed; the server drops it after this flush. */

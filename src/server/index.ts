@@ -6,3 +6,7 @@ export { createLogger } from './log.js';
 export { SERVER_AGENT } from './relay.js';
 export type { RelayStats } from './relay.js';
 export { DEFAULT_PORT } from '../protocol/index.js';
+export { HISTORY_FILE } from './server.js';
+export { SqliteHistory } from './sqlite-history.js';
+export { StoreError } from './history.js';
+export type { HistoryStore, Retention } from './history.js';

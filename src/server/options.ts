@@ -9,6 +9,7 @@ import {
   systemClock,
 } from '../protocol/index.js';
 import type { Clock } from '../protocol/index.js';
+import type { HistoryStore } from './history.js';
 
 /** Every bound the server enforces. doc/LIMITS.md lists each with its error code. */
 export interface ServerLimits {
@@ -42,6 +43,18 @@ export interface ServerLimits {
   messageIntervalMs: number;
   /** Refused messages in a row after which a flooding connection is dropped (RATE_LIMITED, fatal). */
   floodStrikes: number;
+  /** Most messages in one answer to FETCH (the client asks again for more). */
+  fetchMessages: number;
+  /** Most bytes of messages in one answer to FETCH (at least one message is always sent). */
+  fetchBytes: number;
+  /** Messages kept per room; older ones are pruned. */
+  historyMessages: number;
+  /** Days a message is kept. */
+  historyDays: number;
+  /** Largest the history database may grow, in MiB; past it, messages are refused with STORE_FAILED until pruning makes room. */
+  storeMaxMiB: number;
+  /** How often retention is applied, ms. */
+  pruneIntervalMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
@@ -60,6 +73,12 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   messageBurst: 10,
   messageIntervalMs: 200,
   floodStrikes: 100,
+  fetchMessages: 500,
+  fetchBytes: 128 * 1024,
+  historyMessages: 10_000,
+  historyDays: 30,
+  storeMaxMiB: 10_240,
+  pruneIntervalMs: 60_000,
 });
 
 /** Options of `startServer`. */
@@ -68,8 +87,14 @@ export interface ServerOptions {
   host?: string;
   /** TCP port; default 5050; 0 picks a free one. */
   port?: number;
-  /** Where the server keeps its state; created if missing. */
+  /** Where the server keeps its state (history.db); created if missing. Without it, history is kept in memory. */
   dataDir?: string;
+  /** Keep no history at all: no backlog, resume, resend detection or nick ownership. */
+  noHistory?: boolean;
+  /** A store of your own (it is closed with the server); overrides `dataDir` and `noHistory`. */
+  store?: HistoryStore;
+  /** `full`: sync every commit to disk (survives power loss); default `normal` (survives a crash of the process). */
+  sync?: 'normal' | 'full';
   /** Overrides of DEFAULT_LIMITS. */
   limits?: Partial<ServerLimits>;
   clock?: Clock;
@@ -89,6 +114,9 @@ export interface ResolvedOptions {
   host: string;
   port: number;
   dataDir: string | undefined;
+  noHistory: boolean;
+  store: HistoryStore | undefined;
+  sync: 'normal' | 'full';
   limits: ServerLimits;
   clock: Clock;
   randomBytes: (length: number) => Uint8Array;
@@ -113,6 +141,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       `limit "maxFrame" must leave room for a maxBody message: at least ${limits.maxBody + SEND_OVERHEAD}, got ${limits.maxFrame}`,
     );
   }
+  if (limits.fetchBytes > limits.sendQueueBytes / 2) {
+    throw new RangeError(
+      `limit "fetchBytes" must be at most half of sendQueueBytes (${limits.sendQueueBytes / 2}), got ${limits.fetchBytes}`,
+    );
+  }
   if (limits.maxRoomMembers > MAX_ROOM_MEMBERS) {
     throw new RangeError(
       `limit "maxRoomMembers" may not exceed the protocol's ${MAX_ROOM_MEMBERS}, got ${limits.maxRoomMembers}`,
@@ -122,6 +155,9 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     host: options.host ?? DEFAULT_HOST,
     port: options.port ?? DEFAULT_PORT,
     dataDir: options.dataDir,
+    noHistory: options.noHistory ?? false,
+    store: options.store,
+    sync: options.sync ?? 'normal',
     limits,
     clock: options.clock ?? systemClock,
     // allocUnsafe draws small buffers from Node's shared pool: no allocation of

@@ -3,9 +3,11 @@ import {
   CHALLENGE_LEN,
   encodeDeliver,
   encodeFrame,
+  encodeHistory,
   ErrorCode,
   LeaveReason,
   MAX_BODY,
+  MAX_FETCH,
   MEMBERS_PER_FRAME,
   NICK_PATTERN,
   TokenBucket,
@@ -17,6 +19,7 @@ import type {
   ClientFrame,
   Clock,
   ErrorCodeName,
+  FetchFrame,
   JoinFrame,
   LeaveFrame,
   MemberInfo,
@@ -24,6 +27,8 @@ import type {
 } from '../protocol/index.js';
 import { Batcher } from './batcher.js';
 import { Connection, ConnState } from './connection.js';
+import { StoreError } from './history.js';
+import type { AppendResult, HistoryStore, PendingMessage } from './history.js';
 import { roomLabel } from './log.js';
 import type { ServerLimits } from './options.js';
 import { Room } from './room.js';
@@ -41,6 +46,10 @@ export interface RelayStats {
   deliveries: number;
   /** SEND frames refused for going over the rate limit. */
   rateLimited: number;
+  /** Resent messages recognised by their message id (acknowledged, not stored or relayed again). */
+  duplicates: number;
+  /** Commits that failed (disk full, read-only): their SENDs were refused with STORE_FAILED. */
+  storeFailures: number;
   dropped: Partial<Record<ErrorCodeName, number>>;
 }
 
@@ -59,6 +68,8 @@ export class Relay {
     messagesIn: 0,
     deliveries: 0,
     rateLimited: 0,
+    duplicates: 0,
+    storeFailures: 0,
     dropped: {},
   };
   private readonly limits: ServerLimits;
@@ -67,13 +78,27 @@ export class Relay {
   private readonly overflowed: Connection[] = [];
   private readonly randomBytes: (length: number) => Uint8Array;
   private nextId = 1;
+  private readonly store: HistoryStore;
+  /** This turn's accepted SENDs, committed together before the turn's writes. */
+  private pending: PendingSend[] = [];
+  private failing = false;
 
-  constructor(limits: ServerLimits, clock: Clock, log: Logger, randomBytes: (length: number) => Uint8Array) {
+  constructor(
+    limits: ServerLimits,
+    clock: Clock,
+    log: Logger,
+    randomBytes: (length: number) => Uint8Array,
+    store: HistoryStore,
+  ) {
     this.limits = limits;
     this.clock = clock;
     this.log = log;
     this.randomBytes = randomBytes;
-    this.batcher = new Batcher(() => this.dropOverflowed());
+    this.store = store;
+    this.batcher = new Batcher(
+      () => this.dropOverflowed(),
+      () => this.commit(),
+    );
   }
 
   /** Registers a new socket's connection. */
@@ -236,8 +261,11 @@ export class Relay {
       case 'leave':
         this.leave(conn, frame);
         return;
+      case 'fetch':
+        this.fetch(conn, frame);
+        return;
       case 'ping':
-        conn.limited = false;
+        conn.limited = null;
         conn.enqueue(encodeFrame({ type: 'pong', token: frame.token }));
         return;
       case 'pong':
@@ -264,8 +292,12 @@ export class Relay {
     // After one refusal every later SEND is refused too, until the client's
     // PING says it has seen the refusal: so a client that resends after its
     // PING keeps its messages in order (doc/PROTOCOL.md §4).
-    if (conn.limited || !conn.bucket.take(this.clock.now())) {
-      conn.limited = true;
+    if (conn.limited === 'STORE_FAILED') {
+      this.reject(conn, frame.rid, 'STORE_FAILED', 'an earlier message could not be stored; PING, then resend');
+      return;
+    }
+    if (conn.limited !== null || !conn.bucket.take(this.clock.now())) {
+      conn.limited = 'RATE_LIMITED';
       this.stats.rateLimited++;
       if (++conn.strikes >= this.limits.floodStrikes) {
         this.drop(conn, 'RATE_LIMITED', `${conn.strikes} messages in a row over the rate limit`, frame.rid);
@@ -281,13 +313,128 @@ export class Relay {
       return;
     }
     conn.strikes = 0;
+    // Stored with the rest of this turn's messages in one transaction before
+    // anyone hears of it: no ACK, and no DELIVER, without a commit.
+    if (this.pending.length === 0) this.batcher.touch();
+    this.pending.push({
+      conn,
+      member,
+      rid: frame.rid,
+      msg: { room: member.room.id, ts: this.clock.now(), nick: member.nickBytes, mid: frame.mid, body: frame.body },
+    });
+  }
+
+  /** Commits this turn's messages, then acknowledges and relays them (or refuses them all). */
+  private commit(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    // Sequence numbers are handed out tentatively and kept only if the commit succeeds.
+    const next = new Map<Room, number>();
+    const nextSeq = (i: number): number => {
+      const room = this.roomOf(batch[i] as PendingSend);
+      const seq = (next.get(room) ?? room.seq) + 1;
+      next.set(room, seq);
+      return seq;
+    };
+    let results: AppendResult[];
+    try {
+      results = this.store.append(
+        batch.map((p) => p.msg),
+        nextSeq,
+      );
+    } catch (err) {
+      this.refuseBatch(batch, err);
+      return;
+    }
+    if (this.failing) {
+      this.failing = false;
+      this.log.warn('history store writable again');
+    }
+    for (const [room, seq] of next) room.seq = Math.max(room.seq, seq);
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i] as PendingSend;
+      const r = results[i] as AppendResult;
+      if (r.duplicate) {
+        this.stats.duplicates++;
+        continue;
+      }
+      const room = this.roomOf(p);
+      // The sender's ACK takes its message's place in what the sender hears of
+      // the room, so every member sees the room's numbers in order.
+      const ack = encodeFrame({ type: 'ack', rid: p.rid, room: room.id, seq: r.seq, ts: r.ts });
+      room.broadcast(encodeDeliver(room.id, r.seq, r.ts, p.member.nickBytes, p.msg.body), p.conn, ack);
+      this.stats.messagesIn++;
+      this.stats.deliveries += room.members.length - (p.conn.memberships.includes(p.member) ? 1 : 0);
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i] as PendingSend;
+      const r = results[i] as AppendResult;
+      if (r.duplicate) {
+        p.conn.enqueue(encodeFrame({ type: 'ack', rid: p.rid, room: p.member.room.id, seq: r.seq, ts: r.ts }));
+      }
+    }
+  }
+
+  /**
+   * The live Room of a pending message: if its room emptied and was made again
+   * this turn, the new object, whose counter is the one that goes on.
+   */
+  private roomOf(p: PendingSend): Room {
+    return this.rooms.get(p.member.room.key) ?? p.member.room;
+  }
+
+  private refuseBatch(batch: PendingSend[], err: unknown): void {
+    if (!(err instanceof StoreError)) throw err;
+    this.stats.storeFailures++;
+    // Should a counter ever fall behind the store, catch up rather than fail forever.
+    for (const p of batch) {
+      const room = this.roomOf(p);
+      try {
+        room.seq = Math.max(room.seq, this.store.latest(room.id));
+      } catch {
+        // unreadable too: the next commit will tell
+      }
+    }
+    if (!this.failing) {
+      this.failing = true;
+      this.log.error({ code: err.code, messages: batch.length }, 'history store cannot write; refusing messages');
+    }
+    for (const p of batch) {
+      p.conn.limited = 'STORE_FAILED';
+      this.reject(p.conn, p.rid, 'STORE_FAILED', 'the server could not store the message; retry later');
+    }
+  }
+
+  /** FETCH: a page of the room's stored history, then FETCHED. */
+  private fetch(conn: Connection, frame: FetchFrame): void {
+    const member = findMember(conn, frame.room);
+    if (member === undefined) {
+      this.reject(conn, frame.rid, 'NOT_IN_ROOM', 'join the room before fetching its history');
+      return;
+    }
     const room = member.room;
-    const seq = ++room.seq;
-    const ts = this.clock.now();
-    room.broadcast(encodeDeliver(room.id, seq, ts, member.nickBytes, frame.body), conn);
-    conn.enqueue(encodeFrame({ type: 'ack', rid: frame.rid, room: room.id, seq, ts }));
-    this.stats.messagesIn++;
-    this.stats.deliveries += room.members.length - 1;
+    const limit = Math.min(frame.limit, MAX_FETCH, this.limits.fetchMessages);
+    let page;
+    try {
+      page = this.store.read(room.id, frame.after, limit, this.limits.fetchBytes);
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      this.log.error({ code: err.code }, 'history store cannot read');
+      this.reject(conn, frame.rid, 'STORE_FAILED', 'the server could not read its history; retry later');
+      return;
+    }
+    for (const m of page.messages) conn.enqueue(encodeHistory(frame.rid, room.id, m.seq, m.ts, m.nick, m.body));
+    conn.enqueue(
+      encodeFrame({
+        type: 'fetched',
+        rid: frame.rid,
+        room: room.id,
+        oldest: Math.min(page.oldest, room.seq + 1),
+        latest: room.seq,
+        count: page.messages.length,
+      }),
+    );
   }
 
   private join(conn: Connection, frame: JoinFrame): void {
@@ -307,6 +454,21 @@ export class Relay {
       this.reject(conn, frame.rid, 'TOO_MANY_ROOMS', `at most ${this.limits.maxRoomsPerConnection} rooms`);
       return;
     }
+    let owner: Uint8Array | undefined;
+    let latest: number;
+    try {
+      owner = this.store.nickOwner(frame.nick);
+      latest = this.rooms.get(Buffer.from(frame.room).toString('hex'))?.seq ?? this.store.latest(frame.room);
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      this.log.error({ code: err.code }, 'history store cannot read');
+      this.reject(conn, frame.rid, 'STORE_FAILED', 'the server could not read its store; retry later');
+      return;
+    }
+    if (owner !== undefined && !sameId(owner, frame.key)) {
+      this.reject(conn, frame.rid, 'NICK_OWNED', `the nick "${frame.nick}" belongs to another key on this server`);
+      return;
+    }
     const key = Buffer.from(frame.room).toString('hex');
     let room = this.rooms.get(key);
     if (room !== undefined && room.memberByNick(frame.nick) !== undefined) {
@@ -317,8 +479,18 @@ export class Relay {
       this.reject(conn, frame.rid, 'ROOM_FULL', `the room has ${this.limits.maxRoomMembers} members`);
       return;
     }
+    if (owner === undefined) {
+      try {
+        this.store.claimNick(frame.nick, frame.key);
+      } catch (err) {
+        // The join goes ahead; the nick is claimed at a later join once the store can write.
+        if (!(err instanceof StoreError)) throw err;
+        this.log.warn({ code: err.code }, 'cannot record nick ownership');
+      }
+    }
     if (room === undefined) {
       room = new Room(new Uint8Array(frame.room), key, this.batcher);
+      room.seq = latest;
       this.rooms.set(key, room);
       this.stats.rooms = this.rooms.size;
     }
@@ -373,7 +545,7 @@ export class Relay {
     const room = member.room;
     room.remove(member, reason);
     if (room.members.length === 0) {
-      // Nothing is kept for an empty room yet; durable history arrives with the store.
+      // Its history and sequence number live on in the store.
       room.flush();
       this.rooms.delete(room.key);
       this.stats.rooms = this.rooms.size;
@@ -407,6 +579,14 @@ export class Relay {
       this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
     }
   }
+}
+
+/** A SEND accepted this turn, waiting for the commit. */
+interface PendingSend {
+  conn: Connection;
+  member: Member;
+  rid: number;
+  msg: PendingMessage;
 }
 
 function findMember(conn: Connection, room: Uint8Array): Member | undefined {

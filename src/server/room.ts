@@ -30,6 +30,8 @@ export class Room implements Flushable {
   private pending: Uint8Array[] = [];
   /** Who sent each pending frame (null: the server, goes to everyone). */
   private pendingFrom: (Connection | null)[] = [];
+  /** What its sender gets in its place (its ACK), or null for nothing. */
+  private pendingOwn: (Uint8Array | null)[] = [];
   private readonly batcher: Batcher;
 
   constructor(id: Uint8Array, key: string, batcher: Batcher) {
@@ -61,24 +63,33 @@ export class Room implements Flushable {
     this.broadcast(encodeMemberLeft(this.id, member.nickBytes, reason), member.conn);
   }
 
-  /** Queues a frame for every member except `from`, to go out at the end of the turn. */
-  broadcast(frame: Uint8Array, from: Connection | null): void {
+  /**
+   * Queues a frame for every member except `from`, to go out at the end of the
+   * turn; `from` gets `own` in its place (its ACK), so that each member hears
+   * the room's numbers in order, its own messages included.
+   */
+  broadcast(frame: Uint8Array, from: Connection | null, own: Uint8Array | null = null): void {
     if (this.pending.length === 0) this.batcher.addRoom(this);
     this.pending.push(frame);
     this.pendingFrom.push(from);
+    this.pendingOwn.push(own);
   }
 
   flush(): void {
     const frames = this.pending;
     const from = this.pendingFrom;
+    const owns = this.pendingOwn;
     if (frames.length === 0) return;
     this.pending = [];
     this.pendingFrom = [];
+    this.pendingOwn = [];
     const members = this.members;
     if (frames.length === 1) {
       const frame = frames[0] as Uint8Array;
-      const sender = from[0];
+      const sender = from[0] ?? null;
       for (const m of members) if (m.conn !== sender) m.conn.enqueue(frame);
+      const own = owns[0] ?? null;
+      if (sender !== null && own !== null) sender.enqueue(own);
       return;
     }
     const all = Buffer.concat(frames);
@@ -86,8 +97,18 @@ export class Room implements Flushable {
     senders.delete(null);
     const forSender = new Map<Connection, Buffer>();
     for (const s of senders) {
-      const own = s as Connection;
-      forSender.set(own, Buffer.concat(frames.filter((_, i) => from[i] !== own)));
+      const sender = s as Connection;
+      const mine: Uint8Array[] = [];
+      for (let i = 0; i < frames.length; i++) {
+        if (from[i] !== sender) mine.push(frames[i] as Uint8Array);
+        else if (owns[i] !== null) mine.push(owns[i] as Uint8Array);
+      }
+      if (sender.memberships.some((m) => m.room === this)) forSender.set(sender, Buffer.concat(mine));
+      else {
+        // It left during this turn: its ACKs, and nothing more of the room.
+        const acks = owns.filter((o, i): o is Uint8Array => from[i] === sender && o !== null);
+        if (acks.length > 0) sender.enqueue(Buffer.concat(acks));
+      }
     }
     for (const m of members) {
       const buf = forSender.size > 0 ? (forSender.get(m.conn) ?? all) : all;

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -7,8 +8,12 @@ import type { Connection } from './connection.js';
 import { IpLimiter } from './ip-limits.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
-import type { ServerLimits, ServerOptions } from './options.js';
+import type { ResolvedOptions, ServerLimits, ServerOptions } from './options.js';
+import { StoreError } from './history.js';
+import type { HistoryStore } from './history.js';
+import { NoHistory } from './no-history.js';
 import { Relay } from './relay.js';
+import { SqliteHistory } from './sqlite-history.js';
 import type { RelayStats } from './relay.js';
 
 /** A running relay server. */
@@ -34,7 +39,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const opts = resolveOptions(options);
   const log: Logger = options.logger ?? createLogger();
   if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const relay = new Relay(opts.limits, opts.clock, log, opts.randomBytes);
+  const store = openStore(opts);
+  const relay = new Relay(opts.limits, opts.clock, log, opts.randomBytes, store);
 
   // One set of handlers for every socket, looked up through the WeakMap, so a
   // connection costs no closures.
@@ -96,9 +102,19 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   net.on('error', (err) => log.error({ err }, 'listener error'));
   const address = net.address() as AddressInfo;
 
+  let lastPrune = opts.clock.now();
   let stopSweep = opts.clock.setTimer(function tick() {
     relay.sweep();
     ipLimits.sweep(opts.clock.now());
+    if (opts.clock.now() - lastPrune >= opts.limits.pruneIntervalMs) {
+      lastPrune = opts.clock.now();
+      try {
+        const removed = store.prune(lastPrune);
+        if (removed > 0) log.debug({ removed }, 'history pruned');
+      } catch (err) {
+        log.warn({ code: err instanceof StoreError ? err.code : 'STORE' }, 'cannot prune history');
+      }
+    }
     stopSweep = opts.clock.setTimer(tick, opts.sweepMs);
   }, opts.sweepMs);
 
@@ -112,7 +128,10 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     close() {
       closing ??= new Promise<void>((resolve) => {
         stopSweep();
-        net.close(() => resolve());
+        net.close(() => {
+          store.close();
+          resolve();
+        });
         const bye = encodeFrame({
           type: 'error',
           rid: 0,
@@ -131,3 +150,25 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     },
   };
 }
+
+/** The history store the options ask for: SQLite in the data directory, in memory, or none. */
+function openStore(opts: ResolvedOptions): HistoryStore {
+  if (opts.store !== undefined) return opts.store;
+  if (opts.noHistory) return new NoHistory();
+  const l = opts.limits;
+  const dir = opts.dataDir;
+  const inMemory = dir === undefined;
+  return new SqliteHistory({
+    path: inMemory ? ':memory:' : join(dir, HISTORY_FILE),
+    retention: { messages: l.historyMessages, maxAgeMs: l.historyDays * 86_400_000 },
+    sync: opts.sync,
+    // Kept in RAM, the store gets a smaller cap than on disk.
+    maxBytes: Math.min(l.storeMaxMiB, inMemory ? MEMORY_STORE_MAX_MIB : Infinity) * 1024 * 1024,
+  });
+}
+
+/** Largest the history may grow when kept in memory (no `--data`), MiB. */
+export const MEMORY_STORE_MAX_MIB = 256;
+
+/** The history database's name inside `--data`. */
+export const HISTORY_FILE = 'history.db';

@@ -24,7 +24,13 @@ export type ChatEvent =
       senderSeq: number;
       ts: number;
       warning?: string;
+      /** From the server's history (the backlog, or caught up after being away), not live. */
+      history: boolean;
+      /** Our own message, seen in history. */
+      own: boolean;
     } & Who)
+  | { type: 'missed'; count: number; ts: number }
+  | { type: 'resent'; count: number; ts: number }
   | { type: 'sent'; nick: string; text: string; seq: number; ts: number }
   | ({ type: 'join'; ts: number } & Who)
   | { type: 'leave'; nick: string; reason: 'left' | 'disconnected'; ts: number }
@@ -51,9 +57,10 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string): stri
         : `* joined as ${inert(event.nick)} ${event.fingerprint}; here: ${event.members.map((m) => tag(m, inert)).join(', ')}`;
     case 'message': {
       const warn = event.warning === 'history-mismatch' ? ' (! this sender showed others a different history)' : '';
+      const mark = event.history ? '(history) ' : '';
       return event.action
-        ? `* ${tag(event, inert)} ${inert(event.text)}${warn}`
-        : `<${tag(event, inert)}> ${inert(event.text)}${warn}`;
+        ? `${mark}* ${tag(event, inert)} ${inert(event.text)}${warn}`
+        : `${mark}<${tag(event, inert)}> ${inert(event.text)}${warn}`;
     }
     case 'join':
       return `* ${tag(event, inert)} joined`;
@@ -71,6 +78,10 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string): stri
         // Never the invite link itself: it holds the room secret, and lines like this get pasted.
         ' (add --room INVITE if this home knows several rooms)'
       );
+    case 'missed':
+      return `! ${missedText(event.count)}`;
+    case 'resent':
+      return `* sending ${event.count} message${event.count === 1 ? '' : 's'} left unacknowledged by your last session`;
     case 'sent':
     case 'disconnect':
     case 'reconnect':
@@ -93,4 +104,11 @@ export function formatNotice(event: ChatEvent, inert: (s: string) => string): st
     default:
       return null;
   }
+}
+
+/** What a `missed` event says: how many messages of the room can't be had, and why. */
+export function missedText(count: number): string {
+  return count === 0
+    ? "the server lost this room's history (it restarted without its data): messages sent while you were away are gone"
+    : `${count} message${count === 1 ? '' : 's'} of this room can't be had: the server no longer keeps ${count === 1 ? 'it' : 'them'} (past its retention, or it keeps no history)`;
 }

@@ -416,7 +416,13 @@ class Chat {
     const unsent = this.client.pending;
     const lines: string[] = [];
     if (unsent > 0)
-      lines.push(renderNotice(this.ctx, `${unsent} message${unsent === 1 ? ' was' : 's were'} not delivered`, 'warn'));
+      lines.push(
+        renderNotice(
+          this.ctx,
+          `${unsent} message${unsent === 1 ? ' is' : 's are'} not delivered yet: kept, and sent when you next join this room`,
+          'warn',
+        ),
+      );
     lines.push(renderNotice(this.ctx, `left ${this.roomTag}`));
     this.screen.close(lines);
     await this.leave(code);

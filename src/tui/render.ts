@@ -1,5 +1,6 @@
 import type { WriteStream } from 'node:tty';
 import pc from 'picocolors';
+import { missedText } from './events.js';
 import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
@@ -161,18 +162,26 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
       );
     }
     case 'message': {
-      const fromOther = event.nick.toLowerCase() !== ctx.me.toLowerCase();
+      const fromOther = !event.own && event.nick.toLowerCase() !== ctx.me.toLowerCase();
+      // History is marked, and never rings the bell: it was said while you were away.
+      const time = event.history ? c.dim(`${clock(event.ts)} ·`) : c.dim(clock(event.ts));
       const head = event.action
-        ? `${c.dim(clock(event.ts))} * ${styleNick(c, event.nick, event)} `
-        : `${c.dim(clock(event.ts))} <${styleNick(c, event.nick, event)}> `;
+        ? `${time} * ${styleNick(c, event.nick, event)} `
+        : `${time} <${styleNick(c, event.nick, event)}> `;
       const lines = body(ctx, head, event.text, fromOther);
       if (event.warning === 'history-mismatch') {
         lines.push(renderNotice(ctx, `${inert(event.nick)} showed others a different history`, 'warn', event.ts));
       }
-      return { lines, mention: fromOther && mentions(event.text, ctx.me) };
+      return { lines, mention: fromOther && !event.history && mentions(event.text, ctx.me) };
     }
     case 'sent':
       return { lines: renderOwn(ctx, event.text, false, event.ts), mention: false };
+    case 'missed':
+      return warn(missedText(event.count));
+    case 'resent':
+      return info(
+        `sending ${event.count} message${event.count === 1 ? '' : 's'} left unacknowledged by your last session`,
+      );
     case 'join':
       return info(`${tag(c, event)} joined`);
     case 'leave':

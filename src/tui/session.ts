@@ -30,6 +30,8 @@ export interface JoinOptions {
   home?: string;
   /** Ring the terminal bell when someone mentions you (interactive mode only). */
   bell?: boolean;
+  /** Past messages to show on a first visit (default 100, at most 1,000). */
+  backlog?: number;
 }
 
 /** The process's streams and environment, injected so tests can drive them. */
@@ -64,6 +66,7 @@ export interface Session {
   nick: string;
   home: string;
   identity: Identity;
+  backlog: number | undefined;
 }
 
 /** The connection and the room, once joined. */
@@ -130,6 +133,7 @@ export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>
     nick,
     home,
     identity,
+    backlog: options.backlog,
   };
 }
 
@@ -155,6 +159,7 @@ export async function enter(
     secret: invite.secret,
     nick: session.nick,
     state: RoomState.load(session.home, session.roomHex),
+    ...(session.backlog !== undefined ? { backlog: session.backlog } : {}),
   });
   if (session.created) emit({ type: 'invite', link: session.link, ts: Date.now() });
   forward(client, room, emit);
@@ -189,8 +194,12 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
       senderSeq: m.senderSeq,
       ts: m.ts,
       ...(m.warning !== undefined ? { warning: m.warning } : {}),
+      history: m.history,
+      own: m.own,
     }),
   );
+  room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
+  room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
   room.on('join', (m) => emit({ type: 'join', ...who(m), ts: Date.now() }));
   room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
   room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));

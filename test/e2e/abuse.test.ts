@@ -74,7 +74,7 @@ async function storm(
           await attack(peer, i + j);
           const probe = 0xc0ffee;
           if (!peer.socket.writableEnded) peer.write(encodeFrame({ type: 'ping', token: probe }));
-          const answer = await peer.next((f) => f.type === 'pong' && f.token === probe, 0, 5000);
+          const answer = await peer.next((f) => f.type === 'pong' && f.token === probe, 0, 15_000);
           if (answer === undefined) expect(peer.closed).toBe(true);
         } finally {
           peer.destroy();
@@ -210,12 +210,15 @@ describe('abuse against a running server (its own process)', () => {
     },
   );
 
-  it('drops a member that stops reading with SENDQ_EXCEEDED while 50 others talk; they lose nothing; server memory stays bounded', async () => {
+  it('drops a member that stops reading with SENDQ_EXCEEDED while 50 others talk; they lose nothing; server memory stays bounded; it resumes from history', async () => {
     const rr = room(11);
     const talkers = await Promise.all(Array.from({ length: 50 }, (_, i) => member(port, rr, `t${i}`)));
     try {
       const slow = await RawPeer.open(port);
-      await rawJoin(slow, rr, 'slow');
+      const identity = newIdentity();
+      await rawJoin(slow, rr, 'slow', identity);
+      const joined = slow.frames.find((f) => f.type === 'joined');
+      const seenUpTo = joined?.type === 'joined' ? joined.seq : -1;
       slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
       const before = rss();
       // 50 × 40 messages of 8 KB: 16 MB towards the slow reader, far past what
@@ -232,6 +235,18 @@ describe('abuse against a running server (its own process)', () => {
           `server RSS ${(before / 1e6).toFixed(1)} → ${(after / 1e6).toFixed(1)} MB`,
       );
       expect(after - before).toBeLessThan(64 * 1024 * 1024);
+      // Its messages are not lost to it: back, it catches up from history, each once.
+      const back = await member(port, rr, 'slow', { identity }, { cursor: seenUpTo });
+      try {
+        await until(() => back.events.message.length >= 50 * 40, 20_000, 'the slow reader to catch up');
+        const seqs = back.events.message.map((m) => m.seq);
+        expect(new Set(seqs).size).toBe(50 * 40);
+        expect(seqs[0]).toBe(seenUpTo + 1);
+        expect(back.events.missed).toEqual([]);
+        console.log(`slow reader: back with cursor ${seenUpTo}, caught up on ${seqs.length} messages from history`);
+      } finally {
+        await back.client.close();
+      }
       await stillChatting();
     } finally {
       await Promise.all(talkers.map((t) => t.client.close()));

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, Proc, serve, tempHome } from '../helpers/cli.js';
+import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -91,11 +91,31 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   it('refuses a taken nick with a clear error and exit 1', async () => {
     const { proc: server, port } = await serve();
     track(server);
-    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const home = tempHome();
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', home]));
     const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
-    const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', tempHome()]));
+    // The same key twice (one home, two processes): the nick is in use.
+    const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', home]));
     expect(await alice2.exited).toBe(1);
     expect(alice2.stderr.join('\n')).toMatch(/NICK_TAKEN/);
+  });
+
+  it('refuses a nick owned by another key anywhere on the server, until an operator releases it', async () => {
+    const data = tempHome();
+    const { proc: server, port } = await serve(['--data', data]);
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    await alice.line(/^\* invite: /);
+    // Another key, another room: the nick still belongs to the first key.
+    const mallory = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'ALICE', '--home', tempHome()]));
+    expect(await mallory.exited).toBe(1);
+    expect(mallory.stderr.join('\n')).toMatch(/NICK_OWNED: the nick "ALICE" belongs to another key/);
+    const r = confab('admin', 'release-nick', 'alice', '--data', data);
+    expect(r.status).toBe(0);
+    const newAlice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    await newAlice.line(/^\* joined as alice/);
+    expect(confab('admin', 'release-nick', 'nobody', '--data', data).status).toBe(1);
+    expect(confab('admin', 'release-nick', 'alice', '--data', tempHome()).stderr).toMatch(/no server data/);
   });
 
   it('fails with exit 1 and one line when no server answers', async () => {

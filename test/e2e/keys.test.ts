@@ -1,8 +1,7 @@
-import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, Proc, serve, tempHome } from '../helpers/cli.js';
+import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -14,9 +13,6 @@ afterEach(async () => {
 function track(p: Proc): Proc {
   procs.push(p);
   return p;
-}
-function confab(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
 }
 
 describe('identity', () => {
@@ -45,7 +41,8 @@ describe('identity', () => {
 
 describe('key change, trust and verify through the CLI', () => {
   it('blocks sending after a key change until `confab trust`, then `confab verify` marks the key', async () => {
-    const { proc: server, port } = await serve();
+    const data = tempHome();
+    const { proc: server, port } = await serve(['--data', data]);
     track(server);
     const aliceHome = tempHome();
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
@@ -58,8 +55,19 @@ describe('key change, trust and verify through the CLI', () => {
     bob.end();
     expect(await bob.exited).toBe(0);
 
-    // Same nick, another key (another home): a warning, and alice can't send.
-    const other = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+    // Same nick, another key (another home): the server refuses it, since the
+    // nick belongs to bob's key, until its operator releases the nick.
+    const otherHome = tempHome();
+    const refused = track(new Proc(['join', invite, '--nick', 'bob', '--home', otherHome]));
+    expect(await refused.exited).toBe(1);
+    expect(refused.stderr.join('\n')).toMatch(/NICK_OWNED/);
+    const released = confab('admin', 'release-nick', 'bob', '--data', data);
+    expect(released.status).toBe(0);
+    expect(released.stdout).toMatch(/^released bob/);
+    expect(confab('admin', 'release-nick', 'bob', '--data', data).status).toBe(1); // nobody owns it now
+
+    // Then the new key gets in: a warning, and alice can't send.
+    const other = track(new Proc(['join', invite, '--nick', 'bob', '--home', otherHome]));
     const warning = await alice.line(/^! WARNING: the key of bob changed/);
     expect(warning).toMatch(/was \d{5}-\d{5}, now \d{5}-\d{5}.*confab trust bob to accept it/);
     other.write('trust me\n');
@@ -84,7 +92,8 @@ describe('key change, trust and verify through the CLI', () => {
   });
 
   it('`confab trust --reject` keeps the old key and unblocks sending', async () => {
-    const { proc: server, port } = await serve();
+    const data = tempHome();
+    const { proc: server, port } = await serve(['--data', data]);
     track(server);
     const aliceHome = tempHome();
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
@@ -93,6 +102,7 @@ describe('key change, trust and verify through the CLI', () => {
     await alice.line(/^\* bob \d{5}-\d{5} joined$/);
     bob.end();
     await alice.line(/^\* bob left$/);
+    expect(confab('admin', 'release-nick', 'bob', '--data', data).status).toBe(0);
     const impostor = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
     const warning = await alice.line(/^! WARNING: the key of bob changed/);
     expect(warning).not.toContain(invite); // the secret is never printed in a warning

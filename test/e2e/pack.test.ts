@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,12 +21,14 @@ describe('npm pack', () => {
 
     const work = mkdtempSync(join(tmpdir(), 'confab-exec-'));
     const npmExec = ['exec', '--yes', `--package=${join(out, tgz as string)}`, '--', 'confab'];
-    const version = execFileSync('npm', [...npmExec, '--version'], { cwd: work, encoding: 'utf8' });
+    const env = { ...process.env, ...localPrebuild() };
+    const version = execFileSync('npm', [...npmExec, '--version'], { cwd: work, encoding: 'utf8', env });
     expect(version.trim()).toBe('0.1.0');
 
     // The installed command serves for real.
     const server = spawn('npm', [...npmExec, 'serve', '--host', '127.0.0.1', '--port', '0'], {
       cwd: work,
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -46,3 +48,26 @@ describe('npm pack', () => {
     }
   });
 });
+
+/**
+ * better-sqlite3 installs through prebuild-install, which looks for a binary
+ * on GitHub (out of reach here) and else compiles for a minute. `npm ci` has
+ * already compiled it for this machine; packed as the prebuilt tarball that
+ * prebuild-install takes from a local folder, the install below uses it, as a
+ * user's install uses the downloaded one.
+ */
+function localPrebuild(): NodeJS.ProcessEnv {
+  const pkg = JSON.parse(readFileSync(join(root, 'node_modules/better-sqlite3/package.json'), 'utf8')) as {
+    version: string;
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'confab-prebuilds-'));
+  const name = `better-sqlite3-v${pkg.version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  execFileSync('tar', [
+    '-czf',
+    join(dir, name),
+    '-C',
+    join(root, 'node_modules/better-sqlite3'),
+    'build/Release/better_sqlite3.node',
+  ]);
+  return { npm_config_better_sqlite3_local_prebuilds: dir };
+}

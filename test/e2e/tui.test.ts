@@ -2,7 +2,7 @@ import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
-import { Proc, serve, tempHome } from '../helpers/cli.js';
+import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { Tty } from '../helpers/pty.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
@@ -38,16 +38,20 @@ interface Received {
   text?: string;
   action?: boolean;
   reason?: string;
+  history?: boolean;
 }
 // Colour and other attributes: ESC [ ... m.
 // eslint-disable-next-line no-control-regex -- matching escape sequences is the point
 const SGR = /\u001b\[[0-9;]*m/;
 const events = (p: Proc): Received[] => p.stdout.map((l) => JSON.parse(l) as Received);
-const texts = (p: Proc): string[] => events(p).flatMap((e) => (e.type === 'message' ? [e.text ?? ''] : []));
+/** Texts of the live messages a --json client printed (history left out). */
+const texts = (p: Proc): string[] =>
+  events(p).flatMap((e) => (e.type === 'message' && e.history !== true ? [e.text ?? ''] : []));
 
 /** A server, alice in the interactive client (she creates the room), bob in line mode with --json. */
 async function room(options: { cols?: number; rows?: number; args?: string[]; env?: NodeJS.ProcessEnv } = {}) {
-  const { proc: server, port } = await serve(['--limit', 'messageIntervalMs=2']);
+  const data = tempHome();
+  const { proc: server, port } = await serve(['--limit', 'messageIntervalMs=2', '--data', data]);
   track(server);
   const alice = track(
     new Tty(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome(), ...(options.args ?? [])], options),
@@ -57,7 +61,7 @@ async function room(options: { cols?: number; rows?: number; args?: string[]; en
   const bob = track(new Proc(['join', invite, '--nick', 'bob', '--json', '--home', tempHome()]));
   await bob.line(/"type":"joined"/);
   await alice.line(/^\d\d:\d\d \* bob \d{5}-\d{5} joined$/);
-  return { server, port, invite, alice, bob };
+  return { server, port, invite, alice, bob, data };
 }
 
 /** A TCP link to the server that a test can cut (and keep cut) and mend. */
@@ -307,7 +311,7 @@ describe('confab join in a terminal (the interactive client)', () => {
   });
 
   it('/verify shows the safety number and marks the key; /accept takes a changed key', async () => {
-    const { alice, bob, invite } = await room();
+    const { alice, bob, invite, data } = await room();
     alice.type('/verify bob\r');
     await alice.line(/^ {2}safety number with bob \(\d{5}-\d{5}, not verified\):$/);
     expect(alice.lines().filter((l) => /^ {4}\d{5} \d{5} \d{5} \d{5}$/.test(l))).toHaveLength(3);
@@ -320,6 +324,7 @@ describe('confab join in a terminal (the interactive client)', () => {
     bob.end();
     await bob.exited;
     await alice.line(/\* bob left$/);
+    expect(confab('admin', 'release-nick', 'bob', '--data', data).status).toBe(0); // the server's operator lets it go
     const other = track(new Proc(['join', invite, '--nick', 'bob', '--json', '--home', tempHome()]));
     await alice.line(/! WARNING: the key of bob changed \(was \d{5}-\d{5}, now \d{5}-\d{5}\)/);
     alice.type('are you bob?\r');
@@ -333,6 +338,8 @@ describe('confab join in a terminal (the interactive client)', () => {
     alice.type('welcome back\r');
     await other.line(/"text":"welcome back"/);
     expect(texts(other)).toEqual(['welcome back']);
+    // What bob said before is the newcomer's backlog, marked as history.
+    expect(events(other).find((e) => e.type === 'message')).toMatchObject({ text: 'now verified', history: true });
   });
 
   it('Ctrl-C leaves cleanly: the others see a leave, the terminal gets its modes back', async () => {
@@ -440,7 +447,8 @@ describe('SecureRoom.rename (what /nick does)', () => {
     members.push(mallory);
     await alice.line(/\* mallory \d{5}-\d{5} joined$/);
 
-    await expect(mallory.room.rename('BOB')).rejects.toMatchObject({ code: 'NICK_TAKEN' });
+    // bob's nick is his key's on this server, so another key gets NICK_OWNED.
+    await expect(mallory.room.rename('BOB')).rejects.toMatchObject({ code: 'NICK_OWNED' });
     expect(mallory.room.nick).toBe('mallory');
     await mallory.room.send('still mallory');
     await bob.line(/"nick":"mallory".*"text":"still mallory"/);

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,4 +71,9 @@ export async function serve(extra: string[] = []): Promise<{ proc: Proc; port: n
   const line = await proc.line(/^listening on /);
   const port = Number(/:(\d+)$/.exec(line)?.[1]);
   return { proc, port };
+}
+
+/** Runs the built CLI to completion (for short commands: id, trust, verify, admin). */
+export function confab(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
 }

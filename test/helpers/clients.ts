@@ -1,5 +1,5 @@
 import { connect } from '../../src/client/index.js';
-import type { ClientEvents, ConfabClient, ConnectOptions, JoinResult } from '../../src/client/index.js';
+import type { ClientEvents, ConfabClient, ConnectOptions, JoinOptions, JoinResult } from '../../src/client/index.js';
 
 /** A connected client with every event it emitted, in order. */
 export interface Recorder {
@@ -22,7 +22,16 @@ export function text(s: string): Uint8Array {
 /** Connects a client that records its events. Reconnects fast, for tests. */
 export async function recorder(port: number, options: Partial<ConnectOptions> = {}): Promise<Recorder> {
   const client = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 100 }, ...options });
-  const events: Recorder['events'] = { message: [], join: [], leave: [], error: [], disconnect: [], reconnect: [] };
+  const events: Recorder['events'] = {
+    message: [],
+    join: [],
+    leave: [],
+    error: [],
+    disconnect: [],
+    reconnect: [],
+    missed: [],
+    cursor: [],
+  };
   for (const name of Object.keys(events) as (keyof ClientEvents)[]) {
     client.on(name, (value) => (events[name] as unknown[]).push(value));
   }
@@ -39,8 +48,9 @@ export async function member(
   r: Uint8Array,
   nick: string,
   options: Partial<ConnectOptions> = {},
+  join: JoinOptions = {},
 ): Promise<Recorder & { joined: JoinResult }> {
   const rec = await recorder(port, options);
-  const joined = await rec.client.join(r, nick);
+  const joined = await rec.client.join(r, nick, join);
   return { ...rec, joined };
 }

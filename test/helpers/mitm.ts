@@ -1,6 +1,6 @@
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
-import { FrameDecoder } from '../../src/protocol/index.js';
+import { FrameDecoder, FrameType } from '../../src/protocol/index.js';
 
 /**
  * A man in the middle between clients and a real server, playing the
@@ -15,6 +15,14 @@ export class Mitm {
   onServerFrame: (frame: Uint8Array, toClient: Socket) => Uint8Array[] = (f) => [f];
   /** The client-facing side of each relayed connection. */
   readonly clients = new Set<Socket>();
+  /**
+   * Play a consistent liar: number the DELIVERs each client gets 1, 2, 3...
+   * after its JOINED, whatever was dropped, added or repeated, so the
+   * client's transport sees no gap and only the end-to-end checks can tell.
+   * (Only for clients that don't send: their own messages would count too.)
+   */
+  renumber = false;
+  private readonly numbering = new WeakMap<Socket, { seq: number }>();
   private readonly sockets = new Set<Socket>();
 
   private constructor(server: Server) {
@@ -33,8 +41,22 @@ export class Mitm {
   }
 
   /** Sends a frame to a client as if the server had. */
-  static inject(toClient: Socket, frame: Uint8Array): void {
-    toClient.write(withLength(frame));
+  inject(toClient: Socket, frame: Uint8Array): void {
+    toClient.write(withLength(this.number(toClient, frame)));
+  }
+
+  private number(client: Socket, frame: Uint8Array): Uint8Array {
+    if (!this.renumber) return frame;
+    const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    const n = this.numbering.get(client) ?? { seq: 0 };
+    this.numbering.set(client, n);
+    if (frame[0] === FrameType.JOINED) {
+      const seqAt = 1 + 4 + 16 + 1 + (frame[1 + 4 + 16] as number);
+      n.seq = Number(view.getBigUint64(seqAt));
+    } else if (frame[0] === FrameType.DELIVER) {
+      view.setBigUint64(1 + 16, BigInt(++n.seq));
+    }
+    return frame;
   }
 
   close(): Promise<void> {
@@ -54,7 +76,9 @@ export class Mitm {
     upstream.on('data', (chunk: Buffer) => {
       this.captured.push(Buffer.from(chunk));
       for (const frame of decoder.push(chunk)) {
-        for (const out of this.onServerFrame(frame.slice(), client)) client.write(withLength(out));
+        for (const out of this.onServerFrame(frame.slice(), client)) {
+          client.write(withLength(this.number(client, out.slice())));
+        }
       }
     });
     const end = (): void => {

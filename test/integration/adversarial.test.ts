@@ -54,6 +54,7 @@ async function next(n: number): Promise<string[]> {
 beforeAll(async () => {
   server = await testServer();
   mitm = await Mitm.start(server.port);
+  mitm.renumber = true;
   alice = await secureMember(server.port, secret, 'alice');
   bob = await secureMember(mitm.port, secret, 'bob');
   await send();
@@ -196,7 +197,7 @@ describe('adversarial relay: every attack detected or rejected', () => {
         body,
       });
       const [toBob] = [...mitm.clients];
-      Mitm.inject(toBob as Socket, frame.subarray(4));
+      mitm.inject(toBob as Socket, frame.subarray(4));
       const events = await next(variant === 2 && malloryMsgSeq === 1 ? 2 : 1);
       const rejected = events.find((e) => e.startsWith('rejected:'));
       if (rejected !== undefined && !events.some((e) => e.startsWith('message:'))) {

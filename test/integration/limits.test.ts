@@ -27,7 +27,10 @@ function track<T extends Recorder>(r: T): T {
 function sendRaw(peer: RawPeer, r: Uint8Array, rid: number, ping = false): Promise<string> {
   const before = peer.frames.length;
   if (ping) peer.write(encodeFrame({ type: 'ping', token: rid }));
-  peer.write(encodeFrame({ type: 'send', rid, room: r, mid: new Uint8Array(16), body: text(`flood ${rid}`) }));
+  // Each its own message id: one id twice is one message (a resend).
+  const mid = new Uint8Array(16);
+  new DataView(mid.buffer).setUint32(12, rid);
+  peer.write(encodeFrame({ type: 'send', rid, room: r, mid, body: text(`flood ${rid}`) }));
   return until(
     () =>
       peer.frames.slice(before).some((f) => (f.type === 'ack' || f.type === 'error') && f.rid === rid) || peer.closed,

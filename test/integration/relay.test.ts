@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/index.js';
+import { newIdentity } from '../../src/crypto/index.js';
 import type { ConfabServer } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
@@ -78,13 +79,25 @@ describe('relay: rooms, fan-out, presence', () => {
   it('refuses a nick already in the room with NICK_TAKEN, ignoring case', async () => {
     const s = await server();
     const r = room(5);
-    track(await member(s.port, r, 'bob'));
+    const identity = newIdentity();
+    track(await member(s.port, r, 'bob', { identity }));
+    // The same key on a second connection: the nick is in use in this room.
     for (const nick of ['bob', 'BOB', 'Bob']) {
-      await expect(member(s.port, r, nick).then((m) => track(m))).rejects.toMatchObject({ code: 'NICK_TAKEN' });
+      await expect(member(s.port, r, nick, { identity }).then((m) => track(m))).rejects.toMatchObject({
+        code: 'NICK_TAKEN',
+      });
     }
-    // The same nick is fine in another room.
-    const other = track(await member(s.port, room(6), 'bob'));
+    // The same nick and key are fine in another room.
+    const other = track(await member(s.port, room(6), 'bob', { identity }));
     expect(other.joined.nick).toBe('bob');
+  });
+
+  it('gives a nick to the first key that uses it: another key gets NICK_OWNED, in any room', async () => {
+    const s = await server();
+    track(await member(s.port, room(30), 'carol'));
+    for (const r of [room(30), room(31)]) {
+      await expect(member(s.port, r, 'Carol').then((m) => track(m))).rejects.toMatchObject({ code: 'NICK_OWNED' });
+    }
   });
 
   it('refuses malformed nicks with BAD_NICK', async () => {
@@ -112,7 +125,8 @@ describe('relay: rooms, fan-out, presence', () => {
     const s = await server();
     const r = room(9);
     const alice = track(await member(s.port, r, 'alice'));
-    const bob = await member(s.port, r, 'bob', { reconnect: false });
+    const identity = newIdentity();
+    const bob = await member(s.port, r, 'bob', { reconnect: false, identity });
     // Reach into the socket to cut it the way a crash or a pulled cable would:
     // no LEAVE, no FIN, a reset.
     const socket = (bob.client as unknown as { socket: Socket }).socket;
@@ -120,7 +134,7 @@ describe('relay: rooms, fan-out, presence', () => {
     await until(() => alice.events.leave.length === 1);
     expect(alice.events.leave[0]).toMatchObject({ nick: 'bob', reason: 'disconnected' });
     await until(() => s.stats.connections === 1);
-    const again = track(await member(s.port, r, 'bob'));
+    const again = track(await member(s.port, r, 'bob', { identity }));
     expect(again.joined.members.map((m) => m.nick)).toEqual(['alice']);
   });
 

@@ -107,6 +107,13 @@ describe('frame codec', () => {
         mid: bytes(16),
         body: fc.uint8Array({ maxLength: 300 }),
       }),
+      fc.record({
+        type: fc.constant('fetch' as const),
+        rid: u32,
+        room: bytes(16),
+        after: seq,
+        limit: fc.nat({ max: 0xffff }),
+      }),
       fc.record({ type: fc.constant('ping' as const), token: u32 }),
       fc.record({
         type: fc.constant('error' as const),
@@ -134,6 +141,23 @@ describe('frame codec', () => {
         body: fc.uint8Array({ maxLength: 300 }),
       }),
       fc.record({ type: fc.constant('ack' as const), rid: u32, room: bytes(16), seq, ts: seq }),
+      fc.record({
+        type: fc.constant('history' as const),
+        rid: u32,
+        room: bytes(16),
+        seq,
+        ts: seq,
+        nick,
+        body: fc.uint8Array({ maxLength: 300 }),
+      }),
+      fc.record({
+        type: fc.constant('fetched' as const),
+        rid: u32,
+        room: bytes(16),
+        oldest: seq,
+        latest: seq,
+        count: fc.nat({ max: 0xffff }),
+      }),
       fc.record({ type: fc.constant('member-left' as const), room: bytes(16), nick, reason: fc.nat({ max: 255 }) }),
     );
     fc.assert(

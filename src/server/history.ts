@@ -1,0 +1,88 @@
+/** One message as the store keeps it: the SEND body byte for byte, never decoded. */
+export interface StoredMessage {
+  seq: number;
+  /** Server receive time, ms since the epoch. */
+  ts: number;
+  /** The sender's nick as UTF-8 bytes. */
+  nick: Uint8Array;
+  body: Uint8Array;
+}
+
+/** A message handed to `append`, before it has a sequence number. */
+export interface PendingMessage {
+  room: Uint8Array;
+  ts: number;
+  nick: Uint8Array;
+  mid: Uint8Array;
+  body: Uint8Array;
+}
+
+/** What became of one appended message. */
+export interface AppendResult {
+  /** Its sequence number: the new one, or the first copy's for a resend. */
+  seq: number;
+  ts: number;
+  /** True when the room already held this message id: nothing was stored or should be relayed. */
+  duplicate: boolean;
+}
+
+/** A page of a room's history. */
+export interface HistoryPage {
+  messages: StoredMessage[];
+  /** Lowest sequence number still stored; `latest + 1` when nothing is. */
+  oldest: number;
+}
+
+/**
+ * Where the relay keeps rooms' recent messages (as ciphertext) and nick
+ * ownership. Every method is synchronous: the relay calls it once per
+ * event-loop turn with the whole turn's batch, so the cost is one transaction
+ * per turn, not per message.
+ *
+ * A write that fails (disk full, read-only) throws `StoreError` and changes
+ * nothing; the next call tries again.
+ */
+export interface HistoryStore {
+  /** The room's latest sequence number (0 for a room never written to). */
+  latest(room: Uint8Array): number;
+  /**
+   * Stores a batch of messages in one transaction, in order. `nextSeq(i)`
+   * gives the sequence number for `batch[i]`, and is asked only when it is
+   * not a duplicate. If the call throws, nothing was stored and the numbers
+   * handed out are void.
+   */
+  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[];
+  /** Up to `limit` messages after `after` (and at most about `maxBytes` of them), oldest first. */
+  read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage;
+  /** The key that owns `nick` (lower-cased) on this server, if any. */
+  nickOwner(nick: string): Uint8Array | undefined;
+  /** Gives `nick` to `key` if nobody owns it yet; returns the owner after the call. */
+  claimNick(nick: string, key: Uint8Array): Uint8Array;
+  /** Frees a nick for the next key that uses it; false if nobody owned it. */
+  releaseNick(nick: string): boolean;
+  /** Deletes what retention no longer keeps; returns how many messages went. */
+  prune(now: number): number;
+  /** `PRAGMA integrity_check`, or the equivalent: 'ok' when the store is sound. */
+  check(): string;
+  close(): void;
+}
+
+/** Why the store could not write. Retryable: the relay answers STORE_FAILED. */
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  /** The underlying code, e.g. SQLITE_FULL. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** How long and how much history rooms keep. */
+export interface Retention {
+  /** Most messages kept per room. */
+  messages: number;
+  /** Oldest message kept, in ms. */
+  maxAgeMs: number;
+}

@@ -1,0 +1,43 @@
+import type { AppendResult, HistoryPage, HistoryStore, PendingMessage } from './history.js';
+
+/**
+ * The store of a relay run with `--no-history`: keeps nothing, so there is no
+ * backlog, no resume, no resend detection and no nick ownership. Sequence
+ * numbers come from the relay alone and start again when a room empties.
+ */
+export class NoHistory implements HistoryStore {
+  latest(): number {
+    return 0;
+  }
+
+  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[] {
+    return batch.map((m, i) => ({ seq: nextSeq(i), ts: m.ts, duplicate: false }));
+  }
+
+  read(): HistoryPage {
+    // Nothing is stored: "oldest" lies past any sequence number.
+    return { messages: [], oldest: Number.MAX_SAFE_INTEGER };
+  }
+
+  nickOwner(): Uint8Array | undefined {
+    return undefined;
+  }
+
+  claimNick(_nick: string, key: Uint8Array): Uint8Array {
+    return key;
+  }
+
+  releaseNick(): boolean {
+    return false;
+  }
+
+  prune(): number {
+    return 0;
+  }
+
+  check(): string {
+    return 'ok';
+  }
+
+  close(): void {}
+}

@@ -1,0 +1,219 @@
+import Database from 'better-sqlite3';
+import type { Database as Db, Statement } from 'better-sqlite3';
+import { StoreError } from './history.js';
+import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, Retention, StoredMessage } from './history.js';
+
+/** Options of the SQLite store. */
+export interface SqliteHistoryOptions {
+  /** Database file, or `:memory:`. */
+  path: string;
+  retention: Retention;
+  /**
+   * `full` syncs every commit to disk (survives power loss); `normal`, the
+   * default, survives a crash of the process but may lose the last commits to a
+   * power cut (SQLite's WAL with synchronous=NORMAL).
+   */
+  sync?: 'normal' | 'full';
+  /** Largest the database may grow, in bytes (0: no cap). Past it, writes fail as if the disk were full. */
+  maxBytes?: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS rooms (
+  id BLOB PRIMARY KEY,
+  latest INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+  room BLOB NOT NULL,
+  seq INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  mid BLOB NOT NULL,
+  nick BLOB NOT NULL,
+  body BLOB NOT NULL,
+  UNIQUE (room, seq),
+  UNIQUE (room, mid)
+);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
+CREATE TABLE IF NOT EXISTS nicks (
+  nick TEXT PRIMARY KEY,
+  key BLOB NOT NULL,
+  since INTEGER NOT NULL
+) WITHOUT ROWID;
+`;
+
+interface Row {
+  seq: number;
+  ts: number;
+  nick: Buffer;
+  body: Buffer;
+}
+
+/**
+ * The embedded history store: one SQLite database in WAL mode. Messages are
+ * the SEND bodies exactly as received (ciphertext), with their room, sequence
+ * number, receive time, sender nick and client message id.
+ */
+export class SqliteHistory implements HistoryStore {
+  private readonly db: Db;
+  private readonly retention: Retention;
+  private readonly insert: Statement<[Uint8Array, number, number, Uint8Array, Uint8Array, Uint8Array]>;
+  private readonly byMid: Statement<[Uint8Array, Uint8Array], { seq: number; ts: number }>;
+  private readonly setLatest: Statement<[Uint8Array, number]>;
+  private readonly getLatest: Statement<[Uint8Array], { latest: number }>;
+  private readonly page: Statement<[Uint8Array, number, number], Row>;
+  private readonly first: Statement<[Uint8Array], { seq: number | null }>;
+  private readonly owner: Statement<[string], { key: Buffer }>;
+  private readonly claim: Statement<[string, Uint8Array, number]>;
+  private readonly release: Statement<[string]>;
+  private readonly trimRoom: Statement<[Uint8Array, number]>;
+  private readonly trimAge: Statement<[number]>;
+  private readonly appendAll: (batch: readonly PendingMessage[], nextSeq: (index: number) => number) => AppendResult[];
+  /** Rooms written since the last prune, with how many messages each got. */
+  private readonly written = new Map<string, { room: Uint8Array; count: number }>();
+
+  constructor(options: SqliteHistoryOptions) {
+    this.retention = options.retention;
+    try {
+      this.db = new Database(options.path);
+      if (options.path !== ':memory:') this.db.pragma('journal_mode = WAL');
+      this.db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
+      this.db.pragma('busy_timeout = 5000');
+      this.db.exec(SCHEMA);
+      if (options.maxBytes !== undefined && options.maxBytes > 0) {
+        const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+        this.db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxBytes / pageSize))}`);
+      }
+    } catch (err) {
+      throw storeError(err, `cannot open the history store ${options.path}`);
+    }
+    const db = this.db;
+    this.insert = db.prepare('INSERT INTO messages (room, seq, ts, mid, nick, body) VALUES (?, ?, ?, ?, ?, ?)');
+    this.byMid = db.prepare('SELECT seq, ts FROM messages WHERE room = ? AND mid = ?');
+    this.setLatest = db.prepare(
+      'INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET latest = excluded.latest',
+    );
+    this.getLatest = db.prepare('SELECT latest FROM rooms WHERE id = ?');
+    this.page = db.prepare('SELECT seq, ts, nick, body FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?');
+    this.first = db.prepare('SELECT min(seq) AS seq FROM messages WHERE room = ?');
+    this.owner = db.prepare('SELECT key FROM nicks WHERE nick = ?');
+    this.claim = db.prepare('INSERT INTO nicks (nick, key, since) VALUES (?, ?, ?) ON CONFLICT (nick) DO NOTHING');
+    this.release = db.prepare('DELETE FROM nicks WHERE nick = ?');
+    this.trimRoom = db.prepare('DELETE FROM messages WHERE room = ? AND seq <= ?');
+    this.trimAge = db.prepare('DELETE FROM messages WHERE ts < ?');
+    this.appendAll = db.transaction((batch: readonly PendingMessage[], nextSeq: (index: number) => number) => {
+      const results: AppendResult[] = [];
+      const latest = new Map<string, { room: Uint8Array; seq: number }>();
+      for (let i = 0; i < batch.length; i++) {
+        const m = batch[i] as PendingMessage;
+        const first = this.byMid.get(m.room, m.mid);
+        if (first !== undefined) {
+          results.push({ seq: first.seq, ts: first.ts, duplicate: true });
+          continue;
+        }
+        const seq = nextSeq(i);
+        this.insert.run(m.room, seq, m.ts, m.mid, m.nick, m.body);
+        latest.set(hex(m.room), { room: m.room, seq });
+        results.push({ seq, ts: m.ts, duplicate: false });
+      }
+      for (const { room, seq } of latest.values()) this.setLatest.run(room, seq);
+      return results;
+    });
+  }
+
+  latest(room: Uint8Array): number {
+    return this.getLatest.get(room)?.latest ?? 0;
+  }
+
+  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[] {
+    let results: AppendResult[];
+    try {
+      results = this.appendAll(batch, nextSeq);
+    } catch (err) {
+      throw storeError(err, 'cannot store messages');
+    }
+    for (let i = 0; i < batch.length; i++) {
+      if ((results[i] as AppendResult).duplicate) continue;
+      const room = (batch[i] as PendingMessage).room;
+      const key = hex(room);
+      const w = this.written.get(key);
+      if (w === undefined) this.written.set(key, { room, count: 1 });
+      else w.count++;
+    }
+    return results;
+  }
+
+  read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage {
+    const messages: StoredMessage[] = [];
+    let bytes = 0;
+    for (const row of this.page.iterate(room, after, limit)) {
+      bytes += row.body.length + row.nick.length + 40;
+      if (messages.length > 0 && bytes > maxBytes) break;
+      messages.push({ seq: row.seq, ts: row.ts, nick: row.nick, body: row.body });
+    }
+    const first = this.first.get(room)?.seq ?? null;
+    return { messages, oldest: first ?? this.latest(room) + 1 };
+  }
+
+  nickOwner(nick: string): Uint8Array | undefined {
+    return this.owner.get(nick.toLowerCase())?.key;
+  }
+
+  claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
+    try {
+      this.claim.run(nick.toLowerCase(), key, now);
+    } catch (err) {
+      throw storeError(err, 'cannot record the nick');
+    }
+    return this.nickOwner(nick) ?? key;
+  }
+
+  releaseNick(nick: string): boolean {
+    try {
+      return this.release.run(nick.toLowerCase()).changes > 0;
+    } catch (err) {
+      throw storeError(err, 'cannot release the nick');
+    }
+  }
+
+  prune(now: number): number {
+    let removed = 0;
+    try {
+      for (const { room } of this.written.values()) {
+        const keepAfter = this.latest(room) - this.retention.messages;
+        if (keepAfter > 0) removed += this.trimRoom.run(room, keepAfter).changes;
+      }
+      this.written.clear();
+      removed += this.trimAge.run(now - this.retention.maxAgeMs).changes;
+    } catch (err) {
+      throw storeError(err, 'cannot prune history');
+    }
+    return removed;
+  }
+
+  /** Rooms written to since the last prune, and how many messages each got. */
+  pendingPrune(): number {
+    let most = 0;
+    for (const w of this.written.values()) most = Math.max(most, w.count);
+    return most;
+  }
+
+  check(): string {
+    const rows = this.db.pragma('integrity_check') as { integrity_check: string }[];
+    return rows.map((r) => r.integrity_check).join('; ');
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
+function storeError(err: unknown, what: string): StoreError {
+  if (err instanceof StoreError) return err;
+  const code = (err as { code?: unknown }).code;
+  const text = err instanceof Error ? err.message : String(err);
+  return new StoreError(typeof code === 'string' ? code : 'STORE', `${what}: ${text}`, { cause: err });
+}

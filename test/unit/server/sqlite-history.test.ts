@@ -1,0 +1,124 @@
+import { describe, expect, it } from 'vitest';
+import { NoHistory } from '../../../src/server/no-history.js';
+import { SqliteHistory } from '../../../src/server/sqlite-history.js';
+import type { PendingMessage } from '../../../src/server/history.js';
+
+const enc = new TextEncoder();
+const room = (n: number): Uint8Array => new Uint8Array(16).fill(n);
+const mid = (n: number): Uint8Array => {
+  const m = new Uint8Array(16);
+  new DataView(m.buffer).setUint32(12, n);
+  return m;
+};
+const msg = (r: number, n: number, ts = 1000 + n, body = `body ${n}`): PendingMessage => ({
+  room: room(r),
+  ts,
+  nick: enc.encode('alice'),
+  mid: mid(n),
+  body: enc.encode(body),
+});
+
+function store(messages = 1000, maxAgeMs = 1e12): SqliteHistory {
+  return new SqliteHistory({ path: ':memory:', retention: { messages, maxAgeMs } });
+}
+
+/** Appends with the relay's rule: the next number after the room's latest. */
+function append(s: SqliteHistory, batch: PendingMessage[]): ReturnType<SqliteHistory['append']> {
+  const next = new Map<number, number>();
+  return s.append(batch, (i) => {
+    const r = (batch[i] as PendingMessage).room[0] as number;
+    const seq = (next.get(r) ?? s.latest(room(r))) + 1;
+    next.set(r, seq);
+    return seq;
+  });
+}
+
+describe('SqliteHistory', () => {
+  it('stores bodies byte for byte, numbered per room, and reads them back in pages', () => {
+    const s = store();
+    const results = append(s, [msg(1, 1), msg(1, 2), msg(2, 3), msg(1, 4)]);
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 1, 3]);
+    expect(s.latest(room(1))).toBe(3);
+    expect(s.latest(room(9))).toBe(0);
+    const page = s.read(room(1), 1, 10, 1e6);
+    expect(page.messages.map((m) => [m.seq, new TextDecoder().decode(m.body)])).toEqual([
+      [2, 'body 2'],
+      [3, 'body 4'],
+    ]);
+    expect(page.oldest).toBe(1); // the lowest stored, whatever was asked for
+    expect(s.read(room(1), 0, 1, 1e6).messages).toHaveLength(1);
+    // By bytes: at least one message, then no more than fits.
+    expect(s.read(room(1), 0, 10, 1).messages).toHaveLength(1);
+    expect(s.read(room(3), 0, 10, 1e6)).toEqual({ messages: [], oldest: 1 });
+  });
+
+  it('recognises a message id it holds: the first sequence number and time, nothing stored', () => {
+    const s = store();
+    append(s, [msg(1, 1)]);
+    const again = append(s, [msg(1, 1, 5000, 'other content'), msg(1, 2)]);
+    expect(again).toEqual([
+      { seq: 1, ts: 1001, duplicate: true },
+      { seq: 2, ts: 1002, duplicate: false },
+    ]);
+    expect(s.read(room(1), 0, 10, 1e6).messages.map((m) => new TextDecoder().decode(m.body))).toEqual([
+      'body 1',
+      'body 2',
+    ]);
+    // The same id in another room is another message.
+    expect(append(s, [msg(2, 1)])[0]?.duplicate).toBe(false);
+  });
+
+  it('prunes by count per room and by age, keeping the numbering', () => {
+    const s = store(3, 10_000);
+    append(
+      s,
+      [1, 2, 3, 4, 5].map((n) => msg(1, n)),
+    );
+    expect(s.prune(2000)).toBe(2);
+    expect(s.read(room(1), 0, 10, 1e6).oldest).toBe(3);
+    expect(s.prune(1_000_000)).toBe(3); // all older than 10 s
+    expect(s.read(room(1), 0, 10, 1e6)).toEqual({ messages: [], oldest: 6 });
+    expect(append(s, [msg(1, 6)])[0]?.seq).toBe(6);
+  });
+
+  it('binds a nick to the first key, case-insensitively, until released', () => {
+    const s = store();
+    const k1 = new Uint8Array(32).fill(1);
+    const k2 = new Uint8Array(32).fill(2);
+    expect(s.nickOwner('Bob')).toBeUndefined();
+    expect([...s.claimNick('Bob', k1)]).toEqual([...k1]);
+    expect([...s.claimNick('BOB', k2)]).toEqual([...k1]);
+    expect([...(s.nickOwner('bob') ?? [])]).toEqual([...k1]);
+    expect(s.releaseNick('bOb')).toBe(true);
+    expect(s.releaseNick('bob')).toBe(false);
+    expect([...s.claimNick('bob', k2)]).toEqual([...k2]);
+    expect(s.check()).toBe('ok');
+  });
+
+  it('fails a write past its size cap with a StoreError, changing nothing, and writes again once there is room', () => {
+    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 5, maxAgeMs: 1e12 }, maxBytes: 256 * 1024 });
+    const big = (n: number): PendingMessage => msg(1, n, 1000 + n, 'x'.repeat(20_000));
+    let n = 0;
+    let error: unknown;
+    try {
+      for (; n < 100; n++) append(s, [big(n)]);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
+    const latest = s.latest(room(1));
+    expect(latest).toBe(n);
+    expect(s.prune(0)).toBeGreaterThan(0); // retention frees pages
+    expect(append(s, [big(n)])[0]?.seq).toBe(latest + 1);
+    expect(s.check()).toBe('ok');
+  });
+});
+
+describe('NoHistory', () => {
+  it('keeps nothing: no duplicates known, nothing to read, no nick owners', () => {
+    const s = new NoHistory();
+    expect(s.append([msg(1, 1), msg(1, 1)], (i) => i + 7).map((r) => r.seq)).toEqual([7, 8]);
+    expect(s.read().messages).toEqual([]);
+    expect(s.nickOwner()).toBeUndefined();
+  });
+});
