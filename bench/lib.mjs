@@ -58,13 +58,13 @@ export class RawClient {
     socket.on('error', () => {});
   }
 
-  static open(port, nick, room) {
+  /** Connects and joins; `identity` keeps a nick's key across reconnects (the server binds nicks to keys). */
+  static open(port, nick, room, identity = newIdentity()) {
     return new Promise((resolve, reject) => {
       const socket = connect({ host: '127.0.0.1', port, noDelay: true });
       socket.once('error', reject);
       socket.once('connect', () => {
         const c = new RawClient(socket);
-        const identity = newIdentity();
         c.onFrame = (f) => {
           if (f[0] === FrameType.WELCOME) {
             const { challenge } = parseServerFrame(f);

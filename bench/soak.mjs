@@ -5,8 +5,12 @@
 //
 // Each client sends one message every 10 s; 2% of clients reconnect each minute.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { newIdentity } from '../dist/crypto/index.js';
 import { encodeFrame } from '../dist/protocol/index.js';
 import { RawClient, round } from './lib.mjs';
 
@@ -21,6 +25,8 @@ const N = Number(values.clients);
 const MINUTES = Number(values.minutes);
 const ROOMS = Number(values.rooms);
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+// As deployed: history in SQLite in a data directory of its own.
+const DATA = mkdtempSync(join(tmpdir(), 'confab-soak-'));
 
 const server = spawn(
   process.execPath,
@@ -35,6 +41,8 @@ const server = spawn(
     '10',
     '--log-level',
     'info',
+    '--data',
+    DATA,
     ...['maxConnectionsPerIp=100000', 'connectionsPerIpPerMinute=10000000'].flatMap((l) => ['--limit', l]),
   ],
   { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -64,11 +72,12 @@ const port = await new Promise((resolve) => {
 
 const roomId = (i) => new Uint8Array(16).fill(1 + (i % ROOMS));
 const clients = new Array(N);
+const identities = Array.from({ length: N }, () => newIdentity());
 let received = 0;
 let sent = 0;
 let reconnects = 0;
 async function open(i) {
-  const c = await RawClient.open(port, `s${i}`, roomId(i));
+  const c = await RawClient.open(port, `s${i}`, roomId(i), identities[i]);
   c.onFrame = (f) => {
     if (f[0] === 0x86) received++;
     if (f[0] === 0x10) c.socket.write(encodeFrame({ type: 'pong', token: 0 })); // answer heartbeats
@@ -80,13 +89,15 @@ console.error(`soak: ${N} clients connected; running ${MINUTES} min`);
 
 const start = Date.now();
 const end = start + MINUTES * 60_000;
-const mid = new Uint8Array(16);
+// Every message its own id: a repeated id is a resend, which the server acknowledges and drops.
+const mid = crypto.getRandomValues(new Uint8Array(16));
 let rid = 0;
 const sender = setInterval(() => {
   // Every second, a tenth of the clients send: one message per client per 10 s.
   const second = Math.floor((Date.now() - start) / 1000);
   for (let i = second % 10; i < N; i += 10) {
-    clients[i]?.socket.write(encodeFrame({ type: 'send', rid: ++rid, room: roomId(i), mid, body: new Uint8Array(64) }));
+    new DataView(mid.buffer).setUint32(12, ++rid);
+    clients[i]?.socket.write(encodeFrame({ type: 'send', rid, room: roomId(i), mid, body: new Uint8Array(64) }));
     sent++;
   }
 }, 1000);
@@ -128,3 +139,4 @@ console.log(
   }),
 );
 server.kill('SIGTERM');
+server.once('exit', () => rmSync(DATA, { recursive: true, force: true }));

@@ -167,13 +167,18 @@ interface RoomState {
   /** Last sequence number seen (or skipped knowingly); null before the first JOINED. */
   cursor: number | null;
   backlog: number;
-  /** The FETCH under way, if any. */
+  /** The FETCH under way (0: one is waiting to be retried), if any. */
   fetchRid: number | null;
+  /** FETCHes refused in a row, for the retry delay. */
+  fetchFailures: number;
   /** Live messages that arrived ahead of the cursor, waiting for the gap before them to be fetched. */
   held: DeliverFrame[];
   /** Our own messages' sequence numbers past the cursor (we get no DELIVER for them). */
   own: Set<number>;
 }
+
+/** `fetchRid` while a refused FETCH waits to be asked again (request ids start at 1). */
+const WAITING_TO_FETCH = 0;
 
 /** A rejoin refused with one of these would be refused again: give the room up. */
 const JOIN_FINAL_CODES = new Set<string>(['NICK_OWNED', 'BAD_NICK', 'BAD_JOIN_PROOF']);
@@ -276,6 +281,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       cursor: options.cursor ?? null,
       backlog,
       fetchRid: null,
+      fetchFailures: 0,
       held: [],
       own: new Set(),
     };
@@ -484,10 +490,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if ((state.cursor ?? 0) < latest) this.fetch(state);
   }
 
+  /** Asks for what follows the cursor, up to the first live message held (that one is shown live). */
   private fetch(state: RoomState): void {
+    const after = state.cursor ?? 0;
+    let limit = MAX_FETCH;
+    for (const h of state.held) limit = Math.min(limit, h.seq - 1 - after);
     const rid = this.rid();
     state.fetchRid = rid;
-    this.write(encodeFrame({ type: 'fetch', rid, room: state.id, after: state.cursor ?? 0, limit: MAX_FETCH }));
+    this.write(encodeFrame({ type: 'fetch', rid, room: state.id, after, limit: Math.max(1, limit) }));
   }
 
   /** A live message: shown now if it is next, else held while the gap before it is fetched. */
@@ -516,6 +526,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const state = this.rooms.get(roomKey(frame.room));
     if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
     state.fetchRid = null;
+    state.fetchFailures = 0;
     if (frame.count === 0) {
       // Nothing stored after the cursor (the answer holds at least one message
       // when anything is): what lies between it and the next message we know
@@ -537,14 +548,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private fetchFailed(rid: number, err: ClientError): boolean {
     for (const state of this.rooms.values()) {
       if (state.fetchRid !== rid) continue;
-      state.fetchRid = null;
-      this.emit('error', err);
+      state.fetchRid = WAITING_TO_FETCH; // live messages that arrive meanwhile wait, and don't ask again
+      if (state.fetchFailures === 0) this.emit('error', err);
       const socket = this.socket;
       this.opts.clock.setTimer(
         () => {
-          if (this.socket === socket && state.joined && state.fetchRid === null) this.fetch(state);
+          if (this.socket === socket && state.joined && state.fetchRid === WAITING_TO_FETCH) this.fetch(state);
         },
-        backoffDelay(2, this.opts.random(), this.opts.backoff),
+        backoffDelay(1 + state.fetchFailures++, this.opts.random(), this.opts.backoff),
       );
       return true;
     }

@@ -161,6 +161,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       this.emit('leave', l);
     });
     client.on('reconnect', (r) => {
+      // A new catch-up: gaps are news again until it reports something missed.
+      this.missedReported = false;
       for (const room of r.rooms) if (this.mine(room.room)) this.resetMembers(room.members);
     });
   }

@@ -18,6 +18,9 @@ import { Screen } from './screen.js';
 import { enter, ExitCode, prepare } from './session.js';
 import type { JoinIO, JoinOptions, Session } from './session.js';
 
+/** Errors with which the client gives a room up after a reconnect (see ConfabClient). */
+const REJOIN_REFUSED = new Set(['NICK_OWNED', 'BAD_NICK', 'BAD_JOIN_PROOF']);
+
 /** `confab join`'s streams when both ends are a terminal. */
 export interface TtyIO extends JoinIO {
   stdin: ReadStream;
@@ -152,6 +155,13 @@ class Chat {
     if (event.type === 'disconnect') this.link = event.reconnecting ? 'reconnecting' : 'offline';
     const shown = renderEvent(event, this.ctx);
     if (shown !== null) this.screen.print(shown.lines, this.options.bell === true && shown.mention);
+    if (event.type === 'error' && REJOIN_REFUSED.has(event.code)) {
+      // The server would not take us back into the room after a reconnect: the client gave it up.
+      this.inRoom = false;
+      this.warn(
+        'you are out of the room: the server refused to let you back in. /nick NAME joins as someone else; /quit leaves.',
+      );
+    }
     this.updatePrompt();
   }
 

@@ -230,6 +230,7 @@ describe('resends and nicks', () => {
 /** A store that can be made to fail every write, the way a full disk does. */
 class FailingStore implements HistoryStore {
   failing = false;
+  failReads = false;
   readonly inner = new SqliteHistory({ path: ':memory:', retention: { messages: 10_000, maxAgeMs: 1e12 } });
   latest(room: Uint8Array): number {
     return this.inner.latest(room);
@@ -239,6 +240,7 @@ class FailingStore implements HistoryStore {
     return this.inner.append(...args);
   }
   read(...args: Parameters<HistoryStore['read']>): ReturnType<HistoryStore['read']> {
+    if (this.failReads) throw new StoreError('SQLITE_IOERR_READ', 'disk I/O error');
     return this.inner.read(...args);
   }
   nickOwner(nick: string): Uint8Array | undefined {
@@ -288,6 +290,25 @@ describe('disk trouble', () => {
     expect(bodies(bob)).toEqual(['before', ...range(1, 5)]);
     expect(bob.events.message.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(store.check()).toBe('ok');
+  });
+
+  it('a history read that fails is reported once and retried; the catch-up then completes, live messages after it', async () => {
+    const store = new FailingStore();
+    const s = await server({ store });
+    const r = room(14);
+    const alice = track(await member(s.port, r, 'alice'));
+    await sendAll(alice, r, range(1, 5));
+    store.failReads = true;
+    const bob = track(await member(s.port, r, 'bob', { backoff: { baseMs: 50, maxMs: 100 } }, { backlog: 5 }));
+    await until(() => bob.events.error.some((e) => e.code === 'STORE_FAILED'));
+    await alice.client.send(r, text('live while the history is unreadable'));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(bob.events.message).toEqual([]); // held until the gap before it is filled
+    expect(bob.events.error).toHaveLength(1); // one report, however many retries
+    store.failReads = false;
+    await until(() => bob.events.message.length === 6);
+    expect(bodies(bob)).toEqual([...range(1, 5), 'live while the history is unreadable']);
+    expect(bob.events.message.map((m) => m.history)).toEqual([true, true, true, true, true, false]);
   });
 
   it('a real full disk (a small tmpfs): refused while full, nothing acknowledged is lost, integrity ok', async (ctx) => {
