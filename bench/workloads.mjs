@@ -135,7 +135,7 @@ const confabSystem = (store) => ({
     }
   },
 });
-const confab = confabSystem('sqlite');
+const confab = confabSystem(process.env.CONFAB_BENCH_STORE ?? 'sqlite');
 
 /** Redis pub/sub with the same workload shape. */
 function redisSystem(redis) {
@@ -261,7 +261,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const members = [];
   for (let r = 0; r < rooms; r++) {
     const room = roomId(100 + r);
-    const list = await Promise.all(Array.from({ length: perRoom }, (_, i) => confab.sender(room, `m${i}`)));
+    const list = await Promise.all(Array.from({ length: perRoom }, (_, i) => confab.sender(room, `r${r}m${i}`))); // a nick belongs to one key server-wide
     for (const m of list) {
       const inner = m.client.onFrame;
       m.client.onFrame = (f) => {

@@ -8,6 +8,13 @@ export interface StoredMessage {
   body: Uint8Array;
 }
 
+/** Where `append` gets sequence numbers: the relay's per-room counters, tentatively. */
+export interface SeqSource {
+  next(index: number): number;
+  /** The number just given for `index` was not used (a duplicate). */
+  release(index: number): void;
+}
+
 /** A message handed to `append`, before it has a sequence number. */
 export interface PendingMessage {
   room: Uint8Array;
@@ -46,12 +53,13 @@ export interface HistoryStore {
   /** The room's latest sequence number (0 for a room never written to). */
   latest(room: Uint8Array): number;
   /**
-   * Stores a batch of messages in one transaction, in order. `nextSeq(i)`
-   * gives the sequence number for `batch[i]`, and is asked only when it is
-   * not a duplicate. If the call throws, nothing was stored and the numbers
-   * handed out are void.
+   * Stores a batch of messages in one transaction, in order. `seqs.next(i)`
+   * gives the sequence number for `batch[i]`; if it turns out to be a
+   * duplicate, the store hands the number back with `seqs.release(i)` before
+   * asking for the next one. If the call throws, nothing was stored and the
+   * numbers handed out are void.
    */
-  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[];
+  append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[];
   /** Up to `limit` messages after `after` (and at most about `maxBytes` of them), oldest first. */
   read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage;
   /** The key that owns `nick` (lower-cased) on this server, if any. */

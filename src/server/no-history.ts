@@ -1,4 +1,4 @@
-import type { AppendResult, HistoryPage, HistoryStore, PendingMessage } from './history.js';
+import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, SeqSource } from './history.js';
 
 /**
  * The store of a relay run with `--no-history`: keeps nothing, so there is no
@@ -10,8 +10,8 @@ export class NoHistory implements HistoryStore {
     return 0;
   }
 
-  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[] {
-    return batch.map((m, i) => ({ seq: nextSeq(i), ts: m.ts, duplicate: false }));
+  append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
+    return batch.map((m, i) => ({ seq: seqs.next(i), ts: m.ts, duplicate: false }));
   }
 
   read(): HistoryPage {

@@ -331,17 +331,23 @@ export class Relay {
     this.pending = [];
     // Sequence numbers are handed out tentatively and kept only if the commit succeeds.
     const next = new Map<Room, number>();
-    const nextSeq = (i: number): number => {
-      const room = this.roomOf(batch[i] as PendingSend);
-      const seq = (next.get(room) ?? room.seq) + 1;
-      next.set(room, seq);
-      return seq;
+    const seqs = {
+      next: (i: number): number => {
+        const room = this.roomOf(batch[i] as PendingSend);
+        const seq = (next.get(room) ?? room.seq) + 1;
+        next.set(room, seq);
+        return seq;
+      },
+      release: (i: number): void => {
+        const room = this.roomOf(batch[i] as PendingSend);
+        next.set(room, (next.get(room) as number) - 1);
+      },
     };
     let results: AppendResult[];
     try {
       results = this.store.append(
         batch.map((p) => p.msg),
-        nextSeq,
+        seqs,
       );
     } catch (err) {
       this.refuseBatch(batch, err);

@@ -1,7 +1,15 @@
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { StoreError } from './history.js';
-import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, Retention, StoredMessage } from './history.js';
+import type {
+  AppendResult,
+  HistoryPage,
+  HistoryStore,
+  PendingMessage,
+  Retention,
+  SeqSource,
+  StoredMessage,
+} from './history.js';
 
 /** Options of the SQLite store. */
 export interface SqliteHistoryOptions {
@@ -30,10 +38,9 @@ CREATE TABLE IF NOT EXISTS messages (
   mid BLOB NOT NULL,
   nick BLOB NOT NULL,
   body BLOB NOT NULL,
-  UNIQUE (room, seq),
-  UNIQUE (room, mid)
-);
-CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
+  PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_mid ON messages (room, mid);
 CREATE TABLE IF NOT EXISTS nicks (
   nick TEXT PRIMARY KEY,
   key BLOB NOT NULL,
@@ -66,8 +73,11 @@ export class SqliteHistory implements HistoryStore {
   private readonly claim: Statement<[string, Uint8Array, number]>;
   private readonly release: Statement<[string]>;
   private readonly trimRoom: Statement<[Uint8Array, number]>;
-  private readonly trimAge: Statement<[number]>;
-  private readonly appendAll: (batch: readonly PendingMessage[], nextSeq: (index: number) => number) => AppendResult[];
+  private readonly firstKept: Statement<[Uint8Array, number], { seq: number }>;
+  private readonly trimBefore: Statement<[Uint8Array, number]>;
+  private readonly trimAll: Statement<[Uint8Array]>;
+  private readonly roomIds: Statement<[], { id: Buffer }>;
+  private readonly appendAll: (batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[];
   /** Rooms written since the last prune, with how many messages each got. */
   private readonly written = new Map<string, { room: Uint8Array; count: number }>();
 
@@ -87,7 +97,9 @@ export class SqliteHistory implements HistoryStore {
       throw storeError(err, `cannot open the history store ${options.path}`);
     }
     const db = this.db;
-    this.insert = db.prepare('INSERT INTO messages (room, seq, ts, mid, nick, body) VALUES (?, ?, ?, ?, ?, ?)');
+    this.insert = db.prepare(
+      'INSERT INTO messages (room, seq, ts, mid, nick, body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room, mid) DO NOTHING',
+    );
     this.byMid = db.prepare('SELECT seq, ts FROM messages WHERE room = ? AND mid = ?');
     this.setLatest = db.prepare(
       'INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET latest = excluded.latest',
@@ -99,19 +111,27 @@ export class SqliteHistory implements HistoryStore {
     this.claim = db.prepare('INSERT INTO nicks (nick, key, since) VALUES (?, ?, ?) ON CONFLICT (nick) DO NOTHING');
     this.release = db.prepare('DELETE FROM nicks WHERE nick = ?');
     this.trimRoom = db.prepare('DELETE FROM messages WHERE room = ? AND seq <= ?');
-    this.trimAge = db.prepare('DELETE FROM messages WHERE ts < ?');
-    this.appendAll = db.transaction((batch: readonly PendingMessage[], nextSeq: (index: number) => number) => {
+    // Receive times rise with sequence numbers, so a room's expired messages are
+    // a prefix: walking the key from the oldest finds the first one kept at the
+    // cost of the ones to delete, with no index on time to keep up per insert.
+    this.firstKept = db.prepare('SELECT seq FROM messages WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1');
+    this.trimBefore = db.prepare('DELETE FROM messages WHERE room = ? AND seq < ?');
+    this.trimAll = db.prepare('DELETE FROM messages WHERE room = ?');
+    this.roomIds = db.prepare('SELECT id FROM rooms');
+    this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
       const latest = new Map<string, { room: Uint8Array; seq: number }>();
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i] as PendingMessage;
-        const first = this.byMid.get(m.room, m.mid);
-        if (first !== undefined) {
+        const seq = seqs.next(i);
+        // One index lookup, in the insert: a resend is the rare case.
+        if (this.insert.run(m.room, seq, m.ts, m.mid, m.nick, m.body).changes === 0) {
+          seqs.release(i);
+          const first = this.byMid.get(m.room, m.mid);
+          if (first === undefined) throw new StoreError('SQLITE_CONSTRAINT', 'message id conflict without a row');
           results.push({ seq: first.seq, ts: first.ts, duplicate: true });
           continue;
         }
-        const seq = nextSeq(i);
-        this.insert.run(m.room, seq, m.ts, m.mid, m.nick, m.body);
         latest.set(hex(m.room), { room: m.room, seq });
         results.push({ seq, ts: m.ts, duplicate: false });
       }
@@ -124,10 +144,10 @@ export class SqliteHistory implements HistoryStore {
     return this.getLatest.get(room)?.latest ?? 0;
   }
 
-  append(batch: readonly PendingMessage[], nextSeq: (index: number) => number): AppendResult[] {
+  append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
     let results: AppendResult[];
     try {
-      results = this.appendAll(batch, nextSeq);
+      results = this.appendAll(batch, seqs);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
     }
@@ -183,7 +203,11 @@ export class SqliteHistory implements HistoryStore {
         if (keepAfter > 0) removed += this.trimRoom.run(room, keepAfter).changes;
       }
       this.written.clear();
-      removed += this.trimAge.run(now - this.retention.maxAgeMs).changes;
+      const cutoff = now - this.retention.maxAgeMs;
+      for (const { id } of this.roomIds.all()) {
+        const kept = this.firstKept.get(id, cutoff);
+        removed += (kept === undefined ? this.trimAll.run(id) : this.trimBefore.run(id, kept.seq)).changes;
+      }
     } catch (err) {
       throw storeError(err, 'cannot prune history');
     }

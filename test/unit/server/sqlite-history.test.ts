@@ -25,11 +25,14 @@ function store(messages = 1000, maxAgeMs = 1e12): SqliteHistory {
 /** Appends with the relay's rule: the next number after the room's latest. */
 function append(s: SqliteHistory, batch: PendingMessage[]): ReturnType<SqliteHistory['append']> {
   const next = new Map<number, number>();
-  return s.append(batch, (i) => {
-    const r = (batch[i] as PendingMessage).room[0] as number;
-    const seq = (next.get(r) ?? s.latest(room(r))) + 1;
-    next.set(r, seq);
-    return seq;
+  const roomOf = (i: number): number => (batch[i] as PendingMessage).room[0] as number;
+  return s.append(batch, {
+    next: (i) => {
+      const seq = (next.get(roomOf(i)) ?? s.latest(room(roomOf(i)))) + 1;
+      next.set(roomOf(i), seq);
+      return seq;
+    },
+    release: (i) => next.set(roomOf(i), (next.get(roomOf(i)) as number) - 1),
   });
 }
 
@@ -117,7 +120,8 @@ describe('SqliteHistory', () => {
 describe('NoHistory', () => {
   it('keeps nothing: no duplicates known, nothing to read, no nick owners', () => {
     const s = new NoHistory();
-    expect(s.append([msg(1, 1), msg(1, 1)], (i) => i + 7).map((r) => r.seq)).toEqual([7, 8]);
+    const seqs = { next: (i: number) => i + 7, release: () => {} };
+    expect(s.append([msg(1, 1), msg(1, 1)], seqs).map((r) => r.seq)).toEqual([7, 8]);
     expect(s.read().messages).toEqual([]);
     expect(s.nickOwner()).toBeUndefined();
   });
