@@ -13,6 +13,7 @@ export class Batcher {
   private rooms: Flushable[] = [];
   private conns: Flushable[] = [];
   private scheduled = false;
+  private turn = 0;
   private readonly afterFlush: () => void;
   private readonly beforeFlush: () => void;
 
@@ -49,7 +50,13 @@ export class Batcher {
     for (const room of rooms) room.flush();
     const conns = this.conns;
     this.conns = [];
-    for (const conn of conns) conn.flush();
+    // Start each turn's writes at another place in the list: whoever is written
+    // first hears first and answers first, and a fixed order would let the
+    // same connections win every turn.
+    const n = conns.length;
+    const start = n === 0 ? 0 : this.turn++ % n;
+    for (let i = start; i < n; i++) (conns[i] as Flushable).flush();
+    for (let i = 0; i < start; i++) (conns[i] as Flushable).flush();
     this.afterFlush();
   };
 
