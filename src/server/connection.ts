@@ -33,6 +33,8 @@ export class Connection implements Flushable {
   readonly challenge: Uint8Array;
   /** Its message rate limit. */
   readonly bucket: TokenBucket;
+  /** Its JOIN rate limit, made at its first JOIN. */
+  joins: TokenBucket | null = null;
   /** Messages refused in a row for going too fast. */
   strikes = 0;
   /** Refusing SENDs with this code until the client's next PING (see Relay.send), or null. */

@@ -43,6 +43,10 @@ export interface ServerLimits {
   messageIntervalMs: number;
   /** Refused messages in a row after which a flooding connection is dropped (RATE_LIMITED, fatal). */
   floodStrikes: number;
+  /** JOINs a connection may make at once (RATE_LIMITED beyond): each one is announced to the whole room... */
+  joinBurst: number;
+  /** ...and then one every this many ms. */
+  joinIntervalMs: number;
   /** Most messages in one answer to FETCH (the client asks again for more). */
   fetchMessages: number;
   /** Most bytes of messages in one answer to FETCH (at least one message is always sent). */
@@ -73,6 +77,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   messageBurst: 10,
   messageIntervalMs: 200,
   floodStrikes: 100,
+  joinBurst: 20,
+  joinIntervalMs: 3000,
   fetchMessages: 500,
   fetchBytes: 128 * 1024,
   historyMessages: 10_000,

@@ -444,6 +444,20 @@ export class Relay {
   }
 
   private join(conn: Connection, frame: JoinFrame): void {
+    // Before the signature check (the costliest step): every JOIN is announced
+    // to the whole room, so joining and leaving in a loop would flood it.
+    const l = this.limits;
+    const now = this.clock.now();
+    if (!(conn.joins ??= new TokenBucket(l.joinBurst, l.joinIntervalMs, now)).take(now)) {
+      this.stats.rateLimited++;
+      this.reject(
+        conn,
+        frame.rid,
+        'RATE_LIMITED',
+        `at most ${l.joinBurst} joins at once, then 1 per ${l.joinIntervalMs} ms`,
+      );
+      return;
+    }
     if (!NICK_PATTERN.test(frame.nick)) {
       this.reject(conn, frame.rid, 'BAD_NICK', 'a nick is 1 to 24 of A-Z a-z 0-9 _ . -');
       return;

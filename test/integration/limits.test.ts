@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
+import { newIdentity, signJoinProof } from '../../src/crypto/index.js';
+import { encodeFrame, errorCodeName, FrameType, joinProofMessage } from '../../src/protocol/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
@@ -171,6 +172,44 @@ describe('connection limits per address', () => {
     cleanup.push(() => Promise.resolve(p.destroy()));
     p.hello();
     await until(() => p.frames.some((f) => f.type === 'welcome'));
+  });
+});
+
+describe('joins', () => {
+  it('a connection joining and leaving in a loop is held to 20 joins at once, then 1 every 3 s; the room hears no more', async () => {
+    const clock = new FakeClock();
+    const s = await server({ clock, limits: { maxConnectionsPerIp: 1000, connectionsPerIpPerMinute: 100_000 } });
+    const r = room(5);
+    const watcher = track(await member(s.port, r, 'watcher', { clock }));
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(peer.destroy()));
+    const identity = newIdentity();
+    peer.hello();
+    await until(() => peer.frames.some((f) => f.type === 'welcome'));
+    const welcome = peer.frames.find((f) => f.type === 'welcome');
+    if (welcome?.type !== 'welcome') throw new Error('no WELCOME');
+    const proof = signJoinProof(identity, joinProofMessage(welcome.challenge, r, 'churn'));
+    const answers = new Map<string, number>();
+    const attempt = async (rid: number): Promise<void> => {
+      peer.write(encodeFrame({ type: 'join', rid, room: r, nick: 'churn', key: identity.publicKey, proof }));
+      const f = await peer.next((x) => (x.type === 'joined' || x.type === 'error') && x.rid === rid);
+      const answer = f?.type === 'joined' ? 'joined' : f?.type === 'error' ? errorCodeName(f.code) : 'closed';
+      answers.set(answer, (answers.get(answer) ?? 0) + 1);
+      if (answer === 'joined') {
+        peer.write(encodeFrame({ type: 'leave', rid: rid + 100_000, room: r }));
+        await peer.next((x) => x.type === 'left' && x.rid === rid + 100_000);
+      }
+    };
+    for (let i = 1; i <= 100; i++) await attempt(i);
+    expect(answers.get('joined')).toBe(20);
+    expect(answers.get('RATE_LIMITED')).toBe(80);
+    clock.advance(3000);
+    await attempt(1000);
+    expect(answers.get('joined')).toBe(21);
+    await until(() => watcher.events.join.length === 21);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(watcher.events.join).toHaveLength(21); // not one per attempt
+    expect(peer.closed).toBe(false); // refused, not dropped
   });
 });
 
