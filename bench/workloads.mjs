@@ -6,6 +6,7 @@
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; (a) and (b) run once more with --no-history to price the store.
+// CONFAB_BENCH_STORE=none runs every workload with --no-history instead.
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);

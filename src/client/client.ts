@@ -1,6 +1,6 @@
 import { connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
-import { newIdentity, secureRandom, signJoinProof } from '../crypto/index.js';
+import { equalBytes, newIdentity, secureRandom, signJoinProof } from '../crypto/index.js';
 import type { Identity, Rng } from '../crypto/index.js';
 import {
   encodeFrame,
@@ -343,6 +343,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
     });
   }
 
+  /**
+   * True while this client is in `room`: joined, or joining again after a
+   * drop. False once it left, or gave the room up because the server refused
+   * it back (NICK_OWNED, BAD_NICK, BAD_JOIN_PROOF: an `error` event says which).
+   */
+  isMember(room: Uint8Array): boolean {
+    return this.stateOf(room) !== undefined;
+  }
+
   /** Resolves once no message is waiting for its acknowledgement. */
   settled(): Promise<void> {
     if (this.sends.size === 0) return Promise.resolve();
@@ -383,6 +392,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /** Opens the first connection; rejects if it cannot be made. */
   async open(): Promise<void> {
     await this.dial();
+  }
+
+  /** A room's state, found without making a key: this runs for every frame received. */
+  private stateOf(room: Uint8Array): RoomState | undefined {
+    for (const state of this.rooms.values()) if (equalBytes(state.id, room)) return state;
+    return undefined;
   }
 
   private rid(): number {
@@ -502,7 +517,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   /** A live message: shown now if it is next, else held while the gap before it is fetched. */
   private live(frame: DeliverFrame): void {
-    const state = this.rooms.get(roomKey(frame.room));
+    const state = this.stateOf(frame.room);
     if (state === undefined || !state.joined || state.cursor === null) return;
     if (frame.seq <= state.cursor) return;
     if (state.fetchRid === null && frame.seq === state.cursor + 1) {
@@ -514,7 +529,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   private historyMessage(frame: HistoryFrame): void {
-    const state = this.rooms.get(roomKey(frame.room));
+    const state = this.stateOf(frame.room);
     if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
     if (frame.seq <= state.cursor) return;
     if (frame.seq > state.cursor + 1) this.missed(state, frame.seq);
@@ -523,7 +538,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   private fetched(frame: FetchedFrame): void {
-    const state = this.rooms.get(roomKey(frame.room));
+    const state = this.stateOf(frame.room);
     if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
     state.fetchRid = null;
     state.fetchFailures = 0;
@@ -592,7 +607,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   /** Our own message was stored as `seq`: the cursor passes over it. */
   private ownAck(roomId: Uint8Array, seq: number): void {
-    const state = this.rooms.get(roomKey(roomId));
+    const state = this.stateOf(roomId);
     if (state === undefined || state.cursor === null || seq <= state.cursor) return;
     if (seq === state.cursor + 1) this.moveCursor(state, seq);
     else state.own.add(seq);
@@ -737,7 +752,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       case 'joined': {
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
-        const state = this.rooms.get(roomKey(frame.room));
+        const state = this.stateOf(frame.room);
         // Now, not when the promise settles: messages may follow in this very chunk.
         if (state !== undefined && state.joinRid === frame.rid) this.joined(state, frame.seq);
         if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];

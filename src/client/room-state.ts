@@ -136,20 +136,15 @@ export class RoomState {
 
   /**
    * Records the hash of the envelope just sealed with `nextSeq`, and the
-   * envelope itself in the outbox, and saves: before it is sent, so a crash
-   * can't lose it or reuse its number.
+   * envelope itself in the outbox (in place of an entry with the same id, when
+   * sealed again), and saves: before it is sent, so a crash can't lose it or
+   * reuse its number.
    */
-  sealed(hash: string, entry?: OutboxEntry): void {
-    this.data.myPrev = hash;
-    if (entry !== undefined) this.data.outbox.push(entry);
-    this.save();
-  }
-
-  /** Replaces an outbox entry (same id) with one sealed again, recording its hash like `sealed`. */
-  resealed(hash: string, entry: OutboxEntry): void {
+  sealed(hash: string, entry: OutboxEntry): void {
     this.data.myPrev = hash;
     const i = this.data.outbox.findIndex((e) => e.mid === entry.mid);
     if (i >= 0) this.data.outbox[i] = entry;
+    else this.data.outbox.push(entry);
     this.save();
   }
 

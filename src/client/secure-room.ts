@@ -189,11 +189,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     return result;
   }
 
-  /** Messages sealed and not yet acknowledged (kept in the home across restarts). */
-  get unsent(): number {
-    return this.state.outbox().length;
-  }
-
   /** Our nick in the room (what we sign as). */
   get nick(): string {
     return this.currentNick;
@@ -286,7 +281,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       { ...old, nick: this.nick, seq, prevHash: prev === '' ? NO_PREVIOUS : unb64(prev) },
       this.rng,
     );
-    this.state.resealed(envelopeHash(envelope), { mid: entry.mid, body: b64(envelope), nick: this.nick });
+    this.state.sealed(envelopeHash(envelope), { mid: entry.mid, body: b64(envelope), nick: this.nick });
     return envelope;
   }
 

@@ -122,15 +122,10 @@ export function encodeDeliver(
   nick: Uint8Array,
   body: Uint8Array,
 ): Uint8Array {
-  return start(FrameType.DELIVER, ROOM_ID_LEN + 8 + 8 + 1 + nick.length + body.length)
-    .raw(room)
-    .u64(seq)
-    .u64(ts)
-    .str8(nick)
-    .raw(body).bytes;
+  return message(start(FrameType.DELIVER, MESSAGE_FIXED + nick.length + body.length), room, seq, ts, nick, body);
 }
 
-/** HISTORY from pre-encoded parts, as the store hands them over. */
+/** HISTORY from pre-encoded parts, as the store hands them over: DELIVER's fields behind a rid. */
 export function encodeHistory(
   rid: number,
   room: Uint8Array,
@@ -139,13 +134,15 @@ export function encodeHistory(
   nick: Uint8Array,
   body: Uint8Array,
 ): Uint8Array {
-  return start(FrameType.HISTORY, 4 + ROOM_ID_LEN + 8 + 8 + 1 + nick.length + body.length)
-    .u32(rid)
-    .raw(room)
-    .u64(seq)
-    .u64(ts)
-    .str8(nick)
-    .raw(body).bytes;
+  const w = start(FrameType.HISTORY, 4 + MESSAGE_FIXED + nick.length + body.length).u32(rid);
+  return message(w, room, seq, ts, nick, body);
+}
+
+/** Room id, seq, ts and the nick's length byte: what DELIVER and HISTORY share besides nick and body. */
+const MESSAGE_FIXED = ROOM_ID_LEN + 8 + 8 + 1;
+
+function message(w: Writer, room: Uint8Array, seq: number, ts: number, nick: Uint8Array, body: Uint8Array): Uint8Array {
+  return w.raw(room).u64(seq).u64(ts).str8(nick).raw(body).bytes;
 }
 
 /** MEMBER_JOINED from a pre-encoded nick. */

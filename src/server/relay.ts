@@ -329,17 +329,20 @@ export class Relay {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
+    // If a room emptied and was made again this turn, the new object's counter
+    // is the one that goes on.
+    const rooms = batch.map((p) => this.rooms.get(p.member.room.key) ?? p.member.room);
     // Sequence numbers are handed out tentatively and kept only if the commit succeeds.
     const next = new Map<Room, number>();
     const seqs = {
       next: (i: number): number => {
-        const room = this.roomOf(batch[i] as PendingSend);
+        const room = rooms[i] as Room;
         const seq = (next.get(room) ?? room.seq) + 1;
         next.set(room, seq);
         return seq;
       },
       release: (i: number): void => {
-        const room = this.roomOf(batch[i] as PendingSend);
+        const room = rooms[i] as Room;
         next.set(room, (next.get(room) as number) - 1);
       },
     };
@@ -361,47 +364,25 @@ export class Relay {
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i] as PendingSend;
       const r = results[i] as AppendResult;
+      const room = rooms[i] as Room;
+      const ack = encodeFrame({ type: 'ack', rid: p.rid, room: room.id, seq: r.seq, ts: r.ts });
       if (r.duplicate) {
+        // Already stored and relayed: only the sender hears of it again.
         this.stats.duplicates++;
+        p.conn.enqueue(ack);
         continue;
       }
-      const room = this.roomOf(p);
       // The sender's ACK takes its message's place in what the sender hears of
       // the room, so every member sees the room's numbers in order.
-      const ack = encodeFrame({ type: 'ack', rid: p.rid, room: room.id, seq: r.seq, ts: r.ts });
       room.broadcast(encodeDeliver(room.id, r.seq, r.ts, p.member.nickBytes, p.msg.body), p.conn, ack);
       this.stats.messagesIn++;
       this.stats.deliveries += room.members.length - (p.conn.memberships.includes(p.member) ? 1 : 0);
     }
-    for (let i = 0; i < batch.length; i++) {
-      const p = batch[i] as PendingSend;
-      const r = results[i] as AppendResult;
-      if (r.duplicate) {
-        p.conn.enqueue(encodeFrame({ type: 'ack', rid: p.rid, room: p.member.room.id, seq: r.seq, ts: r.ts }));
-      }
-    }
-  }
-
-  /**
-   * The live Room of a pending message: if its room emptied and was made again
-   * this turn, the new object, whose counter is the one that goes on.
-   */
-  private roomOf(p: PendingSend): Room {
-    return this.rooms.get(p.member.room.key) ?? p.member.room;
   }
 
   private refuseBatch(batch: PendingSend[], err: unknown): void {
     if (!(err instanceof StoreError)) throw err;
     this.stats.storeFailures++;
-    // Should a counter ever fall behind the store, catch up rather than fail forever.
-    for (const p of batch) {
-      const room = this.roomOf(p);
-      try {
-        room.seq = Math.max(room.seq, this.store.latest(room.id));
-      } catch {
-        // unreadable too: the next commit will tell
-      }
-    }
     if (!this.failing) {
       this.failing = true;
       this.log.error({ code: err.code, messages: batch.length }, 'history store cannot write; refusing messages');
@@ -474,11 +455,13 @@ export class Relay {
       this.reject(conn, frame.rid, 'TOO_MANY_ROOMS', `at most ${this.limits.maxRoomsPerConnection} rooms`);
       return;
     }
+    const key = Buffer.from(frame.room).toString('hex');
+    let room = this.rooms.get(key);
     let owner: Uint8Array | undefined;
     let latest: number;
     try {
       owner = this.store.nickOwner(frame.nick);
-      latest = this.rooms.get(Buffer.from(frame.room).toString('hex'))?.seq ?? this.store.latest(frame.room);
+      latest = room?.seq ?? this.store.latest(frame.room);
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.log.error({ code: err.code }, 'history store cannot read');
@@ -489,8 +472,6 @@ export class Relay {
       this.reject(conn, frame.rid, 'NICK_OWNED', `the nick "${frame.nick}" belongs to another key on this server`);
       return;
     }
-    const key = Buffer.from(frame.room).toString('hex');
-    let room = this.rooms.get(key);
     if (room !== undefined && room.memberByNick(frame.nick) !== undefined) {
       this.reject(conn, frame.rid, 'NICK_TAKEN', `the nick "${frame.nick}" is in use in this room`);
       return;

@@ -98,17 +98,16 @@ export class Room implements Flushable {
     const forSender = new Map<Connection, Buffer>();
     for (const s of senders) {
       const sender = s as Connection;
+      // One that left during this turn gets its ACKs, and nothing more of the room.
+      const member = sender.memberships.some((m) => m.room === this);
       const mine: Uint8Array[] = [];
       for (let i = 0; i < frames.length; i++) {
-        if (from[i] !== sender) mine.push(frames[i] as Uint8Array);
-        else if (owns[i] !== null) mine.push(owns[i] as Uint8Array);
+        if (from[i] !== sender) {
+          if (member) mine.push(frames[i] as Uint8Array);
+        } else if (owns[i] !== null) mine.push(owns[i] as Uint8Array);
       }
-      if (sender.memberships.some((m) => m.room === this)) forSender.set(sender, Buffer.concat(mine));
-      else {
-        // It left during this turn: its ACKs, and nothing more of the room.
-        const acks = owns.filter((o, i): o is Uint8Array => from[i] === sender && o !== null);
-        if (acks.length > 0) sender.enqueue(Buffer.concat(acks));
-      }
+      if (member) forSender.set(sender, Buffer.concat(mine));
+      else if (mine.length > 0) sender.enqueue(Buffer.concat(mine));
     }
     for (const m of members) {
       const buf = forSender.size > 0 ? (forSender.get(m.conn) ?? all) : all;

@@ -76,10 +76,8 @@ export class SqliteHistory implements HistoryStore {
   private readonly firstKept: Statement<[Uint8Array, number], { seq: number }>;
   private readonly trimBefore: Statement<[Uint8Array, number]>;
   private readonly trimAll: Statement<[Uint8Array]>;
-  private readonly roomIds: Statement<[], { id: Buffer }>;
+  private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
   private readonly appendAll: (batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[];
-  /** Rooms written since the last prune, with how many messages each got. */
-  private readonly written = new Map<string, { room: Uint8Array; count: number }>();
 
   constructor(options: SqliteHistoryOptions) {
     this.retention = options.retention;
@@ -117,10 +115,11 @@ export class SqliteHistory implements HistoryStore {
     this.firstKept = db.prepare('SELECT seq FROM messages WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1');
     this.trimBefore = db.prepare('DELETE FROM messages WHERE room = ? AND seq < ?');
     this.trimAll = db.prepare('DELETE FROM messages WHERE room = ?');
-    this.roomIds = db.prepare('SELECT id FROM rooms');
+    this.roomIds = db.prepare('SELECT id, latest FROM rooms');
     this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
-      const latest = new Map<string, { room: Uint8Array; seq: number }>();
+      // The relay hands every message of a room the same id array, so identity is enough here.
+      const latest = new Map<Uint8Array, number>();
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i] as PendingMessage;
         const seq = seqs.next(i);
@@ -132,10 +131,10 @@ export class SqliteHistory implements HistoryStore {
           results.push({ seq: first.seq, ts: first.ts, duplicate: true });
           continue;
         }
-        latest.set(hex(m.room), { room: m.room, seq });
+        latest.set(m.room, seq);
         results.push({ seq, ts: m.ts, duplicate: false });
       }
-      for (const { room, seq } of latest.values()) this.setLatest.run(room, seq);
+      for (const [room, seq] of latest) this.setLatest.run(room, seq);
       return results;
     });
   }
@@ -145,21 +144,11 @@ export class SqliteHistory implements HistoryStore {
   }
 
   append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
-    let results: AppendResult[];
     try {
-      results = this.appendAll(batch, seqs);
+      return this.appendAll(batch, seqs);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
     }
-    for (let i = 0; i < batch.length; i++) {
-      if ((results[i] as AppendResult).duplicate) continue;
-      const room = (batch[i] as PendingMessage).room;
-      const key = hex(room);
-      const w = this.written.get(key);
-      if (w === undefined) this.written.set(key, { room, count: 1 });
-      else w.count++;
-    }
-    return results;
   }
 
   read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage {
@@ -197,14 +186,12 @@ export class SqliteHistory implements HistoryStore {
 
   prune(now: number): number {
     let removed = 0;
+    const cutoff = now - this.retention.maxAgeMs;
     try {
-      for (const { room } of this.written.values()) {
-        const keepAfter = this.latest(room) - this.retention.messages;
-        if (keepAfter > 0) removed += this.trimRoom.run(room, keepAfter).changes;
-      }
-      this.written.clear();
-      const cutoff = now - this.retention.maxAgeMs;
-      for (const { id } of this.roomIds.all()) {
+      for (const { id, latest } of this.roomIds.all()) {
+        // Both cuts are a prefix of the room's key: a seek each when there is nothing to cut.
+        const keepAfter = latest - this.retention.messages;
+        if (keepAfter > 0) removed += this.trimRoom.run(id, keepAfter).changes;
         const kept = this.firstKept.get(id, cutoff);
         removed += (kept === undefined ? this.trimAll.run(id) : this.trimBefore.run(id, kept.seq)).changes;
       }
@@ -212,13 +199,6 @@ export class SqliteHistory implements HistoryStore {
       throw storeError(err, 'cannot prune history');
     }
     return removed;
-  }
-
-  /** Rooms written to since the last prune, and how many messages each got. */
-  pendingPrune(): number {
-    let most = 0;
-    for (const w of this.written.values()) most = Math.max(most, w.count);
-    return most;
   }
 
   check(): string {
@@ -229,10 +209,6 @@ export class SqliteHistory implements HistoryStore {
   close(): void {
     this.db.close();
   }
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
 }
 
 function storeError(err: unknown, what: string): StoreError {

@@ -81,7 +81,7 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string): stri
     case 'missed':
       return `! ${missedText(event.count)}`;
     case 'resent':
-      return `* sending ${event.count} message${event.count === 1 ? '' : 's'} left unacknowledged by your last session`;
+      return `* ${resentText(event.count)}`;
     case 'sent':
     case 'disconnect':
     case 'reconnect':
@@ -104,6 +104,11 @@ export function formatNotice(event: ChatEvent, inert: (s: string) => string): st
     default:
       return null;
   }
+}
+
+/** What a `resent` event says. */
+export function resentText(count: number): string {
+  return `sending ${count} message${count === 1 ? '' : 's'} left unacknowledged by your last session`;
 }
 
 /** What a `missed` event says: how many messages of the room can't be had, and why. */

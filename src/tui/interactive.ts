@@ -18,9 +18,6 @@ import { Screen } from './screen.js';
 import { enter, ExitCode, prepare } from './session.js';
 import type { JoinIO, JoinOptions, Session } from './session.js';
 
-/** Errors with which the client gives a room up after a reconnect (see ConfabClient). */
-const REJOIN_REFUSED = new Set(['NICK_OWNED', 'BAD_NICK', 'BAD_JOIN_PROOF']);
-
 /** `confab join`'s streams when both ends are a terminal. */
 export interface TtyIO extends JoinIO {
   stdin: ReadStream;
@@ -155,7 +152,12 @@ class Chat {
     if (event.type === 'disconnect') this.link = event.reconnecting ? 'reconnecting' : 'offline';
     const shown = renderEvent(event, this.ctx);
     if (shown !== null) this.screen.print(shown.lines, this.options.bell === true && shown.mention);
-    if (event.type === 'error' && REJOIN_REFUSED.has(event.code)) {
+    if (
+      event.type === 'error' &&
+      this.inRoom &&
+      this.renaming === null &&
+      !this.client.isMember(this.room.keys.roomId)
+    ) {
       // The server would not take us back into the room after a reconnect: the client gave it up.
       this.inRoom = false;
       this.warn(

@@ -1,6 +1,6 @@
 import type { WriteStream } from 'node:tty';
 import pc from 'picocolors';
-import { missedText } from './events.js';
+import { missedText, resentText } from './events.js';
 import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
@@ -179,9 +179,7 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
     case 'missed':
       return warn(missedText(event.count));
     case 'resent':
-      return info(
-        `sending ${event.count} message${event.count === 1 ? '' : 's'} left unacknowledged by your last session`,
-      );
+      return info(resentText(event.count));
     case 'join':
       return info(`${tag(c, event)} joined`);
     case 'leave':

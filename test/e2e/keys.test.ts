@@ -39,17 +39,22 @@ describe('identity', () => {
   });
 });
 
+/** A server with a data directory; alice (line mode) made a room, and bob has joined it. */
+async function aliceAndBob(): Promise<{ data: string; aliceHome: string; alice: Proc; invite: string; bob: Proc }> {
+  const data = tempHome();
+  const { proc: server, port } = await serve(['--data', data]);
+  track(server);
+  const aliceHome = tempHome();
+  const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
+  const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+  const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
+  await alice.line(/^\* bob \d{5}-\d{5} joined$/);
+  return { data, aliceHome, alice, invite, bob };
+}
+
 describe('key change, trust and verify through the CLI', () => {
   it('blocks sending after a key change until `confab trust`, then `confab verify` marks the key', async () => {
-    const data = tempHome();
-    const { proc: server, port } = await serve(['--data', data]);
-    track(server);
-    const aliceHome = tempHome();
-    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
-    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
-
-    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
-    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
+    const { data, aliceHome, alice, invite, bob } = await aliceAndBob();
     bob.write('hello from the real bob\n');
     await alice.line(/^<bob \d{5}-\d{5}> hello from the real bob$/);
     bob.end();
@@ -92,14 +97,7 @@ describe('key change, trust and verify through the CLI', () => {
   });
 
   it('`confab trust --reject` keeps the old key and unblocks sending', async () => {
-    const data = tempHome();
-    const { proc: server, port } = await serve(['--data', data]);
-    track(server);
-    const aliceHome = tempHome();
-    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', aliceHome]));
-    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
-    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--home', tempHome()]));
-    await alice.line(/^\* bob \d{5}-\d{5} joined$/);
+    const { data, aliceHome, alice, invite, bob } = await aliceAndBob();
     bob.end();
     await alice.line(/^\* bob left$/);
     expect(confab('admin', 'release-nick', 'bob', '--data', data).status).toBe(0);

@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ClientError, connect, markVerified, RoomState } from '../../src/client/index.js';
 import {
   MessageType,
@@ -14,21 +14,12 @@ import {
   signJoinProof,
 } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, joinProofMessage } from '../../src/protocol/index.js';
-import type { ConfabServer } from '../../src/server/index.js';
-import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { RawPeer, rawJoin, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
+import { testScope } from '../helpers/scope.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanup.length > 0) await cleanup.pop()?.();
-});
-
-async function server(options: Parameters<typeof testServer>[0] = {}): Promise<ConfabServer> {
-  const s = await testServer(options);
-  cleanup.push(() => s.close());
-  return s;
-}
+const { cleanup, server } = testScope();
 
 async function member(...args: Parameters<typeof secureMember>): Promise<SecureMember> {
   const m = await secureMember(...args);

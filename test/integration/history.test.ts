@@ -3,32 +3,19 @@ import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'nod
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RoomState } from '../../src/client/index.js';
 import { newIdentity, newRoomSecret, roomKeys } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
-import type { ConfabServer, HistoryStore, ServerOptions } from '../../src/server/index.js';
+import type { HistoryStore } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
+import { testScope } from '../helpers/scope.js';
 
-const cleanup: (() => Promise<unknown> | void)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function server(options: ServerOptions = {}): Promise<ConfabServer> {
-  const s = await testServer(options);
-  cleanup.push(() => s.close());
-  return s;
-}
-
-function track<T extends Recorder>(r: T): T {
-  cleanup.push(() => r.client.close());
-  return r;
-}
+const { cleanup, server, track } = testScope();
 
 const bodies = (r: Recorder): string[] => r.events.message.map((m) => new TextDecoder().decode(m.body));
 const range = (from: number, to: number, prefix = 'm'): string[] =>

@@ -1,28 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { newIdentity, signJoinProof } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType, joinProofMessage } from '../../src/protocol/index.js';
-import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { Mitm } from '../helpers/mitm.js';
-import { RawPeer, rawJoin, ROOMY_LIMITS, testServer, until } from '../helpers/net.js';
+import { RawPeer, rawJoin, ROOMY_LIMITS, until } from '../helpers/net.js';
+import { testScope } from '../helpers/scope.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanup.length > 0) await cleanup.pop()?.();
-});
-
-async function server(options: ServerOptions): Promise<ConfabServer> {
-  const s = await testServer(options);
-  cleanup.push(() => s.close());
-  return s;
-}
-
-function track<T extends Recorder>(r: T): T {
-  cleanup.push(() => r.client.close());
-  return r;
-}
+const { cleanup, server, track } = testScope();
 
 /** Sends one SEND and resolves with the server's answer: 'ack' or an error code name. */
 function sendRaw(peer: RawPeer, r: Uint8Array, rid: number, ping = false): Promise<string> {

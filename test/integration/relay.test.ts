@@ -1,27 +1,12 @@
 import type { Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/index.js';
 import { newIdentity } from '../../src/crypto/index.js';
-import type { ConfabServer } from '../../src/server/index.js';
 import { member, room, text } from '../helpers/clients.js';
-import type { Recorder } from '../helpers/clients.js';
 import { testServer, until } from '../helpers/net.js';
+import { testScope } from '../helpers/scope.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanup.length > 0) await cleanup.pop()?.();
-});
-
-async function server(): Promise<ConfabServer> {
-  const s = await testServer();
-  cleanup.push(() => s.close());
-  return s;
-}
-
-function track<T extends Recorder>(r: T): T {
-  cleanup.push(() => r.client.close());
-  return r;
-}
+const { cleanup, server, track } = testScope();
 
 describe('relay: rooms, fan-out, presence', () => {
   it('delivers each message to every other member of the room, never back to the sender', async () => {

@@ -24,6 +24,20 @@ const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/;
 
 const who = { nick: HOSTILE, fingerprint: '12345-67890', verified: false, trust: 'known' as const };
 const ts = new Date(2026, 0, 2, 9, 5).getTime();
+/** A message event from `who`, with the fields a test cares about. */
+type MessageEvent = Extract<ChatEvent, { type: 'message' }>;
+const message = (fields: Partial<MessageEvent> = {}): MessageEvent => ({
+  type: 'message',
+  ...who,
+  text: TEXT,
+  action: false,
+  seq: 1,
+  senderSeq: 1,
+  ts,
+  history: false,
+  own: false,
+  ...fields,
+});
 const all: ChatEvent[] = [
   { type: 'invite', link: `confab://h:1/#${HOSTILE}`, ts },
   {
@@ -34,23 +48,12 @@ const all: ChatEvent[] = [
     seq: 1,
     ts,
   },
-  { type: 'message', ...who, text: TEXT, action: false, seq: 1, senderSeq: 1, ts, history: false, own: false },
-  { type: 'message', ...who, text: TEXT, action: false, seq: 3, senderSeq: 3, ts, history: true, own: false },
+  message(),
+  message({ seq: 3, senderSeq: 3, history: true }),
   { type: 'missed', count: 3, ts },
   { type: 'missed', count: 0, ts },
   { type: 'resent', count: 2, ts },
-  {
-    type: 'message',
-    ...who,
-    text: TEXT,
-    action: true,
-    seq: 2,
-    senderSeq: 2,
-    ts,
-    history: false,
-    own: false,
-    warning: 'history-mismatch',
-  },
+  message({ action: true, seq: 2, senderSeq: 2, warning: 'history-mismatch' }),
   { type: 'sent', nick: HOSTILE, text: TEXT, seq: 3, ts },
   { type: 'join', ...who, trust: 'changed', ts },
   { type: 'leave', nick: HOSTILE, reason: 'disconnected', ts },
@@ -82,21 +85,10 @@ describe('renderEvent: what others send is inert', () => {
   });
 
   it('hangs the lines of a multi-line message under a bar, so none can pass for a message of its own', () => {
-    const shown = renderEvent(
-      {
-        type: 'message',
-        ...who,
-        nick: 'mallory',
-        text: 'one\n12:00 <alice> two\n\u001b[1A',
-        action: false,
-        seq: 1,
-        senderSeq: 1,
-        history: false,
-        own: false,
-        ts,
-      },
-      { c: colors(false), me: 'carol' },
-    );
+    const shown = renderEvent(message({ nick: 'mallory', text: 'one\n12:00 <alice> two\n\u001b[1A' }), {
+      c: colors(false),
+      me: 'carol',
+    });
     expect(shown?.lines).toEqual(['09:05 <mallory> one', '      │ 12:00 <alice> two', '      │ ^[[1A']);
   });
 
@@ -119,18 +111,7 @@ describe('mentions, colours, time', () => {
     expect(mentions('a.b', 'a.b')).toBe(true);
     expect(mentions('axb', 'a.b')).toBe(false); // the dot is literal
     const ctx = { c: colors(true), me: 'alice' };
-    const event: ChatEvent = {
-      type: 'message',
-      ...who,
-      nick: 'bob',
-      text: 'hi alice',
-      action: false,
-      seq: 1,
-      senderSeq: 1,
-      history: false,
-      own: false,
-      ts,
-    };
+    const event = message({ nick: 'bob', text: 'hi alice' });
     const shown = renderEvent(event, ctx);
     expect(shown?.mention).toBe(true);
     expect(shown?.lines[0]).toContain('\u001b[7malice\u001b[27m');
