@@ -80,14 +80,38 @@ export class RawClient {
     });
   }
 
+  /**
+   * From now on, parses the socket's bytes in place and calls
+   * `onDeliver(buf, bodyAt)` for each DELIVER: no frame objects, the same
+   * work per message as the Redis subscriber's parser (redis.mjs), so the
+   * load generator costs the same for both servers.
+   */
+  rawDeliveries(onDeliver) {
+    if (this.decoder.midFrame) throw new Error('rawDeliveries: mid-frame');
+    this.socket.removeAllListeners('data');
+    let pending = null;
+    this.socket.on('data', (chunk) => {
+      const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
+      let at = 0;
+      while (buf.length - at >= 4) {
+        const length = buf.readUInt32BE(at);
+        if (buf.length - at - 4 < length) break;
+        const frame = at + 4;
+        if (buf[frame] === FrameType.DELIVER) onDeliver(buf, frame + deliverBodyOffset(buf, frame));
+        at = frame + length;
+      }
+      pending = at === buf.length ? null : buf.subarray(at);
+    });
+  }
+
   close() {
     this.socket.destroy();
   }
 }
 
-/** Offset of the body in a DELIVER frame (type byte included). */
-export function deliverBodyOffset(frame) {
-  return 1 + 16 + 8 + 8 + 1 + frame[1 + 16 + 8 + 8];
+/** Offset of the body in a DELIVER frame that starts (type byte) at `at` in `buf`, from that start. */
+export function deliverBodyOffset(buf, at = 0) {
+  return 1 + 16 + 8 + 8 + 1 + buf[at + 1 + 16 + 8 + 8];
 }
 
 export function percentile(sorted, p) {

@@ -2,11 +2,18 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d] [--no-redis] [--no-store-cost]
+//   node bench/workloads.mjs [--only a,b,c,d] [--rounds 3] [--no-redis] [--no-store-cost]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; (a) and (b) run once more with --no-history to price the store.
 // CONFAB_BENCH_STORE=none runs every workload with --no-history instead.
+//
+// (a) and (b) alternate confab and Redis for --rounds rounds and report the
+// median ratio, each run measured after an unmeasured warm-up of the same
+// traffic on the same connections (500 messages for (a), 1 s for (b)): a
+// relay in service runs warm, and confab's JIT needs the first few hundred
+// messages to compile its hot path. CONFAB_BENCH_SERVER_ARGS adds arguments
+// to `confab serve`, e.g. "--no-native-writes" to price the native fan-out.
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);
@@ -16,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FrameType } from '../dist/protocol/index.js';
-import { cpuSeconds, deliverBodyOffset, percentile, RawClient, round, rssBytes, startServerProcess } from './lib.mjs';
+import { cpuSeconds, percentile, RawClient, round, rssBytes, startServerProcess } from './lib.mjs';
 import { findRedis, publisher, subscribe } from './redis.mjs';
 
 const { values } = parseArgs({
@@ -24,9 +31,11 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'a,b,c,d' },
     'no-redis': { type: 'boolean', default: false },
     'no-store-cost': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
   },
 });
 const ONLY = new Set(values.only.split(','));
+const ROUNDS = Math.max(1, Number(values.rounds));
 const SIZE = 64;
 const BENCH_LIMITS = [
   'maxConnectionsPerIp=1000000',
@@ -77,7 +86,8 @@ const confabSystem = (store) => ({
   async start() {
     this.dir = store === 'sqlite' ? mkdtempSync(join(tmpdir(), 'confab-bench-')) : null;
     const args = store === 'sqlite' ? ['--data', this.dir] : ['--no-history'];
-    this.server = await startServerProcess([...BENCH_LIMITS, ...args]);
+    const extra = (process.env.CONFAB_BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
+    this.server = await startServerProcess([...BENCH_LIMITS, ...args, ...extra]);
     return this.server.pid;
   },
   stop() {
@@ -95,12 +105,7 @@ const confabSystem = (store) => ({
           RawClient.open(this.server.port, `${nickBase}${i + j}`, room),
         ),
       );
-      for (const c of batch) {
-        c.onFrame = (f) => {
-          if (f[0] === FrameType.DELIVER)
-            meter.deliver(Buffer.from(f.buffer, f.byteOffset, f.byteLength), deliverBodyOffset(f));
-        };
-      }
+      for (const c of batch) c.rawDeliveries((buf, at) => meter.deliver(buf, at));
       out.push(...batch);
     }
     return out;
@@ -171,27 +176,39 @@ function redisSystem(redis) {
   };
 }
 
-/** (a): one room, R receivers, one sender as fast as acknowledgements allow (W in flight). */
-async function fanoutBurst(system, receivers, messages, window = 64) {
-  const pid = await system.start();
-  const room = roomId(0);
-  const meter = new Meter(receivers * messages);
-  const rssBefore = rssBytes(pid);
-  const rx = await system.receivers(receivers, room, meter, 'r');
-  const tx = await system.sender(room, 'sender');
-  await new Promise((r) => setTimeout(r, 300));
-  const rssLoaded = rssBytes(pid);
-  const cpu0 = cpuSeconds(pid);
-  const t0 = performance.now();
+/** Sends `count` messages as fast as acknowledgements allow, `window` in flight. */
+function burst(tx, count, window) {
   let sent = 0;
-  await new Promise((resolve) => {
+  return new Promise((resolve) => {
     const next = () => {
-      if (sent >= messages) return resolve();
+      if (sent >= count) return resolve();
       sent++;
       void tx.send(payload(performance.now())).then(next);
     };
-    for (let i = 0; i < Math.min(window, messages); i++) next();
+    for (let i = 0; i < Math.min(window, count); i++) next();
   });
+}
+
+const WARMUP_MESSAGES = 500;
+
+/** (a): one room, R receivers, one sender as fast as acknowledgements allow (W in flight), after an unmeasured warm-up. */
+async function fanoutBurst(system, receivers, messages, window = 64) {
+  const pid = await system.start();
+  const room = roomId(0);
+  const warm = new Meter(receivers * WARMUP_MESSAGES);
+  const meter = new Meter(receivers * messages);
+  const to = switchable(warm);
+  const rssBefore = rssBytes(pid);
+  const rx = await system.receivers(receivers, room, to, 'r');
+  const tx = await system.sender(room, 'sender');
+  await new Promise((r) => setTimeout(r, 300));
+  const rssLoaded = rssBytes(pid);
+  await burst(tx, WARMUP_MESSAGES, window);
+  await Promise.race([warm.done, new Promise((r) => setTimeout(r, 10_000))]);
+  to.current = meter;
+  const cpu0 = cpuSeconds(pid);
+  const t0 = performance.now();
+  await burst(tx, messages, window);
   await Promise.race([meter.done, new Promise((r) => setTimeout(r, 30_000))]);
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
@@ -211,31 +228,59 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   };
 }
 
-/** (b): one room, R receivers, one sender at a fixed rate (open loop), latency from the scheduled time. */
-async function fanoutRate(system, receivers, rate, seconds) {
-  const pid = await system.start();
-  const room = roomId(1);
-  const messages = rate * seconds;
-  const meter = new Meter(receivers * messages);
-  const rx = await system.receivers(receivers, room, meter, 'q');
-  const tx = await system.sender(room, 'pacer');
-  await new Promise((r) => setTimeout(r, 300));
-  const cpu0 = cpuSeconds(pid);
+/** Sends `count` messages at `rate` per second (open loop), each stamped with when it should have left. */
+function paced(tx, rate, count) {
   const t0 = performance.now();
   let sent = 0;
-  await new Promise((resolve) => {
+  return new Promise((resolve) => {
     const tick = () => {
-      const due = Math.min(messages, Math.floor(((performance.now() - t0) / 1000) * rate));
+      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * rate));
       while (sent < due) {
         // Stamped with when it should have left, so a stalled sender shows as latency.
         void tx.send(payload(t0 + (sent * 1000) / rate));
         sent++;
       }
-      if (sent >= messages) resolve();
+      if (sent >= count) resolve();
       else setTimeout(tick, 1);
     };
     tick();
   });
+}
+
+/** Receivers report to whichever meter is current: the warm-up's, then the measured run's. */
+function switchable(first) {
+  return {
+    current: first,
+    deliver(buf, at) {
+      this.current.deliver(buf, at);
+    },
+  };
+}
+
+const WARMUP_SECONDS = 1;
+
+/**
+ * (b): one room, R receivers, one sender at a fixed rate (open loop), latency
+ * from the scheduled time. One unmeasured second of the same traffic comes
+ * first, for both systems: it takes confab's JIT that long to compile the hot
+ * path, and a relay in service runs warm.
+ */
+async function fanoutRate(system, receivers, rate, seconds) {
+  const pid = await system.start();
+  const room = roomId(1);
+  const messages = rate * seconds;
+  const warm = new Meter(receivers * rate * WARMUP_SECONDS);
+  const meter = new Meter(receivers * messages);
+  const to = switchable(warm);
+  const rx = await system.receivers(receivers, room, to, 'q');
+  const tx = await system.sender(room, 'pacer');
+  await new Promise((r) => setTimeout(r, 300));
+  await paced(tx, rate, rate * WARMUP_SECONDS);
+  await Promise.race([warm.done, new Promise((r) => setTimeout(r, 5_000))]);
+  to.current = meter;
+  const cpu0 = cpuSeconds(pid);
+  const t0 = performance.now();
+  await paced(tx, rate, messages);
   await Promise.race([meter.done, new Promise((r) => setTimeout(r, 15_000))]);
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
@@ -351,49 +396,58 @@ if (!values['no-redis'] && redis === null)
   console.error('bench: no Redis to compare with (none on 6379, no redis-server)');
 
 const print = (o) => console.log(JSON.stringify(o));
-/** The store's price: the same workload without it, and the ratio of CPU per million deliveries. */
-function storeCost(workload, withStore, without) {
-  print(without);
-  print({
-    workload,
-    storeCost: {
-      cpuPerMillionDeliveriesWithStore: withStore.serverCpuSecondsPerMillionDeliveries,
-      cpuPerMillionDeliveriesWithout: without.serverCpuSecondsPerMillionDeliveries,
-      ratio: round(withStore.serverCpuSecondsPerMillionDeliveries / without.serverCpuSecondsPerMillionDeliveries),
-    },
-  });
-}
-if (ONLY.has('a')) {
-  const c = await fanoutBurst(confab, 1000, 2000);
-  print(c);
-  if (!values['no-store-cost']) storeCost('a', c, await fanoutBurst(confabSystem('none'), 1000, 2000));
-  if (redis) {
-    const r = await fanoutBurst(redisSystem(redis), 1000, 2000);
-    print(r);
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/**
+ * Runs a fan-out workload on confab and on Redis in turn, `--rounds` times
+ * (this machine's figures wander by 10-20% from run to run), printing every
+ * run, then the median of the per-round ratios; and once without the store,
+ * to price it against the median of confab's rounds.
+ */
+async function compare(workload, run) {
+  const cpu = [];
+  const p99 = [];
+  const confabCpu = [];
+  for (let i = 1; i <= ROUNDS; i++) {
+    const c = await run(confab);
+    print({ ...c, round: i });
+    confabCpu.push(c.serverCpuSecondsPerMillionDeliveries);
+    if (redis === null) continue;
+    const r = await run(redisSystem(redis));
+    print({ ...r, round: i });
+    cpu.push(c.serverCpuSecondsPerMillionDeliveries / r.serverCpuSecondsPerMillionDeliveries);
+    p99.push(c.latencyMs.p99 / r.latencyMs.p99);
+  }
+  if (!values['no-store-cost']) {
+    const without = await run(confabSystem('none'));
+    print(without);
+    const withStore = median(confabCpu);
     print({
-      workload: 'a',
-      ratioConfabToRedisCpuPerMillionDeliveries: round(
-        c.serverCpuSecondsPerMillionDeliveries / r.serverCpuSecondsPerMillionDeliveries,
-      ),
+      workload,
+      storeCost: {
+        cpuPerMillionDeliveriesWithStore: round(withStore),
+        cpuPerMillionDeliveriesWithout: without.serverCpuSecondsPerMillionDeliveries,
+        ratio: round(withStore / without.serverCpuSecondsPerMillionDeliveries),
+      },
+    });
+  }
+  if (redis !== null) {
+    print({
+      workload,
+      rounds: ROUNDS,
+      ratioConfabToRedisCpuPerMillionDeliveries: round(median(cpu)),
+      ratioConfabToRedisP99: round(median(p99)),
+      perRound: { cpu: cpu.map((x) => round(x)), p99: p99.map((x) => round(x)) },
     });
   }
 }
-if (ONLY.has('b')) {
-  const c = await fanoutRate(confab, 200, 1000, 5);
-  print(c);
-  if (!values['no-store-cost']) storeCost('b', c, await fanoutRate(confabSystem('none'), 200, 1000, 5));
-  if (redis) {
-    const r = await fanoutRate(redisSystem(redis), 200, 1000, 5);
-    print(r);
-    print({
-      workload: 'b',
-      ratioConfabToRedisCpuPerMillionDeliveries: round(
-        c.serverCpuSecondsPerMillionDeliveries / r.serverCpuSecondsPerMillionDeliveries,
-      ),
-      ratioConfabToRedisP99: round(c.latencyMs.p99 / r.latencyMs.p99),
-    });
-  }
-}
+
+if (ONLY.has('a')) await compare('a', (system) => fanoutBurst(system, 1000, 2000));
+if (ONLY.has('b')) await compare('b', (system) => fanoutRate(system, 200, 1000, 5));
 if (ONLY.has('c')) print(await manyRooms(100, 10, 5));
 if (ONLY.has('d')) print(await idle(5000));
 redis?.stop();

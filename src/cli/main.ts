@@ -55,6 +55,7 @@ function program(): Command {
         .choices(['normal', 'full'])
         .default('normal'),
     )
+    .option('--no-native-writes', "write through Node's streams even where the native fan-out is built")
     .option('--stats <seconds>', 'log counters, memory and event-loop delay every N seconds', (v) => {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
       return Number(v);
@@ -71,6 +72,7 @@ function program(): Command {
         port: number;
         data?: string;
         history: boolean;
+        nativeWrites: boolean;
         sync: 'normal' | 'full';
         logLevel: string;
         limit?: Record<string, number>;

@@ -9,6 +9,8 @@ export interface ServeOptions {
   data?: string;
   /** False with `--no-history`. */
   history: boolean;
+  /** False with `--no-native-writes`. */
+  nativeWrites: boolean;
   sync: 'normal' | 'full';
   logLevel: string;
   /** Overrides of the default limits (`--limit name=value`). */
@@ -28,12 +30,13 @@ export async function serve(options: ServeOptions): Promise<number> {
     port: options.port,
     logger,
     noHistory: !options.history,
+    nativeWrites: options.nativeWrites,
     sync: options.sync,
     ...(options.data !== undefined ? { dataDir: options.data } : {}),
     ...(options.limit !== undefined ? { limits: options.limit } : {}),
   });
   process.stdout.write(`listening on ${formatHost(server.host)}:${server.port}\n`);
-  logger.info({ host: server.host, port: server.port }, 'listening');
+  logger.info({ host: server.host, port: server.port, nativeWrites: server.nativeWrites }, 'listening');
   if (!options.history) logger.warn('no history: clients get no backlog and miss what is sent while they are away');
   else if (options.data === undefined)
     logger.warn('history is kept in memory only; use --data DIR to keep it across restarts');

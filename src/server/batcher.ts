@@ -3,27 +3,42 @@ export interface Flushable {
   flush(): void;
 }
 
+/** Flushes `conns` one by one, starting at `start` and wrapping round. */
+export function flushFrom(conns: readonly Flushable[], start: number): void {
+  const n = conns.length;
+  for (let i = start; i < n; i++) (conns[i] as Flushable).flush();
+  for (let i = 0; i < start; i++) (conns[i] as Flushable).flush();
+}
+
 /**
  * Collects rooms and connections with pending output during one event-loop turn
  * and flushes them together in a `setImmediate`, after the turn's I/O callbacks
  * have run. Rooms flush first (turning their batch into one buffer per member),
- * then connections (one write, or one corked writev, each).
+ * then connections (one write, or one corked writev, each; or all of them in
+ * one call with the native fan-out).
  */
-export class Batcher {
+export class Batcher<C extends Flushable = Flushable> {
   private rooms: Flushable[] = [];
-  private conns: Flushable[] = [];
+  private conns: C[] = [];
   private scheduled = false;
   private turn = 0;
   private readonly afterFlush: () => void;
   private readonly beforeFlush: () => void;
+  private readonly writeConnections: (conns: readonly C[], start: number) => void;
 
   /**
    * `beforeFlush` runs first in every flush (the relay commits the turn's
    * messages there, then broadcasts them); `afterFlush` runs last.
+   * `writeConnections` writes the turn's connections in order from `start`.
    */
-  constructor(afterFlush: () => void = () => {}, beforeFlush: () => void = () => {}) {
+  constructor(
+    afterFlush: () => void = () => {},
+    beforeFlush: () => void = () => {},
+    writeConnections: (conns: readonly C[], start: number) => void = flushFrom,
+  ) {
     this.afterFlush = afterFlush;
     this.beforeFlush = beforeFlush;
+    this.writeConnections = writeConnections;
   }
 
   /** Makes sure a flush follows this turn, with nothing queued yet. */
@@ -36,7 +51,7 @@ export class Batcher {
     this.schedule();
   }
 
-  addConnection(conn: Flushable): void {
+  addConnection(conn: C): void {
     this.conns.push(conn);
     this.schedule();
   }
@@ -54,9 +69,7 @@ export class Batcher {
     // first hears first and answers first, and a fixed order would let the
     // same connections win every turn.
     const n = conns.length;
-    const start = n === 0 ? 0 : this.turn++ % n;
-    for (let i = start; i < n; i++) (conns[i] as Flushable).flush();
-    for (let i = 0; i < start; i++) (conns[i] as Flushable).flush();
+    if (n > 0) this.writeConnections(conns, this.turn++ % n);
     this.afterFlush();
   };
 

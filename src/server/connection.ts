@@ -39,12 +39,14 @@ export class Connection implements Flushable {
   strikes = 0;
   /** Refusing SENDs with this code until the client's next PING (see Relay.send), or null. */
   limited: 'RATE_LIMITED' | 'STORE_FAILED' | null = null;
+  /** The socket's descriptor for the native fan-out, or -1 to write through Node's stream only. */
+  readonly fd: number;
   /** The peer's IP address, for the per-address limits. */
   readonly ip: string;
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
-  private readonly batcher: Batcher;
+  private readonly batcher: Batcher<Connection>;
   private readonly sendQueueBytes: number;
   private readonly onOverflow: (conn: Connection) => void;
 
@@ -54,11 +56,13 @@ export class Connection implements Flushable {
     now: number,
     maxFrame: number,
     sendQueueBytes: number,
-    batcher: Batcher,
+    batcher: Batcher<Connection>,
     onOverflow: (conn: Connection) => void,
     challenge: Uint8Array,
     bucket: TokenBucket,
+    fd: number,
   ) {
+    this.fd = fd;
     this.challenge = challenge;
     this.bucket = bucket;
     this.ip = socket.remoteAddress ?? '?';
@@ -95,10 +99,21 @@ export class Connection implements Flushable {
     return true;
   }
 
-  flush(): void {
+  /** What this turn queued for the socket, now taken off the connection; null if nothing is to be written. */
+  takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
     this.out = null;
-    if (out === null || this.overflowed || this.socket.destroyed) return;
+    if (out === null || this.overflowed || this.socket.destroyed) return null;
+    return out;
+  }
+
+  flush(): void {
+    const out = this.takeOutput();
+    if (out !== null) this.writeStream(out);
+  }
+
+  /** Hands bytes to the socket's stream, which queues what the kernel won't take yet. */
+  writeStream(out: Uint8Array | Uint8Array[]): void {
     if (!Array.isArray(out)) {
       this.socket.write(out);
     } else {

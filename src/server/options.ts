@@ -99,6 +99,11 @@ export interface ServerOptions {
   noHistory?: boolean;
   /** A store of your own (it is closed with the server); overrides `dataDir` and `noHistory`. */
   store?: HistoryStore;
+  /**
+   * Write each turn's output with the native fan-out (native/fanout.c) where it
+   * was built at install; default true. False writes through Node's streams.
+   */
+  nativeWrites?: boolean;
   /** `full`: sync every commit to disk (survives power loss); default `normal` (survives a crash of the process). */
   sync?: 'normal' | 'full';
   /** Overrides of DEFAULT_LIMITS. */
@@ -121,6 +126,7 @@ export interface ResolvedOptions {
   port: number;
   dataDir: string | undefined;
   noHistory: boolean;
+  nativeWrites: boolean;
   store: HistoryStore | undefined;
   sync: 'normal' | 'full';
   limits: ServerLimits;
@@ -162,6 +168,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     port: options.port ?? DEFAULT_PORT,
     dataDir: options.dataDir,
     noHistory: options.noHistory ?? false,
+    nativeWrites: options.nativeWrites ?? true,
     store: options.store,
     sync: options.sync ?? 'normal',
     limits,

@@ -25,7 +25,9 @@ import type {
   MemberInfo,
   SendFrame,
 } from '../protocol/index.js';
-import { Batcher } from './batcher.js';
+import { Batcher, flushFrom } from './batcher.js';
+import { DirectWriter, socketFd } from './direct-write.js';
+import type { FanoutAddon } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
 import { StoreError } from './history.js';
 import type { AppendResult, HistoryStore, PendingMessage } from './history.js';
@@ -61,7 +63,9 @@ export interface RelayStats {
 export class Relay {
   readonly rooms = new Map<string, Room>();
   readonly connections = new Set<Connection>();
-  readonly batcher: Batcher;
+  readonly batcher: Batcher<Connection>;
+  /** Whether the turn's writes go through the native fan-out. */
+  readonly nativeWrites: boolean;
   readonly stats: RelayStats = {
     connections: 0,
     rooms: 0,
@@ -89,15 +93,19 @@ export class Relay {
     log: Logger,
     randomBytes: (length: number) => Uint8Array,
     store: HistoryStore,
+    fanout: FanoutAddon | null = null,
   ) {
     this.limits = limits;
     this.clock = clock;
     this.log = log;
     this.randomBytes = randomBytes;
     this.store = store;
-    this.batcher = new Batcher(
+    this.nativeWrites = fanout !== null;
+    const direct = fanout === null ? null : new DirectWriter(fanout);
+    this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),
+      direct === null ? flushFrom : (conns, start) => direct.write(conns, start),
     );
   }
 
@@ -113,6 +121,7 @@ export class Relay {
       this.noteOverflow,
       this.randomBytes(CHALLENGE_LEN),
       new TokenBucket(this.limits.messageBurst, this.limits.messageIntervalMs, this.clock.now()),
+      this.nativeWrites ? socketFd(socket) : -1,
     );
     this.connections.add(conn);
     this.stats.connections = this.connections.size;

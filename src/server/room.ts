@@ -32,9 +32,9 @@ export class Room implements Flushable {
   private pendingFrom: (Connection | null)[] = [];
   /** What its sender gets in its place (its ACK), or null for nothing. */
   private pendingOwn: (Uint8Array | null)[] = [];
-  private readonly batcher: Batcher;
+  private readonly batcher: Batcher<Connection>;
 
-  constructor(id: Uint8Array, key: string, batcher: Batcher) {
+  constructor(id: Uint8Array, key: string, batcher: Batcher<Connection>) {
     this.id = id;
     this.key = key;
     this.batcher = batcher;

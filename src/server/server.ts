@@ -5,6 +5,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
+import { fanoutAddon } from './direct-write.js';
 import { IpLimiter } from './ip-limits.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
@@ -23,6 +24,8 @@ export interface ConfabServer {
   readonly port: number;
   readonly limits: Readonly<ServerLimits>;
   readonly stats: Readonly<RelayStats>;
+  /** Whether writes go through the native fan-out (asked for, and built here). */
+  readonly nativeWrites: boolean;
   /** Checks deadlines now (tests with a fake clock call this). */
   sweep(): void;
   /** Tells every client the server is going away, closes every socket, stops listening. */
@@ -40,7 +43,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const log: Logger = options.logger ?? createLogger();
   if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const store = openStore(opts);
-  const relay = new Relay(opts.limits, opts.clock, log, opts.randomBytes, store);
+  const relay = new Relay(
+    opts.limits,
+    opts.clock,
+    log,
+    opts.randomBytes,
+    store,
+    opts.nativeWrites ? fanoutAddon : null,
+  );
 
   // One set of handlers for every socket, looked up through the WeakMap, so a
   // connection costs no closures.
@@ -124,6 +134,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     port: address.port,
     limits: opts.limits,
     stats: relay.stats,
+    nativeWrites: relay.nativeWrites,
     sweep: () => relay.sweep(),
     close() {
       closing ??= new Promise<void>((resolve) => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { until } from '../helpers/net.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -17,7 +18,10 @@ describe('npm pack', () => {
     expect(tgz).toBeDefined();
     const listing = execFileSync('tar', ['-tzf', join(out, tgz as string)], { encoding: 'utf8' });
     expect(listing).toContain('package/dist/cli/main.js');
-    expect(listing).not.toMatch(/package\/(src|test)\//);
+    expect(listing).not.toMatch(/package\/(src|test|native\/build)\//);
+    // The native fan-out ships as source and is compiled by the install.
+    for (const f of ['native/fanout.c', 'native/binding.gyp', 'native/build.mjs'])
+      expect(listing).toContain(`package/${f}`);
 
     const work = mkdtempSync(join(tmpdir(), 'confab-exec-'));
     const npmExec = ['exec', '--yes', `--package=${join(out, tgz as string)}`, '--', 'confab'];
@@ -32,6 +36,8 @@ describe('npm pack', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
+    let log = '';
+    server.stderr.setEncoding('utf8').on('data', (c: string) => (log += c));
     try {
       const line = await new Promise<string>((resolve, reject) => {
         let buf = '';
@@ -43,6 +49,9 @@ describe('npm pack', () => {
         server.on('exit', (code) => reject(new Error(`serve exited ${code}`)));
       });
       expect(line).toMatch(/^listening on 127\.0\.0\.1:\d+$/);
+      // The install built the addon, and the installed server writes through it.
+      await until(() => log.includes('"msg":"listening"'));
+      expect(log).toContain('"nativeWrites":true');
     } finally {
       if (server.pid !== undefined) process.kill(-server.pid, 'SIGTERM');
     }

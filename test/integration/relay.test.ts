@@ -33,8 +33,12 @@ describe('relay: rooms, fan-out, presence', () => {
     expect(s.stats.deliveries).toBe(6);
   });
 
-  it('keeps each sender’s order under a burst, with rising sequence numbers', async () => {
-    const s = await server();
+  it.each([
+    ['the native fan-out', true],
+    ["Node's streams", false],
+  ])('keeps each sender’s order under a burst, with rising sequence numbers, writing through %s', async (_, native) => {
+    const s = await server({ nativeWrites: native });
+    expect(s.nativeWrites).toBe(native);
     const r = room(3);
     const alice = track(await member(s.port, r, 'alice'));
     const bob = track(await member(s.port, r, 'bob'));

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "confab_fanout",
+      "sources": ["fanout.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}

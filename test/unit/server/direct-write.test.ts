@@ -1,0 +1,216 @@
+import { once } from 'node:events';
+import { createServer, connect } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DirectWriter, fanoutAddon, remainder, socketFd } from '../../../src/server/direct-write.js';
+import type { DirectTarget, FanoutAddon } from '../../../src/server/direct-write.js';
+import { until } from '../../helpers/net.js';
+
+/** `count` loopback TCP pairs: the server side writes, the client side reads. */
+async function pairs(count: number): Promise<{ writers: Socket[]; readers: Socket[]; close: () => void }> {
+  const writers: Socket[] = [];
+  const server: Server = createServer((s) => writers.push(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  const readers: Socket[] = [];
+  for (let i = 0; i < count; i++) {
+    const r = connect(port, '127.0.0.1');
+    await once(r, 'connect');
+    readers.push(r);
+  }
+  while (writers.length < count) await new Promise((r) => setTimeout(r, 5));
+  for (const s of [...writers, ...readers]) s.on('error', () => {});
+  return {
+    writers,
+    readers,
+    close() {
+      for (const s of [...writers, ...readers]) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** A connection stand-in: queued bytes, and a record of what went to the stream. */
+class Target implements DirectTarget {
+  readonly fd: number;
+  readonly socket: Socket;
+  out: Uint8Array[] = [];
+  streamed = 0;
+  constructor(socket: Socket, fd = socketFd(socket)) {
+    this.socket = socket;
+    this.fd = fd;
+  }
+  takeOutput(): Uint8Array | Uint8Array[] | null {
+    const out = this.out;
+    this.out = [];
+    return out.length === 0 ? null : out.length === 1 ? (out[0] as Uint8Array) : out;
+  }
+  writeStream(out: Uint8Array | Uint8Array[]): void {
+    this.streamed++;
+    for (const b of Array.isArray(out) ? out : [out]) this.socket.write(b);
+  }
+}
+
+/** Everything a reader receives, concatenated. */
+function collect(reader: Socket): () => Buffer {
+  const got: Buffer[] = [];
+  reader.on('data', (c: Buffer) => got.push(c));
+  return () => Buffer.concat(got);
+}
+
+/** A buffer of `n` bytes counting up from `from` (mod 256), so a lost or reordered byte shows. */
+const counting = (from: number, n: number): Buffer =>
+  Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 255));
+
+const open: (() => void)[] = [];
+afterEach(() => {
+  while (open.length > 0) open.pop()?.();
+});
+
+describe.skipIf(fanoutAddon === null && process.platform === 'win32')('native fan-out', () => {
+  it('is built by the install step on this platform', () => {
+    // npm ci compiles native/fanout.c (as it does better-sqlite3); without a
+    // compiler the relay falls back to streams, and this test says so.
+    expect(fanoutAddon).not.toBeNull();
+  });
+
+  const addon = fanoutAddon as FanoutAddon;
+
+  it('gives each socket its own run of chunks, shared buffers included, in order', async () => {
+    const p = await pairs(20);
+    open.push(p.close);
+    const reads = p.readers.map(collect);
+    const targets = p.writers.map((w) => new Target(w));
+    const writer = new DirectWriter(addon);
+    const expected = targets.map(() => [] as Buffer[]);
+    for (let turn = 0; turn < 50; turn++) {
+      const shared = counting(turn, 100);
+      targets.forEach((t, i) => {
+        const own = Buffer.from(`turn ${turn} socket ${i};`);
+        t.out.push(shared, own);
+        expected[i]?.push(shared, own);
+      });
+      writer.write(targets, turn % targets.length);
+    }
+    const want = expected.map((e) => Buffer.concat(e));
+    await until(() => reads.every((r, i) => r().length >= (want[i] as Buffer).length));
+    reads.forEach((r, i) => expect(r().equals(want[i] as Buffer)).toBe(true));
+    // Readers keep up: the kernel took everything, nothing went to the streams.
+    expect(targets.every((t) => t.streamed === 0)).toBe(true);
+  });
+
+  it('hands what the kernel will not take to the stream, which delivers it after, in order', async () => {
+    const p = await pairs(2);
+    open.push(p.close);
+    const [slow, fast] = p.readers as [Socket, Socket];
+    slow.pause(); // its kernel buffers fill
+    const targets = p.writers.map((w) => new Target(w));
+    const writer = new DirectWriter(addon);
+    const chunk = 64 * 1024;
+    const total = 8 * 1024 * 1024;
+    for (let at = 0; at < total; at += chunk) {
+      for (const t of targets) t.out.push(counting(at, chunk));
+      writer.write(targets, 0);
+    }
+    const slowTarget = targets[0] as Target;
+    // The kernel stopped taking bytes for the slow reader; from then on its bytes queue in the stream.
+    expect(slowTarget.streamed).toBeGreaterThan(0);
+    expect(slowTarget.socket.writableLength).toBeGreaterThan(0);
+    const readSlow = collect(slow);
+    const readFast = collect(fast);
+    slow.resume();
+    await until(() => readSlow().length >= total && readFast().length >= total, 20_000, 'both readers have everything');
+    expect(readSlow().equals(counting(0, total))).toBe(true);
+    expect(readFast().equals(counting(0, total))).toBe(true);
+  });
+
+  it('sends only the first 64 pieces in one call; the rest follows through the stream, in order', async () => {
+    const p = await pairs(1);
+    open.push(p.close);
+    const read = collect(p.readers[0] as Socket);
+    const t = new Target(p.writers[0] as Socket);
+    for (let i = 0; i < 100; i++) t.out.push(counting(i * 10, 10));
+    new DirectWriter(addon).write([t], 0);
+    expect(t.streamed).toBe(1);
+    await until(() => read().length >= 1000);
+    expect(read().equals(counting(0, 1000))).toBe(true);
+  });
+
+  it('leaves a socket whose peer has gone to the stream, which reports it; the other sockets are written', async () => {
+    const p = await pairs(3);
+    open.push(p.close);
+    const reads = p.readers.map(collect);
+    const gone = p.readers[1] as Socket;
+    gone.resetAndDestroy();
+    // events.once would reject on the 'error' that comes first.
+    const closed = new Promise((r) => (p.writers[1] as Socket).once('close', r));
+    await new Promise((r) => setTimeout(r, 50));
+    const targets = p.writers.map((w) => new Target(w));
+    const writer = new DirectWriter(addon);
+    for (let i = 0; i < 3; i++) {
+      for (const t of targets) if (!t.socket.destroyed) t.out.push(Buffer.from('hello'));
+      writer.write(
+        targets.filter((t) => !t.socket.destroyed),
+        0,
+      );
+    }
+    await closed;
+    await until(() => (reads[0] as () => Buffer)().length >= 15 && (reads[2] as () => Buffer)().length >= 15);
+    expect((reads[0] as () => Buffer)().toString()).toBe('hellohellohello');
+    expect((reads[2] as () => Buffer)().toString()).toBe('hellohellohello');
+  });
+
+  it('refuses arguments of the wrong shape with a TypeError, before writing to any socket', async () => {
+    const p = await pairs(1);
+    open.push(p.close);
+    const read = collect(p.readers[0] as Socket);
+    const fd = socketFd(p.writers[0] as Socket);
+    const ok = Buffer.from('must not be sent');
+    const results = new Int32Array(2);
+    const refs = (...r: number[]): Int32Array => new Int32Array(r);
+    const call = (fds: number[], count: number, bufs: unknown[], r: Int32Array, ends: number[]) => () =>
+      addon.writeMany(new Int32Array(fds), count, bufs as Uint8Array[], r, new Int32Array(ends), results);
+    // More sockets than the arrays hold; ends past refs; a ref past bufs; a buffer that isn't one.
+    expect(call([fd], 2, [ok], refs(0), [1, 1])).toThrow(TypeError);
+    expect(call([fd, fd], 2, [ok], refs(0), [1, 2])).toThrow(TypeError);
+    expect(call([fd, fd], 2, [ok], refs(0, 1), [1, 2])).toThrow(TypeError);
+    expect(call([fd], 1, ['text'], refs(0), [1])).toThrow(TypeError);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(read().length).toBe(0);
+  });
+});
+
+describe('DirectWriter', () => {
+  it('writes a socket without a descriptor, or one with bytes already queued, through its stream', async () => {
+    const calls: number[] = [];
+    const fake: FanoutAddon = { writeMany: (_fds, count) => calls.push(count) };
+    const p = await pairs(2);
+    open.push(p.close);
+    const noFd = new Target(p.writers[0] as Socket, -1);
+    const busy = new Target(p.writers[1] as Socket);
+    busy.socket.cork();
+    busy.socket.write('queued ');
+    noFd.out.push(Buffer.from('a'));
+    busy.out.push(Buffer.from('b'));
+    new DirectWriter(fake).write([noFd, busy], 0);
+    busy.socket.uncork();
+    expect(calls).toEqual([]);
+    expect(noFd.streamed + busy.streamed).toBe(2);
+  });
+});
+
+describe('remainder', () => {
+  const b = (s: string): Uint8Array => Buffer.from(s);
+  const text = (x: Uint8Array | Uint8Array[] | null): string | null =>
+    x === null ? null : Buffer.concat(Array.isArray(x) ? x : [x]).toString();
+
+  it('is what the kernel did not take, across piece boundaries', () => {
+    expect(text(remainder(b('hello'), 0))).toBe('hello');
+    expect(text(remainder(b('hello'), 2))).toBe('llo');
+    expect(remainder(b('hello'), 5)).toBeNull();
+    expect(text(remainder([b('ab'), b('cd'), b('ef')], 3))).toBe('def');
+    expect(text(remainder([b('ab'), b('cd'), b('ef')], 4))).toBe('ef');
+    expect(remainder([b('ab'), b('cd')], 4)).toBeNull();
+  });
+});
