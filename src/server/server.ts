@@ -175,11 +175,16 @@ function openStore(opts: ResolvedOptions): HistoryStore {
     sync: opts.sync,
     // Kept in RAM, the store gets a smaller cap than on disk.
     maxBytes: Math.min(l.storeMaxMiB, inMemory ? MEMORY_STORE_MAX_MIB : Infinity) * 1024 * 1024,
+    // Off the event loop: an automatic checkpoint's copy and fsyncs stalled a turn by milliseconds.
+    checkpointMs: CHECKPOINT_MS,
   });
 }
 
 /** Largest the history may grow when kept in memory (no `--data`), MiB. */
 export const MEMORY_STORE_MAX_MIB = 256;
+
+/** How often the history's write-ahead log is checkpointed, from a background thread. */
+export const CHECKPOINT_MS = 250;
 
 /** The history database's name inside `--data`. */
 export const HISTORY_FILE = 'history.db';

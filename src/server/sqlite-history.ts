@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
+import { Checkpointer } from './checkpointer.js';
 import { StoreError } from './history.js';
 import type {
   AppendResult,
@@ -24,6 +25,12 @@ export interface SqliteHistoryOptions {
   sync?: 'normal' | 'full';
   /** Largest the database may grow, in bytes (0: no cap). Past it, writes fail as if the disk were full. */
   maxBytes?: number;
+  /**
+   * Checkpoint the write-ahead log from a background thread every this many ms
+   * (a file database only), instead of in whichever commit crosses SQLite's
+   * threshold; 0 (the default) leaves it to SQLite.
+   */
+  checkpointMs?: number;
 }
 
 const SCHEMA = `
@@ -78,6 +85,8 @@ export class SqliteHistory implements HistoryStore {
   private readonly trimAll: Statement<[Uint8Array]>;
   private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
   private readonly appendAll: (batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[];
+  /** The background checkpointer, when one runs. */
+  readonly checkpointer: Checkpointer | null = null;
 
   constructor(options: SqliteHistoryOptions) {
     this.retention = options.retention;
@@ -95,6 +104,13 @@ export class SqliteHistory implements HistoryStore {
       throw storeError(err, `cannot open the history store ${options.path}`);
     }
     const db = this.db;
+    const checkpointMs = options.checkpointMs ?? 0;
+    if (checkpointMs > 0 && options.path !== ':memory:') {
+      db.pragma('wal_autocheckpoint = 0');
+      this.checkpointer = new Checkpointer(options.path, checkpointMs, () => {
+        if (db.open) db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT}`);
+      });
+    }
     this.insert = db.prepare(
       'INSERT INTO messages (room, seq, ts, mid, nick, body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room, mid) DO NOTHING',
     );
@@ -207,9 +223,13 @@ export class SqliteHistory implements HistoryStore {
   }
 
   close(): void {
+    this.checkpointer?.close();
     this.db.close();
   }
 }
+
+/** SQLite's default threshold for its own checkpoints, in pages. */
+const SQLITE_AUTOCHECKPOINT = 1000;
 
 function storeError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;

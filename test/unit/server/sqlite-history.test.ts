@@ -1,7 +1,12 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { Checkpointer } from '../../../src/server/checkpointer.js';
 import { NoHistory } from '../../../src/server/no-history.js';
 import { SqliteHistory } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
+import { until } from '../../helpers/net.js';
 
 const enc = new TextEncoder();
 const room = (n: number): Uint8Array => new Uint8Array(16).fill(n);
@@ -114,6 +119,35 @@ describe('SqliteHistory', () => {
     expect(s.prune(0)).toBeGreaterThan(0); // retention frees pages
     expect(append(s, [big(n)])[0]?.seq).toBe(latest + 1);
     expect(s.check()).toBe('ok');
+  });
+});
+
+describe('background checkpoints', () => {
+  it('copy the log into the database from another thread, with the writer’s own checkpoints off', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-ckpt-'));
+    const path = join(dir, 'history.db');
+    try {
+      const s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, checkpointMs: 20 });
+      const empty = statSync(path).size;
+      // One commit per message, as a quiet relay makes them: each adds a page or more to the log.
+      for (let i = 1; i <= 3000; i++) append(s, [msg(1, i, 1000 + i, 'x'.repeat(200))]);
+      await until(() => (s.checkpointer?.checkpoints ?? 0) > 0 && statSync(path).size > empty + 500_000);
+      s.close();
+      const again = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      expect(again.read(room(1), 0, 5000, 1e9).messages).toHaveLength(3000);
+      expect(again.check()).toBe('ok');
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reports a thread that cannot checkpoint, so the writer takes the job back', async () => {
+    let failure = '';
+    const c = new Checkpointer(join(tmpdir(), 'confab-no-such-dir', 'history.db'), 10, (m) => (failure = m));
+    await until(() => failure !== '');
+    expect(failure).toMatch(/unable to open|not exist|SQLITE_CANTOPEN|directory/i);
+    c.close();
   });
 });
 

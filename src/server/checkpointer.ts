@@ -1,0 +1,60 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+// The worker's own code, run with `eval` so that it works the same from
+// src/ (tests) and dist/: it opens the database a second time and checkpoints
+// it on a timer. A PASSIVE checkpoint never waits for, or blocks, the writer.
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path, { fileMustExist: true });
+const timer = setInterval(() => {
+  try {
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    parentPort.postMessage({ checkpointed: r.checkpointed });
+  } catch (err) {
+    parentPort.postMessage({ error: String(err && err.message) });
+  }
+}, workerData.intervalMs);
+parentPort.on('message', () => {
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
+});
+`;
+
+/**
+ * Checkpoints a WAL-mode SQLite database from a thread of its own. SQLite's
+ * automatic checkpoint runs inside whichever commit crosses its threshold: on
+ * the relay's event loop, where copying the log into the database and its two
+ * fsyncs held up every message of that turn by milliseconds. The writer turns
+ * its automatic checkpoints off while this runs.
+ */
+export class Checkpointer {
+  private readonly worker: Worker;
+  /** Checkpoints that copied pages into the database. */
+  checkpoints = 0;
+
+  /** `onFailure` runs once if the thread fails; the writer then checkpoints by itself again. */
+  constructor(path: string, intervalMs: number, onFailure: (message: string) => void) {
+    const module = createRequire(import.meta.url).resolve('better-sqlite3');
+    this.worker = new Worker(WORKER, { eval: true, workerData: { module, path, intervalMs } });
+    this.worker.unref();
+    let failed = false;
+    const fail = (message: string): void => {
+      if (failed) return;
+      failed = true;
+      onFailure(message);
+    };
+    this.worker.on('message', (m: { checkpointed?: number; error?: string }) => {
+      if (m.error !== undefined) fail(m.error);
+      else if (m.checkpointed !== undefined && m.checkpointed > 0) this.checkpoints++;
+    });
+    this.worker.on('error', (err) => fail(err.message));
+  }
+
+  /** Stops the timer and closes the thread's connection. */
+  close(): void {
+    this.worker.postMessage('close');
+  }
+}
