@@ -184,7 +184,7 @@ function openStore(opts: ResolvedOptions): HistoryStore {
 export const MEMORY_STORE_MAX_MIB = 256;
 
 /** How often the history's write-ahead log is checkpointed, from a background thread. */
-export const CHECKPOINT_MS = 250;
+export const CHECKPOINT_MS = 1000;
 
 /** The history database's name inside `--data`. */
 export const HISTORY_FILE = 'history.db';
