@@ -204,7 +204,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   await new Promise((r) => setTimeout(r, 300));
   const rssLoaded = rssBytes(pid);
   await burst(tx, WARMUP_MESSAGES, window);
-  await Promise.race([warm.done, new Promise((r) => setTimeout(r, 10_000))]);
+  await warmedUp(warm, 10_000);
   to.current = meter;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
@@ -247,6 +247,12 @@ function paced(tx, rate, count) {
   });
 }
 
+/** Waits for every warm-up delivery; a straggler would count in the measured run, so none may be left. */
+async function warmedUp(warm, ms) {
+  const done = await Promise.race([warm.done.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+  if (!done) throw new Error(`warm-up: ${warm.count} of ${warm.expected} deliveries after ${ms} ms`);
+}
+
 /** Receivers report to whichever meter is current: the warm-up's, then the measured run's. */
 function switchable(first) {
   return {
@@ -276,7 +282,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const tx = await system.sender(room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
   await paced(tx, rate, rate * WARMUP_SECONDS);
-  await Promise.race([warm.done, new Promise((r) => setTimeout(r, 5_000))]);
+  await warmedUp(warm, 5_000);
   to.current = meter;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();

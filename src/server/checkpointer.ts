@@ -10,8 +10,8 @@ const Database = require(workerData.module);
 const db = new Database(workerData.path, { fileMustExist: true });
 const timer = setInterval(() => {
   try {
-    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
-    parentPort.postMessage({ checkpointed: r.checkpointed });
+    db.pragma('wal_checkpoint(PASSIVE)');
+    parentPort.postMessage({ ok: true });
   } catch (err) {
     parentPort.postMessage({ error: String(err && err.message) });
   }
@@ -27,12 +27,15 @@ parentPort.on('message', () => {
  * Checkpoints a WAL-mode SQLite database from a thread of its own. SQLite's
  * automatic checkpoint runs inside whichever commit crosses its threshold: on
  * the relay's event loop, where copying the log into the database and its two
- * fsyncs held up every message of that turn by milliseconds. The writer turns
- * its automatic checkpoints off while this runs.
+ * fsyncs held up every message of that turn by milliseconds. While this runs
+ * the writer raises its own threshold to a backstop: the log only starts over
+ * from its beginning after a checkpoint that copied all of it, and under steady
+ * commits one from this thread rarely can (newer frames arrive while it copies),
+ * so the writer's occasional checkpoint, which nothing can overtake, bounds it.
  */
 export class Checkpointer {
   private readonly worker: Worker;
-  /** Checkpoints that copied pages into the database. */
+  /** Checkpoints run so far. */
   checkpoints = 0;
 
   /** `onFailure` runs once if the thread fails; the writer then checkpoints by itself again. */
@@ -41,14 +44,16 @@ export class Checkpointer {
     this.worker = new Worker(WORKER, { eval: true, workerData: { module, path, intervalMs } });
     this.worker.unref();
     let failed = false;
+    // One failure ends the thread: two checkpointers would only contend.
     const fail = (message: string): void => {
       if (failed) return;
       failed = true;
+      void this.worker.terminate();
       onFailure(message);
     };
-    this.worker.on('message', (m: { checkpointed?: number; error?: string }) => {
+    this.worker.on('message', (m: { ok?: true; error?: string }) => {
       if (m.error !== undefined) fail(m.error);
-      else if (m.checkpointed !== undefined && m.checkpointed > 0) this.checkpoints++;
+      else this.checkpoints++;
     });
     this.worker.on('error', (err) => fail(err.message));
   }

@@ -85,12 +85,18 @@ export class DirectWriter {
     for (let i = 0; i < start; i++) this.add(conns[i] as DirectTarget);
     const count = this.batch.length;
     if (count === 0) return;
-    this.addon.writeMany(this.fds, count, this.bufs, this.refs, this.ends, this.results);
+    let sent = true;
+    try {
+      this.addon.writeMany(this.fds, count, this.bufs, this.refs, this.ends, this.results);
+    } catch {
+      // It checks its arguments before sending anything: the streams take the whole turn.
+      sent = false;
+    }
     for (let i = 0; i < count; i++) {
       const conn = this.batch[i] as DirectTarget;
       const out = this.outs[i] as Uint8Array | Uint8Array[];
-      const taken = this.results[i] as number;
-      // -errno (EAGAIN, or EPIPE and the like, which the stream then reports).
+      const taken = sent ? (this.results[i] as number) : -1;
+      // -errno (EAGAIN, or EPIPE and the like, which the stream then meets and reports).
       const rest = taken < 0 ? out : remainder(out, taken);
       if (rest !== null) conn.writeStream(rest);
     }

@@ -106,10 +106,16 @@ export class SqliteHistory implements HistoryStore {
     const db = this.db;
     const checkpointMs = options.checkpointMs ?? 0;
     if (checkpointMs > 0 && options.path !== ':memory:') {
-      db.pragma('wal_autocheckpoint = 0');
-      this.checkpointer = new Checkpointer(options.path, checkpointMs, () => {
+      const own = (): void => {
         if (db.open) db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT}`);
-      });
+      };
+      try {
+        this.checkpointer = new Checkpointer(options.path, checkpointMs, own);
+        db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+      } catch {
+        // No worker thread here: SQLite checkpoints in the commits, as by default.
+        own();
+      }
     }
     this.insert = db.prepare(
       'INSERT INTO messages (room, seq, ts, mid, nick, body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room, mid) DO NOTHING',
@@ -224,12 +230,23 @@ export class SqliteHistory implements HistoryStore {
 
   close(): void {
     this.checkpointer?.close();
+    try {
+      // Best effort, so that little is left in the log (the thread may hold the checkpoint lock).
+      if (this.checkpointer !== null) this.db.pragma('wal_checkpoint(PASSIVE)');
+    } catch {
+      // The log stays; SQLite replays it at the next open.
+    }
     this.db.close();
   }
 }
 
 /** SQLite's default threshold for its own checkpoints, in pages. */
 const SQLITE_AUTOCHECKPOINT = 1000;
+/**
+ * The writer's threshold while the background thread checkpoints: the log's
+ * bound under steady commits (10,000 pages, 40 MiB at SQLite's 4 KiB pages).
+ */
+const BACKSTOP_PAGES = 10_000;
 
 function storeError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;

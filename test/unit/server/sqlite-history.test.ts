@@ -142,6 +142,29 @@ describe('background checkpoints', () => {
     }
   });
 
+  it('keep the log bounded under back-to-back commits (the writer’s backstop starts it over)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-ckpt-'));
+    const path = join(dir, 'history.db');
+    try {
+      const s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, checkpointMs: 50 });
+      // Each commit adds at least one 4 KiB page: 25,000 of them would make a 100 MB log unchecked.
+      let seq = 0;
+      let largest = 0;
+      while (seq < 25_000) {
+        for (let i = 0; i < 500; i++) {
+          seq++;
+          append(s, [msg(1, seq, 1000 + seq)]);
+        }
+        largest = Math.max(largest, statSync(`${path}-wal`).size);
+        await new Promise((r) => setImmediate(r)); // let the thread's messages in
+      }
+      s.close();
+      expect(largest).toBeLessThan(60 * 1024 * 1024);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reports a thread that cannot checkpoint, so the writer takes the job back', async () => {
     let failure = '';
     const c = new Checkpointer(join(tmpdir(), 'confab-no-such-dir', 'history.db'), 10, (m) => (failure = m));
