@@ -130,6 +130,8 @@ console.log(
     reconnects,
     rssMB: { atMinute2: round(first.rssBytes / 1e6, 1), atEnd: round(last.rssBytes / 1e6, 1) },
     rssGrowthMB: round((last.rssBytes - first.rssBytes) / 1e6, 1),
+    // Still rising at the end, or levelled off: what tells a leak from caches filling.
+    rssMBByMinute: Array.from({ length: MINUTES + 1 }, (_, m) => round(at(m).rssBytes / 1e6, 1)),
     heapUsedMB: { atMinute2: round(first.heapUsedBytes / 1e6, 1), atEnd: round(last.heapUsedBytes / 1e6, 1) },
     eventLoopDelayP99Ms: {
       worst: Math.max(...stats.map((s) => s.eventLoopDelayMs.p99)),
