@@ -3,12 +3,14 @@ export interface Flushable {
   flush(): void;
 }
 
-/** Flushes `conns` one by one, starting at `start` and wrapping round. */
-export function flushFrom(conns: readonly Flushable[], start: number): void {
-  const n = conns.length;
-  for (let i = start; i < n; i++) (conns[i] as Flushable).flush();
-  for (let i = 0; i < start; i++) (conns[i] as Flushable).flush();
+/** Writes a turn's connections: `add` for each, in the turn's order, then `finish`. */
+export interface ConnectionWriter<C> {
+  add(conn: C): void;
+  finish(): void;
 }
+
+/** Each connection writes its own output, as it is added. */
+export const flushEach: ConnectionWriter<Flushable> = { add: (conn) => conn.flush(), finish: () => {} };
 
 /**
  * Collects rooms and connections with pending output during one event-loop turn
@@ -24,21 +26,21 @@ export class Batcher<C extends Flushable = Flushable> {
   private turn = 0;
   private readonly afterFlush: () => void;
   private readonly beforeFlush: () => void;
-  private readonly writeConnections: (conns: readonly C[], start: number) => void;
+  private readonly writer: ConnectionWriter<C>;
 
   /**
    * `beforeFlush` runs first in every flush (the relay commits the turn's
    * messages there, then broadcasts them); `afterFlush` runs last.
-   * `writeConnections` writes the turn's connections in order from `start`.
+   * `writer` writes the turn's connections.
    */
   constructor(
     afterFlush: () => void = () => {},
     beforeFlush: () => void = () => {},
-    writeConnections: (conns: readonly C[], start: number) => void = flushFrom,
+    writer: ConnectionWriter<C> = flushEach,
   ) {
     this.afterFlush = afterFlush;
     this.beforeFlush = beforeFlush;
-    this.writeConnections = writeConnections;
+    this.writer = writer;
   }
 
   /** Makes sure a flush follows this turn, with nothing queued yet. */
@@ -69,7 +71,12 @@ export class Batcher<C extends Flushable = Flushable> {
     // first hears first and answers first, and a fixed order would let the
     // same connections win every turn.
     const n = conns.length;
-    if (n > 0) this.writeConnections(conns, this.turn++ % n);
+    if (n > 0) {
+      const start = this.turn++ % n;
+      for (let i = start; i < n; i++) this.writer.add(conns[i] as C);
+      for (let i = 0; i < start; i++) this.writer.add(conns[i] as C);
+      this.writer.finish();
+    }
     this.afterFlush();
   };
 

@@ -39,7 +39,7 @@ export class Connection implements Flushable {
   strikes = 0;
   /** Refusing SENDs with this code until the client's next PING (see Relay.send), or null. */
   limited: 'RATE_LIMITED' | 'STORE_FAILED' | null = null;
-  /** The socket's descriptor for the native fan-out, or -1 to write through Node's stream only. */
+  /** The socket's descriptor, for the native fan-out (-1: none, so its stream does the writing). */
   readonly fd: number;
   /** The peer's IP address, for the per-address limits. */
   readonly ip: string;

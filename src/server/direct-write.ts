@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
+import type { ConnectionWriter } from './batcher.js';
 
 /** The optional addon built from native/fanout.c at install time. */
 export interface FanoutAddon {
@@ -61,7 +62,7 @@ export interface DirectTarget {
  * and every error, goes to the stream, which queues it, waits for the socket
  * to drain, and reports errors and closes as it always does.
  */
-export class DirectWriter {
+export class DirectWriter implements ConnectionWriter<DirectTarget> {
   private readonly addon: FanoutAddon;
   private fds = new Int32Array(64);
   private ends = new Int32Array(64);
@@ -78,11 +79,8 @@ export class DirectWriter {
     this.addon = addon;
   }
 
-  /** Flushes `conns`, starting at `start` and wrapping round. */
-  write(conns: readonly DirectTarget[], start: number): void {
-    const n = conns.length;
-    for (let i = start; i < n; i++) this.add(conns[i] as DirectTarget);
-    for (let i = 0; i < start; i++) this.add(conns[i] as DirectTarget);
+  /** Writes everything added since the last call. */
+  finish(): void {
     const count = this.batch.length;
     if (count === 0) return;
     let sent = true;
@@ -107,7 +105,8 @@ export class DirectWriter {
     this.lastBuf = null;
   }
 
-  private add(conn: DirectTarget): void {
+  /** Takes a connection's output for this turn's call, or writes it through its stream at once. */
+  add(conn: DirectTarget): void {
     const out = conn.takeOutput();
     if (out === null) return;
     const socket = conn.socket;

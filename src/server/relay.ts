@@ -25,7 +25,7 @@ import type {
   MemberInfo,
   SendFrame,
 } from '../protocol/index.js';
-import { Batcher, flushFrom } from './batcher.js';
+import { Batcher, flushEach } from './batcher.js';
 import { DirectWriter, socketFd } from './direct-write.js';
 import type { FanoutAddon } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
@@ -101,11 +101,10 @@ export class Relay {
     this.randomBytes = randomBytes;
     this.store = store;
     this.nativeWrites = fanout !== null;
-    const direct = fanout === null ? null : new DirectWriter(fanout);
     this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),
-      direct === null ? flushFrom : (conns, start) => direct.write(conns, start),
+      fanout === null ? flushEach : new DirectWriter(fanout),
     );
   }
 
@@ -121,7 +120,7 @@ export class Relay {
       this.noteOverflow,
       this.randomBytes(CHALLENGE_LEN),
       new TokenBucket(this.limits.messageBurst, this.limits.messageIntervalMs, this.clock.now()),
-      this.nativeWrites ? socketFd(socket) : -1,
+      socketFd(socket),
     );
     this.connections.add(conn);
     this.stats.connections = this.connections.size;

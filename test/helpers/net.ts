@@ -132,11 +132,24 @@ export class RawPeer {
  * challenge with a fresh identity, and waits for JOINED.
  */
 export async function rawJoin(peer: RawPeer, room: Uint8Array, nick: string, identity = newIdentity()): Promise<void> {
+  const proof = await joinProof(peer, identity, room, nick);
+  peer.write(encodeFrame({ type: 'join', rid: 1, room, nick, key: identity.publicKey, proof }));
+  await until(() => peer.frames.some((f) => f.type === 'joined' || f.type === 'error'));
+}
+
+/**
+ * Says HELLO on a raw peer if it has not yet, waits for WELCOME, and returns
+ * `signer`'s proof for joining `room` as `nick` over the server's challenge.
+ */
+export async function joinProof(
+  peer: RawPeer,
+  signer: ReturnType<typeof newIdentity>,
+  room: Uint8Array,
+  nick: string,
+): Promise<Uint8Array> {
   if (!peer.frames.some((f) => f.type === 'welcome')) peer.hello();
   await until(() => peer.frames.some((f) => f.type === 'welcome'));
   const welcome = peer.frames.find((f) => f.type === 'welcome');
   if (welcome?.type !== 'welcome') throw new Error('no WELCOME');
-  const proof = signJoinProof(identity, joinProofMessage(welcome.challenge, room, nick));
-  peer.write(encodeFrame({ type: 'join', rid: 1, room, nick, key: identity.publicKey, proof }));
-  await until(() => peer.frames.some((f) => f.type === 'joined' || f.type === 'error'));
+  return signJoinProof(signer, joinProofMessage(welcome.challenge, room, nick));
 }

@@ -11,10 +11,9 @@ import {
   roomKeys,
   sealEnvelope,
   shortFingerprint,
-  signJoinProof,
 } from '../../src/crypto/index.js';
-import { encodeFrame, errorCodeName, joinProofMessage } from '../../src/protocol/index.js';
-import { RawPeer, rawJoin, until } from '../helpers/net.js';
+import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
+import { joinProof, RawPeer, rawJoin, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
@@ -169,14 +168,10 @@ describe('the server checks that a joining client holds its key', () => {
     const s = await server();
     const peer = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(peer.destroy()));
-    peer.hello();
-    await until(() => peer.frames.some((f) => f.type === 'welcome'));
-    const welcome = peer.frames.find((f) => f.type === 'welcome');
-    if (welcome?.type !== 'welcome') throw new Error('no welcome');
     const victim = newIdentity();
     const mallory = newIdentity();
     const room = new Uint8Array(16).fill(3);
-    const proof = signJoinProof(mallory, joinProofMessage(welcome.challenge, room, 'victim'));
+    const proof = await joinProof(peer, mallory, room, 'victim');
     peer.write(encodeFrame({ type: 'join', rid: 9, room, nick: 'victim', key: victim.publicKey, proof }));
     await until(() => peer.frames.some((f) => f.type === 'error'));
     expect(errorCodeName(peer.error()?.code ?? 0)).toBe('BAD_JOIN_PROOF');
@@ -193,11 +188,7 @@ describe('the server checks that a joining client holds its key', () => {
       () => Promise.resolve(thief.destroy()),
     );
     const victim = newIdentity();
-    honest.hello();
-    await until(() => honest.frames.some((f) => f.type === 'welcome'));
-    const welcome = honest.frames.find((f) => f.type === 'welcome');
-    if (welcome?.type !== 'welcome') throw new Error('no welcome');
-    const proof = signJoinProof(victim, joinProofMessage(welcome.challenge, room, 'victim'));
+    const proof = await joinProof(honest, victim, room, 'victim');
     thief.hello();
     await until(() => thief.frames.some((f) => f.type === 'welcome'));
     thief.write(encodeFrame({ type: 'join', rid: 1, room, nick: 'victim', key: victim.publicKey, proof }));

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { newIdentity, signJoinProof } from '../../src/crypto/index.js';
-import { encodeFrame, errorCodeName, FrameType, joinProofMessage } from '../../src/protocol/index.js';
+import { newIdentity } from '../../src/crypto/index.js';
+import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { Mitm } from '../helpers/mitm.js';
-import { RawPeer, rawJoin, ROOMY_LIMITS, until } from '../helpers/net.js';
+import { joinProof, RawPeer, rawJoin, ROOMY_LIMITS, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
 
 const { cleanup, server, track } = testScope();
@@ -170,11 +170,7 @@ describe('joins', () => {
     const peer = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(peer.destroy()));
     const identity = newIdentity();
-    peer.hello();
-    await until(() => peer.frames.some((f) => f.type === 'welcome'));
-    const welcome = peer.frames.find((f) => f.type === 'welcome');
-    if (welcome?.type !== 'welcome') throw new Error('no WELCOME');
-    const proof = signJoinProof(identity, joinProofMessage(welcome.challenge, r, 'churn'));
+    const proof = await joinProof(peer, identity, r, 'churn');
     const answers = new Map<string, number>();
     const attempt = async (rid: number): Promise<void> => {
       peer.write(encodeFrame({ type: 'join', rid, room: r, nick: 'churn', key: identity.publicKey, proof }));
