@@ -1,0 +1,98 @@
+import type { Socket } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { TokenBucket } from '../../../src/protocol/index.js';
+import { Batcher, flushEach } from '../../../src/server/batcher.js';
+import { Connection } from '../../../src/server/connection.js';
+
+type FakeSocket = Socket & { written: number; drain(): void };
+
+/** A socket whose peer reads nothing until `drain`: everything written stays in its buffer. */
+function stuckSocket(): FakeSocket {
+  const s = {
+    written: 0,
+    writableLength: 0,
+    destroyed: false,
+    remoteAddress: '127.0.0.1',
+    remotePort: 1,
+    write(buf: Uint8Array): boolean {
+      s.written += buf.length;
+      s.writableLength += buf.length;
+      return false;
+    },
+    cork(): void {},
+    uncork(): void {},
+    drain(): void {
+      s.writableLength = 0;
+    },
+  };
+  return s as unknown as FakeSocket;
+}
+
+describe('Connection send queue', () => {
+  it('stops queueing for a peer that does not read once its buffer passes the cap, whatever is sent after', () => {
+    const cap = 256 * 1024;
+    const frame = new Uint8Array(8000);
+    const socket = stuckSocket();
+    const overflowed: Connection[] = [];
+    const batcher = new Batcher<Connection>(
+      () => {},
+      () => {},
+      flushEach,
+    );
+    const conn = new Connection(
+      1,
+      socket,
+      0,
+      65536,
+      cap,
+      batcher,
+      (c) => overflowed.push(c),
+      new Uint8Array(32),
+      new TokenBucket(10, 200, 0),
+      -1,
+    );
+    let accepted = 0;
+    // 2,000 turns of 3 frames each: 48 MB offered to a peer that takes nothing.
+    for (let turn = 0; turn < 2000; turn++) {
+      for (let i = 0; i < 3; i++) if (conn.enqueue(frame)) accepted++;
+      batcher.flush();
+    }
+    expect(overflowed).toEqual([conn]);
+    expect(conn.overflowed).toBe(true);
+    // What the connection holds is bounded by the cap plus one turn's output,
+    // not by what was offered.
+    expect(socket.writableLength).toBeGreaterThan(cap);
+    expect(socket.writableLength).toBeLessThanOrEqual(cap + 3 * frame.length);
+    expect(accepted * frame.length).toBe(socket.written);
+    expect(conn.enqueue(frame)).toBe(false);
+  });
+
+  it('keeps queueing for a peer whose buffer drains', () => {
+    const socket = stuckSocket();
+    const overflowed: Connection[] = [];
+    const batcher = new Batcher<Connection>(
+      () => {},
+      () => {},
+      flushEach,
+    );
+    const conn = new Connection(
+      1,
+      socket,
+      0,
+      65536,
+      256 * 1024,
+      batcher,
+      (c) => overflowed.push(c),
+      new Uint8Array(32),
+      new TokenBucket(10, 200, 0),
+      -1,
+    );
+    for (let turn = 0; turn < 2000; turn++) {
+      expect(conn.enqueue(new Uint8Array(8000))).toBe(true);
+      batcher.flush();
+      socket.drain(); // the kernel took it all
+    }
+    expect(overflowed).toEqual([]);
+    expect(socket.written).toBe(2000 * 8000);
+  });
+});
