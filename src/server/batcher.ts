@@ -21,7 +21,12 @@ export const flushEach: ConnectionWriter<Flushable> = { add: (conn) => conn.flus
  */
 export class Batcher<C extends Flushable = Flushable> {
   private rooms: Flushable[] = [];
-  private conns: C[] = [];
+  // The turn's connections fill `conns` from 0 to `connCount`. Two arrays take
+  // turns and are cleared, never shrunk, so that a turn that writes to hundreds
+  // of members allocates nothing here.
+  private conns: (C | undefined)[] = [];
+  private connCount = 0;
+  private spare: (C | undefined)[] | null = [];
   private scheduled = false;
   private turn = 0;
   private readonly afterFlush: () => void;
@@ -54,7 +59,7 @@ export class Batcher<C extends Flushable = Flushable> {
   }
 
   addConnection(conn: C): void {
-    this.conns.push(conn);
+    this.conns[this.connCount++] = conn;
     this.schedule();
   }
 
@@ -66,17 +71,22 @@ export class Batcher<C extends Flushable = Flushable> {
     this.rooms = [];
     for (const room of rooms) room.flush();
     const conns = this.conns;
-    this.conns = [];
+    const n = this.connCount;
+    // A flush inside this one (a write's callback could start one) gets a new array.
+    this.conns = this.spare ?? [];
+    this.spare = null;
+    this.connCount = 0;
     // Start each turn's writes at another place in the list: whoever is written
     // first hears first and answers first, and a fixed order would let the
     // same connections win every turn.
-    const n = conns.length;
     if (n > 0) {
       const start = this.turn++ % n;
       for (let i = start; i < n; i++) this.writer.add(conns[i] as C);
       for (let i = 0; i < start; i++) this.writer.add(conns[i] as C);
       this.writer.finish();
+      conns.fill(undefined, 0, n); // no closed connection is kept alive from here
     }
+    this.spare = conns;
     this.afterFlush();
   };
 

@@ -72,8 +72,11 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
   private readonly bufs: Uint8Array[] = [];
   // The buffer listed last: a room's members share one, so most lookups end here.
   private lastBuf: Uint8Array | null = null;
-  private readonly batch: DirectTarget[] = [];
-  private readonly outs: (Uint8Array | Uint8Array[])[] = [];
+  // One entry per connection: these fill from 0 to `count` and are cleared,
+  // never shrunk, after each call, so a turn's hundreds of writes allocate nothing here.
+  private readonly batch: (DirectTarget | undefined)[] = [];
+  private readonly outs: (Uint8Array | Uint8Array[] | undefined)[] = [];
+  private count = 0;
 
   constructor(addon: FanoutAddon) {
     this.addon = addon;
@@ -81,7 +84,7 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
 
   /** Writes everything added since the last call. */
   finish(): void {
-    const count = this.batch.length;
+    const count = this.count;
     if (count === 0) return;
     let sent = true;
     try {
@@ -98,9 +101,10 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
       const rest = taken < 0 ? out : remainder(out, taken);
       if (rest !== null) conn.writeStream(rest);
     }
-    this.batch.length = 0;
-    this.outs.length = 0;
+    this.batch.fill(undefined, 0, count);
+    this.outs.fill(undefined, 0, count);
     this.bufs.length = 0;
+    this.count = 0;
     this.refCount = 0;
     this.lastBuf = null;
   }
@@ -114,10 +118,10 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
       conn.writeStream(out);
       return;
     }
-    const i = this.batch.length;
+    const i = this.count++;
     if (i === this.fds.length) this.grow();
-    this.batch.push(conn);
-    this.outs.push(out);
+    this.batch[i] = conn;
+    this.outs[i] = out;
     this.fds[i] = conn.fd;
     if (Array.isArray(out)) for (const b of out) this.ref(b);
     else this.ref(out);

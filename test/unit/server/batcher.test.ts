@@ -25,3 +25,43 @@ describe('Batcher', () => {
     expect(new Set(starts).size).toBe(3);
   });
 });
+
+describe('Batcher, reused arrays', () => {
+  it('writes every connection once when a flush starts inside another, turn after turn', () => {
+    const written: string[] = [];
+    const batcher = new Batcher();
+    const later = { flush: () => written.push('later') };
+    // Queued while the inner flush runs: it belongs to the next flush.
+    const late = {
+      flush: () => {
+        written.push('late');
+        batcher.addConnection(later);
+      },
+    };
+    const conn = (name: string, nested = false) => ({
+      flush: () => {
+        written.push(name);
+        if (nested) {
+          // A write whose side effect queues another connection and flushes at once.
+          batcher.addConnection(late);
+          batcher.flush();
+        }
+      },
+    });
+    for (let turn = 0; turn < 5; turn++) {
+      written.length = 0;
+      const names = ['a', 'b', 'c', 'd'];
+      for (const n of names) batcher.addConnection(conn(n, n === 'b'));
+      batcher.flush();
+      expect([...written].sort()).toEqual(['a', 'b', 'c', 'd', 'late']);
+      // b's write ran the inner flush, so `late` came right after it.
+      expect(written[written.indexOf('b') + 1]).toBe('late');
+      written.length = 0;
+      batcher.flush();
+      expect(written).toEqual(['later']);
+      written.length = 0;
+      batcher.flush(); // nothing left over for the next turn
+      expect(written).toEqual([]);
+    }
+  });
+});
