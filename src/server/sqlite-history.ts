@@ -73,7 +73,11 @@ export class SqliteHistory implements HistoryStore {
   private readonly insert: Statement<[Uint8Array, number, number, Uint8Array, Uint8Array, Uint8Array]>;
   private readonly byMid: Statement<[Uint8Array, Uint8Array], { seq: number; ts: number }>;
   private readonly setLatest: Statement<[Uint8Array, number]>;
+  private readonly addRoom: Statement<[Uint8Array, number]>;
   private readonly getLatest: Statement<[Uint8Array], { latest: number }>;
+  private readonly maxSeq: Statement<[Uint8Array], { seq: number | null }>;
+  /** Room ids (by identity: the relay hands a room's messages one id array) whose row is written. */
+  private readonly known = new WeakSet<Uint8Array>();
   private readonly page: Statement<[Uint8Array, number, number], Row>;
   private readonly first: Statement<[Uint8Array], { seq: number | null }>;
   private readonly owner: Statement<[string], { key: Buffer }>;
@@ -124,7 +128,12 @@ export class SqliteHistory implements HistoryStore {
     this.setLatest = db.prepare(
       'INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET latest = excluded.latest',
     );
+    // A room's row is written with its first message and brought up to date by
+    // prune, before it cuts: its messages' own highest number is the latest, and
+    // the row keeps it once they are all gone. One b-tree fewer per commit.
+    this.addRoom = db.prepare('INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
     this.getLatest = db.prepare('SELECT latest FROM rooms WHERE id = ?');
+    this.maxSeq = db.prepare('SELECT max(seq) AS seq FROM messages WHERE room = ?');
     this.page = db.prepare('SELECT seq, ts, nick, body FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?');
     this.first = db.prepare('SELECT min(seq) AS seq FROM messages WHERE room = ?');
     this.owner = db.prepare('SELECT key FROM nicks WHERE nick = ?');
@@ -140,8 +149,6 @@ export class SqliteHistory implements HistoryStore {
     this.roomIds = db.prepare('SELECT id, latest FROM rooms');
     this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
-      // The relay hands every message of a room the same id array, so identity is enough here.
-      const latest = new Map<Uint8Array, number>();
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i] as PendingMessage;
         const seq = seqs.next(i);
@@ -153,24 +160,27 @@ export class SqliteHistory implements HistoryStore {
           results.push({ seq: first.seq, ts: first.ts, duplicate: true });
           continue;
         }
-        latest.set(m.room, seq);
+        if (!this.known.has(m.room)) this.addRoom.run(m.room, seq);
         results.push({ seq, ts: m.ts, duplicate: false });
       }
-      for (const [room, seq] of latest) this.setLatest.run(room, seq);
       return results;
     });
   }
 
   latest(room: Uint8Array): number {
-    return this.getLatest.get(room)?.latest ?? 0;
+    return Math.max(this.getLatest.get(room)?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0);
   }
 
   append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
+    let results: AppendResult[];
     try {
-      return this.appendAll(batch, seqs);
+      results = this.appendAll(batch, seqs);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
     }
+    // Only once committed: a row rolled back with its transaction is written again.
+    for (const m of batch) this.known.add(m.room);
+    return results;
   }
 
   read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage {
@@ -210,7 +220,11 @@ export class SqliteHistory implements HistoryStore {
     let removed = 0;
     const cutoff = now - this.retention.maxAgeMs;
     try {
-      for (const { id, latest } of this.roomIds.all()) {
+      for (const row of this.roomIds.all()) {
+        const id = row.id;
+        // The row learns the latest number before any cut, so it outlives the messages.
+        const latest = Math.max(row.latest, this.maxSeq.get(id)?.seq ?? 0);
+        if (latest > row.latest) this.setLatest.run(id, latest);
         // Both cuts are a prefix of the room's key: a seek each when there is nothing to cut.
         const keepAfter = latest - this.retention.messages;
         if (keepAfter > 0) removed += this.trimRoom.run(id, keepAfter).changes;

@@ -89,6 +89,31 @@ describe('SqliteHistory', () => {
     expect(append(s, [msg(1, 6)])[0]?.seq).toBe(6);
   });
 
+  it('keeps the numbering across reopening, also once prune has cut every message of the room', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-latest-'));
+    const open = (): SqliteHistory =>
+      new SqliteHistory({ path: join(dir, 'h.db'), retention: { messages: 1000, maxAgeMs: 10_000 } });
+    try {
+      let s = open();
+      append(
+        s,
+        [1, 2, 3, 4, 5].map((n) => msg(1, n)),
+      );
+      s.close();
+      s = open();
+      expect(s.latest(room(1))).toBe(5);
+      expect(s.prune(1_000_000)).toBe(5); // every message older than 10 s
+      s.close();
+      s = open();
+      expect(s.latest(room(1))).toBe(5);
+      expect(s.read(room(1), 0, 10, 1e6)).toEqual({ messages: [], oldest: 6 });
+      expect(append(s, [msg(1, 6)])[0]?.seq).toBe(6);
+      s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('binds a nick to the first key, case-insensitively, until released', () => {
     const s = store();
     const k1 = new Uint8Array(32).fill(1);
