@@ -2,16 +2,16 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d] [--rounds 3] [--no-redis] [--no-store-cost]
+//   node bench/workloads.mjs [--only a,b,c,d] [--rounds 5] [--no-redis] [--no-store-cost]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; (a) and (b) run once more with --no-history to price the store.
 // CONFAB_BENCH_STORE=none runs every workload with --no-history instead.
 //
-// (a) and (b) alternate confab and Redis for --rounds rounds and report the
-// median ratio, each run measured after an unmeasured warm-up of the same
-// traffic on the same connections (500 messages for (a), 1 s for (b)): a
-// relay in service runs warm, and confab's JIT needs the first few hundred
+// (a) and (b) alternate confab and Redis for --rounds rounds (who goes first
+// alternates too) and report the median ratio, each run measured after an
+// unmeasured warm-up of the same traffic on the same connections (500
+// messages for (a), 1 s for (b)): a relay in service runs warm, and confab's JIT needs the first few hundred
 // messages to compile its hot path. CONFAB_BENCH_SERVER_ARGS adds arguments
 // to `confab serve`, e.g. "--no-native-writes" to price the native fan-out.
 //
@@ -31,7 +31,7 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'a,b,c,d' },
     'no-redis': { type: 'boolean', default: false },
     'no-store-cost': { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
   },
 });
 const ONLY = new Set(values.only.split(','));
@@ -410,7 +410,7 @@ const median = (xs) => {
 
 /**
  * Runs a fan-out workload on confab and on Redis in turn, `--rounds` times
- * (this machine's figures wander by 10-20% from run to run), printing every
+ * (this machine's figures wander by 10-40% from run to run), printing every
  * run, then the median of the per-round ratios; and once without the store,
  * to price it against the median of confab's rounds.
  */
@@ -419,12 +419,15 @@ async function compare(workload, run) {
   const p99 = [];
   const confabCpu = [];
   for (let i = 1; i <= ROUNDS; i++) {
+    // Who goes first alternates (confab, Redis; Redis, confab; ...), so that a
+    // machine that drifts faster or slower during the run favours neither.
+    const redisFirst = redis !== null && i % 2 === 0;
+    const r1 = redisFirst ? await run(redisSystem(redis)) : null;
     const c = await run(confab);
-    print({ ...c, round: i });
+    const r = redis === null ? null : (r1 ?? (await run(redisSystem(redis))));
+    for (const x of redisFirst ? [r, c] : [c, r]) if (x !== null) print({ ...x, round: i });
     confabCpu.push(c.serverCpuSecondsPerMillionDeliveries);
-    if (redis === null) continue;
-    const r = await run(redisSystem(redis));
-    print({ ...r, round: i });
+    if (r === null) continue;
     cpu.push(c.serverCpuSecondsPerMillionDeliveries / r.serverCpuSecondsPerMillionDeliveries);
     p99.push(c.latencyMs.p99 / r.latencyMs.p99);
   }
