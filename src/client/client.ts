@@ -557,14 +557,16 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * A FETCH was refused (the server could not read its store): report it and
-   * ask again after a while; live messages wait meanwhile (up to MAX_HELD).
+   * A FETCH was refused (the server could not read its store, or its last page
+   * to us is still on its way): report it, unless it is only that, and ask again
+   * after a while; live messages wait meanwhile (up to MAX_HELD).
    */
   private fetchFailed(rid: number, err: ClientError): boolean {
     for (const state of this.rooms.values()) {
       if (state.fetchRid !== rid) continue;
       state.fetchRid = WAITING_TO_FETCH; // live messages that arrive meanwhile wait, and don't ask again
-      if (state.fetchFailures === 0) this.emit('error', err);
+      // RATE_LIMITED here is flow control (several rooms catching up at once), not a fault.
+      if (state.fetchFailures === 0 && err.code !== 'RATE_LIMITED') this.emit('error', err);
       const socket = this.socket;
       this.opts.clock.setTimer(
         () => {

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newIdentity } from '../../src/crypto/index.js';
-import { encodeFrame, FrameType } from '../../src/protocol/index.js';
+import { encodeFrame, ErrorCode, FrameType } from '../../src/protocol/index.js';
 import type { ServerFrame } from '../../src/protocol/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
@@ -218,6 +218,41 @@ describe('abuse against a running server (its own process)', () => {
       expect(server.stderr.filter((l) => /unhandled|uncaught|TypeError|RangeError/i.test(l))).toEqual([]);
     },
   );
+
+  it('answers one FETCH at a time: 1,000 in one packet get one page, then RATE_LIMITED, then the door; memory stays flat', async () => {
+    const fr = room(12);
+    const writer = await member(port, fr, 'archivist');
+    try {
+      // 300 messages of 8 KB: every FETCH could be answered with a full 128 KiB page.
+      const body = new Uint8Array(8000).fill(0x62);
+      for (let i = 0; i < 300; i++) await writer.client.send(fr, body);
+      const peer = await RawPeer.open(port);
+      await rawJoin(peer, fr, 'hoarder');
+      const before = rss();
+      // 35 bytes asking for 128 KiB, a thousand times over, in one write.
+      const fetches = Array.from({ length: 1000 }, (_, i) =>
+        encodeFrame({ type: 'fetch', rid: 100 + i, room: fr, after: 0, limit: 1000 }),
+      );
+      peer.write(cat(...fetches));
+      await peer.closedByServer(10_000);
+      const after = rss();
+      const pages = peer.frames.filter((f) => f.type === 'fetched').length;
+      const refused = peer.frames.filter((f) => f.type === 'error' && f.code === ErrorCode.RATE_LIMITED).length;
+      console.log(
+        `FETCH flood: 1000 FETCHes in one packet; ${pages} answered, ${refused} refused with RATE_LIMITED; ` +
+          `server RSS ${(before / 1e6).toFixed(1)} → ${(after / 1e6).toFixed(1)} MB`,
+      );
+      expect(pages).toBe(1);
+      expect(peer.error()?.code).toBe(ErrorCode.RATE_LIMITED);
+      const last = peer.frames.at(-1);
+      expect(last?.type === 'error' && last.fatal).toBe(true);
+      // Answering them all would have queued 1,000 pages: 128 MB.
+      expect(after - before).toBeLessThan(16 * 1024 * 1024);
+      await stillChatting();
+    } finally {
+      await writer.client.close();
+    }
+  });
 
   it('drops a member that stops reading with SENDQ_EXCEEDED while 50 others talk; they lose nothing; server memory stays bounded; it resumes from history', async () => {
     const rr = room(11);

@@ -9,7 +9,7 @@ import { newIdentity, newRoomSecret, roomKeys } from '../../src/crypto/index.js'
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
 import type { HistoryStore } from '../../src/server/index.js';
-import { member, room, text } from '../helpers/clients.js';
+import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
@@ -17,6 +17,7 @@ import { testScope } from '../helpers/scope.js';
 
 const { cleanup, server, track } = testScope();
 
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(b);
 const bodies = (r: Recorder): string[] => r.events.message.map((m) => new TextDecoder().decode(m.body));
 const range = (from: number, to: number, prefix = 'm'): string[] =>
   Array.from({ length: to - from + 1 }, (_, i) => `${prefix}${from + i}`);
@@ -70,6 +71,33 @@ describe('backlog on join', () => {
     const bob = track(await member(s.port, r, 'bob', {}, { backlog: 60 }));
     await until(() => bob.events.message.length === 60);
     expect(bob.events.message.map((m) => m.seq)).toEqual(range(1, 60, '').map(Number));
+  });
+});
+
+describe('one page at a time', () => {
+  it('several rooms catching up at once: the FETCHes past one page in flight are refused and retried quietly; every room completes', async () => {
+    const s = await server({ limits: { fetchMessages: 7, fetchBytes: 2000 } });
+    const rooms = [room(21), room(22), room(23)];
+    const alice = track(await member(s.port, rooms[0] as Uint8Array, 'alice'));
+    for (const r of rooms.slice(1)) await alice.client.join(r, 'alice');
+    for (const r of rooms)
+      await sendAll(
+        alice,
+        r,
+        range(1, 40).map((t) => `${t} ${'x'.repeat(300)}`),
+      );
+    const bob = track(await recorder(s.port, { backoff: { baseMs: 20, maxMs: 50 } }));
+    // All three JOINs in one packet: their JOINEDs come back together, and so do the three FETCHes.
+    await Promise.all(rooms.map((r) => bob.client.join(r, 'bob', { backlog: 40 })));
+    for (const r of rooms) {
+      await until(() => bob.events.message.filter((m) => sameBytes(m.room, r)).length === 40);
+      expect(bob.events.message.filter((m) => sameBytes(m.room, r)).map((m) => m.seq)).toEqual(
+        range(1, 40, '').map(Number),
+      );
+    }
+    expect(s.stats.rateLimited).toBeGreaterThan(0); // some FETCH did wait its turn
+    expect(bob.events.error).toEqual([]);
+    expect(bob.events.missed).toEqual([]);
   });
 });
 
