@@ -27,6 +27,8 @@ export interface ServerLimits {
   deadAfterMs: number;
   /** Bytes queued for one connection before it is dropped (SENDQ_EXCEEDED). */
   sendQueueBytes: number;
+  /** Time a closing connection gets to read its last bytes (an ERROR, say) before it is destroyed. */
+  closeLingerMs: number;
   /** Rooms one connection may be in (TOO_MANY_ROOMS). */
   maxRoomsPerConnection: number;
   /** Members in one room (ROOM_FULL). */
@@ -69,6 +71,7 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   heartbeatMs: 15_000,
   deadAfterMs: 45_000,
   sendQueueBytes: 256 * 1024,
+  closeLingerMs: 2000,
   maxRoomsPerConnection: MAX_ROOMS_PER_CONNECTION,
   maxRoomMembers: MAX_ROOM_MEMBERS,
   maxConnections: 20_000,

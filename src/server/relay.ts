@@ -178,17 +178,13 @@ export class Relay {
     this.log.info({ conn: conn.id, remote: conn.remote, code }, 'dropping connection');
     const frame = encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: true, message });
     this.leaveAll(conn, LeaveReason.DISCONNECTED);
-    if (code === 'SENDQ_EXCEEDED') {
-      // It is not reading: another write would only queue. Cut it now.
-      conn.state = ConnState.CLOSING;
-      conn.socket.destroy();
-      return;
-    }
+    // For SENDQ_EXCEEDED too: nothing more is queued, the ERROR goes behind what
+    // is, and a client that was only held up for a moment reads why it was cut.
     conn.writeNow(frame);
     conn.state = ConnState.CLOSING;
     conn.socket.end();
     // A peer that never reads its error must not hold the socket open.
-    this.clock.setTimer(() => conn.socket.destroy(), 2000);
+    this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
   }
 
   /** Closes cleanly after the peer's own end. */
@@ -198,7 +194,7 @@ export class Relay {
     conn.flush();
     conn.state = ConnState.CLOSING;
     conn.socket.end();
-    this.clock.setTimer(() => conn.socket.destroy(), 2000);
+    this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
   }
 
   /**

@@ -36,6 +36,10 @@ beforeAll(async () => {
     'handshakeTimeoutMs=500',
     '--limit',
     'frameTimeoutMs=300',
+    // The slow reader must start reading before its dropped socket is destroyed,
+    // whatever the machine's pace; 2 s (the default) would make that a race.
+    '--limit',
+    'closeLingerMs=10000',
     '--log-level',
     'warn',
   ]));
@@ -254,7 +258,7 @@ describe('abuse against a running server (its own process)', () => {
     }
   });
 
-  it('drops a member that stops reading with SENDQ_EXCEEDED while 50 others talk; they lose nothing; server memory stays bounded; it resumes from history', async () => {
+  it('drops a member that stops reading with SENDQ_EXCEEDED while 50 others talk; they lose nothing; server memory stays bounded; it reads why, and resumes from history', async () => {
     const rr = room(11);
     const talkers = await Promise.all(Array.from({ length: 50 }, (_, i) => member(port, rr, `t${i}`)));
     try {
@@ -279,9 +283,15 @@ describe('abuse against a running server (its own process)', () => {
       const seenUpTo = joined?.type === 'joined' ? joined.seq : -1;
       slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
       const before = rss();
-      await talk();
+      const talking = talk();
       const t0 = talkers[0] as Recorder;
       await until(() => t0.events.leave.some((l) => l.nick === 'slow'), 10_000, 'slow member to be dropped');
+      // Reading again at once (the server waits 2 s), it gets what was queued, then why it was cut.
+      slow.socket.resume();
+      await talking;
+      await slow.closedByServer(5000);
+      const last = slow.frames.at(-1);
+      expect(last?.type === 'error' && last.fatal ? last.code : last?.type).toBe(ErrorCode.SENDQ_EXCEEDED);
       await allGot(2 * 49 * 40);
       const after = rss();
       slow.destroy();
