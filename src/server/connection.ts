@@ -37,6 +37,8 @@ export class Connection implements Flushable {
   joins: TokenBucket | null = null;
   /** Messages refused in a row for going too fast. */
   strikes = 0;
+  /** FETCHes refused in a row for a page still on its way (counted apart, so neither resets the other). */
+  fetchStrikes = 0;
   /** Refusing SENDs with this code until the client's next PING (see Relay.send), or null. */
   limited: 'RATE_LIMITED' | 'STORE_FAILED' | null = null;
   /** The socket's descriptor, for the native fan-out (-1: none, so its stream does the writing). */

@@ -409,14 +409,14 @@ export class Relay {
     // read and queue a 128 KiB page for every one of them before any write.
     if (conn.queuedBytes() > this.limits.fetchBytes / 2) {
       this.stats.rateLimited++;
-      if (++conn.strikes >= this.limits.floodStrikes) {
-        this.drop(conn, 'RATE_LIMITED', `${conn.strikes} requests in a row over the rate limit`, frame.rid);
+      if (++conn.fetchStrikes >= this.limits.floodStrikes) {
+        this.drop(conn, 'RATE_LIMITED', `${conn.fetchStrikes} FETCHes in a row over the rate limit`, frame.rid);
       } else {
         this.reject(conn, frame.rid, 'RATE_LIMITED', 'the last page of history is still on its way; ask again later');
       }
       return;
     }
-    conn.strikes = 0;
+    conn.fetchStrikes = 0;
     const room = member.room;
     const limit = Math.min(frame.limit, MAX_FETCH, this.limits.fetchMessages);
     let page;

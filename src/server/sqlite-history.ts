@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import type { Database as Db, Statement } from 'better-sqlite3';
+import type { Database as Db, Statement, Transaction } from 'better-sqlite3';
 import { Checkpointer } from './checkpointer.js';
 import { StoreError } from './history.js';
 import type {
@@ -88,7 +88,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly trimBefore: Statement<[Uint8Array, number]>;
   private readonly trimAll: Statement<[Uint8Array]>;
   private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
-  private readonly appendAll: (batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[];
+  private readonly appendAll: Transaction<(batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[]>;
   /** The background checkpointer, when one runs. */
   readonly checkpointer: Checkpointer | null = null;
 
@@ -174,7 +174,11 @@ export class SqliteHistory implements HistoryStore {
   append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
     let results: AppendResult[];
     try {
-      results = this.appendAll(batch, seqs);
+      // IMMEDIATE: the write lock is taken at BEGIN, where SQLite waits for it
+      // (busy_timeout). A deferred transaction that reads before it writes
+      // upgrades its lock instead, and an upgrade that meets the checkpoint
+      // thread on the log's lock fails at once with SQLITE_BUSY.
+      results = this.appendAll.immediate(batch, seqs);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
     }

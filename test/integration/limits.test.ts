@@ -97,6 +97,28 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     await alice.client.send(r, text('still fine'));
   });
 
+  it('answered FETCHes between the refused SENDs do not reset the count: the flooder is still dropped', async () => {
+    const s = await server({ limits: { messageBurst: 10, messageIntervalMs: 200, floodStrikes: 100 } });
+    const r = room(3);
+    const flooder = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(flooder.destroy()));
+    await rawJoin(flooder, r, 'flooder');
+    // Ten SENDs, then a FETCH, which the server answers (nothing else is queued for it), and again.
+    const packet: Uint8Array[] = [];
+    for (let i = 1; i <= 300; i++) {
+      const mid = new Uint8Array(16);
+      new DataView(mid.buffer).setUint32(12, i);
+      packet.push(encodeFrame({ type: 'send', rid: i, room: r, mid, body: text('x') }));
+      if (i % 10 === 0) packet.push(encodeFrame({ type: 'fetch', rid: 10_000 + i, room: r, after: 0, limit: 1 }));
+    }
+    flooder.write(Buffer.concat(packet));
+    await flooder.closedByServer();
+    expect(flooder.frames.filter((f) => f.type === 'fetched').length).toBeGreaterThan(5);
+    const fatal = flooder.frames.find((f) => f.type === 'error' && f.fatal);
+    expect(fatal?.type === 'error' && errorCodeName(fatal.code)).toBe('RATE_LIMITED');
+    expect(fatal?.type === 'error' && fatal.rid).toBe(110); // the 100th refused SEND: 10 accepted before it
+  });
+
   it('a client refused for speed resends after its PING, keeping every message in order', async () => {
     const s = await server({ limits: { messageBurst: 10, messageIntervalMs: 20, floodStrikes: 1000 } });
     const mitm = await Mitm.start(s.port);
