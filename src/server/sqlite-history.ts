@@ -88,6 +88,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly trimBefore: Statement<[Uint8Array, number]>;
   private readonly trimAll: Statement<[Uint8Array]>;
   private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
+  private readonly pruneRoom: Transaction<(id: Uint8Array, rowLatest: number, cutoff: number) => number>;
   private readonly appendAll: Transaction<(batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[]>;
   /** The background checkpointer, when one runs. */
   readonly checkpointer: Checkpointer | null = null;
@@ -147,6 +148,20 @@ export class SqliteHistory implements HistoryStore {
     this.trimBefore = db.prepare('DELETE FROM messages WHERE room = ? AND seq < ?');
     this.trimAll = db.prepare('DELETE FROM messages WHERE room = ?');
     this.roomIds = db.prepare('SELECT id, latest FROM rooms');
+    // One room's cuts and its row's latest number, together: the row keeps the
+    // number the cut messages carried, and the cuts free the pages a full
+    // store needs before the row may grow.
+    this.pruneRoom = db.transaction((id: Uint8Array, rowLatest: number, cutoff: number): number => {
+      const latest = Math.max(rowLatest, this.maxSeq.get(id)?.seq ?? 0);
+      let removed = 0;
+      // Both cuts are a prefix of the room's key: a seek each when there is nothing to cut.
+      const keepAfter = latest - this.retention.messages;
+      if (keepAfter > 0) removed += this.trimRoom.run(id, keepAfter).changes;
+      const kept = this.firstKept.get(id, cutoff);
+      removed += (kept === undefined ? this.trimAll.run(id) : this.trimBefore.run(id, kept.seq)).changes;
+      if (latest > rowLatest) this.setLatest.run(id, latest);
+      return removed;
+    });
     this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
       for (let i = 0; i < batch.length; i++) {
@@ -224,17 +239,7 @@ export class SqliteHistory implements HistoryStore {
     let removed = 0;
     const cutoff = now - this.retention.maxAgeMs;
     try {
-      for (const row of this.roomIds.all()) {
-        const id = row.id;
-        // The row learns the latest number before any cut, so it outlives the messages.
-        const latest = Math.max(row.latest, this.maxSeq.get(id)?.seq ?? 0);
-        if (latest > row.latest) this.setLatest.run(id, latest);
-        // Both cuts are a prefix of the room's key: a seek each when there is nothing to cut.
-        const keepAfter = latest - this.retention.messages;
-        if (keepAfter > 0) removed += this.trimRoom.run(id, keepAfter).changes;
-        const kept = this.firstKept.get(id, cutoff);
-        removed += (kept === undefined ? this.trimAll.run(id) : this.trimBefore.run(id, kept.seq)).changes;
-      }
+      for (const row of this.roomIds.all()) removed += this.pruneRoom(row.id, row.latest, cutoff);
     } catch (err) {
       throw storeError(err, 'cannot prune history');
     }

@@ -246,7 +246,8 @@ describe('abuse against a running server (its own process)', () => {
         `FETCH flood: 1000 FETCHes in one packet; ${pages} answered, ${refused} refused with RATE_LIMITED; ` +
           `server RSS ${(before / 1e6).toFixed(1)} → ${(after / 1e6).toFixed(1)} MB`,
       );
-      expect(pages).toBe(1);
+      // One page; two if the packet happened to arrive in two reads.
+      expect(pages).toBeLessThanOrEqual(2);
       expect(peer.error()?.code).toBe(ErrorCode.RATE_LIMITED);
       const last = peer.frames.at(-1);
       expect(last?.type === 'error' && last.fatal).toBe(true);
@@ -286,7 +287,7 @@ describe('abuse against a running server (its own process)', () => {
       const talking = talk();
       const t0 = talkers[0] as Recorder;
       await until(() => t0.events.leave.some((l) => l.nick === 'slow'), 10_000, 'slow member to be dropped');
-      // Reading again at once (the server waits 2 s), it gets what was queued, then why it was cut.
+      // Reading again (the server waits closeLingerMs), it gets what was queued, then why it was cut.
       slow.socket.resume();
       await talking;
       await slow.closedByServer(5000);

@@ -67,6 +67,35 @@ describe('Connection send queue', () => {
     expect(conn.enqueue(frame)).toBe(false);
   });
 
+  it('counts what is queued this turn and what the stream still holds', () => {
+    const socket = stuckSocket();
+    const batcher = new Batcher<Connection>(
+      () => {},
+      () => {},
+      flushEach,
+    );
+    const conn = new Connection(
+      1,
+      socket,
+      0,
+      65536,
+      256 * 1024,
+      batcher,
+      () => {},
+      new Uint8Array(32),
+      new TokenBucket(10, 200, 0),
+      -1,
+    );
+    expect(conn.queuedBytes()).toBe(0);
+    conn.enqueue(new Uint8Array(100));
+    conn.enqueue(new Uint8Array(50));
+    expect(conn.queuedBytes()).toBe(150); // this turn's, not yet written
+    batcher.flush();
+    expect(conn.queuedBytes()).toBe(150); // now in the stream, which the peer has not read
+    socket.drain();
+    expect(conn.queuedBytes()).toBe(0);
+  });
+
   it('keeps queueing for a peer whose buffer drains', () => {
     const socket = stuckSocket();
     const overflowed: Connection[] = [];

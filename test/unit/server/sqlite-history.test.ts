@@ -147,6 +147,49 @@ describe('SqliteHistory', () => {
   });
 });
 
+describe('SqliteHistory, full with many rooms', () => {
+  it('prunes a full store of 400 rooms; each room keeps its number once all its messages are cut', () => {
+    const s = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1e6, maxAgeMs: 10_000 },
+      maxBytes: 512 * 1024,
+    });
+    const roomN = (n: number): Uint8Array => {
+      const r = new Uint8Array(16);
+      new DataView(r.buffer).setUint32(0, n);
+      return r;
+    };
+    // 400 rooms, their rows written with each room's first number (1) and brought up to date by prune.
+    let full = false;
+    let n = 0;
+    for (let round = 1; !full && round < 100; round++) {
+      for (let r = 0; r < 400 && !full; r++) {
+        try {
+          const m = {
+            room: roomN(r),
+            ts: 1000,
+            nick: enc.encode('a'),
+            mid: mid(++n),
+            body: enc.encode('y'.repeat(300)),
+          };
+          s.append([m], { next: () => s.latest(roomN(r)) + 1, release: () => {} });
+        } catch (err) {
+          expect(err).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
+          full = true;
+        }
+      }
+    }
+    expect(full).toBe(true);
+    const before = s.latest(roomN(0));
+    expect(before).toBeGreaterThan(1);
+    // Every message is past its age: every row must now keep its room's number.
+    expect(s.prune(1_000_000)).toBeGreaterThan(0);
+    expect(s.latest(roomN(0))).toBe(before);
+    expect(s.read(roomN(0), 0, 10, 1e6)).toEqual({ messages: [], oldest: before + 1 });
+    expect(s.check()).toBe('ok');
+  });
+});
+
 describe('background checkpoints', () => {
   it('copy the log into the database from another thread, with the writer’s own checkpoints off', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-ckpt-'));
