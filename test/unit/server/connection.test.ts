@@ -28,29 +28,39 @@ function stuckSocket(): FakeSocket {
   return s as unknown as FakeSocket;
 }
 
+/** A connection on `socket` with a send-queue cap of 256 KiB, its batcher, and the connections it reported overflowing. */
+function connectionOn(socket: FakeSocket): {
+  conn: Connection;
+  batcher: Batcher<Connection>;
+  overflowed: Connection[];
+} {
+  const overflowed: Connection[] = [];
+  const batcher = new Batcher<Connection>(
+    () => {},
+    () => {},
+    flushEach,
+  );
+  const conn = new Connection(
+    1,
+    socket,
+    0,
+    65536,
+    256 * 1024,
+    batcher,
+    (c) => overflowed.push(c),
+    new Uint8Array(32),
+    new TokenBucket(10, 200, 0),
+    -1,
+  );
+  return { conn, batcher, overflowed };
+}
+
 describe('Connection send queue', () => {
   it('stops queueing for a peer that does not read once its buffer passes the cap, whatever is sent after', () => {
     const cap = 256 * 1024;
     const frame = new Uint8Array(8000);
     const socket = stuckSocket();
-    const overflowed: Connection[] = [];
-    const batcher = new Batcher<Connection>(
-      () => {},
-      () => {},
-      flushEach,
-    );
-    const conn = new Connection(
-      1,
-      socket,
-      0,
-      65536,
-      cap,
-      batcher,
-      (c) => overflowed.push(c),
-      new Uint8Array(32),
-      new TokenBucket(10, 200, 0),
-      -1,
-    );
+    const { conn, batcher, overflowed } = connectionOn(socket);
     let accepted = 0;
     // 2,000 turns of 3 frames each: 48 MB offered to a peer that takes nothing.
     for (let turn = 0; turn < 2000; turn++) {
@@ -69,23 +79,7 @@ describe('Connection send queue', () => {
 
   it('counts what is queued this turn and what the stream still holds', () => {
     const socket = stuckSocket();
-    const batcher = new Batcher<Connection>(
-      () => {},
-      () => {},
-      flushEach,
-    );
-    const conn = new Connection(
-      1,
-      socket,
-      0,
-      65536,
-      256 * 1024,
-      batcher,
-      () => {},
-      new Uint8Array(32),
-      new TokenBucket(10, 200, 0),
-      -1,
-    );
+    const { conn, batcher } = connectionOn(socket);
     expect(conn.queuedBytes()).toBe(0);
     conn.enqueue(new Uint8Array(100));
     conn.enqueue(new Uint8Array(50));
@@ -98,24 +92,7 @@ describe('Connection send queue', () => {
 
   it('keeps queueing for a peer whose buffer drains', () => {
     const socket = stuckSocket();
-    const overflowed: Connection[] = [];
-    const batcher = new Batcher<Connection>(
-      () => {},
-      () => {},
-      flushEach,
-    );
-    const conn = new Connection(
-      1,
-      socket,
-      0,
-      65536,
-      256 * 1024,
-      batcher,
-      (c) => overflowed.push(c),
-      new Uint8Array(32),
-      new TokenBucket(10, 200, 0),
-      -1,
-    );
+    const { conn, batcher, overflowed } = connectionOn(socket);
     for (let turn = 0; turn < 2000; turn++) {
       expect(conn.enqueue(new Uint8Array(8000))).toBe(true);
       batcher.flush();
