@@ -110,7 +110,7 @@ export class RawClient {
 }
 
 /** Offset of the body in a DELIVER frame that starts (type byte) at `at` in `buf`, from that start. */
-export function deliverBodyOffset(buf, at = 0) {
+export function deliverBodyOffset(buf, at) {
   return 1 + 16 + 8 + 8 + 1 + buf[at + 1 + 16 + 8 + 8];
 }
 

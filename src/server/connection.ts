@@ -48,8 +48,6 @@ export class Connection implements Flushable {
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
-  /** Bytes in `out`. */
-  private outBytes = 0;
   private readonly batcher: Batcher<Connection>;
   private readonly sendQueueBytes: number;
   private readonly onOverflow: (conn: Connection) => void;
@@ -92,7 +90,6 @@ export class Connection implements Flushable {
       this.markOverflowed();
       return false;
     }
-    this.outBytes += buf.length;
     if (this.out === null) {
       this.out = buf;
       this.batcher.addConnection(this);
@@ -108,14 +105,21 @@ export class Connection implements Flushable {
   takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
     this.out = null;
-    this.outBytes = 0;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
     return out;
   }
 
-  /** Bytes on their way to the peer: queued this turn, and left in the stream from earlier turns. */
+  /**
+   * Bytes on their way to the peer: queued this turn, and left in the stream
+   * from earlier turns. Summed when asked (a FETCH), not kept up per write.
+   */
   queuedBytes(): number {
-    return this.outBytes + this.socket.writableLength;
+    const out = this.out;
+    let bytes = this.socket.writableLength;
+    if (out === null) return bytes;
+    if (!Array.isArray(out)) return bytes + out.length;
+    for (const buf of out) bytes += buf.length;
+    return bytes;
   }
 
   flush(): void {

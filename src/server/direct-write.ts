@@ -6,9 +6,9 @@ import type { ConnectionWriter } from './batcher.js';
 export interface FanoutAddon {
   /**
    * Socket `fds[i]` gets `bufs[refs[k]]` for k from `ends[i-1]` (0 for the
-   * first) up to `ends[i]`, in one sendmsg that never blocks; `results[i]` is
-   * the bytes the kernel took, or -errno. A buffer shared by many sockets is
-   * listed once in `bufs`.
+   * first) up to `ends[i]`, in one send (sendmsg for several) that never
+   * blocks; `results[i]` is the bytes the kernel took, or -errno. A buffer
+   * shared by many sockets is listed once in `bufs`.
    */
   writeMany(
     fds: Int32Array,

@@ -302,18 +302,14 @@ export class Relay {
     }
     if (conn.limited !== null || !conn.bucket.take(this.clock.now())) {
       conn.limited = 'RATE_LIMITED';
-      this.stats.rateLimited++;
-      if (++conn.strikes >= this.limits.floodStrikes) {
-        this.drop(conn, 'RATE_LIMITED', `${conn.strikes} messages in a row over the rate limit`, frame.rid);
-      } else {
-        const l = this.limits;
-        this.reject(
-          conn,
-          frame.rid,
-          'RATE_LIMITED',
-          `at most ${l.messageBurst} at once, then 1 per ${l.messageIntervalMs} ms`,
-        );
-      }
+      const l = this.limits;
+      this.overRate(
+        conn,
+        frame.rid,
+        ++conn.strikes,
+        'messages',
+        `at most ${l.messageBurst} at once, then 1 per ${l.messageIntervalMs} ms`,
+      );
       return;
     }
     conn.strikes = 0;
@@ -408,12 +404,8 @@ export class Relay {
     // way. Otherwise one packet of FETCHes (35 bytes each) would have the server
     // read and queue a 128 KiB page for every one of them before any write.
     if (conn.queuedBytes() > this.limits.fetchBytes / 2) {
-      this.stats.rateLimited++;
-      if (++conn.fetchStrikes >= this.limits.floodStrikes) {
-        this.drop(conn, 'RATE_LIMITED', `${conn.fetchStrikes} FETCHes in a row over the rate limit`, frame.rid);
-      } else {
-        this.reject(conn, frame.rid, 'RATE_LIMITED', 'the last page of history is still on its way; ask again later');
-      }
+      const message = 'the last page of history is still on its way; ask again later';
+      this.overRate(conn, frame.rid, ++conn.fetchStrikes, 'FETCHes', message);
       return;
     }
     conn.fetchStrikes = 0;
@@ -439,6 +431,19 @@ export class Relay {
         count: page.messages.length,
       }),
     );
+  }
+
+  /**
+   * Refuses a request over its rate with RATE_LIMITED; the `floodStrikes`-th
+   * refusal in a row (`strikes`, counted by the caller) drops the connection.
+   */
+  private overRate(conn: Connection, rid: number, strikes: number, what: string, message: string): void {
+    this.stats.rateLimited++;
+    if (strikes >= this.limits.floodStrikes) {
+      this.drop(conn, 'RATE_LIMITED', `${strikes} ${what} in a row over the rate limit`, rid);
+    } else {
+      this.reject(conn, rid, 'RATE_LIMITED', message);
+    }
   }
 
   private join(conn: Connection, frame: JoinFrame): void {

@@ -130,8 +130,8 @@ export class SqliteHistory implements HistoryStore {
       'INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET latest = excluded.latest',
     );
     // A room's row is written with its first message and brought up to date by
-    // prune, before it cuts: its messages' own highest number is the latest, and
-    // the row keeps it once they are all gone. One b-tree fewer per commit.
+    // prune (pruneRoom): its messages' own highest number is the latest, and the
+    // row keeps it once they are all gone. One b-tree fewer per commit.
     this.addRoom = db.prepare('INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
     this.getLatest = db.prepare('SELECT latest FROM rooms WHERE id = ?');
     this.maxSeq = db.prepare('SELECT max(seq) AS seq FROM messages WHERE room = ?');
