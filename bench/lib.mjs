@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: a server in its own process, its CPU and
 // memory from procfs, and a minimal raw client on the real codec.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { newIdentity, signJoinProof } from '../dist/crypto/index.js';
@@ -10,11 +10,15 @@ import { encodeFrame, FrameDecoder, FrameType, joinProofMessage, parseServerFram
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
-/** Starts `confab serve` on a free loopback port; resolves with its pid and port. */
-export function startServerProcess(extraArgs = []) {
+/**
+ * Starts `confab serve` on a free loopback port; resolves with its pid and port.
+ * `nodeArgs` go to node itself (e.g. "--cpu-prof"); with
+ * CONFAB_BENCH_SERVER_STDOUT set, the server's stdout (where --trace-gc and the
+ * like write) is appended to that file.
+ */
+export function startServerProcess(extraArgs = [], nodeArgs = []) {
   return new Promise((resolve, reject) => {
-    // CONFAB_BENCH_NODE_ARGS, e.g. "--cpu-prof", profiles the server.
-    const nodeArgs = (process.env.CONFAB_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const copy = process.env.CONFAB_BENCH_SERVER_STDOUT;
     const child = spawn(
       process.execPath,
       [...nodeArgs, CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
@@ -22,6 +26,7 @@ export function startServerProcess(extraArgs = []) {
     );
     let buf = '';
     child.stdout.setEncoding('utf8').on('data', (c) => {
+      if (copy) appendFileSync(copy, c);
       buf += c;
       const m = /listening on [^:]+:(\d+)/.exec(buf);
       if (m) resolve({ child, pid: child.pid, port: Number(m[1]) });
@@ -35,6 +40,32 @@ export function cpuSeconds(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** CPU seconds of a process's main thread and of all its other threads together. */
+export function threadCpuSeconds(pid) {
+  let main = 0;
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const s = (Number(f[11]) + Number(f[12])) / TICKS_PER_SECOND;
+    if (Number(tid) === pid) main += s;
+    else others += s;
+  }
+  return { main, others };
+}
+
+/** The whole machine's CPU time so far, busy and in all, in ticks (/proc/stat's first line). */
+export function machineTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - f[4], total }; // idle and iowait are the 4th and 5th
 }
 
 /** Resident memory of a process, bytes. */

@@ -13,17 +13,37 @@
 // unmeasured warm-up of the same traffic on the same connections (500
 // messages for (a), 1 s for (b)): a relay in service runs warm, and confab's JIT needs the first few hundred
 // messages to compile its hot path. CONFAB_BENCH_SERVER_ARGS adds arguments
-// to `confab serve`, e.g. "--no-native-writes" to price the native fan-out.
+// to `confab serve`, e.g. "--no-native-writes" to price the native fan-out;
+// CONFAB_BENCH_NODE_ARGS adds arguments to node, e.g. "--cpu-prof".
+//
+// --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
+// max; per message, when its first receiver heard it and how long until its
+// last did) and who used the CPU (the load generator, the server's main
+// thread and its other threads, the whole machine) while it was measured.
+//
+// CONFAB_BENCH_AGAINST=sqlite|none compares confab with a second confab
+// (`confab-b`, with that store and CONFAB_BENCH_B_SERVER_ARGS and
+// CONFAB_BENCH_B_NODE_ARGS) instead of Redis, in the same alternating
+// rounds: an A/B test of one change, with the machine's drift shared out.
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);
 // the defaults are never changed.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeFrame, FrameType } from '../dist/protocol/index.js';
-import { cpuSeconds, percentile, RawClient, round, rssBytes, startServerProcess } from './lib.mjs';
+import {
+  cpuSeconds,
+  machineTicks,
+  percentile,
+  RawClient,
+  round,
+  rssBytes,
+  startServerProcess,
+  threadCpuSeconds,
+} from './lib.mjs';
 import { findRedis, publisher, subscribe } from './redis.mjs';
 
 const { values } = parseArgs({
@@ -32,10 +52,12 @@ const { values } = parseArgs({
     'no-redis': { type: 'boolean', default: false },
     'no-store-cost': { type: 'boolean', default: false },
     rounds: { type: 'string', default: '5' },
+    detail: { type: 'boolean', default: false },
   },
 });
 const ONLY = new Set(values.only.split(','));
 const ROUNDS = Math.max(1, Number(values.rounds));
+const DETAIL = values.detail;
 const SIZE = 64;
 const BENCH_LIMITS = [
   'maxConnectionsPerIp=1000000',
@@ -61,18 +83,72 @@ class Meter {
   constructor(expected) {
     this.expected = expected;
     this.latencies = new Float64Array(expected);
+    // With --detail, which message each latency belongs to (its send stamp).
+    this.stamps = DETAIL ? new Float64Array(expected) : null;
     this.count = 0;
     this.done = new Promise((r) => (this.finish = r));
   }
   deliver(buf, at) {
     const sent = buf.readDoubleBE(at);
-    if (this.count < this.expected) this.latencies[this.count] = performance.now() - sent;
+    if (this.count < this.expected) {
+      this.latencies[this.count] = performance.now() - sent;
+      if (this.stamps !== null) this.stamps[this.count] = sent;
+    }
     if (++this.count === this.expected) this.finish();
   }
   summary() {
-    const sorted = this.latencies.subarray(0, Math.min(this.count, this.expected)).sort();
-    return { p50: round(percentile(sorted, 50)), p99: round(percentile(sorted, 99)) };
+    const n = Math.min(this.count, this.expected);
+    const sorted = this.latencies.slice(0, n).sort();
+    const out = { p50: round(percentile(sorted, 50)), p99: round(percentile(sorted, 99)) };
+    if (this.stamps === null) return out;
+    // Per message: its first delivery (how soon the server started on it) and
+    // the time from its first to its last (how long its fan-out took to be heard).
+    const byMessage = new Map();
+    for (let i = 0; i < n; i++) {
+      const at = this.stamps[i];
+      const l = this.latencies[i];
+      const m = byMessage.get(at);
+      if (m === undefined) byMessage.set(at, { first: l, last: l });
+      else if (l < m.first) m.first = l;
+      else if (l > m.last) m.last = l;
+    }
+    const firsts = Float64Array.from(byMessage.values(), (m) => m.first).sort();
+    const spreads = Float64Array.from(byMessage.values(), (m) => m.last - m.first).sort();
+    const q = (a, p) => round(percentile(a, p));
+    return {
+      ...out,
+      p90: q(sorted, 90),
+      p999: q(sorted, 99.9),
+      max: round(sorted[n - 1] ?? NaN),
+      firstDelivery: { p50: q(firsts, 50), p99: q(firsts, 99) },
+      spread: { p50: q(spreads, 50), p99: q(spreads, 99) },
+    };
   }
+}
+
+/**
+ * With --detail: who used the CPU from now until the returned function is
+ * called, in percent of one core (the whole machine's figure counts every
+ * core, 100 each).
+ */
+function cpuProbe(pid) {
+  const me = process.cpuUsage();
+  const server = threadCpuSeconds(pid);
+  const box = machineTicks();
+  const t0 = performance.now();
+  return () => {
+    const seconds = (performance.now() - t0) / 1000;
+    const used = process.cpuUsage(me);
+    const s = threadCpuSeconds(pid);
+    const b = machineTicks();
+    const pct = (x) => round((x / seconds) * 100, 1);
+    return {
+      loadGeneratorCpuPercent: pct((used.user + used.system) / 1e6),
+      serverMainThreadCpuPercent: pct(s.main - server.main),
+      serverOtherThreadsCpuPercent: pct(s.others - server.others),
+      machineBusyPercent: round(((b.busy - box.busy) / (b.total - box.total)) * availableParallelism() * 100, 1),
+    };
+  };
 }
 
 /**
@@ -80,14 +156,19 @@ class Meter {
  * `store`: 'sqlite' (history.db in a fresh --data directory, as a real
  * deployment runs), or 'none' (--no-history), to price the store.
  */
-const confabSystem = (store) => ({
-  name: store === 'none' ? 'confab-no-history' : 'confab',
+const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'confab-no-history' : 'confab') => ({
+  name,
   store,
   async start() {
-    this.dir = store === 'sqlite' ? mkdtempSync(join(tmpdir(), 'confab-bench-')) : null;
+    // ${env}_DATA_PARENT: where the fresh --data directory goes (e.g. /dev/shm, to price the disk).
+    this.dir =
+      store === 'sqlite' ? mkdtempSync(join(process.env[`${env}_DATA_PARENT`] ?? tmpdir(), 'confab-bench-')) : null;
     const args = store === 'sqlite' ? ['--data', this.dir] : ['--no-history'];
-    const extra = (process.env.CONFAB_BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
-    this.server = await startServerProcess([...BENCH_LIMITS, ...args, ...extra]);
+    const words = (v) => (process.env[v] ?? '').split(' ').filter(Boolean);
+    this.server = await startServerProcess(
+      [...BENCH_LIMITS, ...args, ...words(`${env}_SERVER_ARGS`)],
+      words(`${env}_NODE_ARGS`),
+    );
     return this.server.pid;
   },
   stop() {
@@ -206,12 +287,14 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   await burst(tx, WARMUP_MESSAGES, window);
   await warmedUp(warm, 10_000);
   to.current = meter;
+  const probe = DETAIL ? cpuProbe(pid) : null;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
   await burst(tx, messages, window);
   await Promise.race([meter.done, new Promise((r) => setTimeout(r, 30_000))]);
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
+  const detail = probe?.();
   system.close([...rx, tx]);
   system.stop();
   return {
@@ -225,6 +308,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
+    ...(detail && { cpuPercent: detail }),
   };
 }
 
@@ -284,12 +368,14 @@ async function fanoutRate(system, receivers, rate, seconds) {
   await paced(tx, rate, rate * WARMUP_SECONDS);
   await warmedUp(warm, 5_000);
   to.current = meter;
+  const probe = DETAIL ? cpuProbe(pid) : null;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
   await paced(tx, rate, messages);
   await Promise.race([meter.done, new Promise((r) => setTimeout(r, 15_000))]);
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
+  const detail = probe?.();
   system.close([...rx, tx]);
   system.stop();
   return {
@@ -303,6 +389,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
     lost: meter.expected - meter.count,
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
+    ...(detail && { cpuPercent: detail }),
   };
 }
 
@@ -397,9 +484,20 @@ async function idle(connections) {
   };
 }
 
-const redis = values['no-redis'] ? null : await findRedis();
-if (!values['no-redis'] && redis === null)
+const against = process.env.CONFAB_BENCH_AGAINST;
+if (against !== undefined && against !== 'sqlite' && against !== 'none')
+  throw new Error('CONFAB_BENCH_AGAINST is sqlite or none');
+const redis = values['no-redis'] || against !== undefined ? null : await findRedis();
+if (!values['no-redis'] && against === undefined && redis === null)
   console.error('bench: no Redis to compare with (none on 6379, no redis-server)');
+/** What (a) and (b) compare confab with, made fresh for each run: Redis, a second confab (A/B), or nothing. */
+const yardstick =
+  against !== undefined
+    ? () => confabSystem(against, 'CONFAB_BENCH_B', 'confab-b')
+    : redis !== null
+      ? () => redisSystem(redis)
+      : null;
+const vs = against !== undefined ? 'ConfabB' : 'Redis';
 
 const print = (o) => console.log(JSON.stringify(o));
 const median = (xs) => {
@@ -409,7 +507,7 @@ const median = (xs) => {
 };
 
 /**
- * Runs a fan-out workload on confab and on Redis in turn, `--rounds` times
+ * Runs a fan-out workload on confab and on Redis (or confab-b) in turn, `--rounds` times
  * (this machine's figures wander by 10-40% from run to run), printing every
  * run, then the median of the per-round ratios; and once without the store,
  * to price it against the median of confab's rounds.
@@ -421,10 +519,10 @@ async function compare(workload, run) {
   for (let i = 1; i <= ROUNDS; i++) {
     // Who goes first alternates (confab, Redis; Redis, confab; ...), so that a
     // machine that drifts faster or slower during the run favours neither.
-    const redisFirst = redis !== null && i % 2 === 0;
-    const r1 = redisFirst ? await run(redisSystem(redis)) : null;
+    const redisFirst = yardstick !== null && i % 2 === 0;
+    const r1 = redisFirst ? await run(yardstick()) : null;
     const c = await run(confab);
-    const r = redis === null ? null : (r1 ?? (await run(redisSystem(redis))));
+    const r = yardstick === null ? null : (r1 ?? (await run(yardstick())));
     for (const x of redisFirst ? [r, c] : [c, r]) if (x !== null) print({ ...x, round: i });
     confabCpu.push(c.serverCpuSecondsPerMillionDeliveries);
     if (r === null) continue;
@@ -444,12 +542,12 @@ async function compare(workload, run) {
       },
     });
   }
-  if (redis !== null) {
+  if (yardstick !== null) {
     print({
       workload,
       rounds: ROUNDS,
-      ratioConfabToRedisCpuPerMillionDeliveries: round(median(cpu)),
-      ratioConfabToRedisP99: round(median(p99)),
+      [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: round(median(cpu)),
+      [`ratioConfabTo${vs}P99`]: round(median(p99)),
       perRound: { cpu: cpu.map((x) => round(x)), p99: p99.map((x) => round(x)) },
     });
   }
