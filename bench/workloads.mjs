@@ -5,8 +5,9 @@
 //   node bench/workloads.mjs [--only a,b,c,d] [--rounds 5] [--no-redis] [--no-store-cost]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
-// directory; (a) and (b) run once more with --no-history to price the store.
-// CONFAB_BENCH_STORE=none runs every workload with --no-history instead.
+// directory; in each round of (a) and (b) it runs once more with --no-history
+// to price the store (--no-store-cost skips that). CONFAB_BENCH_STORE=none
+// runs every workload with --no-history instead.
 //
 // (a) and (b) alternate confab and Redis for --rounds rounds (who goes first
 // alternates too) and report the median ratio, each run measured after an
@@ -506,49 +507,67 @@ const median = (xs) => {
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/** Medians of the per-round ratios a / b of CPU per million deliveries and of p99, with the rounds' own. */
+function ratios(pairs) {
+  const cpu = pairs.map(([a, b]) => a.serverCpuSecondsPerMillionDeliveries / b.serverCpuSecondsPerMillionDeliveries);
+  const p99 = pairs.map(([a, b]) => a.latencyMs.p99 / b.latencyMs.p99);
+  return {
+    cpu: round(median(cpu)),
+    p99: round(median(p99)),
+    perRound: { cpu: cpu.map((x) => round(x)), p99: p99.map((x) => round(x)) },
+  };
+}
+
 /**
- * Runs a fan-out workload on confab and on Redis (or confab-b) in turn, `--rounds` times
- * (this machine's figures wander by 10-40% from run to run), printing every
- * run, then the median of the per-round ratios; and once without the store,
- * to price it against the median of confab's rounds.
+ * Runs a fan-out workload `--rounds` times on confab, on Redis (or confab-b)
+ * and on confab without its store (to price the store), printing every run,
+ * then the medians of the per-round ratios: this machine's figures wander by
+ * 10-40% from run to run, and pairing the runs of one round shares that out.
  */
 async function compare(workload, run) {
-  const cpu = [];
-  const p99 = [];
-  const confabCpu = [];
+  const priceStore = !values['no-store-cost'] && confab.store === 'sqlite';
+  const vsPairs = [];
+  const storePairs = [];
   for (let i = 1; i <= ROUNDS; i++) {
-    // Who goes first alternates (confab, Redis; Redis, confab; ...), so that a
-    // machine that drifts faster or slower during the run favours neither.
-    const redisFirst = yardstick !== null && i % 2 === 0;
-    const r1 = redisFirst ? await run(yardstick()) : null;
-    const c = await run(confab);
-    const r = yardstick === null ? null : (r1 ?? (await run(yardstick())));
-    for (const x of redisFirst ? [r, c] : [c, r]) if (x !== null) print({ ...x, round: i });
-    confabCpu.push(c.serverCpuSecondsPerMillionDeliveries);
-    if (r === null) continue;
-    cpu.push(c.serverCpuSecondsPerMillionDeliveries / r.serverCpuSecondsPerMillionDeliveries);
-    p99.push(c.latencyMs.p99 / r.latencyMs.p99);
+    // Confab, Redis, no store in odd rounds; the reverse in even ones: a machine
+    // that drifts faster or slower during a round favours nobody.
+    const systems = [confab, yardstick?.() ?? null, priceStore ? confabSystem('none') : null];
+    const results = [null, null, null];
+    for (const k of i % 2 === 1 ? [0, 1, 2] : [2, 1, 0]) {
+      if (systems[k] === null) continue;
+      results[k] = await run(systems[k]);
+      print({ ...results[k], round: i });
+    }
+    const [c, r, n] = results;
+    if (r !== null) vsPairs.push([c, r]);
+    if (n !== null) storePairs.push([c, n]);
   }
-  if (!values['no-store-cost']) {
-    const without = await run(confabSystem('none'));
-    print(without);
-    const withStore = median(confabCpu);
+  if (storePairs.length > 0) {
+    const s = ratios(storePairs);
     print({
       workload,
       storeCost: {
-        cpuPerMillionDeliveriesWithStore: round(withStore),
-        cpuPerMillionDeliveriesWithout: without.serverCpuSecondsPerMillionDeliveries,
-        ratio: round(withStore / without.serverCpuSecondsPerMillionDeliveries),
+        rounds: storePairs.length,
+        cpuPerMillionDeliveriesWithStore: round(
+          median(storePairs.map(([c]) => c.serverCpuSecondsPerMillionDeliveries)),
+        ),
+        cpuPerMillionDeliveriesWithout: round(
+          median(storePairs.map(([, n]) => n.serverCpuSecondsPerMillionDeliveries)),
+        ),
+        cpuRatio: s.cpu,
+        p99Ratio: s.p99,
+        perRound: s.perRound,
       },
     });
   }
-  if (yardstick !== null) {
+  if (vsPairs.length > 0) {
+    const v = ratios(vsPairs);
     print({
       workload,
-      rounds: ROUNDS,
-      [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: round(median(cpu)),
-      [`ratioConfabTo${vs}P99`]: round(median(p99)),
-      perRound: { cpu: cpu.map((x) => round(x)), p99: p99.map((x) => round(x)) },
+      rounds: vsPairs.length,
+      [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
+      [`ratioConfabTo${vs}P99`]: v.p99,
+      perRound: v.perRound,
     });
   }
 }
