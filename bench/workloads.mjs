@@ -2,7 +2,7 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d] [--rounds 5] [--no-redis] [--no-store-cost]
+//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--no-redis] [--no-store-cost] [--detail]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; in each round of (a) and (b) it runs once more with --no-history
@@ -16,6 +16,10 @@
 // messages to compile its hot path. CONFAB_BENCH_SERVER_ARGS adds arguments
 // to `confab serve`, e.g. "--no-native-writes" to price the native fan-out;
 // CONFAB_BENCH_NODE_ARGS adds arguments to node, e.g. "--cpu-prof".
+//
+// `bi` (not run by default) is (b) with both servers connected at once and
+// the sender switching between them every second (fanoutRateInterleaved),
+// a closer comparison on a machine whose speed drifts between runs.
 //
 // --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
 // max; per message, when its first receiver heard it and how long until its
@@ -87,6 +91,7 @@ class Meter {
     // With --detail, which message each latency belongs to (its send stamp).
     this.stamps = DETAIL ? new Float64Array(expected) : null;
     this.count = 0;
+    this.waiter = null;
     this.done = new Promise((r) => (this.finish = r));
   }
   deliver(buf, at) {
@@ -96,6 +101,25 @@ class Meter {
       if (this.stamps !== null) this.stamps[this.count] = sent;
     }
     if (++this.count === this.expected) this.finish();
+    if (this.waiter !== null && this.count >= this.waiter.n) this.waiter.resolve();
+  }
+  /** Resolves true once `n` deliveries have come, or false after `ms`. */
+  until(n, ms) {
+    if (this.count >= n) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        resolve(false);
+      }, ms);
+      this.waiter = {
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          this.waiter = null;
+          resolve(true);
+        },
+      };
+    });
   }
   summary() {
     const n = Math.min(this.count, this.expected);
@@ -394,6 +418,61 @@ async function fanoutRate(system, receivers, rate, seconds) {
   };
 }
 
+/**
+ * (b) interleaved: both systems connected and warmed up at once, the sender
+ * alternating between them in slices of `slice` seconds (order ABBA), until
+ * each has sent `seconds` worth. The machine's speed drifts by 10-40% between
+ * runs a few seconds apart; slices a second apart share that drift out far
+ * more evenly than whole runs do. Each server's CPU is counted over its own
+ * slices, each slice from its first message until its last was delivered.
+ */
+async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 1) {
+  const perSlice = Math.round(rate * slice);
+  const slices = Math.round(seconds / slice);
+  const sides = [];
+  for (const [i, system] of systems.entries()) {
+    const pid = await system.start();
+    const room = roomId(2 + i);
+    const warm = new Meter(receivers * rate * WARMUP_SECONDS);
+    const meter = new Meter(receivers * perSlice * slices);
+    const to = switchable(warm);
+    const rx = await system.receivers(receivers, room, to, `q${i}_`);
+    const tx = await system.sender(room, `pacer${i}`);
+    sides.push({ system, pid, warm, meter, to, rx, tx, cpu: 0, sent: 0 });
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  for (const s of sides) {
+    await paced(s.tx, rate, rate * WARMUP_SECONDS);
+    await warmedUp(s.warm, 5_000);
+    s.to.current = s.meter;
+  }
+  for (let k = 0; k < sides.length * slices; k++) {
+    const s = sides[[0, 1, 1, 0][k % 4] % sides.length];
+    const cpu0 = cpuSeconds(s.pid);
+    await paced(s.tx, rate, perSlice);
+    s.sent += perSlice;
+    await s.meter.until(receivers * s.sent, 2_000);
+    s.cpu += cpuSeconds(s.pid) - cpu0;
+  }
+  const out = sides.map((s) => ({
+    workload: 'b',
+    system: s.system.name,
+    interleaved: { slices, sliceSeconds: slice },
+    receivers,
+    ratePerSecond: rate,
+    seconds,
+    payloadBytes: SIZE,
+    lost: s.meter.expected - s.meter.count,
+    latencyMs: s.meter.summary(),
+    serverCpuSecondsPerMillionDeliveries: round(s.cpu / (s.meter.count / 1e6)),
+  }));
+  for (const s of sides) {
+    s.system.close([...s.rx, s.tx]);
+    s.system.stop();
+  }
+  return out;
+}
+
 /** (c): many small rooms, every member talking at once for a fixed time; deliveries per room. */
 async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const pid = await confab.start();
@@ -574,6 +653,24 @@ async function compare(workload, run) {
 
 if (ONLY.has('a')) await compare('a', (system) => fanoutBurst(system, 1000, 2000));
 if (ONLY.has('b')) await compare('b', (system) => fanoutRate(system, 200, 1000, 5));
+if (ONLY.has('bi') && yardstick !== null) {
+  const pairs = [];
+  for (let i = 1; i <= ROUNDS; i++) {
+    const [c, r] = [confab, yardstick()];
+    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5);
+    for (const x of res) print({ ...x, round: i });
+    pairs.push(i % 2 === 1 ? res : [res[1], res[0]]);
+  }
+  const v = ratios(pairs);
+  print({
+    workload: 'b',
+    interleaved: true,
+    rounds: pairs.length,
+    [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
+    [`ratioConfabTo${vs}P99`]: v.p99,
+    perRound: v.perRound,
+  });
+}
 if (ONLY.has('c')) print(await manyRooms(100, 10, 5));
 if (ONLY.has('d')) print(await idle(5000));
 redis?.stop();
