@@ -2,6 +2,7 @@
 // over sockets, so the load generator costs the same for both servers.
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
+import { sharedRead } from './lib.mjs';
 
 /** A Redis server to measure: the one on 127.0.0.1:6379 if it answers, else one started here. */
 export async function findRedis() {
@@ -50,29 +51,34 @@ const bulk = (b) => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.fr
 /** A subscriber: parses fixed-size `message` pushes and hands each payload to `onPayload`. */
 export function subscribe(port, channel, size, onPayload) {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port, noDelay: true });
     const ack = `*3\r\n$9\r\nsubscribe\r\n$${channel.length}\r\n${channel}\r\n:1\r\n`;
     const head = `*3\r\n$7\r\nmessage\r\n$${channel.length}\r\n${channel}\r\n$${size}\r\n`;
     const record = head.length + size + 2;
-    let pending = Buffer.alloc(0);
+    let pending = null;
     let subscribed = false;
-    s.on('error', reject);
-    s.on('connect', () => s.write(`SUBSCRIBE ${channel}\r\n`));
-    s.on('data', (chunk) => {
-      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    // Read into the load generator's one shared buffer, as confab's receivers are (lib.mjs).
+    const onRead = (n, read) => {
+      const chunk = read.subarray(0, n);
+      const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
       let at = 0;
       if (!subscribed) {
-        if (pending.length < ack.length) return;
+        if (buf.length < ack.length) {
+          pending = Buffer.from(buf);
+          return;
+        }
         at = ack.length;
         subscribed = true;
         resolve(s);
       }
-      while (pending.length - at >= record) {
-        onPayload(pending, at + head.length);
+      while (buf.length - at >= record) {
+        onPayload(buf, at + head.length);
         at += record;
       }
-      pending = pending.subarray(at);
-    });
+      pending = at === buf.length ? null : Buffer.from(buf.subarray(at)); // a copy: the read buffer is reused
+    };
+    const s = connect({ host: '127.0.0.1', port, noDelay: true, onread: { ...sharedRead, callback: onRead } });
+    s.on('error', reject);
+    s.on('connect', () => s.write(`SUBSCRIBE ${channel}\r\n`));
   });
 }
 
