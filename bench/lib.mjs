@@ -37,7 +37,12 @@ export function startServerProcess(extraArgs = [], nodeArgs = []) {
 
 /** CPU seconds (user + system) a process has used so far. */
 export function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** User + system seconds from a procfs `stat` file (a process's or one thread's). */
+function statCpuSeconds(path) {
+  const stat = readFileSync(path, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
@@ -47,14 +52,12 @@ export function threadCpuSeconds(pid) {
   let main = 0;
   let others = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat;
+    let s;
     try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      s = statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
     } catch {
       continue; // the thread ended meanwhile
     }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const s = (Number(f[11]) + Number(f[12])) / TICKS_PER_SECOND;
     if (Number(tid) === pid) main += s;
     else others += s;
   }
@@ -84,24 +87,26 @@ export function rssBytes(pid) {
 export const sharedRead = { buffer: Buffer.alloc(256 * 1024) };
 
 /**
- * Parses length-prefixed frames in place from reads into the shared buffer,
- * keeping a copy of a frame cut short until the rest comes: calls
- * `onFrame(buf, at, length)` for each whole frame (`at` is its type byte).
+ * Cuts reads into the shared buffer into records, in place, keeping a copy of
+ * a record cut short until the rest comes (the buffer is reused by the next
+ * read). `recordLength(buf, at)` is the length of the record at `at`, or -1
+ * while too little of it has come to tell; `onRecord(buf, at, length)` gets
+ * each whole one.
  */
-export function frameReader(onFrame) {
+export function recordReader(recordLength, onRecord) {
   let pending = null;
   return (read) => {
     const buf = pending === null ? read : Buffer.concat([pending, read]);
     let at = 0;
-    while (buf.length - at >= 4) {
-      const length = buf.readUInt32BE(at);
-      if (buf.length - at - 4 < length) break;
-      onFrame(buf, at + 4, length);
-      at += 4 + length;
+    for (let n; at < buf.length && (n = recordLength(buf, at)) >= 0 && buf.length - at >= n; at += n) {
+      onRecord(buf, at, n);
     }
-    pending = at === buf.length ? null : Buffer.from(buf.subarray(at)); // a copy: the read buffer is reused
+    pending = at === buf.length ? null : Buffer.from(buf.subarray(at));
   };
 }
+
+/** Length of the length-prefixed frame at `at`, prefix included, or -1 if its prefix is not all here. */
+const frameLength = (buf, at) => (buf.length - at >= 4 ? 4 + buf.readUInt32BE(at) : -1);
 
 /**
  * A raw protocol client: handshake, join, send, and a callback per frame.
@@ -113,7 +118,7 @@ export class RawClient {
     /** Called with each frame (from its type byte), a view of the shared read buffer: valid during the call only. */
     this.onFrame = () => {};
     this.handle = (buf, at, length) => this.onFrame(buf.subarray(at, at + length));
-    this.onRead = frameReader((buf, at, length) => this.handle(buf, at, length));
+    this.onRead = recordReader(frameLength, (buf, at, length) => this.handle(buf, at + 4, length - 4));
     socket.on('error', () => {});
   }
 

@@ -2,7 +2,7 @@
 // over sockets, so the load generator costs the same for both servers.
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { sharedRead } from './lib.mjs';
+import { recordReader, sharedRead } from './lib.mjs';
 
 /** A Redis server to measure: the one on 127.0.0.1:6379 if it answers, else one started here. */
 export async function findRedis() {
@@ -54,29 +54,26 @@ export function subscribe(port, channel, size, onPayload) {
     const ack = `*3\r\n$9\r\nsubscribe\r\n$${channel.length}\r\n${channel}\r\n:1\r\n`;
     const head = `*3\r\n$7\r\nmessage\r\n$${channel.length}\r\n${channel}\r\n$${size}\r\n`;
     const record = head.length + size + 2;
-    let pending = null;
     let subscribed = false;
-    // Read into the load generator's one shared buffer, as confab's receivers are (lib.mjs).
-    const onRead = (n, read) => {
-      const chunk = read.subarray(0, n);
-      const buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
-      let at = 0;
-      if (!subscribed) {
-        if (buf.length < ack.length) {
-          pending = Buffer.from(buf);
-          return;
+    // The subscription's acknowledgement, then fixed-size pushes, read in place
+    // from the load generator's one shared buffer, as confab's receivers are (lib.mjs).
+    const onRead = recordReader(
+      () => (subscribed ? record : ack.length),
+      (buf, at) => {
+        if (subscribed) {
+          onPayload(buf, at + head.length);
+        } else {
+          subscribed = true;
+          resolve(s);
         }
-        at = ack.length;
-        subscribed = true;
-        resolve(s);
-      }
-      while (buf.length - at >= record) {
-        onPayload(buf, at + head.length);
-        at += record;
-      }
-      pending = at === buf.length ? null : Buffer.from(buf.subarray(at)); // a copy: the read buffer is reused
-    };
-    const s = connect({ host: '127.0.0.1', port, noDelay: true, onread: { ...sharedRead, callback: onRead } });
+      },
+    );
+    const s = connect({
+      host: '127.0.0.1',
+      port,
+      noDelay: true,
+      onread: { ...sharedRead, callback: (n, read) => onRead(read.subarray(0, n)) },
+    });
     s.on('error', reject);
     s.on('connect', () => s.write(`SUBSCRIBE ${channel}\r\n`));
   });

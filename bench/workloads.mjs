@@ -639,16 +639,19 @@ async function compare(workload, run) {
       },
     });
   }
-  if (vsPairs.length > 0) {
-    const v = ratios(vsPairs);
-    print({
-      workload,
-      rounds: vsPairs.length,
-      [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
-      [`ratioConfabTo${vs}P99`]: v.p99,
-      perRound: v.perRound,
-    });
-  }
+  if (vsPairs.length > 0) printVs({ workload }, vsPairs);
+}
+
+/** The line of medians of the per-round ratios confab / Redis (or confab-b). */
+function printVs(head, pairs) {
+  const v = ratios(pairs);
+  print({
+    ...head,
+    rounds: pairs.length,
+    [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
+    [`ratioConfabTo${vs}P99`]: v.p99,
+    perRound: v.perRound,
+  });
 }
 
 if (ONLY.has('a')) await compare('a', (system) => fanoutBurst(system, 1000, 2000));
@@ -661,15 +664,7 @@ if (ONLY.has('bi') && yardstick !== null) {
     for (const x of res) print({ ...x, round: i });
     pairs.push(i % 2 === 1 ? res : [res[1], res[0]]);
   }
-  const v = ratios(pairs);
-  print({
-    workload: 'b',
-    interleaved: true,
-    rounds: pairs.length,
-    [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
-    [`ratioConfabTo${vs}P99`]: v.p99,
-    perRound: v.perRound,
-  });
+  printVs({ workload: 'b', interleaved: true }, pairs);
 }
 if (ONLY.has('c')) print(await manyRooms(100, 10, 5));
 if (ONLY.has('d')) print(await idle(5000));

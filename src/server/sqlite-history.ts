@@ -78,6 +78,8 @@ export class SqliteHistory implements HistoryStore {
   private readonly maxSeq: Statement<[Uint8Array], { seq: number | null }>;
   /** Room ids (by identity: the relay hands a room's messages one id array) whose row is written. */
   private readonly known = new WeakSet<Uint8Array>();
+  /** Rooms whose row the transaction under way writes: known once it commits. */
+  private readonly adding: Uint8Array[] = [];
   private readonly page: Statement<[Uint8Array, number, number], Row>;
   private readonly first: Statement<[Uint8Array], { seq: number | null }>;
   private readonly owner: Statement<[string], { key: Buffer }>;
@@ -175,7 +177,10 @@ export class SqliteHistory implements HistoryStore {
           results.push({ seq: first.seq, ts: first.ts, duplicate: true });
           continue;
         }
-        if (!this.known.has(m.room)) this.addRoom.run(m.room, seq);
+        if (!this.known.has(m.room) && !this.adding.includes(m.room)) {
+          this.addRoom.run(m.room, seq);
+          this.adding.push(m.room);
+        }
         results.push({ seq, ts: m.ts, duplicate: false });
       }
       return results;
@@ -194,11 +199,13 @@ export class SqliteHistory implements HistoryStore {
       // upgrades its lock instead, and an upgrade that meets the checkpoint
       // thread on the log's lock fails at once with SQLITE_BUSY.
       results = this.appendAll.immediate(batch, seqs);
+      // Only once committed: a row rolled back with its transaction is written again.
+      for (const room of this.adding) this.known.add(room);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
+    } finally {
+      this.adding.length = 0;
     }
-    // Only once committed: a row rolled back with its transaction is written again.
-    for (const m of batch) this.known.add(m.room);
     return results;
   }
 
