@@ -56,6 +56,7 @@ function program(): Command {
         .default('normal'),
     )
     .option('--no-native-writes', "write through Node's streams even where the native fan-out is built")
+    .option('--no-io-uring', 'native fan-out: one send() per socket instead of io_uring batches')
     .option('--stats <seconds>', 'log counters, memory and event-loop delay every N seconds', (v) => {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
       return Number(v);
@@ -73,6 +74,7 @@ function program(): Command {
         data?: string;
         history: boolean;
         nativeWrites: boolean;
+        ioUring: boolean;
         sync: 'normal' | 'full';
         logLevel: string;
         limit?: Record<string, number>;

@@ -11,6 +11,8 @@ export interface ServeOptions {
   history: boolean;
   /** False with `--no-native-writes`. */
   nativeWrites: boolean;
+  /** False with `--no-io-uring`. */
+  ioUring: boolean;
   sync: 'normal' | 'full';
   logLevel: string;
   /** Overrides of the default limits (`--limit name=value`). */
@@ -31,12 +33,16 @@ export async function serve(options: ServeOptions): Promise<number> {
     logger,
     noHistory: !options.history,
     nativeWrites: options.nativeWrites,
+    ioUring: options.ioUring,
     sync: options.sync,
     ...(options.data !== undefined ? { dataDir: options.data } : {}),
     ...(options.limit !== undefined ? { limits: options.limit } : {}),
   });
   process.stdout.write(`listening on ${formatHost(server.host)}:${server.port}\n`);
-  logger.info({ host: server.host, port: server.port, nativeWrites: server.nativeWrites }, 'listening');
+  logger.info(
+    { host: server.host, port: server.port, nativeWrites: server.nativeWrites, ioUring: server.ioUring },
+    'listening',
+  );
   if (!options.history) logger.warn('no history: clients get no backlog and miss what is sent while they are away');
   else if (options.data === undefined)
     logger.warn('history is kept in memory only; use --data DIR to keep it across restarts');

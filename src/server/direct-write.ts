@@ -11,6 +11,7 @@ export interface FanoutAddon {
    * shared by many sockets is listed once in `bufs`.
    */
   writeMany(
+    this: void,
     fds: Int32Array,
     count: number,
     bufs: Uint8Array[],
@@ -18,6 +19,21 @@ export interface FanoutAddon {
     ends: Int32Array,
     results: Int32Array,
   ): void;
+  /**
+   * `writeMany` through io_uring: one `io_uring_enter` per 256 sockets instead
+   * of a `send` each. Falls back to `send` where `ringReady()` is false.
+   */
+  ringWriteMany(
+    this: void,
+    fds: Int32Array,
+    count: number,
+    bufs: Uint8Array[],
+    refs: Int32Array,
+    ends: Int32Array,
+    results: Int32Array,
+  ): void;
+  /** Whether this thread can use io_uring (it may be missing, disabled by sysctl, or blocked by seccomp). */
+  ringReady(this: void): boolean;
 }
 
 function loadAddon(): FanoutAddon | null {
@@ -63,7 +79,7 @@ export interface DirectTarget {
  * to drain, and reports errors and closes as it always does.
  */
 export class DirectWriter implements ConnectionWriter<DirectTarget> {
-  private readonly addon: FanoutAddon;
+  private readonly write: FanoutAddon['writeMany'];
   private fds = new Int32Array(64);
   private ends = new Int32Array(64);
   private results = new Int32Array(64);
@@ -78,8 +94,9 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
   private readonly outs: (Uint8Array | Uint8Array[] | undefined)[] = [];
   private count = 0;
 
-  constructor(addon: FanoutAddon) {
-    this.addon = addon;
+  /** `ring`: write through io_uring (where the addon can; `send` otherwise). */
+  constructor(addon: FanoutAddon, ring = false) {
+    this.write = ring ? addon.ringWriteMany : addon.writeMany;
   }
 
   /** Writes everything added since the last call. */
@@ -88,7 +105,7 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
     if (count === 0) return;
     let sent = true;
     try {
-      this.addon.writeMany(this.fds, count, this.bufs, this.refs, this.ends, this.results);
+      this.write(this.fds, count, this.bufs, this.refs, this.ends, this.results);
     } catch {
       // It checks its arguments before sending anything: the streams take the whole turn.
       sent = false;

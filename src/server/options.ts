@@ -107,6 +107,11 @@ export interface ServerOptions {
    * was built at install; default true. False writes through Node's streams.
    */
   nativeWrites?: boolean;
+  /**
+   * Let the native fan-out hand a turn's sends to the kernel through io_uring
+   * (Linux), where the kernel allows it; default true. False: one `send` each.
+   */
+  ioUring?: boolean;
   /** `full`: sync every commit to disk (survives power loss); default `normal` (survives a crash of the process). */
   sync?: 'normal' | 'full';
   /** Overrides of DEFAULT_LIMITS. */
@@ -130,6 +135,7 @@ export interface ResolvedOptions {
   dataDir: string | undefined;
   noHistory: boolean;
   nativeWrites: boolean;
+  ioUring: boolean;
   store: HistoryStore | undefined;
   sync: 'normal' | 'full';
   limits: ServerLimits;
@@ -172,6 +178,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     dataDir: options.dataDir,
     noHistory: options.noHistory ?? false,
     nativeWrites: options.nativeWrites ?? true,
+    ioUring: options.ioUring ?? true,
     store: options.store,
     sync: options.sync ?? 'normal',
     limits,

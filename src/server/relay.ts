@@ -66,6 +66,8 @@ export class Relay {
   readonly batcher: Batcher<Connection>;
   /** Whether the turn's writes go through the native fan-out. */
   readonly nativeWrites: boolean;
+  /** Whether the native fan-out submits them through io_uring. */
+  readonly ioUring: boolean;
   readonly stats: RelayStats = {
     connections: 0,
     rooms: 0,
@@ -94,6 +96,7 @@ export class Relay {
     randomBytes: (length: number) => Uint8Array,
     store: HistoryStore,
     fanout: FanoutAddon | null = null,
+    ring = false,
   ) {
     this.limits = limits;
     this.clock = clock;
@@ -101,10 +104,11 @@ export class Relay {
     this.randomBytes = randomBytes;
     this.store = store;
     this.nativeWrites = fanout !== null;
+    this.ioUring = ring && fanout !== null && fanout.ringReady();
     this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),
-      fanout === null ? flushEach : new DirectWriter(fanout),
+      fanout === null ? flushEach : new DirectWriter(fanout, this.ioUring),
     );
   }
 

@@ -26,6 +26,8 @@ export interface ConfabServer {
   readonly stats: Readonly<RelayStats>;
   /** Whether writes go through the native fan-out (asked for, and built here). */
   readonly nativeWrites: boolean;
+  /** Whether the native fan-out submits through io_uring (asked for, and allowed by the kernel). */
+  readonly ioUring: boolean;
   /** Checks deadlines now (tests with a fake clock call this). */
   sweep(): void;
   /** Tells every client the server is going away, closes every socket, stops listening. */
@@ -50,6 +52,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     opts.randomBytes,
     store,
     opts.nativeWrites ? fanoutAddon : null,
+    opts.ioUring,
   );
 
   // One set of handlers for every socket, looked up through the WeakMap, so a
@@ -135,6 +138,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     limits: opts.limits,
     stats: relay.stats,
     nativeWrites: relay.nativeWrites,
+    ioUring: relay.ioUring,
     sweep: () => relay.sweep(),
     close() {
       closing ??= new Promise<void>((resolve) => {

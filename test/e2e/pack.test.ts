@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { until } from '../helpers/net.js';
+import { fanoutAddon } from '../../src/server/direct-write.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -52,6 +53,7 @@ describe('npm pack', () => {
       // The install built the addon, and the installed server writes through it.
       await until(() => log.includes('"msg":"listening"'));
       expect(log).toContain('"nativeWrites":true');
+      expect(log).toContain(`"ioUring":${String(fanoutAddon?.ringReady() === true)}`);
     } finally {
       if (server.pid !== undefined) process.kill(-server.pid, 'SIGTERM');
     }

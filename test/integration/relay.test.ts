@@ -5,6 +5,7 @@ import { newIdentity } from '../../src/crypto/index.js';
 import { member, room, text } from '../helpers/clients.js';
 import { testServer, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
+import { fanoutAddon } from '../../src/server/direct-write.js';
 
 const { cleanup, server, track } = testScope();
 
@@ -34,19 +35,24 @@ describe('relay: rooms, fan-out, presence', () => {
   });
 
   it.each([
-    ['the native fan-out', true],
-    ["Node's streams", false],
-  ])('keeps each sender’s order under a burst, with rising sequence numbers, writing through %s', async (_, native) => {
-    const s = await server({ nativeWrites: native });
-    expect(s.nativeWrites).toBe(native);
-    const r = room(3);
-    const alice = track(await member(s.port, r, 'alice'));
-    const bob = track(await member(s.port, r, 'bob'));
-    const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => alice.client.send(r, text(`m${i}`))));
-    expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
-    await until(() => bob.events.message.length === 500);
-    expect(bob.texts()).toEqual(Array.from({ length: 500 }, (_, i) => `alice: m${i}`));
-  });
+    ['the native fan-out with io_uring', true, true],
+    ['the native fan-out with send()', true, false],
+    ["Node's streams", false, false],
+  ])(
+    'keeps each sender’s order under a burst, with rising sequence numbers, writing through %s',
+    async (_, native, ring) => {
+      const s = await server({ nativeWrites: native, ioUring: ring });
+      expect(s.nativeWrites).toBe(native);
+      expect(s.ioUring).toBe(ring && fanoutAddon?.ringReady() === true);
+      const r = room(3);
+      const alice = track(await member(s.port, r, 'alice'));
+      const bob = track(await member(s.port, r, 'bob'));
+      const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => alice.client.send(r, text(`m${i}`))));
+      expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
+      await until(() => bob.events.message.length === 500);
+      expect(bob.texts()).toEqual(Array.from({ length: 500 }, (_, i) => `alice: m${i}`));
+    },
+  );
 
   it('gives the member list on join and tells the others', async () => {
     const s = await server();

@@ -1,4 +1,7 @@
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { createServer, connect } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -80,15 +83,23 @@ it.runIf(process.platform === 'linux')('the native fan-out is built by the insta
   expect(fanoutAddon).not.toBeNull();
 });
 
-describe.runIf(fanoutAddon !== null)('native fan-out', () => {
+// io_uring is there unless the kernel is older than 5.18 or a sysctl or a
+// seccomp profile forbids it; where it is, both ways of writing run every test.
+const ways = [
+  { way: 'send() per socket', ring: false },
+  ...(fanoutAddon?.ringReady() === true ? [{ way: 'io_uring', ring: true }] : []),
+];
+
+describe.runIf(fanoutAddon !== null).each(ways)('native fan-out, $way', ({ ring }) => {
   const addon = fanoutAddon as FanoutAddon;
+  const writeMany = ring ? addon.ringWriteMany : addon.writeMany;
 
   it('gives each socket its own run of chunks, shared buffers included, in order', async () => {
     const p = await pairs(20);
     open.push(p.close);
     const reads = p.readers.map(collect);
     const targets = p.writers.map((w) => new Target(w));
-    const writer = new DirectWriter(addon);
+    const writer = new DirectWriter(addon, ring);
     const expected = targets.map(() => [] as Buffer[]);
     for (let turn = 0; turn < 50; turn++) {
       const shared = counting(turn, 100);
@@ -112,7 +123,7 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
     const [slow, fast] = p.readers as [Socket, Socket];
     slow.pause(); // its kernel buffers fill
     const targets = p.writers.map((w) => new Target(w));
-    const writer = new DirectWriter(addon);
+    const writer = new DirectWriter(addon, ring);
     const chunk = 64 * 1024;
     const total = 8 * 1024 * 1024;
     for (let at = 0; at < total; at += chunk) {
@@ -137,7 +148,7 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
     const read = collect(p.readers[0] as Socket);
     const t = new Target(p.writers[0] as Socket);
     for (let i = 0; i < 100; i++) t.out.push(counting(i * 10, 10));
-    writeTurn(new DirectWriter(addon), [t]);
+    writeTurn(new DirectWriter(addon, ring), [t]);
     expect(t.streamed).toBe(1);
     await until(() => read().length >= 1000);
     expect(read().equals(counting(0, 1000))).toBe(true);
@@ -153,7 +164,7 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
     const closed = new Promise((r) => (p.writers[1] as Socket).once('close', r));
     await new Promise((r) => setTimeout(r, 50));
     const targets = p.writers.map((w) => new Target(w));
-    const writer = new DirectWriter(addon);
+    const writer = new DirectWriter(addon, ring);
     for (let i = 0; i < 3; i++) {
       for (const t of targets) if (!t.socket.destroyed) t.out.push(Buffer.from('hello'));
       writeTurn(
@@ -167,6 +178,51 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
     expect((reads[2] as () => Buffer)().toString()).toBe('hellohellohello');
   });
 
+  it('writes a turn of more sockets than one io_uring batch (256) to every one of them', async () => {
+    const p = await pairs(300);
+    open.push(p.close);
+    const reads = p.readers.map(collect);
+    const targets = p.writers.map((w) => new Target(w));
+    const writer = new DirectWriter(addon, ring);
+    const shared = counting(7, 200);
+    // Every third socket gets two pieces (sendmsg), the rest the shared buffer alone (send).
+    targets.forEach((t, i) => t.out.push(...(i % 3 === 0 ? [shared, Buffer.from(`#${i}`)] : [shared])));
+    writeTurn(writer, targets, 17);
+    const want = targets.map((_, i) => Buffer.concat(i % 3 === 0 ? [shared, Buffer.from(`#${i}`)] : [shared]));
+    await until(() => reads.every((r, i) => r().length >= (want[i] as Buffer).length));
+    reads.forEach((r, i) => expect(r().equals(want[i] as Buffer)).toBe(true));
+    expect(targets.every((t) => t.streamed === 0)).toBe(true);
+  });
+
+  it('reports, socket by socket, the bytes taken or -errno (a file, a closed descriptor) without stopping', async () => {
+    const p = await pairs(2);
+    open.push(p.close);
+    const reads = p.readers.map(collect);
+    const file = openSync(fileURLToPath(import.meta.url), 'r');
+    const closed = openSync(fileURLToPath(import.meta.url), 'r');
+    closeSync(closed);
+    try {
+      const fds = [socketFd(p.writers[0] as Socket), file, closed, socketFd(p.writers[1] as Socket)];
+      const bufs = [Buffer.from('shared'), Buffer.from('+own')];
+      const results = new Int32Array(4);
+      // Socket 0: shared; the file: shared; the closed one: shared + own; socket 1: shared + own.
+      writeMany(
+        new Int32Array(fds),
+        4,
+        bufs,
+        new Int32Array([0, 0, 0, 1, 0, 1]),
+        new Int32Array([1, 2, 4, 6]),
+        results,
+      );
+      expect([...results]).toEqual([6, -constants.errno.ENOTSOCK, -constants.errno.EBADF, 10]);
+    } finally {
+      closeSync(file);
+    }
+    await until(() => (reads[1] as () => Buffer)().length >= 10);
+    expect((reads[0] as () => Buffer)().toString()).toBe('shared');
+    expect((reads[1] as () => Buffer)().toString()).toBe('shared+own');
+  });
+
   it('refuses arguments of the wrong shape with a TypeError, before writing to any socket', async () => {
     const p = await pairs(1);
     open.push(p.close);
@@ -176,7 +232,7 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
     const results = new Int32Array(2);
     const refs = (...r: number[]): Int32Array => new Int32Array(r);
     const call = (fds: number[], count: number, bufs: unknown[], r: Int32Array, ends: number[]) => () =>
-      addon.writeMany(new Int32Array(fds), count, bufs as Uint8Array[], r, new Int32Array(ends), results);
+      writeMany(new Int32Array(fds), count, bufs as Uint8Array[], r, new Int32Array(ends), results);
     // More sockets than the arrays hold; ends past refs; a ref past bufs; a buffer that isn't one.
     expect(call([fd], 2, [ok], refs(0), [1, 1])).toThrow(TypeError);
     expect(call([fd, fd], 2, [ok], refs(0), [1, 2])).toThrow(TypeError);
@@ -187,13 +243,18 @@ describe.runIf(fanoutAddon !== null)('native fan-out', () => {
   });
 });
 
+/** A stand-in addon whose every way of writing is `writeMany`. */
+const fake = (writeMany: FanoutAddon['writeMany']): FanoutAddon => ({
+  writeMany,
+  ringWriteMany: writeMany,
+  ringReady: () => false,
+});
+
 describe('DirectWriter', () => {
   it('hands the stream what the kernel did not take: all of it after -errno, the rest after a partial send', async () => {
     const EAGAIN = -11;
     const EPIPE = -32;
-    const fake: FanoutAddon = {
-      writeMany: (_fds, _count, _bufs, _refs, _ends, results) => results.set([EAGAIN, 3, EPIPE, 5]),
-    };
+    const addon = fake((_fds, _count, _bufs, _refs, _ends, results) => results.set([EAGAIN, 3, EPIPE, 5]));
     const p = await pairs(4);
     open.push(p.close);
     const targets = p.writers.map((w) => new Target(w));
@@ -202,23 +263,21 @@ describe('DirectWriter', () => {
       t.out.push(Buffer.from('hello'));
       t.writeStream = (out) => void streamed.push(Buffer.concat(Array.isArray(out) ? out : [out]).toString());
     }
-    writeTurn(new DirectWriter(fake), targets);
+    writeTurn(new DirectWriter(addon), targets);
     expect(streamed).toEqual(['hello', 'lo', 'hello']);
   });
 
   it('gives the streams the whole turn if the addon throws, and starts the next turn clean', async () => {
     const counts: number[] = [];
-    const fake: FanoutAddon = {
-      writeMany: (_fds, count, bufs, _refs, ends, results) => {
-        counts.push(count, bufs.length, ends[count - 1] ?? -1);
-        if (counts.length === 3) throw new TypeError('bad call');
-        results.fill(5, 0, count);
-      },
-    };
+    const addon = fake((_fds, count, bufs, _refs, ends, results) => {
+      counts.push(count, bufs.length, ends[count - 1] ?? -1);
+      if (counts.length === 3) throw new TypeError('bad call');
+      results.fill(5, 0, count);
+    });
     const p = await pairs(2);
     open.push(p.close);
     const targets = p.writers.map((w) => new Target(w));
-    const writer = new DirectWriter(fake);
+    const writer = new DirectWriter(addon, true);
     for (const t of targets) t.out.push(Buffer.from('first'));
     writeTurn(writer, targets);
     expect(targets.map((t) => t.streamed)).toEqual([1, 1]);
@@ -231,7 +290,7 @@ describe('DirectWriter', () => {
 
   it('writes a socket without a descriptor, or one with bytes already queued, through its stream', async () => {
     const calls: number[] = [];
-    const fake: FanoutAddon = { writeMany: (_fds, count) => calls.push(count) };
+    const addon = fake((_fds, count) => void calls.push(count));
     const p = await pairs(2);
     open.push(p.close);
     const noFd = new Target(p.writers[0] as Socket, -1);
@@ -240,7 +299,7 @@ describe('DirectWriter', () => {
     busy.socket.write('queued ');
     noFd.out.push(Buffer.from('a'));
     busy.out.push(Buffer.from('b'));
-    writeTurn(new DirectWriter(fake), [noFd, busy]);
+    writeTurn(new DirectWriter(addon), [noFd, busy]);
     busy.socket.uncork();
     expect(calls).toEqual([]);
     expect(noFd.streamed + busy.streamed).toBe(2);
