@@ -83,13 +83,28 @@ typedef struct {
   size_t iov_cap;
 } ring_t;
 
-static void ring_close(ring_t *r) {
+// `owned`: r->fd is still the ring's. After io_uring_enter said EBADF or
+// EOPNOTSUPP, the number may belong to another file by now: not closed.
+static void ring_close(ring_t *r, int owned) {
   if (r->sqe_map != NULL) munmap(r->sqe_map, r->sqe_len);
   if (r->cq_map != NULL && r->cq_map != r->sq_map) munmap(r->cq_map, r->cq_len);
   if (r->sq_map != NULL) munmap(r->sq_map, r->sq_len);
-  if (r->fd >= 0) close(r->fd);
+  if (r->fd >= 0 && owned) close(r->fd);
   r->fd = -1;
   r->sq_map = r->cq_map = r->sqe_map = NULL;
+}
+
+// Whether this kernel's io_uring has both sends: a ring can be set up from
+// 5.1, but IORING_OP_SEND came in 5.6 (and the probe itself in 5.6).
+static int ring_sends(int fd) {
+  size_t size = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+  struct io_uring_probe *probe = calloc(1, size);
+  if (probe == NULL) return 0;
+  int ok = syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe, 256) >= 0 &&
+           probe->last_op >= IORING_OP_SEND && (probe->ops[IORING_OP_SEND].flags & IO_URING_OP_SUPPORTED) &&
+           (probe->ops[IORING_OP_SENDMSG].flags & IO_URING_OP_SUPPORTED);
+  free(probe);
+  return ok;
 }
 
 // Sets the ring up on first use; false where io_uring is missing, disabled
@@ -100,8 +115,9 @@ static int ring_ready(ring_t *r) {
   // The newest flags first: the submitting thread does the completion work
   // inside io_uring_enter, and one bad entry doesn't stop the rest.
   static const unsigned flag_sets[] = {
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-      IORING_SETUP_SUBMIT_ALL,
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, // 6.1
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL,                              // 6.0
+      IORING_SETUP_SUBMIT_ALL,                                                           // 5.18
       0,
   };
   struct io_uring_params p;
@@ -142,9 +158,10 @@ static int ring_ready(ring_t *r) {
   r->cq_tail = (unsigned *)((char *)cq + p.cq_off.tail);
   r->cq_mask = (unsigned *)((char *)cq + p.cq_off.ring_mask);
   r->cqes = (struct io_uring_cqe *)((char *)cq + p.cq_off.cqes);
+  if (!ring_sends(fd)) goto fail;
   return 1;
 fail:
-  ring_close(r);
+  ring_close(r, 1);
   return 0;
 }
 
@@ -219,19 +236,23 @@ static uint32_t ring_write(ring_t *r, const int32_t *fds, uint32_t count, const 
       results[i] = -EIO;
     }
     __atomic_store_n(r->sq_tail, tail + n, __ATOMIC_RELEASE);
-    unsigned submitted = 0, reaped = 0;
+    unsigned submitted = 0, reaped = 0, stalls = 0;
     while (reaped < n) {
       long got = syscall(__NR_io_uring_enter, r->fd, n - submitted, n - reaped, IORING_ENTER_GETEVENTS, NULL, 0);
-      if (got < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) {
-        // Unusable from here. If nothing of this batch went in, send() takes
-        // it whole; otherwise what went in is reaped and what didn't (still
-        // -EIO) goes to the streams.
-        reaped += ring_reap(r, count, results);
-        ring_close(r);
-        return submitted == 0 ? done : done + n;
-      }
+      int err = got < 0 ? errno : 0;
+      unsigned before = reaped;
       if (got > 0) submitted += (unsigned)got;
       reaped += ring_reap(r, count, results);
+      // EINTR is retried as send() retries it; EAGAIN and EBUSY (no memory
+      // for requests, a completion backlog) a few times while nothing moves,
+      // so the event loop can never spin here.
+      if (got > 0 || reaped > before) stalls = 0;
+      if (err == 0 || err == EINTR || ((err == EAGAIN || err == EBUSY) && ++stalls < 16)) continue;
+      // Unusable from here. If nothing of this batch went in, send() takes it
+      // whole; otherwise what went in is reaped and what didn't (still -EIO)
+      // goes to the streams.
+      ring_close(r, err != EBADF && err != EOPNOTSUPP);
+      return submitted == 0 ? done : done + n;
     }
     done += n;
   }
@@ -242,7 +263,7 @@ static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   ring_t *r = data;
-  ring_close(r);
+  ring_close(r, 1);
   free(r->iovs);
   free(r);
 }

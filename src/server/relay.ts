@@ -66,8 +66,6 @@ export class Relay {
   readonly batcher: Batcher<Connection>;
   /** Whether the turn's writes go through the native fan-out. */
   readonly nativeWrites: boolean;
-  /** Whether the native fan-out submits them through io_uring. */
-  readonly ioUring: boolean;
   readonly stats: RelayStats = {
     connections: 0,
     rooms: 0,
@@ -88,6 +86,8 @@ export class Relay {
   /** This turn's accepted SENDs, committed together before the turn's writes. */
   private pending: PendingSend[] = [];
   private failing = false;
+  /** The addon, if asked to write through io_uring. */
+  private readonly ring: FanoutAddon | null;
 
   constructor(
     limits: ServerLimits,
@@ -104,12 +104,17 @@ export class Relay {
     this.randomBytes = randomBytes;
     this.store = store;
     this.nativeWrites = fanout !== null;
-    this.ioUring = ring && fanout !== null && fanout.ringReady();
+    this.ring = ring && fanout !== null ? fanout : null;
     this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),
       fanout === null ? flushEach : new DirectWriter(fanout, this.ioUring),
     );
+  }
+
+  /** Whether the native fan-out submits the turn's writes through io_uring (false once a ring has failed). */
+  get ioUring(): boolean {
+    return this.ring?.ringReady() === true;
   }
 
   /** Registers a new socket's connection. */

@@ -138,7 +138,9 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     limits: opts.limits,
     stats: relay.stats,
     nativeWrites: relay.nativeWrites,
-    ioUring: relay.ioUring,
+    get ioUring() {
+      return relay.ioUring;
+    },
     sweep: () => relay.sweep(),
     close() {
       closing ??= new Promise<void>((resolve) => {
