@@ -2,7 +2,7 @@
 // end-of-turn flush. Through Node's stream layer every write costs a JS call,
 // a WriteWrap object and a nextTick; here a whole turn is one call into C and
 // one send (sendmsg for several pieces) per socket, or, on Linux with
-// io_uring, one io_uring_enter for up to RING_ENTRIES sockets (about a fifth
+// io_uring, one io_uring_enter for up to RING_ENTRIES sockets (a fifth to a quarter
 // less CPU per delivery than a send() each; doc/PERFORMANCE.md). Only sockets
 // whose Node stream is empty come here (so nothing already queued can be
 // overtaken); what the kernel does not take goes back to the stream, which
