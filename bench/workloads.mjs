@@ -92,7 +92,6 @@ class Meter {
     this.stamps = DETAIL ? new Float64Array(expected) : null;
     this.count = 0;
     this.waiter = null;
-    this.done = new Promise((r) => (this.finish = r));
   }
   deliver(buf, at) {
     const sent = buf.readDoubleBE(at);
@@ -100,7 +99,7 @@ class Meter {
       this.latencies[this.count] = performance.now() - sent;
       if (this.stamps !== null) this.stamps[this.count] = sent;
     }
-    if (++this.count === this.expected) this.finish();
+    ++this.count;
     if (this.waiter !== null && this.count >= this.waiter.n) this.waiter.resolve();
   }
   /** Resolves true once `n` deliveries have come, or false after `ms`. */
@@ -316,7 +315,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
   await burst(tx, messages, window);
-  await Promise.race([meter.done, new Promise((r) => setTimeout(r, 30_000))]);
+  await meter.until(meter.expected, 30_000);
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
   const detail = probe?.();
@@ -358,7 +357,7 @@ function paced(tx, rate, count) {
 
 /** Waits for every warm-up delivery; a straggler would count in the measured run, so none may be left. */
 async function warmedUp(warm, ms) {
-  const done = await Promise.race([warm.done.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+  const done = await warm.until(warm.expected, ms);
   if (!done) throw new Error(`warm-up: ${warm.count} of ${warm.expected} deliveries after ${ms} ms`);
 }
 
@@ -397,7 +396,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
   await paced(tx, rate, messages);
-  await Promise.race([meter.done, new Promise((r) => setTimeout(r, 15_000))]);
+  await meter.until(meter.expected, 15_000);
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
   const detail = probe?.();

@@ -23,6 +23,14 @@
 // More pieces than this in one turn: the rest goes through the stream.
 #define MAX_IOV 64
 
+// Socket i's pieces: refs from *first on, at most MAX_IOV of them (the
+// kernel's count then tells the stream where the rest starts).
+static uint32_t pieces_of(const int32_t *ends, uint32_t i, uint32_t *first) {
+  *first = i > 0 ? (uint32_t)ends[i - 1] : 0;
+  uint32_t n = (uint32_t)ends[i] - *first;
+  return n < MAX_IOV ? n : MAX_IOV;
+}
+
 static napi_value throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return NULL;
@@ -189,9 +197,8 @@ static uint32_t ring_write(ring_t *r, const int32_t *fds, uint32_t count, const 
     unsigned n = count - done < r->entries ? count - done : r->entries;
     size_t need = 0;
     for (unsigned j = 0; j < n; j++) {
-      uint32_t i = done + j;
-      int32_t pieces = ends[i] - (i > 0 ? ends[i - 1] : 0);
-      if (pieces > 1) need += pieces < MAX_IOV ? (size_t)pieces : MAX_IOV;
+      uint32_t k, pieces = pieces_of(ends, done + j, &k);
+      if (pieces > 1) need += pieces;
     }
     if (need > r->iov_cap) {
       struct iovec *grown = realloc(r->iovs, need * sizeof *grown);
@@ -203,9 +210,7 @@ static uint32_t ring_write(ring_t *r, const int32_t *fds, uint32_t count, const 
     size_t used = 0;
     for (unsigned j = 0; j < n; j++) {
       uint32_t i = done + j;
-      uint32_t k = i > 0 ? (uint32_t)ends[i - 1] : 0;
-      uint32_t pieces = (uint32_t)ends[i] - k;
-      if (pieces > MAX_IOV) pieces = MAX_IOV;
+      uint32_t k, pieces = pieces_of(ends, i, &k);
       unsigned slot = (tail + j) & *r->sq_mask;
       struct io_uring_sqe *e = &r->sqes[slot];
       memset(e, 0, sizeof *e);
@@ -350,10 +355,9 @@ static napi_value write_many_with(napi_env env, napi_callback_info info, int use
   (void)use_ring;
 #endif
   struct iovec iov[MAX_IOV];
-  for (uint32_t i = from, k = from > 0 ? (uint32_t)ends[from - 1] : 0; i < count; i++) {
-    int n = 0;
-    for (; k < (uint32_t)ends[i]; k++)
-      if (n < MAX_IOV) iov[n++] = base[refs[k]];
+  for (uint32_t i = from; i < count; i++) {
+    uint32_t k, n = pieces_of(ends, i, &k);
+    for (uint32_t m = 0; m < n; m++) iov[m] = base[refs[k + m]];
     ssize_t r;
     // MSG_NOSIGNAL: a peer that has gone gives EPIPE, never SIGPIPE.
     if (n == 1) {
@@ -364,7 +368,7 @@ static napi_value write_many_with(napi_env env, napi_callback_info info, int use
     } else {
       struct msghdr msg = {0};
       msg.msg_iov = iov;
-      msg.msg_iovlen = (size_t)n;
+      msg.msg_iovlen = n;
       do r = sendmsg(fds[i], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
       while (r < 0 && errno == EINTR);
     }

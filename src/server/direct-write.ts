@@ -2,36 +2,31 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { ConnectionWriter } from './batcher.js';
 
+/**
+ * Socket `fds[i]` gets `bufs[refs[k]]` for k from `ends[i-1]` (0 for the
+ * first) up to `ends[i]`, in one send (sendmsg for several) that never
+ * blocks; `results[i]` is the bytes the kernel took, or -errno. A buffer
+ * shared by many sockets is listed once in `bufs`.
+ */
+export type WriteMany = (
+  this: void,
+  fds: Int32Array,
+  count: number,
+  bufs: Uint8Array[],
+  refs: Int32Array,
+  ends: Int32Array,
+  results: Int32Array,
+) => void;
+
 /** The optional addon built from native/fanout.c at install time. */
 export interface FanoutAddon {
+  /** One `send` per socket. */
+  writeMany: WriteMany;
   /**
-   * Socket `fds[i]` gets `bufs[refs[k]]` for k from `ends[i-1]` (0 for the
-   * first) up to `ends[i]`, in one send (sendmsg for several) that never
-   * blocks; `results[i]` is the bytes the kernel took, or -errno. A buffer
-   * shared by many sockets is listed once in `bufs`.
-   */
-  writeMany(
-    this: void,
-    fds: Int32Array,
-    count: number,
-    bufs: Uint8Array[],
-    refs: Int32Array,
-    ends: Int32Array,
-    results: Int32Array,
-  ): void;
-  /**
-   * `writeMany` through io_uring: one `io_uring_enter` per 256 sockets instead
+   * The same through io_uring: one `io_uring_enter` per 256 sockets instead
    * of a `send` each. Falls back to `send` where `ringReady()` is false.
    */
-  ringWriteMany(
-    this: void,
-    fds: Int32Array,
-    count: number,
-    bufs: Uint8Array[],
-    refs: Int32Array,
-    ends: Int32Array,
-    results: Int32Array,
-  ): void;
+  ringWriteMany: WriteMany;
   /** Whether this thread can use io_uring (it may be missing, disabled by sysctl, or blocked by seccomp). */
   ringReady(this: void): boolean;
 }
@@ -79,7 +74,9 @@ export interface DirectTarget {
  * to drain, and reports errors and closes as it always does.
  */
 export class DirectWriter implements ConnectionWriter<DirectTarget> {
-  private readonly write: FanoutAddon['writeMany'];
+  private readonly addon: FanoutAddon;
+  private readonly ring: boolean;
+  private readonly write: WriteMany;
   private fds = new Int32Array(64);
   private ends = new Int32Array(64);
   private results = new Int32Array(64);
@@ -96,7 +93,14 @@ export class DirectWriter implements ConnectionWriter<DirectTarget> {
 
   /** `ring`: write through io_uring (where the addon can; `send` otherwise). */
   constructor(addon: FanoutAddon, ring = false) {
+    this.addon = addon;
+    this.ring = ring;
     this.write = ring ? addon.ringWriteMany : addon.writeMany;
+  }
+
+  /** Whether the writes go through io_uring: asked for, and the ring works (false once it has failed). */
+  get ioUring(): boolean {
+    return this.ring && this.addon.ringReady();
   }
 
   /** Writes everything added since the last call. */

@@ -64,8 +64,6 @@ export class Relay {
   readonly rooms = new Map<string, Room>();
   readonly connections = new Set<Connection>();
   readonly batcher: Batcher<Connection>;
-  /** Whether the turn's writes go through the native fan-out. */
-  readonly nativeWrites: boolean;
   readonly stats: RelayStats = {
     connections: 0,
     rooms: 0,
@@ -86,8 +84,8 @@ export class Relay {
   /** This turn's accepted SENDs, committed together before the turn's writes. */
   private pending: PendingSend[] = [];
   private failing = false;
-  /** The addon, if asked to write through io_uring. */
-  private readonly ring: FanoutAddon | null;
+  /** The native fan-out's writer, or null when writes go through the streams. */
+  private readonly direct: DirectWriter | null;
 
   constructor(
     limits: ServerLimits,
@@ -103,18 +101,22 @@ export class Relay {
     this.log = log;
     this.randomBytes = randomBytes;
     this.store = store;
-    this.nativeWrites = fanout !== null;
-    this.ring = ring && fanout !== null ? fanout : null;
+    this.direct = fanout === null ? null : new DirectWriter(fanout, ring);
     this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),
-      fanout === null ? flushEach : new DirectWriter(fanout, this.ioUring),
+      this.direct ?? flushEach,
     );
+  }
+
+  /** Whether the turn's writes go through the native fan-out. */
+  get nativeWrites(): boolean {
+    return this.direct !== null;
   }
 
   /** Whether the native fan-out submits the turn's writes through io_uring (false once a ring has failed). */
   get ioUring(): boolean {
-    return this.ring?.ringReady() === true;
+    return this.direct?.ioUring === true;
   }
 
   /** Registers a new socket's connection. */
