@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { createServer, connect } from 'node:net';
 import { parseArgs } from 'node:util';
 import { DirectWriter, fanoutAddon, socketFd } from '../dist/server/direct-write.js';
-import { round } from './lib.mjs';
+import { median, round } from './lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -113,7 +113,6 @@ async function main() {
       );
     }
   }
-  const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const summary = { workload: 'fanout', rounds: Number(values.rounds) };
   for (const w of ways) summary[`${w}CpuMicrosecondsPerWrite`] = round(median(perWay[w]));
   if (ways.length === 2) summary.ratioIoUringToSend = round(median(perWay.io_uring) / median(perWay.send));

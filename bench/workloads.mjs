@@ -42,6 +42,7 @@ import { encodeFrame, FrameType } from '../dist/protocol/index.js';
 import {
   cpuSeconds,
   machineTicks,
+  median,
   percentile,
   RawClient,
   round,
@@ -579,11 +580,6 @@ const yardstick =
 const vs = against !== undefined ? 'ConfabB' : 'Redis';
 
 const print = (o) => console.log(JSON.stringify(o));
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 /** Medians of the per-round ratios a / b of CPU per million deliveries and of p99, with the rounds' own. */
 function ratios(pairs) {
