@@ -87,8 +87,9 @@ typedef struct {
   void *sq_map, *cq_map, *sqe_map;
   size_t sq_len, cq_len, sqe_len;
   struct msghdr msgs[RING_ENTRIES];
-  struct iovec *iovs;
-  size_t iov_cap;
+  // Room for every piece of a full batch, so filling it never reallocates
+  // (the msghdrs point into it). Pages only a turn with many pieces touches.
+  struct iovec iovs[RING_ENTRIES * MAX_IOV];
 } ring_t;
 
 // `owned`: r->fd is still the ring's. After io_uring_enter said EBADF or
@@ -195,17 +196,6 @@ static uint32_t ring_write(ring_t *r, const int32_t *fds, uint32_t count, const 
   uint32_t done = 0;
   while (done < count) {
     unsigned n = count - done < r->entries ? count - done : r->entries;
-    size_t need = 0;
-    for (unsigned j = 0; j < n; j++) {
-      uint32_t k, pieces = pieces_of(ends, done + j, &k);
-      if (pieces > 1) need += pieces;
-    }
-    if (need > r->iov_cap) {
-      struct iovec *grown = realloc(r->iovs, need * sizeof *grown);
-      if (grown == NULL) return done;
-      r->iovs = grown;
-      r->iov_cap = need;
-    }
     unsigned tail = *r->sq_tail;
     size_t used = 0;
     for (unsigned j = 0; j < n; j++) {
@@ -269,7 +259,6 @@ static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   ring_t *r = data;
   ring_close(r, 1);
-  free(r->iovs);
   free(r);
 }
 

@@ -26,8 +26,8 @@ import type {
   SendFrame,
 } from '../protocol/index.js';
 import { Batcher, flushEach } from './batcher.js';
-import { DirectWriter, socketFd } from './direct-write.js';
-import type { FanoutAddon } from './direct-write.js';
+import { socketFd } from './direct-write.js';
+import type { DirectWriter } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
 import { StoreError } from './history.js';
 import type { AppendResult, HistoryStore, PendingMessage } from './history.js';
@@ -93,15 +93,15 @@ export class Relay {
     log: Logger,
     randomBytes: (length: number) => Uint8Array,
     store: HistoryStore,
-    fanout: FanoutAddon | null = null,
-    ring = false,
+    /** The native fan-out's writer; null writes through the streams. */
+    direct: DirectWriter | null = null,
   ) {
     this.limits = limits;
     this.clock = clock;
     this.log = log;
     this.randomBytes = randomBytes;
     this.store = store;
-    this.direct = fanout === null ? null : new DirectWriter(fanout, ring);
+    this.direct = direct;
     this.batcher = new Batcher<Connection>(
       () => this.dropOverflowed(),
       () => this.commit(),

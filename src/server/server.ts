@@ -5,7 +5,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
-import { fanoutAddon } from './direct-write.js';
+import { DirectWriter, fanoutAddon } from './direct-write.js';
 import { IpLimiter } from './ip-limits.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
@@ -51,8 +51,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     log,
     opts.randomBytes,
     store,
-    opts.nativeWrites ? fanoutAddon : null,
-    opts.ioUring,
+    opts.nativeWrites && fanoutAddon !== null ? new DirectWriter(fanoutAddon, opts.ioUring) : null,
   );
 
   // One set of handlers for every socket, looked up through the WeakMap, so a

@@ -1,5 +1,7 @@
+import { expect } from 'vitest';
 import { connect } from '../../src/client/index.js';
 import type { ClientEvents, ConfabClient, ConnectOptions, JoinOptions, JoinResult } from '../../src/client/index.js';
+import { until } from './net.js';
 
 /** A connected client with every event it emitted, in order. */
 export interface Recorder {
@@ -53,4 +55,23 @@ export async function member(
   const rec = await recorder(port, options);
   const joined = await rec.client.join(r, nick, join);
   return { ...rec, joined };
+}
+
+/**
+ * Sends `count` messages at once from `from`, joined to `r` as `nick`
+ * (`prefix0`, `prefix1`, ...), and checks that they are numbered 1 to `count`
+ * and that `to` hears them all, in order: the room's first messages.
+ */
+export async function expectBurstInOrder(
+  from: Recorder,
+  nick: string,
+  to: Recorder,
+  r: Uint8Array,
+  count: number,
+  prefix: string,
+): Promise<void> {
+  const acks = await Promise.all(Array.from({ length: count }, (_, i) => from.client.send(r, text(`${prefix}${i}`))));
+  expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+  await until(() => to.events.message.length === count);
+  expect(to.texts()).toEqual(Array.from({ length: count }, (_, i) => `${nick}: ${prefix}${i}`));
 }

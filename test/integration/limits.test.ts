@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { newIdentity } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
-import { member, room, text } from '../helpers/clients.js';
+import { expectBurstInOrder, member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { Mitm } from '../helpers/mitm.js';
@@ -135,10 +135,7 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     const r = room(3);
     const fast = track(await member(mitm.port, r, 'fast'));
     const bob = track(await member(s.port, r, 'bob'));
-    const acks = await Promise.all(Array.from({ length: 60 }, (_, i) => fast.client.send(r, text(`n${i}`))));
-    expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    await until(() => bob.events.message.length === 60);
-    expect(bob.texts()).toEqual(Array.from({ length: 60 }, (_, i) => `fast: n${i}`));
+    await expectBurstInOrder(fast, 'fast', bob, r, 60, 'n');
     expect(s.stats.rateLimited).toBeGreaterThan(0);
   });
 });

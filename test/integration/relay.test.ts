@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/index.js';
 import { newIdentity } from '../../src/crypto/index.js';
-import { member, room, text } from '../helpers/clients.js';
+import { expectBurstInOrder, member, room, text } from '../helpers/clients.js';
 import { testServer, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
 import { fanoutAddon } from '../../src/server/direct-write.js';
@@ -47,10 +47,7 @@ describe('relay: rooms, fan-out, presence', () => {
       const r = room(3);
       const alice = track(await member(s.port, r, 'alice'));
       const bob = track(await member(s.port, r, 'bob'));
-      const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => alice.client.send(r, text(`m${i}`))));
-      expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
-      await until(() => bob.events.message.length === 500);
-      expect(bob.texts()).toEqual(Array.from({ length: 500 }, (_, i) => `alice: m${i}`));
+      await expectBurstInOrder(alice, 'alice', bob, r, 500, 'm');
     },
   );
 

@@ -68,6 +68,16 @@ function collect(reader: Socket): () => Buffer {
   return () => Buffer.concat(got);
 }
 
+/**
+ * Waits until reader i has `want[i]`, checks it got exactly that, and that
+ * the kernel took every write at once (nothing went to the streams).
+ */
+async function expectAllSent(reads: (() => Buffer)[], want: Buffer[], targets: Target[]): Promise<void> {
+  await until(() => reads.every((r, i) => r().length >= (want[i] as Buffer).length));
+  reads.forEach((r, i) => expect(r().equals(want[i] as Buffer)).toBe(true));
+  expect(targets.every((t) => t.streamed === 0)).toBe(true);
+}
+
 /** A buffer of `n` bytes counting up from `from` (mod 256), so a lost or reordered byte shows. */
 const counting = (from: number, n: number): Buffer =>
   Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 255));
@@ -110,11 +120,12 @@ describe.runIf(fanoutAddon !== null).each(ways)('native fan-out, $way', ({ ring 
       });
       writeTurn(writer, targets, turn % targets.length);
     }
-    const want = expected.map((e) => Buffer.concat(e));
-    await until(() => reads.every((r, i) => r().length >= (want[i] as Buffer).length));
-    reads.forEach((r, i) => expect(r().equals(want[i] as Buffer)).toBe(true));
-    // Readers keep up: the kernel took everything, nothing went to the streams.
-    expect(targets.every((t) => t.streamed === 0)).toBe(true);
+    // Readers keep up: the kernel takes everything, nothing goes to the streams.
+    await expectAllSent(
+      reads,
+      expected.map((e) => Buffer.concat(e)),
+      targets,
+    );
   });
 
   it('hands what the kernel will not take to the stream, which delivers it after, in order', async () => {
@@ -189,9 +200,7 @@ describe.runIf(fanoutAddon !== null).each(ways)('native fan-out, $way', ({ ring 
     targets.forEach((t, i) => t.out.push(...(i % 3 === 0 ? [shared, Buffer.from(`#${i}`)] : [shared])));
     writeTurn(writer, targets, 17);
     const want = targets.map((_, i) => Buffer.concat(i % 3 === 0 ? [shared, Buffer.from(`#${i}`)] : [shared]));
-    await until(() => reads.every((r, i) => r().length >= (want[i] as Buffer).length));
-    reads.forEach((r, i) => expect(r().equals(want[i] as Buffer)).toBe(true));
-    expect(targets.every((t) => t.streamed === 0)).toBe(true);
+    await expectAllSent(reads, want, targets);
   });
 
   it('reports, socket by socket, the bytes taken or -errno (a file, a closed descriptor) without stopping', async () => {
