@@ -114,6 +114,9 @@ export interface SecureRoomOptions {
 
 const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
 
+/** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
+export const FINGERPRINT_CACHE = 4096;
+
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64url'));
 const decoder = new TextDecoder();
@@ -132,6 +135,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly rng: Rng;
   private readonly now: () => number;
   private readonly members = new Map<string, Member>();
+  /**
+   * Short fingerprints by key (base64). Each takes 5,200 SHA-512s (Signal's
+   * computation, tens of milliseconds in JavaScript) and every message names
+   * its sender's, so a key's is computed once; emptied past FINGERPRINT_CACHE keys.
+   */
+  private readonly fingerprints = new Map<string, string>();
   private readonly backlog: number | undefined;
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
@@ -339,7 +348,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Trust-on-first-use for `nick` and `key`; reports a change once per new key. */
   private judge(nick: string, key: Uint8Array): Member {
     const keyText = b64(key);
-    const fingerprint = shortFingerprint(key);
+    const fingerprint = this.fingerprintOf(keyText, key);
     const pin: Pin | undefined = this.state.pin(nick);
     if (pin === undefined) {
       this.state.setPin({ nick, key: keyText, verified: false });
@@ -350,9 +359,20 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     }
     if (pin.pending !== keyText) {
       this.state.setPin({ ...pin, pending: keyText });
-      this.emit('key-changed', { nick, oldFingerprint: shortFingerprint(unb64(pin.key)), newFingerprint: fingerprint });
+      const oldFingerprint = this.fingerprintOf(pin.key, unb64(pin.key));
+      this.emit('key-changed', { nick, oldFingerprint, newFingerprint: fingerprint });
     }
     return { nick, key, fingerprint, verified: false, trust: 'changed' };
+  }
+
+  private fingerprintOf(keyText: string, key: Uint8Array): string {
+    let fingerprint = this.fingerprints.get(keyText);
+    if (fingerprint === undefined) {
+      if (this.fingerprints.size >= FINGERPRINT_CACHE) this.fingerprints.clear();
+      fingerprint = shortFingerprint(key);
+      this.fingerprints.set(keyText, fingerprint);
+    }
+    return fingerprint;
   }
 
   private receive(m: MessageEvent): void {
