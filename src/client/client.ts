@@ -224,6 +224,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private unsent: PendingSend[] = [];
   /** Our copy of the server's rate limit, so we pace ourselves instead of being refused. */
   private bucket: TokenBucket | null = null;
+  /** Most sends written and not yet acknowledged: the pacing bucket's burst. */
+  private inFlightCap = 1;
   private cancelPump: (() => void) | null = null;
   /** Token of the PING that ends a rate-limit resync, while one is under way. */
   private resync: number | null = null;
@@ -451,6 +453,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
         i++;
         continue;
       }
+      // No more unacknowledged than the bucket's burst: paced sends that reach
+      // the server late (a stall on its side or the network's) arrive together,
+      // and the server, counting when it reads them, would refuse all past its burst.
+      if (this.sends.size - this.unsent.length >= this.inFlightCap) return;
       if (!this.bucket.take(now)) {
         this.cancelPump = this.opts.clock.setTimer(() => {
           this.cancelPump = null;
@@ -672,8 +678,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
               // Pace under the server's limit, with a margin: half its burst and
               // a quarter slower, so its bucket keeps spare tokens for network
               // jitter. A refusal would put that message out of order.
+              this.inFlightCap = Math.max(1, Math.floor(frame.rateBurst / 2));
               this.bucket = new TokenBucket(
-                Math.max(1, Math.floor(frame.rateBurst / 2)),
+                this.inFlightCap,
                 Math.ceil(Math.max(1, frame.rateIntervalMs) * 1.25),
                 clock.now(),
               );
@@ -734,6 +741,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.storeFailures = 0;
         this.ownAck(frame.room, frame.seq);
         s.resolve({ seq: frame.seq, ts: frame.ts });
+        this.pump();
         return;
       }
       case 'member-joined':
@@ -797,6 +805,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         const r = this.requests.get(frame.rid);
         if (s !== undefined) {
           s.reject(err);
+          if (!frame.fatal) this.pump(); // one fewer in flight
         } else if (r !== undefined) {
           this.requests.delete(frame.rid);
           r.reject(err);

@@ -22,6 +22,8 @@ export class Mitm {
    * (Only for clients that don't send: their own messages would count too.)
    */
   renumber = false;
+  /** While set, client → server bytes wait here: a server or network that stalls, then catches up at once. */
+  private held: { chunk: Buffer; upstream: Socket }[] | null = null;
   private readonly numbering = new WeakMap<Socket, { seq: number }>();
   private readonly sockets = new Set<Socket>();
 
@@ -59,6 +61,18 @@ export class Mitm {
     return frame;
   }
 
+  /** Holds what clients send from now until `release`. */
+  hold(): void {
+    this.held ??= [];
+  }
+
+  /** Passes on everything held, in order, at once. */
+  release(): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const { chunk, upstream } of held) upstream.write(chunk);
+  }
+
   close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
@@ -71,7 +85,8 @@ export class Mitm {
     const decoder = new FrameDecoder();
     client.on('data', (chunk: Buffer) => {
       this.captured.push(Buffer.from(chunk));
-      upstream.write(chunk);
+      if (this.held !== null) this.held.push({ chunk, upstream });
+      else upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
       this.captured.push(Buffer.from(chunk));

@@ -138,6 +138,24 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     await expectBurstInOrder(fast, 'fast', bob, r, 60, 'n');
     expect(s.stats.rateLimited).toBeGreaterThan(0);
   });
+
+  it('a client under the limit is not refused when its messages reach the server late, all at once', async () => {
+    const s = await server({ limits: { messageBurst: 10, messageIntervalMs: 2, floodStrikes: 1000 } });
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    const r = room(4);
+    const paced = track(await member(mitm.port, r, 'paced'));
+    const bob = track(await member(s.port, r, 'bob'));
+    // A stall between client and server (a busy server, a congested network):
+    // whatever the client writes meanwhile arrives in one piece.
+    mitm.hold();
+    const burst = expectBurstInOrder(paced, 'paced', bob, r, 60, 'p');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    mitm.release();
+    await burst;
+    // Paced alone, the client would have written 50 in the 150 ms, 40 past the server's burst.
+    expect(s.stats.rateLimited).toBe(0);
+  });
 });
 
 describe('connection limits per address', () => {
