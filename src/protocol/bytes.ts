@@ -13,42 +13,46 @@ export function utf8(text: string): Uint8Array {
 
 /**
  * Sequential writer over a buffer whose size the caller computed up front, so
- * that every frame is one allocation.
+ * that every frame is one allocation. Integers are written byte by byte, not
+ * through a DataView: a view needs the array's ArrayBuffer, and asking for it
+ * moves a small array V8 keeps on its heap (ACKs, most frames but messages)
+ * out to a separately allocated store.
  */
 export class Writer {
   readonly bytes: Uint8Array;
-  private readonly view: DataView;
   private pos = 0;
 
   constructor(size: number) {
     this.bytes = new Uint8Array(size);
-    this.view = new DataView(this.bytes.buffer);
   }
 
   u8(value: number): this {
-    this.view.setUint8(this.pos, value);
-    this.pos += 1;
+    this.bytes[this.pos++] = value;
     return this;
   }
 
   u16(value: number): this {
-    this.view.setUint16(this.pos, value);
+    const b = this.bytes;
+    b[this.pos] = value >>> 8;
+    b[this.pos + 1] = value;
     this.pos += 2;
     return this;
   }
 
   u32(value: number): this {
-    this.view.setUint32(this.pos, value);
-    this.pos += 4;
+    const b = this.bytes;
+    const p = this.pos;
+    b[p] = value >>> 24;
+    b[p + 1] = value >>> 16;
+    b[p + 2] = value >>> 8;
+    b[p + 3] = value;
+    this.pos = p + 4;
     return this;
   }
 
   /** An integer in 0..2^53-1 as 8 big-endian bytes, without BigInt on the hot path. */
   u64(value: number): this {
-    this.view.setUint32(this.pos, Math.floor(value / TWO_32));
-    this.view.setUint32(this.pos + 4, value >>> 0);
-    this.pos += 8;
-    return this;
+    return this.u32(Math.floor(value / TWO_32)).u32(value >>> 0);
   }
 
   raw(data: Uint8Array): this {
@@ -78,7 +82,6 @@ export class Writer {
  * or lying payload can never read another frame's bytes or throw a RangeError.
  */
 export class Reader {
-  private readonly view: DataView;
   private readonly bytes: Uint8Array;
   private readonly what: string;
   private pos = 0;
@@ -86,7 +89,6 @@ export class Reader {
   constructor(bytes: Uint8Array, what: string) {
     this.bytes = bytes;
     this.what = what;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   private need(n: number, field: string): void {
@@ -97,29 +99,28 @@ export class Reader {
 
   u8(field: string): number {
     this.need(1, field);
-    const v = this.view.getUint8(this.pos);
-    this.pos += 1;
-    return v;
+    return this.bytes[this.pos++] as number;
   }
 
   u16(field: string): number {
     this.need(2, field);
-    const v = this.view.getUint16(this.pos);
+    const b = this.bytes;
+    const v = ((b[this.pos] as number) << 8) | (b[this.pos + 1] as number);
     this.pos += 2;
     return v;
   }
 
   u32(field: string): number {
     this.need(4, field);
-    const v = this.view.getUint32(this.pos);
+    const v = readU32(this.bytes, this.pos);
     this.pos += 4;
     return v;
   }
 
   u64(field: string): number {
     this.need(8, field);
-    const hi = this.view.getUint32(this.pos);
-    const lo = this.view.getUint32(this.pos + 4);
+    const hi = readU32(this.bytes, this.pos);
+    const lo = readU32(this.bytes, this.pos + 4);
     if (hi > 0x1f_ffff) {
       throw new ProtocolError('BAD_FRAME', `${this.what}: "${field}" exceeds 2^53-1`);
     }
@@ -175,4 +176,13 @@ export class Reader {
       throw new ProtocolError('BAD_FRAME', `${this.what}: ${this.bytes.length - this.pos} unexpected trailing bytes`);
     }
   }
+}
+
+/** The big-endian u32 at `at`; four byte reads beat a DataView per call on small frames. */
+export function readU32(bytes: Uint8Array, at: number): number {
+  return (
+    ((bytes[at] ?? 0) * 0x100_0000 +
+      (((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0))) >>>
+    0
+  );
 }

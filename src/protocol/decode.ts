@@ -1,4 +1,4 @@
-import { Reader } from './bytes.js';
+import { Reader, readU32 } from './bytes.js';
 import { ProtocolError } from './errors.js';
 import { FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from './frames.js';
 import type { ClientFrame, DeliverFrame, ErrorFrame, MemberInfo, PingFrame, PongFrame, ServerFrame } from './frames.js';
@@ -115,15 +115,6 @@ export class FrameDecoder {
       );
     }
   }
-}
-
-function readU32(bytes: Uint8Array, at: number): number {
-  // Four byte reads beat a DataView per call on small chunks.
-  return (
-    ((bytes[at] ?? 0) * 0x100_0000 +
-      (((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0))) >>>
-    0
-  );
 }
 
 /**

@@ -20,7 +20,8 @@ export const flushEach: ConnectionWriter<Flushable> = { add: (conn) => conn.flus
  * one call with the native fan-out).
  */
 export class Batcher<C extends Flushable = Flushable> {
-  private rooms: Flushable[] = [];
+  private readonly rooms: (Flushable | undefined)[] = [];
+  private roomCount = 0;
   // The turn's connections fill `conns` from 0 to `connCount`. Two arrays take
   // turns and are cleared, never shrunk, so that a turn that writes to hundreds
   // of members allocates nothing here.
@@ -54,7 +55,7 @@ export class Batcher<C extends Flushable = Flushable> {
   }
 
   addRoom(room: Flushable): void {
-    this.rooms.push(room);
+    this.rooms[this.roomCount++] = room;
     this.schedule();
   }
 
@@ -67,9 +68,11 @@ export class Batcher<C extends Flushable = Flushable> {
   readonly flush = (): void => {
     this.scheduled = false;
     this.beforeFlush();
+    // By index and count, like the connections below: a turn's rooms allocate nothing here.
     const rooms = this.rooms;
-    this.rooms = [];
-    for (const room of rooms) room.flush();
+    for (let i = 0; i < this.roomCount; i++) (rooms[i] as Flushable).flush();
+    rooms.fill(undefined, 0, this.roomCount);
+    this.roomCount = 0;
     const conns = this.conns;
     const n = this.connCount;
     // A flush inside this one (a write's callback could start one) gets a new array.

@@ -30,7 +30,7 @@ import { socketFd } from './direct-write.js';
 import type { DirectWriter } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
 import { StoreError } from './history.js';
-import type { AppendResult, HistoryStore, PendingMessage } from './history.js';
+import type { AppendResult, HistoryStore, PendingMessage, SeqSource } from './history.js';
 import { roomLabel } from './log.js';
 import type { ServerLimits } from './options.js';
 import { Room } from './room.js';
@@ -83,6 +83,15 @@ export class Relay {
   private readonly store: HistoryStore;
   /** This turn's accepted SENDs, committed together before the turn's writes. */
   private pending: PendingSend[] = [];
+  /** The batch `append` is numbering, for `seqs`. */
+  private committing: readonly PendingSend[] = [];
+  /** Hands out the commit's sequence numbers from each room's `tentative` counter (made once, not per turn). */
+  private readonly seqs: SeqSource = {
+    next: (i) => ++(this.committing[i] as PendingSend).target.tentative,
+    release: (i) => {
+      (this.committing[i] as PendingSend).target.tentative--;
+    },
+  };
   private failing = false;
   /** The native fan-out's writer, or null when writes go through the streams. */
   private readonly direct: DirectWriter | null;
@@ -328,10 +337,15 @@ export class Relay {
     // anyone hears of it: no ACK, and no DELIVER, without a commit.
     if (this.pending.length === 0) this.batcher.touch();
     this.pending.push({
+      room: member.room.id,
+      ts: this.clock.now(),
+      nick: member.nickBytes,
+      mid: frame.mid,
+      body: frame.body,
       conn,
       member,
+      target: member.room,
       rid: frame.rid,
-      msg: { room: member.room.id, ts: this.clock.now(), nick: member.nickBytes, mid: frame.mid, body: frame.body },
     });
   }
 
@@ -340,42 +354,32 @@ export class Relay {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    // If a room emptied and was made again this turn, the new object's counter
-    // is the one that goes on.
-    const rooms = batch.map((p) => this.rooms.get(p.member.room.key) ?? p.member.room);
-    // Sequence numbers are handed out tentatively and kept only if the commit succeeds.
-    const next = new Map<Room, number>();
-    const seqs = {
-      next: (i: number): number => {
-        const room = rooms[i] as Room;
-        const seq = (next.get(room) ?? room.seq) + 1;
-        next.set(room, seq);
-        return seq;
-      },
-      release: (i: number): void => {
-        const room = rooms[i] as Room;
-        next.set(room, (next.get(room) as number) - 1);
-      },
-    };
+    for (const p of batch) {
+      // If a room emptied and was made again this turn, the new object's counter
+      // is the one that goes on.
+      p.target = this.rooms.get(p.member.room.key) ?? p.member.room;
+      // Numbers are handed out tentatively and kept only if the commit succeeds.
+      p.target.tentative = p.target.seq;
+    }
     let results: AppendResult[];
+    this.committing = batch;
     try {
-      results = this.store.append(
-        batch.map((p) => p.msg),
-        seqs,
-      );
+      results = this.store.append(batch, this.seqs);
     } catch (err) {
       this.refuseBatch(batch, err);
       return;
+    } finally {
+      this.committing = [];
     }
     if (this.failing) {
       this.failing = false;
       this.log.warn('history store writable again');
     }
-    for (const [room, seq] of next) room.seq = Math.max(room.seq, seq);
+    for (const p of batch) p.target.seq = Math.max(p.target.seq, p.target.tentative);
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i] as PendingSend;
       const r = results[i] as AppendResult;
-      const room = rooms[i] as Room;
+      const room = p.target;
       const ack = encodeFrame({ type: 'ack', rid: p.rid, room: room.id, seq: r.seq, ts: r.ts });
       if (r.duplicate) {
         // Already stored and relayed: only the sender hears of it again.
@@ -385,13 +389,13 @@ export class Relay {
       }
       // The sender's ACK takes its message's place in what the sender hears of
       // the room, so every member sees the room's numbers in order.
-      room.broadcast(encodeDeliver(room.id, r.seq, r.ts, p.member.nickBytes, p.msg.body), p.conn, ack);
+      room.broadcast(encodeDeliver(room.id, r.seq, r.ts, p.member.nickBytes, p.body), p.conn, ack);
       this.stats.messagesIn++;
       this.stats.deliveries += room.members.length - (p.conn.memberships.includes(p.member) ? 1 : 0);
     }
   }
 
-  private refuseBatch(batch: PendingSend[], err: unknown): void {
+  private refuseBatch(batch: readonly PendingSend[], err: unknown): void {
     if (!(err instanceof StoreError)) throw err;
     this.stats.storeFailures++;
     if (!this.failing) {
@@ -615,12 +619,13 @@ export class Relay {
   }
 }
 
-/** A SEND accepted this turn, waiting for the commit. */
-interface PendingSend {
+/** A SEND accepted this turn, waiting for the commit: what the store keeps, and whom to answer. */
+interface PendingSend extends PendingMessage {
   conn: Connection;
   member: Member;
+  /** The room whose numbers it takes: its member's, or the one made again under the same id this turn. */
+  target: Room;
   rid: number;
-  msg: PendingMessage;
 }
 
 function findMember(conn: Connection, room: Uint8Array): Member | undefined {

@@ -25,13 +25,20 @@ export class Room implements Flushable {
   readonly id: Uint8Array;
   readonly key: string;
   seq = 0;
+  /** The last number the commit under way has handed out (the relay's, kept only if the commit succeeds). */
+  tentative = 0;
   readonly members: Member[] = [];
   private readonly byNick = new Map<string, Member>();
-  private pending: Uint8Array[] = [];
+  // This turn's frames fill these three from 0 to `pendingCount`; they are
+  // cleared after each flush, never shrunk or replaced, so that a turn's
+  // broadcasts allocate no arrays (emptying an array by its length would
+  // give its storage back, and the next push would allocate it again).
+  private readonly pending: (Uint8Array | undefined)[] = [];
   /** Who sent each pending frame (null: the server, goes to everyone). */
-  private pendingFrom: (Connection | null)[] = [];
+  private readonly pendingFrom: (Connection | null)[] = [];
   /** What its sender gets in its place (its ACK), or null for nothing. */
-  private pendingOwn: (Uint8Array | null)[] = [];
+  private readonly pendingOwn: (Uint8Array | null)[] = [];
+  private pendingCount = 0;
   private readonly batcher: Batcher<Connection>;
 
   constructor(id: Uint8Array, key: string, batcher: Batcher<Connection>) {
@@ -47,7 +54,7 @@ export class Room implements Flushable {
   /** Adds a member and tells the others. Flushes the turn's batch first so that
    * the newcomer gets nothing numbered before its JOINED. */
   add(member: Member): void {
-    if (this.pending.length > 0) this.flush();
+    if (this.pendingCount > 0) this.flush();
     this.members.push(member);
     this.byNick.set(member.nick.toLowerCase(), member);
     this.broadcast(encodeMemberJoined(this.id, member.nickBytes, member.key), member.conn);
@@ -57,7 +64,7 @@ export class Room implements Flushable {
   remove(member: Member, reason: number): void {
     const i = this.members.indexOf(member);
     if (i < 0) return;
-    if (this.pending.length > 0) this.flush();
+    if (this.pendingCount > 0) this.flush();
     this.members.splice(i, 1);
     this.byNick.delete(member.nick.toLowerCase());
     this.broadcast(encodeMemberLeft(this.id, member.nickBytes, reason), member.conn);
@@ -69,35 +76,46 @@ export class Room implements Flushable {
    * the room's numbers in order, its own messages included.
    */
   broadcast(frame: Uint8Array, from: Connection | null, own: Uint8Array | null = null): void {
-    if (this.pending.length === 0) this.batcher.addRoom(this);
-    this.pending.push(frame);
-    this.pendingFrom.push(from);
-    this.pendingOwn.push(own);
+    const i = this.pendingCount++;
+    if (i === 0) this.batcher.addRoom(this);
+    this.pending[i] = frame;
+    this.pendingFrom[i] = from;
+    this.pendingOwn[i] = own;
   }
 
   flush(): void {
-    const frames = this.pending;
+    const n = this.pendingCount;
+    if (n === 0) return;
+    // Nothing a flush calls broadcasts to a room, so the lists stay as they are until cleared.
+    this.write(n === 1 ? null : (this.pending.slice(0, n) as Uint8Array[]));
+    this.pendingCount = 0;
+    this.pending.fill(undefined, 0, n); // no frame is kept alive from here
+    this.pendingFrom.fill(null, 0, n);
+    this.pendingOwn.fill(null, 0, n);
+  }
+
+  /** Sends the turn's frames: the only one, in the lists (`several` null), or `several`, a copy of them. */
+  private write(several: Uint8Array[] | null): void {
     const from = this.pendingFrom;
     const owns = this.pendingOwn;
-    if (frames.length === 0) return;
-    this.pending = [];
-    this.pendingFrom = [];
-    this.pendingOwn = [];
     const members = this.members;
-    if (frames.length === 1) {
-      const frame = frames[0] as Uint8Array;
+    if (several === null) {
+      const frame = this.pending[0] as Uint8Array;
       const sender = from[0] ?? null;
       for (const m of members) if (m.conn !== sender) m.conn.enqueue(frame);
       const own = owns[0] ?? null;
       if (sender !== null && own !== null) sender.enqueue(own);
       return;
     }
+    const frames = several;
     const all = Buffer.concat(frames);
-    const senders = new Set(from);
-    senders.delete(null);
+    const senders = new Set<Connection>();
+    for (let i = 0; i < frames.length; i++) {
+      const sender = from[i];
+      if (sender !== null && sender !== undefined) senders.add(sender);
+    }
     const forSender = new Map<Connection, Buffer>();
-    for (const s of senders) {
-      const sender = s as Connection;
+    for (const sender of senders) {
       // One that left during this turn gets its ACKs, and nothing more of the room.
       const member = sender.memberships.some((m) => m.room === this);
       const mine: Uint8Array[] = [];
