@@ -10,6 +10,38 @@ import { encodeFrame, FrameType, joinProofMessage, parseServerFrame } from '../d
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
+const servers = new Set();
+let cleanupInstalled = false;
+
+/**
+ * Spawns a server (confab's, or a Redis started here) in a session of its
+ * own, as a system service runs and as the Redis on 6379 does: where the
+ * kernel groups CPU time by session (autogroup), a server in the load
+ * generator's session would share the load generator's share of the machine
+ * while Redis had one to itself. Being detached, it would outlive the
+ * benchmark if killed by the terminal's Ctrl-C, so the benchmark kills what is
+ * left when it exits or is interrupted.
+ */
+export function spawnServer(command, args, options) {
+  const child = spawn(command, args, { ...options, detached: true });
+  servers.add(child);
+  child.once('exit', () => servers.delete(child));
+  if (!cleanupInstalled) {
+    cleanupInstalled = true;
+    const killAll = () => {
+      for (const c of servers) c.kill('SIGKILL');
+    };
+    process.once('exit', killAll);
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+      process.once(signal, () => {
+        killAll();
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      });
+    }
+  }
+  return child;
+}
+
 /**
  * Starts `confab serve` on a free loopback port; resolves with its pid and port.
  * `nodeArgs` go to node itself (e.g. "--cpu-prof"); with
@@ -19,7 +51,7 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 export function startServerProcess(extraArgs = [], nodeArgs = []) {
   return new Promise((resolve, reject) => {
     const copy = process.env.CONFAB_BENCH_SERVER_STDOUT;
-    const child = spawn(
+    const child = spawnServer(
       process.execPath,
       [...nodeArgs, CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
       { stdio: ['ignore', 'pipe', 'inherit'] },

@@ -1,20 +1,17 @@
 // The same fan-out workloads against Redis pub/sub, as the yardstick. Raw RESP
 // over sockets, so the load generator costs the same for both servers.
-import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { recordReader, sharedRead } from './lib.mjs';
+import { recordReader, sharedRead, spawnServer } from './lib.mjs';
 
 /** A Redis server to measure: the one on 127.0.0.1:6379 if it answers, else one started here. */
 export async function findRedis() {
   const existing = await info(6379).catch(() => null);
   if (existing !== null) return { port: 6379, pid: existing.pid, stop: () => {} };
   const port = 6390;
-  const child = spawn(
+  const child = spawnServer(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
+    { stdio: 'ignore' },
   );
   for (let i = 0; i < 50; i++) {
     const ok = await info(port).catch(() => null);

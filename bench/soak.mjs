@@ -4,7 +4,6 @@
 //   node bench/soak.mjs [--clients 1000] [--minutes 10] [--rooms 10]
 //
 // Each client sends one message every 10 s; 2% of clients reconnect each minute.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { newIdentity } from '../dist/crypto/index.js';
 import { encodeFrame } from '../dist/protocol/index.js';
-import { RawClient, round } from './lib.mjs';
+import { RawClient, round, spawnServer } from './lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -28,7 +27,7 @@ const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 // As deployed: history in SQLite in a data directory of its own.
 const DATA = mkdtempSync(join(tmpdir(), 'confab-soak-'));
 
-const server = spawn(
+const server = spawnServer(
   process.execPath,
   [
     CLI,
