@@ -291,7 +291,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     try {
       return await this.requestJoin(state);
     } catch (err) {
-      this.rooms.delete(key);
+      // Messages sent to it while it was joining fail with it, or they would wait forever.
+      this.abandon(state, err instanceof ClientError ? err : new ClientError('DISCONNECTED', 'the join failed'));
       throw err;
     }
   }
@@ -308,6 +309,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         s.reject(new ClientError('DISCONNECTED', 'left the room before the message was acknowledged'));
       }
     }
+    this.pump(); // its messages in flight no longer hold back other rooms'
     if (!this.connected || !state.joined) return;
     const rid = this.rid();
     await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
@@ -912,7 +914,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
     );
   }
 
-  /** A rejoin refused for good (the nick now belongs to another key): out of the room, its sends failed. */
+  /**
+   * A join that failed, or a rejoin refused for good (the nick now belongs to
+   * another key): out of the room, its sends failed.
+   */
   private abandon(state: RoomState, err: ClientError): void {
     const key = roomKey(state.id);
     if (this.rooms.get(key) !== state) return;

@@ -156,6 +156,30 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     // Paced alone, the client would have written 50 in the 150 ms, 40 past the server's burst.
     expect(s.stats.rateLimited).toBe(0);
   });
+
+  it('leaving a room frees its unacknowledged messages’ places for another room’s', async () => {
+    const s = await server({ limits: { messageBurst: 4, messageIntervalMs: 1, floodStrikes: 1000 } });
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    const [a, b] = [room(5), room(6)];
+    const c = track(await member(mitm.port, a, 'c'));
+    await c.client.join(b, 'c');
+    // Two unacknowledged (half the burst of 4) fill the client's window.
+    mitm.hold();
+    const inA = [c.client.send(a, text('a1')), c.client.send(a, text('a2'))].map((p) =>
+      p.then(
+        () => 'ack',
+        (err: { code?: string }) => err.code,
+      ),
+    );
+    const inB = c.client.send(b, text('b1'));
+    await until(() => c.client.pending === 3);
+    const leaving = c.client.leave(a);
+    mitm.release();
+    await leaving;
+    expect(await Promise.all(inA)).toEqual(['DISCONNECTED', 'DISCONNECTED']);
+    expect((await inB).seq).toBe(1);
+  });
 });
 
 describe('connection limits per address', () => {

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/index.js';
 import { newIdentity } from '../../src/crypto/index.js';
-import { expectBurstInOrder, member, room, text } from '../helpers/clients.js';
+import { expectBurstInOrder, member, recorder, room, text } from '../helpers/clients.js';
 import { testServer, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
 import { fanoutAddon } from '../../src/server/direct-write.js';
@@ -82,6 +82,18 @@ describe('relay: rooms, fan-out, presence', () => {
     // The same nick and key are fine in another room.
     const other = track(await member(s.port, room(6), 'bob', { identity }));
     expect(other.joined.nick).toBe('bob');
+  });
+
+  it('fails what was sent to a room while its join was under way, when the join is refused', async () => {
+    const s = await server();
+    const r = room(7);
+    track(await member(s.port, r, 'bob'));
+    const late = track(await recorder(s.port));
+    const joining = late.client.join(r, 'bob');
+    const sent = late.client.send(r, text('too early'));
+    await expect(joining).rejects.toMatchObject({ code: 'NICK_OWNED' });
+    await expect(sent).rejects.toMatchObject({ code: 'NICK_OWNED' });
+    expect(late.client.pending).toBe(0);
   });
 
   it('gives a nick to the first key that uses it: another key gets NICK_OWNED, in any room', async () => {
