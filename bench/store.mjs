@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteHistory } from '../dist/server/sqlite-history.js';
 import { CHECKPOINT_MS } from '../dist/server/server.js';
-import { median, round } from './lib.mjs';
+import { median, percentile, round } from './lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -70,11 +70,11 @@ async function run(mode, count) {
   store?.close();
   rmSync(dir, { recursive: true, force: true });
   walls.sort((a, b) => a - b);
-  const at = (q) => (walls.length === 0 ? 0 : round(walls[Math.floor(q * (walls.length - 1))] * 1000, 0));
+  const at = (p) => (walls.length === 0 ? 0 : round(percentile(walls, p) * 1000, 0));
   return {
     cpuMicrosecondsPerMessage: (cpu.user + cpu.system) / count,
     systemMicrosecondsPerMessage: cpu.system / count,
-    commitWallMicroseconds: { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1) },
+    commitWallMicroseconds: { p50: at(50), p99: at(99), p999: at(99.9), max: at(100) },
     commitsOver1ms: walls.filter((w) => w > 1).length,
   };
 }

@@ -224,8 +224,6 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private unsent: PendingSend[] = [];
   /** Our copy of the server's rate limit, so we pace ourselves instead of being refused. */
   private bucket: TokenBucket | null = null;
-  /** Most sends written and not yet acknowledged: the pacing bucket's burst. */
-  private inFlightCap = 1;
   private cancelPump: (() => void) | null = null;
   /** Token of the PING that ends a rate-limit resync, while one is under way. */
   private resync: number | null = null;
@@ -458,7 +456,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       // No more unacknowledged than the bucket's burst: paced sends that reach
       // the server late (a stall on its side or the network's) arrive together,
       // and the server, counting when it reads them, would refuse all past its burst.
-      if (this.sends.size - this.unsent.length >= this.inFlightCap) return;
+      if (this.sends.size - this.unsent.length >= this.bucket.burst) return;
       if (!this.bucket.take(now)) {
         this.cancelPump = this.opts.clock.setTimer(() => {
           this.cancelPump = null;
@@ -680,9 +678,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
               // Pace under the server's limit, with a margin: half its burst and
               // a quarter slower, so its bucket keeps spare tokens for network
               // jitter. A refusal would put that message out of order.
-              this.inFlightCap = Math.max(1, Math.floor(frame.rateBurst / 2));
               this.bucket = new TokenBucket(
-                this.inFlightCap,
+                Math.max(1, Math.floor(frame.rateBurst / 2)),
                 Math.ceil(Math.max(1, frame.rateIntervalMs) * 1.25),
                 clock.now(),
               );

@@ -4,9 +4,10 @@
  * test deterministically.
  */
 export class TokenBucket {
+  /** Most tokens it holds. */
+  readonly burst: number;
   private tokens: number;
   private last: number;
-  private readonly burst: number;
   private readonly intervalMs: number;
 
   constructor(burst: number, intervalMs: number, now: number) {

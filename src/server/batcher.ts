@@ -68,7 +68,7 @@ export class Batcher<C extends Flushable = Flushable> {
   readonly flush = (): void => {
     this.scheduled = false;
     this.beforeFlush();
-    // By index and count, like the connections below: a turn's rooms allocate nothing here.
+    // Filled by count and cleared, never replaced: a turn's rooms allocate nothing here.
     const rooms = this.rooms;
     for (let i = 0; i < this.roomCount; i++) (rooms[i] as Flushable).flush();
     rooms.fill(undefined, 0, this.roomCount);

@@ -375,7 +375,7 @@ export class Relay {
       this.failing = false;
       this.log.warn('history store writable again');
     }
-    for (const p of batch) p.target.seq = Math.max(p.target.seq, p.target.tentative);
+    for (const p of batch) p.target.seq = p.target.tentative;
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i] as PendingSend;
       const r = results[i] as AppendResult;

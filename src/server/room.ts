@@ -87,19 +87,19 @@ export class Room implements Flushable {
     const n = this.pendingCount;
     if (n === 0) return;
     // Nothing a flush calls broadcasts to a room, so the lists stay as they are until cleared.
-    this.write(n === 1 ? null : (this.pending.slice(0, n) as Uint8Array[]));
+    this.write(n);
     this.pendingCount = 0;
     this.pending.fill(undefined, 0, n); // no frame is kept alive from here
     this.pendingFrom.fill(null, 0, n);
     this.pendingOwn.fill(null, 0, n);
   }
 
-  /** Sends the turn's frames: the only one, in the lists (`several` null), or `several`, a copy of them. */
-  private write(several: Uint8Array[] | null): void {
+  /** Sends the turn's `n` frames. */
+  private write(n: number): void {
     const from = this.pendingFrom;
     const owns = this.pendingOwn;
     const members = this.members;
-    if (several === null) {
+    if (n === 1) {
       const frame = this.pending[0] as Uint8Array;
       const sender = from[0] ?? null;
       for (const m of members) if (m.conn !== sender) m.conn.enqueue(frame);
@@ -107,7 +107,7 @@ export class Room implements Flushable {
       if (sender !== null && own !== null) sender.enqueue(own);
       return;
     }
-    const frames = several;
+    const frames = this.pending.slice(0, n) as Uint8Array[];
     const all = Buffer.concat(frames);
     const senders = new Set<Connection>();
     for (let i = 0; i < frames.length; i++) {
