@@ -23,8 +23,9 @@
 //
 // --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
 // max; per message, when its first receiver heard it and how long until its
-// last did) and who used the CPU (the load generator, the server's main
-// thread and its other threads, the whole machine) while it was measured.
+// last did; for (b), how late the sender's timer let each message leave) and
+// who used the CPU (the load generator, the server's main thread and its other
+// threads, the whole machine) while it was measured.
 //
 // CONFAB_BENCH_AGAINST=sqlite|none compares confab with a second confab
 // (`confab-b`, with that store and CONFAB_BENCH_B_SERVER_ARGS and
@@ -337,19 +338,28 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   };
 }
 
-/** Sends `count` messages at `rate` per second (open loop), each stamped with when it should have left. */
+/**
+ * Sends `count` messages at `rate` per second (open loop), each stamped with
+ * when it should have left. Resolves with how late each left, in ms: the load
+ * generator's own share of the latency (its timer waits while the same event
+ * loop reads the deliveries).
+ */
 function paced(tx, rate, count) {
   const t0 = performance.now();
+  const late = new Float64Array(count);
   let sent = 0;
   return new Promise((resolve) => {
     const tick = () => {
-      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * rate));
+      const now = performance.now();
+      const due = Math.min(count, Math.floor(((now - t0) / 1000) * rate));
       while (sent < due) {
         // Stamped with when it should have left, so a stalled sender shows as latency.
-        void tx.send(payload(t0 + (sent * 1000) / rate));
+        const when = t0 + (sent * 1000) / rate;
+        late[sent] = now - when;
+        void tx.send(payload(when));
         sent++;
       }
-      if (sent >= count) resolve();
+      if (sent >= count) resolve(late.sort());
       else setTimeout(tick, 1);
     };
     tick();
@@ -396,7 +406,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const probe = DETAIL ? cpuProbe(pid) : null;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
-  await paced(tx, rate, messages);
+  const late = await paced(tx, rate, messages);
   await meter.until(meter.expected, 15_000);
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
@@ -414,7 +424,14 @@ async function fanoutRate(system, receivers, rate, seconds) {
     lost: meter.expected - meter.count,
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
-    ...(detail && { cpuPercent: detail }),
+    ...(detail && {
+      cpuPercent: detail,
+      senderLateMs: {
+        p50: round(percentile(late, 50)),
+        p90: round(percentile(late, 90)),
+        p99: round(percentile(late, 99)),
+      },
+    }),
   };
 }
 
