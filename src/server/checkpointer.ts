@@ -13,11 +13,9 @@ const db = new Database(workerData.path, { fileMustExist: true });
 let last = -1;
 const timer = setInterval(() => {
   try {
-    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
-    if (r.checkpointed !== last) {
-      last = r.checkpointed;
-      if (r.checkpointed > 0) parentPort.postMessage({ ok: true });
-    }
+    const { checkpointed } = db.pragma('wal_checkpoint(PASSIVE)')[0];
+    if (checkpointed > 0 && checkpointed !== last) parentPort.postMessage({ ok: true });
+    last = checkpointed;
   } catch (err) {
     parentPort.postMessage({ error: String(err && err.message) });
   }
