@@ -197,6 +197,10 @@ export class Relay {
     this.stats.dropped[code] = (this.stats.dropped[code] ?? 0) + 1;
     this.log.info({ conn: conn.id, remote: conn.remote, code }, 'dropping connection');
     const frame = encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: true, message });
+    // SENDs it had accepted this turn are committed now, while it is still a
+    // member: their ACKs go out ahead of the ERROR, whether or not they arrived
+    // in the same read as the SENDs that got it dropped.
+    if (this.pending.some((p) => p.conn === conn)) this.commit();
     this.leaveAll(conn, LeaveReason.DISCONNECTED);
     // For SENDQ_EXCEEDED too: nothing more is queued, the ERROR goes behind what
     // is, and a client that was only held up for a moment reads why it was cut.

@@ -86,9 +86,12 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     const flooder = await RawPeer.open(s.port);
     cleanup.push(() => Promise.resolve(flooder.destroy()));
     await rawJoin(flooder, r, 'flooder');
+    // One packet, so the accepted SENDs and the ones that get it dropped are read in one turn.
+    const packet: Uint8Array[] = [];
     for (let i = 1; i <= 300; i++) {
-      flooder.write(encodeFrame({ type: 'send', rid: i, room: r, mid: new Uint8Array(16), body: text('x') }));
+      packet.push(encodeFrame({ type: 'send', rid: i, room: r, mid: new Uint8Array(16), body: text('x') }));
     }
+    flooder.write(Buffer.concat(packet));
     await flooder.closedByServer();
     const fatal = flooder.frames.find((f) => f.type === 'error' && f.fatal);
     expect(fatal?.type === 'error' && errorCodeName(fatal.code)).toBe('RATE_LIMITED');
