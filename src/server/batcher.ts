@@ -29,28 +29,37 @@ export class Batcher<C extends Flushable = Flushable> {
   private connCount = 0;
   private spare: (C | undefined)[] | null = [];
   private scheduled = false;
+  // Flushes running now (one may start inside another), and whether a flush was
+  // asked for while they ran with nothing queued (touch).
+  private depth = 0;
+  private touched = false;
   private turn = 0;
   private readonly afterFlush: () => void;
   private readonly beforeFlush: () => void;
   private readonly writer: ConnectionWriter<C>;
+  private readonly defer: (run: () => void) => void;
 
   /**
    * `beforeFlush` runs first in every flush (the relay commits the turn's
    * messages there, then broadcasts them); `afterFlush` runs last.
-   * `writer` writes the turn's connections.
+   * `writer` writes the turn's connections. `defer` runs a flush after the
+   * turn's I/O callbacks (`setImmediate`; tests pass their own).
    */
   constructor(
     afterFlush: () => void = () => {},
     beforeFlush: () => void = () => {},
     writer: ConnectionWriter<C> = flushEach,
+    defer: (run: () => void) => void = setImmediate,
   ) {
     this.afterFlush = afterFlush;
     this.beforeFlush = beforeFlush;
     this.writer = writer;
+    this.defer = defer;
   }
 
   /** Makes sure a flush follows this turn, with nothing queued yet. */
   touch(): void {
+    if (this.depth > 0) this.touched = true;
     this.schedule();
   }
 
@@ -67,6 +76,22 @@ export class Batcher<C extends Flushable = Flushable> {
   /** Runs the pending flushes now (also used when membership changes mid-turn). */
   readonly flush = (): void => {
     this.scheduled = false;
+    this.depth++;
+    try {
+      this.run();
+    } finally {
+      this.depth--;
+    }
+    // What the flush queued for itself (the commit's broadcasts, the rooms'
+    // writes) it has written; only what came after needs another. Scheduling
+    // on every add made every message's flush cost a second, empty, turn.
+    if (this.depth === 0 && (this.roomCount > 0 || this.connCount > 0 || this.touched)) {
+      this.touched = false;
+      this.schedule();
+    }
+  };
+
+  private run(): void {
     this.beforeFlush();
     // Filled by count and cleared, never replaced: a turn's rooms allocate nothing here.
     const rooms = this.rooms;
@@ -91,12 +116,12 @@ export class Batcher<C extends Flushable = Flushable> {
     }
     this.spare = conns;
     this.afterFlush();
-  };
+  }
 
   private schedule(): void {
-    if (!this.scheduled) {
+    if (!this.scheduled && this.depth === 0) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      this.defer(this.flush);
     }
   }
 }

@@ -65,3 +65,79 @@ describe('Batcher, reused arrays', () => {
     }
   });
 });
+
+describe('Batcher, scheduling', () => {
+  /** A batcher whose deferred flushes wait in `queue` until the test runs them. */
+  function deferred(before: (b: Batcher) => void = () => {}, after: (b: Batcher) => void = () => {}) {
+    const queue: (() => void)[] = [];
+    const batcher: Batcher = new Batcher(
+      () => after(batcher),
+      () => before(batcher),
+      undefined,
+      (run) => queue.push(run),
+    );
+    return { batcher, queue };
+  }
+
+  it('asks for one flush a turn, however much is queued', () => {
+    const { batcher, queue } = deferred();
+    batcher.touch();
+    batcher.addRoom({ flush: () => {} });
+    batcher.addConnection({ flush: () => {} });
+    expect(queue).toHaveLength(1);
+  });
+
+  it('asks for no second flush for what its own commit and rooms queued', () => {
+    const written: string[] = [];
+    const conn = { flush: () => written.push('conn') };
+    const room = { flush: (b: Batcher) => b.addConnection(conn) };
+    // The commit broadcasts to a room, and the room queues its member: all of it this flush.
+    const { batcher, queue } = deferred((b) => b.addRoom({ flush: () => room.flush(b) }));
+    batcher.touch();
+    (queue.shift() as () => void)();
+    expect(written).toEqual(['conn']);
+    expect(queue).toHaveLength(0);
+  });
+
+  it('asks for another flush for what is queued after its writes, or touched while it ran', () => {
+    const written: string[] = [];
+    const dropped = { flush: () => written.push('dropped') };
+    let drop = true;
+    const { batcher, queue } = deferred(undefined, (b) => {
+      // A connection dropped for overflow: its ERROR goes out in the next flush.
+      if (drop) b.addConnection(dropped);
+      drop = false;
+    });
+    batcher.touch();
+    (queue.shift() as () => void)();
+    expect(queue).toHaveLength(1);
+    (queue.shift() as () => void)();
+    expect(written).toEqual(['dropped']);
+    expect(queue).toHaveLength(0);
+
+    const touching = { flush: () => batcher.touch() };
+    batcher.addConnection(touching);
+    (queue.shift() as () => void)();
+    expect(queue).toHaveLength(1);
+  });
+
+  it('schedules again after a flush that threw', () => {
+    let fail = true;
+    const queue: (() => void)[] = [];
+    const batcher = new Batcher(
+      () => {},
+      () => {
+        if (fail) throw new Error('commit failed');
+      },
+      undefined,
+      (run) => queue.push(run),
+    );
+    batcher.addConnection({ flush: () => {} });
+    expect(() => (queue.shift() as () => void)()).toThrow('commit failed');
+    // Not again by itself (a commit that keeps throwing would spin), but at the next add.
+    expect(queue).toHaveLength(0);
+    fail = false;
+    batcher.addRoom({ flush: () => {} });
+    expect(queue).toHaveLength(1);
+  });
+});
