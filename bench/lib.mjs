@@ -199,6 +199,42 @@ export class RawClient {
   }
 }
 
+/** A payload of `size` bytes that starts with the time `at` (ms), which the receivers subtract from their clock. */
+export function stamped(at, size) {
+  const p = Buffer.alloc(size);
+  p.writeDoubleBE(at, 0);
+  return p;
+}
+
+/**
+ * A confab sender on a raw client: `send(body)` sends a SEND, each with a
+ * message id of its own (a repeated id is a resend, which the store drops),
+ * and resolves when it is acknowledged.
+ */
+export async function confabSender(port, room, nick) {
+  const c = await RawClient.open(port, nick, room);
+  const waiting = new Map();
+  let rid = 0;
+  const mid = crypto.getRandomValues(new Uint8Array(16));
+  const midView = new DataView(mid.buffer);
+  c.onFrame = (f) => {
+    if (f[0] === FrameType.ACK) {
+      const r = new DataView(f.buffer, f.byteOffset).getUint32(1);
+      waiting.get(r)?.();
+      waiting.delete(r);
+    }
+  };
+  return {
+    client: c,
+    send(body) {
+      rid++;
+      midView.setUint32(12, rid);
+      c.socket.write(encodeFrame({ type: 'send', rid, room, mid, body }));
+      return new Promise((r) => waiting.set(rid, r));
+    },
+  };
+}
+
 /** Offset of the body in a DELIVER frame that starts (type byte) at `at` in `buf`, from that start. */
 export function deliverBodyOffset(buf, at) {
   return 1 + 16 + 8 + 8 + 1 + buf[at + 1 + 16 + 8 + 8];

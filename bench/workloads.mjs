@@ -23,7 +23,7 @@
 //
 // --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
 // max; per message, when its first receiver heard it and how long until its
-// last did; for (b), how late the sender's timer let each message leave) and
+// last did; for (b), how late the sender let each message leave) and
 // who used the CPU (the load generator, the server's main thread and its other
 // threads, the whole machine) while it was measured.
 //
@@ -39,8 +39,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { encodeFrame, FrameType } from '../dist/protocol/index.js';
+import { Worker } from 'node:worker_threads';
+import { FrameType } from '../dist/protocol/index.js';
 import {
+  confabSender,
   cpuSeconds,
   machineTicks,
   median,
@@ -48,6 +50,7 @@ import {
   RawClient,
   round,
   rssBytes,
+  stamped,
   startServerProcess,
   threadCpuSeconds,
 } from './lib.mjs';
@@ -79,11 +82,7 @@ const roomId = (n) => {
   return r;
 };
 
-function payload(at) {
-  const p = Buffer.alloc(SIZE);
-  p.writeDoubleBE(at, 0);
-  return p;
-}
+const payload = (at) => stamped(at, SIZE);
 
 /** Latency samples and delivery counts, shared by both systems' receivers. */
 class Meter {
@@ -217,29 +216,12 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
     }
     return out;
   },
-  async sender(room, nick) {
-    const c = await RawClient.open(this.server.port, nick, room);
-    const waiting = new Map();
-    let rid = 0;
-    // Every message its own id (a repeated id is a resend, which the store drops).
-    const mid = crypto.getRandomValues(new Uint8Array(16));
-    const midView = new DataView(mid.buffer);
-    c.onFrame = (f) => {
-      if (f[0] === FrameType.ACK) {
-        const r = new DataView(f.buffer, f.byteOffset).getUint32(1);
-        waiting.get(r)?.();
-        waiting.delete(r);
-      }
-    };
-    return {
-      client: c,
-      send(body) {
-        rid++;
-        midView.setUint32(12, rid);
-        c.socket.write(encodeFrame({ type: 'send', rid, room, mid, body }));
-        return new Promise((r) => waiting.set(rid, r));
-      },
-    };
+  sender(room, nick) {
+    return confabSender(this.server.port, room, nick);
+  },
+  /** What the paced sender's thread needs to send to `room` (sender.mjs). */
+  senderSpec(room, nick) {
+    return { kind: 'confab', port: this.server.port, room, nick };
   },
   close(clients) {
     for (const c of clients) {
@@ -250,6 +232,8 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
 });
 const confab = confabSystem(process.env.CONFAB_BENCH_STORE ?? 'sqlite');
 
+const channelOf = (room) => `bench:${Buffer.from(room).toString('hex').slice(0, 8)}`;
+
 /** Redis pub/sub with the same workload shape. */
 function redisSystem(redis) {
   return {
@@ -259,7 +243,7 @@ function redisSystem(redis) {
     },
     stop() {},
     async receivers(n, room, meter) {
-      const channel = `bench:${Buffer.from(room).toString('hex').slice(0, 8)}`;
+      const channel = channelOf(room);
       const out = [];
       for (let i = 0; i < n; i += 100) {
         out.push(
@@ -273,9 +257,11 @@ function redisSystem(redis) {
       return out;
     },
     async sender(room) {
-      const channel = `bench:${Buffer.from(room).toString('hex').slice(0, 8)}`;
-      const p = await publisher(redis.port, channel);
+      const p = await publisher(redis.port, channelOf(room));
       return { client: p.socket, send: (body) => p.publish(body) };
+    },
+    senderSpec(room) {
+      return { kind: 'redis', port: redis.port, channel: channelOf(room) };
     },
     close(clients) {
       for (const c of clients) (c.destroy ? c : c.client).destroy();
@@ -339,31 +325,28 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
 }
 
 /**
- * Sends `count` messages at `rate` per second (open loop), each stamped with
- * when it should have left. Resolves with how late each left, in ms: the load
- * generator's own share of the latency (its timer waits while the same event
- * loop reads the deliveries).
+ * Starts (b)'s sender in a thread of its own (sender.mjs), connected to
+ * `system`'s `room`. `run(rate, count)` sends `count` messages `1000 / rate`
+ * ms apart, each alone and stamped with when it was due, so a late sender
+ * shows as latency, and resolves with how late each left (ms, sorted).
  */
-function paced(tx, rate, count) {
-  const t0 = performance.now();
-  const late = new Float64Array(count);
-  let sent = 0;
-  return new Promise((resolve) => {
-    const tick = () => {
-      const now = performance.now();
-      const due = Math.min(count, Math.floor(((now - t0) / 1000) * rate));
-      while (sent < due) {
-        // Stamped with when it should have left, so a stalled sender shows as latency.
-        const when = t0 + (sent * 1000) / rate;
-        late[sent] = now - when;
-        void tx.send(payload(when));
-        sent++;
-      }
-      if (sent >= count) resolve(late.sort());
-      else setTimeout(tick, 1);
-    };
-    tick();
+async function pacer(system, room, nick) {
+  const worker = new Worker(new URL('./sender.mjs', import.meta.url), {
+    workerData: { ...system.senderSpec(room, nick), size: SIZE, mainOrigin: performance.timeOrigin },
   });
+  const answer = () =>
+    new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+  await answer();
+  return {
+    run(rate, count) {
+      worker.postMessage({ rate, count });
+      return answer();
+    },
+    close: () => void worker.terminate(),
+  };
 }
 
 /** Waits for every warm-up delivery; a straggler would count in the measured run, so none may be left. */
@@ -398,20 +381,21 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const meter = new Meter(receivers * messages);
   const to = switchable(warm);
   const rx = await system.receivers(receivers, room, to, 'q');
-  const tx = await system.sender(room, 'pacer');
+  const tx = await pacer(system, room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
-  await paced(tx, rate, rate * WARMUP_SECONDS);
+  await tx.run(rate, rate * WARMUP_SECONDS);
   await warmedUp(warm, 5_000);
   to.current = meter;
   const probe = DETAIL ? cpuProbe(pid) : null;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
-  const late = await paced(tx, rate, messages);
+  const late = await tx.run(rate, messages);
   await meter.until(meter.expected, 15_000);
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
   const detail = probe?.();
-  system.close([...rx, tx]);
+  tx.close();
+  system.close(rx);
   system.stop();
   return {
     workload: 'b',
@@ -454,19 +438,19 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 
     const meter = new Meter(receivers * perSlice * slices);
     const to = switchable(warm);
     const rx = await system.receivers(receivers, room, to, `q${i}_`);
-    const tx = await system.sender(room, `pacer${i}`);
+    const tx = await pacer(system, room, `pacer${i}`);
     sides.push({ system, pid, warm, meter, to, rx, tx, cpu: 0, sent: 0 });
   }
   await new Promise((r) => setTimeout(r, 300));
   for (const s of sides) {
-    await paced(s.tx, rate, rate * WARMUP_SECONDS);
+    await s.tx.run(rate, rate * WARMUP_SECONDS);
     await warmedUp(s.warm, 5_000);
     s.to.current = s.meter;
   }
   for (let k = 0; k < sides.length * slices; k++) {
     const s = sides[[0, 1, 1, 0][k % 4] % sides.length];
     const cpu0 = cpuSeconds(s.pid);
-    await paced(s.tx, rate, perSlice);
+    await s.tx.run(rate, perSlice);
     s.sent += perSlice;
     await s.meter.until(receivers * s.sent, 2_000);
     s.cpu += cpuSeconds(s.pid) - cpu0;
@@ -484,7 +468,8 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 
     serverCpuSecondsPerMillionDeliveries: round(s.cpu / (s.meter.count / 1e6)),
   }));
   for (const s of sides) {
-    s.system.close([...s.rx, s.tx]);
+    s.tx.close();
+    s.system.close(s.rx);
     s.system.stop();
   }
   return out;
