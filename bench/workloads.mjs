@@ -334,16 +334,23 @@ async function pacer(system, room, nick) {
   const worker = new Worker(new URL('./sender.mjs', import.meta.url), {
     workerData: { ...system.senderSpec(room, nick), size: SIZE, mainOrigin: performance.timeOrigin },
   });
-  const answer = () =>
-    new Promise((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
+  // One answer awaited at a time; an error, or the thread ending, fails it.
+  let waiting = null;
+  const settle = (how, value) => {
+    const w = waiting;
+    waiting = null;
+    w?.[how](value);
+  };
+  worker.on('message', (m) => settle('resolve', m));
+  worker.on('error', (err) => settle('reject', err));
+  worker.on('exit', (code) => settle('reject', new Error(`sender thread exited (${code})`)));
+  const answer = () => new Promise((resolve, reject) => (waiting = { resolve, reject }));
   await answer();
   return {
     run(rate, count) {
+      const done = answer();
       worker.postMessage({ rate, count });
-      return answer();
+      return done;
     },
     close: () => void worker.terminate(),
   };

@@ -29,10 +29,12 @@ export class Batcher<C extends Flushable = Flushable> {
   private connCount = 0;
   private spare: (C | undefined)[] | null = [];
   private scheduled = false;
-  // Flushes running now (one may start inside another), and whether a flush was
-  // asked for while they ran with nothing queued (touch).
+  // Flushes running now (one may start inside another); whether a flush was
+  // asked for while they ran with nothing queued (touch); whether anything was
+  // queued or asked for while they ran at all.
   private depth = 0;
   private touched = false;
+  private asked = false;
   private turn = 0;
   private readonly afterFlush: () => void;
   private readonly beforeFlush: () => void;
@@ -76,18 +78,25 @@ export class Batcher<C extends Flushable = Flushable> {
   /** Runs the pending flushes now (also used when membership changes mid-turn). */
   readonly flush = (): void => {
     this.scheduled = false;
+    if (this.depth === 0) this.asked = false;
     this.depth++;
+    let done = false;
     try {
       this.run();
+      done = true;
     } finally {
-      this.depth--;
-    }
-    // What the flush queued for itself (the commit's broadcasts, the rooms'
-    // writes) it has written; only what came after needs another. Scheduling
-    // on every add made every message's flush cost a second, empty, turn.
-    if (this.depth === 0 && (this.roomCount > 0 || this.connCount > 0 || this.touched)) {
-      this.touched = false;
-      this.schedule();
+      if (--this.depth === 0) {
+        // What the flush queued for itself (the commit's broadcasts, the rooms'
+        // writes) it has written; only what came after needs another.
+        // Scheduling on every add made every message's flush cost a second,
+        // empty, turn. A flush that threw gets another only if something was
+        // queued while it ran: one that throws before queueing anything (a
+        // failing commit) must not run again and again on its own.
+        const again = done ? this.roomCount > 0 || this.connCount > 0 || this.touched : this.asked;
+        this.touched = false;
+        this.asked = false;
+        if (again) this.schedule();
+      }
     }
   };
 
@@ -119,7 +128,8 @@ export class Batcher<C extends Flushable = Flushable> {
   }
 
   private schedule(): void {
-    if (!this.scheduled && this.depth === 0) {
+    if (this.depth > 0) this.asked = true;
+    else if (!this.scheduled) {
       this.scheduled = true;
       this.defer(this.flush);
     }

@@ -121,23 +121,73 @@ describe('Batcher, scheduling', () => {
     expect(queue).toHaveLength(1);
   });
 
-  it('schedules again after a flush that threw', () => {
-    let fail = true;
+  it('after a flush that threw, asks again only for what was queued while it ran', () => {
+    const written: string[] = [];
+    let fail: 'first' | 'after-queueing' | null = 'first';
     const queue: (() => void)[] = [];
+    const room = { flush: () => written.push('room') };
     const batcher = new Batcher(
       () => {},
       () => {
-        if (fail) throw new Error('commit failed');
+        if (fail === 'first') throw new Error('commit failed');
+        if (fail === 'after-queueing') {
+          batcher.addRoom(room);
+          throw new Error('commit failed late');
+        }
       },
       undefined,
       (run) => queue.push(run),
     );
-    batcher.addConnection({ flush: () => {} });
+    batcher.addConnection({ flush: () => written.push('conn') });
     expect(() => (queue.shift() as () => void)()).toThrow('commit failed');
-    // Not again by itself (a commit that keeps throwing would spin), but at the next add.
+    // Nothing queued while it ran: a commit that keeps failing must not spin.
     expect(queue).toHaveLength(0);
-    fail = false;
-    batcher.addRoom({ flush: () => {} });
+    fail = 'after-queueing';
+    batcher.touch();
+    expect(() => (queue.shift() as () => void)()).toThrow('commit failed late');
+    // The room it queued before throwing gets its flush, with the connection from before.
     expect(queue).toHaveLength(1);
+    fail = null;
+    (queue.shift() as () => void)();
+    expect(written.sort()).toEqual(['conn', 'room']);
+    expect(queue).toHaveLength(0);
+  });
+
+  it('asks for one more flush after nested flushes only for what came after the outer one wrote', () => {
+    const written: string[] = [];
+    const { batcher, queue } = deferred();
+    const later = { flush: () => written.push('later') };
+    const inner = { flush: () => written.push('inner') };
+    const outer = {
+      flush: () => {
+        written.push('outer');
+        // A write that queues a connection and flushes at once (a drop mid-turn).
+        batcher.addConnection(inner);
+        batcher.flush();
+        // Queued after the inner flush, while the outer one still runs.
+        batcher.addConnection(later);
+      },
+    };
+    batcher.addConnection(outer);
+    expect(queue).toHaveLength(1);
+    (queue.shift() as () => void)();
+    expect(written).toEqual(['outer', 'inner']);
+    expect(queue).toHaveLength(1);
+    (queue.shift() as () => void)();
+    expect(written).toEqual(['outer', 'inner', 'later']);
+    expect(queue).toHaveLength(0);
+
+    // The same without the late add: nothing left, no second flush.
+    written.length = 0;
+    const quiet = {
+      flush: () => {
+        batcher.addConnection(inner);
+        batcher.flush();
+      },
+    };
+    batcher.addConnection(quiet);
+    (queue.shift() as () => void)();
+    expect(written).toEqual(['inner']);
+    expect(queue).toHaveLength(0);
   });
 });
