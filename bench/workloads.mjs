@@ -17,6 +17,9 @@
 // to `confab serve`, e.g. "--no-native-writes" to price the native fan-out;
 // CONFAB_BENCH_NODE_ARGS adds arguments to node, e.g. "--cpu-prof".
 //
+// (b)'s sender is a thread of its own (sender.mjs) that sends each message
+// alone when it is due, so the messages reach every server the same way.
+//
 // `bi` (not run by default) is (b) with both servers connected at once and
 // the sender switching between them every second (fanoutRateInterleaved),
 // a closer comparison on a machine whose speed drifts between runs.
