@@ -14,10 +14,7 @@ import { publisher } from './redis.mjs';
 const { kind, port, room, nick, channel, size, mainOrigin } = workerData;
 // Each message carries when it was due, on the main thread's clock, which the receivers read.
 const offset = performance.timeOrigin - mainOrigin;
-const tx =
-  kind === 'redis'
-    ? await publisher(port, channel).then((p) => ({ send: (body) => p.publish(body) }))
-    : await confabSender(port, room, nick);
+const send = kind === 'redis' ? (await publisher(port, channel)).publish : (await confabSender(port, room, nick)).send;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -30,7 +27,7 @@ parentPort.on('message', async ({ rate, count }) => {
     const wait = when - performance.now();
     if (wait > 0) Atomics.wait(sleeper, 0, 0, wait);
     late[i] = performance.now() - when;
-    void tx.send(stamped(when + offset, size));
+    void send(stamped(when + offset, size));
     await turn();
   }
   late.sort();

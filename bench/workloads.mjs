@@ -261,7 +261,7 @@ function redisSystem(redis) {
     },
     async sender(room) {
       const p = await publisher(redis.port, channelOf(room));
-      return { client: p.socket, send: (body) => p.publish(body) };
+      return { client: p.socket, send: p.publish };
     },
     senderSpec(room) {
       return { kind: 'redis', port: redis.port, channel: channelOf(room) };
