@@ -61,19 +61,33 @@ export class Writer {
     return this;
   }
 
-  /** Bytes with a one-byte length prefix. */
+  /** Bytes with a one-byte length prefix (at most 255). */
   str8(data: Uint8Array): this {
+    if (data.length > 0xff) throw new RangeError(`field of ${data.length} bytes does not fit a one-byte length`);
     return this.u8(data.length).raw(data);
   }
 
-  /** Bytes with a two-byte length prefix. */
+  /** Bytes with a two-byte length prefix (at most 65,535). */
   str16(data: Uint8Array): this {
+    if (data.length > 0xffff) throw new RangeError(`field of ${data.length} bytes does not fit a two-byte length`);
     return this.u16(data.length).raw(data);
   }
 
   /** Bytes written so far; equals the planned size once a frame is complete. */
   get offset(): number {
     return this.pos;
+  }
+
+  /**
+   * The buffer, once exactly its planned size is written. Integers written past
+   * the end are dropped by the typed array, not reported, and a short write
+   * would leave zeros; either is an encoder's sizing bug, thrown here.
+   */
+  end(): Uint8Array {
+    if (this.pos !== this.bytes.length) {
+      throw new RangeError(`frame planned as ${this.bytes.length} bytes, ${this.pos} written`);
+    }
+    return this.bytes;
   }
 }
 

@@ -12,6 +12,7 @@ import {
   ProtocolError,
 } from '../../../src/protocol/index.js';
 import type { ClientFrame, ServerFrame } from '../../../src/protocol/index.js';
+import { Writer } from '../../../src/protocol/bytes.js';
 import { clientFrames, serverFrames } from './frames.fixture.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -249,6 +250,24 @@ describe('frame codec', () => {
       encodeFrame({ type: 'deliver', room, seq: 1, ts: 1, nick: 'x'.repeat(MAX_NICK + 1), body: room }),
     );
     expect(codeOf(() => parseServerFrame(long))).toBe('BAD_FRAME');
+  });
+
+  it('refuses to encode a field too long for its length prefix', () => {
+    const room = new Uint8Array(16);
+    const join = { type: 'join', rid: 1, room, key: new Uint8Array(32), proof: new Uint8Array(64) } as const;
+    // 256 bytes would go out with a length byte of 0 and the decoder would misread the rest.
+    expect(() => encodeFrame({ ...join, nick: 'x'.repeat(256) })).toThrow(RangeError);
+    expect(encodeFrame({ ...join, nick: 'x'.repeat(255) }).length).toBe(4 + 1 + 4 + 16 + 1 + 255 + 32 + 64);
+    expect(() => encodeFrame({ type: 'error', rid: 0, code: 1, fatal: false, message: 'e'.repeat(0x10000) })).toThrow(
+      RangeError,
+    );
+  });
+
+  it('throws on a frame written short of, or past, its planned size', () => {
+    // Integers past the end would be dropped silently by the typed array.
+    expect(() => new Writer(3).u32(1).end()).toThrow(/planned as 3 bytes, 4 written/);
+    expect(() => new Writer(5).u16(1).end()).toThrow(/planned as 5 bytes, 2 written/);
+    expect(Array.from(new Writer(6).u16(0x0102).u32(0x03040506).end())).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
   it('rejects sequence numbers beyond 2^53', () => {
