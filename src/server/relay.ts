@@ -83,6 +83,8 @@ export class Relay {
   private readonly store: HistoryStore;
   /** This turn's accepted SENDs, committed together before the turn's writes. */
   private pending: PendingSend[] = [];
+  /** Rooms of this commit's messages that are no longer in `rooms`, by key (empty between commits). */
+  private readonly gone = new Map<string, Room>();
   /** The batch `append` is numbering, for `seqs`. */
   private committing: readonly PendingSend[] = [];
   /** Hands out the commit's sequence numbers from each room's `tentative` counter (made once, not per turn). */
@@ -360,11 +362,21 @@ export class Relay {
     this.pending = [];
     for (const p of batch) {
       // If a room emptied and was made again this turn, the new object's counter
-      // is the one that goes on.
-      p.target = this.rooms.get(p.member.room.key) ?? p.member.room;
+      // is the one that goes on. If it emptied again too, it is in no map but
+      // this turn's: its messages, sent through different objects, still share
+      // one counter, or two of them would get the same number and fail the
+      // whole commit, everyone's messages with it.
+      const key = p.member.room.key;
+      let target = this.rooms.get(key) ?? this.gone.get(key);
+      if (target === undefined) {
+        target = p.member.room;
+        this.gone.set(key, target);
+      }
+      p.target = target;
       // Numbers are handed out tentatively and kept only if the commit succeeds.
-      p.target.tentative = p.target.seq;
+      target.tentative = target.seq;
     }
+    this.gone.clear();
     let results: AppendResult[];
     this.committing = batch;
     try {

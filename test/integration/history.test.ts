@@ -11,7 +11,7 @@ import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.
 import type { HistoryStore } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
-import { RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
 
@@ -235,6 +235,34 @@ describe('resends and nicks', () => {
     await until(() => bob.events.message.length === 2);
     expect(bodies(bob)).toEqual(['first', 'other']);
     expect(s.stats.duplicates).toBe(1);
+  });
+
+  it('a room left, joined again and left again within one packet numbers its messages apart, and refuses nothing', async () => {
+    const s = await server();
+    const r = room(12);
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => peer.destroy());
+    const id = newIdentity();
+    const proof = await joinProof(peer, id, r, 'alice');
+    const join = (rid: number): Uint8Array =>
+      encodeFrame({ type: 'join', rid, room: r, nick: 'alice', key: id.publicKey, proof });
+    const send = (rid: number, body: string): Uint8Array =>
+      encodeFrame({ type: 'send', rid, room: r, mid: crypto.getRandomValues(new Uint8Array(16)), body: text(body) });
+    const leave = (rid: number): Uint8Array => encodeFrame({ type: 'leave', rid, room: r });
+    // One read, so one turn: the room is made, emptied, made again and emptied again
+    // before its two messages are committed together.
+    peer.write(Buffer.concat([join(1), send(2, 'one'), leave(3), join(4), send(5, 'two'), leave(6)]));
+    const acks = await Promise.all(
+      [2, 5].map((rid) => peer.next((f) => (f.type === 'ack' || f.type === 'error') && f.rid === rid)),
+    );
+    expect(acks.map((f) => (f?.type === 'ack' ? f.seq : f?.type === 'error' ? errorCodeName(f.code) : 'none'))).toEqual(
+      [1, 2],
+    );
+    expect(s.stats.storeFailures).toBe(0);
+    const bob = track(await member(s.port, r, 'bob'));
+    await until(() => bob.events.message.length === 2);
+    expect(bodies(bob)).toEqual(['one', 'two']);
+    expect(bob.events.message.map((m) => m.seq)).toEqual([1, 2]);
   });
 
   it('FETCH from a room not joined is refused', async () => {
