@@ -696,6 +696,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
             }
             this.handle(socket, frame);
           }
+          // A bad length prefix after whole frames: those were handled first.
+          if (decoder.error !== null) throw decoder.error;
         } catch (err) {
           const e =
             err instanceof ProtocolError

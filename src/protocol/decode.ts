@@ -30,7 +30,7 @@ export class FrameDecoder {
   private headerFilled = 0;
   private partial: Uint8Array | null = null;
   private partialFilled = 0;
-  private failed = false;
+  private failure: ProtocolError | null = null;
 
   constructor(maxFrame: number = MAX_FRAME) {
     this.maxFrame = maxFrame;
@@ -42,12 +42,22 @@ export class FrameDecoder {
   }
 
   /**
+   * The error a bad length prefix raised after the frames the last `push`
+   * returned, or null. Those frames came first on the stream, so the reader
+   * handles them before it acts on this; nothing after it can be read.
+   */
+  get error(): ProtocolError | null {
+    return this.failure;
+  }
+
+  /**
    * Splits `chunk` into frames. Frames that lie whole inside `chunk` are views
-   * into it (no copy): copy what must outlive the chunk.
-   * @throws ProtocolError `FRAME_TOO_LARGE` for a length of 0 or above `maxFrame`.
+   * into it (no copy): copy what must outlive the chunk. A bad length prefix
+   * after whole frames returns those frames and sets `error`.
+   * @throws ProtocolError `FRAME_TOO_LARGE` for a length of 0 or above `maxFrame` with no frame before it in `chunk`.
    */
   push(chunk: Uint8Array): Uint8Array[] {
-    if (this.failed) throw new ProtocolError('BAD_FRAME', 'decoder used after an error');
+    if (this.failure !== null) throw new ProtocolError('BAD_FRAME', 'decoder used after an error');
     const frames: Uint8Array[] = [];
     let pos = 0;
     const end = chunk.length;
@@ -78,7 +88,12 @@ export class FrameDecoder {
         this.headerFilled = 0;
         this.headerValue = 0;
       }
-      this.checkLength(length);
+      const bad = this.checkLength(length);
+      if (bad !== null) {
+        this.failure = bad;
+        if (frames.length === 0) throw bad;
+        return frames;
+      }
       if (end - pos >= length) {
         frames.push(chunk.subarray(pos, pos + length));
         pos += length;
@@ -104,16 +119,14 @@ export class FrameDecoder {
     }
   }
 
-  private checkLength(length: number): void {
-    if (length === 0 || length > this.maxFrame) {
-      this.failed = true;
-      throw new ProtocolError(
-        'FRAME_TOO_LARGE',
-        length === 0
-          ? 'frame length 0 (a frame holds at least its type byte)'
-          : `frame of ${length} bytes announced; the limit is ${this.maxFrame}`,
-      );
-    }
+  private checkLength(length: number): ProtocolError | null {
+    if (length !== 0 && length <= this.maxFrame) return null;
+    return new ProtocolError(
+      'FRAME_TOO_LARGE',
+      length === 0
+        ? 'frame length 0 (a frame holds at least its type byte)'
+        : `frame of ${length} bytes announced; the limit is ${this.maxFrame}`,
+    );
   }
 }
 

@@ -7,8 +7,10 @@ import type { Member } from './room.js';
 export const ConnState = {
   HANDSHAKE: 0,
   OPEN: 1,
-  CLOSING: 2,
-  CLOSED: 3,
+  /** To be closed once this turn's flush has written what it is owed; nothing more is read from it. */
+  ENDING: 2,
+  CLOSING: 3,
+  CLOSED: 4,
 } as const;
 export type ConnStateValue = (typeof ConnState)[keyof typeof ConnState];
 

@@ -95,6 +95,8 @@ export class Relay {
     },
   };
   private failing = false;
+  /** Connections ended this turn, closed after its flush (see `end`). */
+  private readonly ending: { conn: Connection; frame: Uint8Array | null; reason: number }[] = [];
   /** The native fan-out's writer, or null when writes go through the streams. */
   private readonly direct: DirectWriter | null;
 
@@ -114,7 +116,10 @@ export class Relay {
     this.store = store;
     this.direct = direct;
     this.batcher = new Batcher<Connection>(
-      () => this.dropOverflowed(),
+      () => {
+        this.dropOverflowed();
+        this.finishEnding();
+      },
       () => this.commit(),
       this.direct ?? flushEach,
     );
@@ -151,7 +156,7 @@ export class Relay {
 
   /** Feeds bytes read from a connection's socket. */
   receive(conn: Connection, chunk: Uint8Array): void {
-    if (conn.state >= ConnState.CLOSING) return;
+    if (conn.state >= ConnState.ENDING) return;
     const now = this.clock.now();
     conn.lastReadAt = now;
     conn.pingSentAt = 0;
@@ -159,8 +164,11 @@ export class Relay {
       const frames = conn.decoder.push(chunk);
       for (const raw of frames) {
         this.handle(conn, parseClientFrame(raw));
-        if (conn.state >= ConnState.CLOSING) return;
+        if (conn.state >= ConnState.ENDING) return;
       }
+      // A bad length prefix after whole frames: those were handled first, in order.
+      const bad = conn.decoder.error;
+      if (bad !== null) throw bad;
     } catch (err) {
       this.fail(conn, err);
       return;
@@ -171,7 +179,7 @@ export class Relay {
 
   /** The peer closed its side: a frame cut short is an error, anything else a clean leave. */
   peerEnded(conn: Connection): void {
-    if (conn.state >= ConnState.CLOSING) return;
+    if (conn.state >= ConnState.ENDING) return;
     try {
       conn.decoder.finish();
     } catch (err) {
@@ -191,36 +199,54 @@ export class Relay {
   }
 
   /**
-   * Sends a fatal typed error (when the socket can still take it) and closes.
-   * The others in its rooms see it leave as disconnected.
+   * Sends a fatal typed error (when the socket can still take it) and closes,
+   * after this turn's flush. The others in its rooms see it leave as disconnected.
    */
   drop(conn: Connection, code: ErrorCodeName, message: string, rid = 0): void {
-    if (conn.state >= ConnState.CLOSING) return;
+    if (conn.state >= ConnState.ENDING) return;
     this.stats.dropped[code] = (this.stats.dropped[code] ?? 0) + 1;
     this.log.info({ conn: conn.id, remote: conn.remote, code }, 'dropping connection');
-    const frame = encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: true, message });
-    // SENDs it had accepted this turn are committed now, while it is still a
-    // member: their ACKs go out ahead of the ERROR, whether or not they arrived
-    // in the same read as the SENDs that got it dropped.
-    if (this.pending.some((p) => p.conn === conn)) this.commit();
-    this.leaveAll(conn, LeaveReason.DISCONNECTED);
-    // For SENDQ_EXCEEDED too: nothing more is queued, the ERROR goes behind what
-    // is, and a client that was only held up for a moment reads why it was cut.
-    conn.writeNow(frame);
-    conn.state = ConnState.CLOSING;
-    conn.socket.end();
-    // A peer that never reads its error must not hold the socket open.
-    this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
+    this.end(
+      conn,
+      encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: true, message }),
+      LeaveReason.DISCONNECTED,
+    );
   }
 
-  /** Closes cleanly after the peer's own end. */
+  /** Closes cleanly after the peer's own end, after this turn's flush. */
   close(conn: Connection, reason: number): void {
-    if (conn.state >= ConnState.CLOSING) return;
-    this.leaveAll(conn, reason);
-    conn.flush();
-    conn.state = ConnState.CLOSING;
-    conn.socket.end();
-    this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
+    if (conn.state >= ConnState.ENDING) return;
+    this.end(conn, null, reason);
+  }
+
+  /**
+   * Ends a connection once this turn's flush is written, not now: the SENDs it
+   * had accepted this turn are committed, relayed and acknowledged with
+   * everyone else's while it is still a member, so their ACKs go out ahead of
+   * its ERROR, and nothing is committed in the middle of a turn, ahead of
+   * frames other connections are owed. Nothing more it sends is read.
+   */
+  private end(conn: Connection, frame: Uint8Array | null, reason: number): void {
+    conn.state = ConnState.ENDING;
+    this.ending.push({ conn, frame, reason });
+    this.batcher.touch();
+  }
+
+  /** Leaves, says why and closes, for each connection ended this turn (after the flush's writes). */
+  private finishEnding(): void {
+    if (this.ending.length === 0) return;
+    for (const { conn, frame, reason } of this.ending.splice(0)) {
+      if (conn.state !== ConnState.ENDING) continue; // its socket closed meanwhile
+      this.leaveAll(conn, reason);
+      // For SENDQ_EXCEEDED too: nothing more is queued, the ERROR goes behind what
+      // is, and a client that was only held up for a moment reads why it was cut.
+      if (frame !== null) conn.writeNow(frame);
+      else conn.flush();
+      conn.state = ConnState.CLOSING;
+      conn.socket.end();
+      // A peer that never reads its error must not hold the socket open.
+      this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
+    }
   }
 
   /**

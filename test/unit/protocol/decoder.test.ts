@@ -114,6 +114,16 @@ describe('FrameDecoder', () => {
     );
   });
 
+  it('returns the whole frames before a bad length prefix, then holds its error', () => {
+    const d = new FrameDecoder();
+    const first = encodeFrame(clientFrames[0] as (typeof clientFrames)[number]);
+    const frames = d.push(concat([first, new Uint8Array(4), first]));
+    expect(frames.map((f) => f.slice())).toEqual([first.subarray(4)]);
+    expect(d.error).toMatchObject({ code: 'FRAME_TOO_LARGE' });
+    expect(() => d.push(first)).toThrow(expect.objectContaining({ code: 'BAD_FRAME' }) as Error);
+    expect(new FrameDecoder().error).toBeNull();
+  });
+
   it('reports a stream that ends mid-frame as TRUNCATED_FRAME', () => {
     const frame = encodeFrame({ type: 'ping', token: 1 });
     for (let i = 1; i < frame.length; i++) {
