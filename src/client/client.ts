@@ -10,6 +10,7 @@ import {
   LeaveReason,
   MAX_BACKLOG,
   MAX_FETCH,
+  MAX_ROOM_MEMBERS,
   MSG_ID_LEN,
   parseServerFrame,
   PROTOCOL_VERSION,
@@ -33,6 +34,14 @@ import { ClientError } from './errors.js';
 
 /** Software name the client announces in HELLO. */
 export const CLIENT_AGENT = 'confab/0.1.0';
+
+/**
+ * Bytes written to the server and not yet taken by it, past which the client
+ * stops answering PINGs: a server that pings without reading the PONGs would
+ * otherwise grow them in the client's memory without end. What else the client
+ * writes is bounded by its own pacing and `maxPending`.
+ */
+export const SEND_QUEUE_BYTES = 4 * 65_536;
 
 /** Options of `connect`. */
 export interface ConnectOptions {
@@ -750,7 +759,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       case 'member-list': {
         const r = this.requests.get(frame.rid);
-        if (r !== undefined) (r.members ??= []).push(...frame.members);
+        if (r !== undefined) {
+          const members = (r.members ??= []);
+          // A room holds at most MAX_ROOM_MEMBERS: a longer list is a server filling our memory.
+          if (members.length + frame.members.length > MAX_ROOM_MEMBERS) {
+            throw new ProtocolError('BAD_FRAME', `member lists longer than a room holds (${MAX_ROOM_MEMBERS})`);
+          }
+          members.push(...frame.members);
+        }
         return;
       }
       case 'member-left':
@@ -777,7 +793,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       }
       case 'ping':
-        this.write(encodeFrame({ type: 'pong', token: frame.token }));
+        // A server that pings without reading the PONGs would grow them here
+        // without end; one that has this much unread does not need one.
+        if ((this.socket?.writableLength ?? 0) <= SEND_QUEUE_BYTES) {
+          this.write(encodeFrame({ type: 'pong', token: frame.token }));
+        }
         return;
       case 'pong':
         if (frame.token === this.resync) {

@@ -1,4 +1,4 @@
-export { connect, ConfabClient, CLIENT_AGENT } from './client.js';
+export { connect, ConfabClient, CLIENT_AGENT, SEND_QUEUE_BYTES } from './client.js';
 export type {
   ClientEvents,
   ConnectOptions,

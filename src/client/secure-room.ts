@@ -19,6 +19,7 @@ import type { MemberInfo } from '../protocol/index.js';
 import type { ConfabClient, JoinEvent, LeaveEvent, MessageEvent } from './client.js';
 import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
+import { isValidNick } from './nick.js';
 import { RoomState } from './room-state.js';
 import type { OutboxEntry, Pin } from './room-state.js';
 import { acceptKeyChange } from './trust.js';
@@ -389,6 +390,15 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     }
     if (opened.nick.toLowerCase() !== m.nick.toLowerCase()) {
       reject(RejectReason.NICK_MISMATCH, `signed by "${opened.nick}" but relayed as "${m.nick}"`);
+      return;
+    }
+    if (!isValidNick(opened.nick)) {
+      // No server lets such a nick join: a look-alike (a Cyrillic а, a zero-width
+      // space) signed by someone with the invite, to pass for a pinned member.
+      reject(
+        RejectReason.MALFORMED,
+        `signed as ${JSON.stringify(opened.nick)}, which is not a nick anyone can join with`,
+      );
       return;
     }
     const keyText = b64(opened.senderKey);

@@ -210,4 +210,24 @@ describe('adversarial relay: every attack detected or rejected', () => {
     expect(bob.keyChanges.map((k) => k.nick)).toEqual(['alice']);
     expect(bob.messages.some((m) => m.text.includes('mallory'))).toBe(false);
   });
+
+  it('an insider posing as alice under a look-alike nick, relayed under the same: rejected, not shown', async () => {
+    const mallory = newIdentity();
+    // A Cyrillic а, and a zero-width space: each would show as "alice", a new member with its own pin.
+    for (const [i, nick] of ['\u0430lice', 'alice\u200b'].entries()) {
+      const body = sealEnvelope(keys, mallory, {
+        type: 1,
+        nick,
+        seq: 1,
+        sentAt: Date.now(),
+        prevHash: NO_PREVIOUS,
+        body: new TextEncoder().encode(`look-alike ${i}: send the money to mallory`),
+      });
+      const frame = encodeFrame({ type: 'deliver', room: keys.roomId, seq: 2e9 + i, ts: Date.now(), nick, body });
+      const [toBob] = [...mitm.clients];
+      mitm.inject(toBob as Socket, frame.subarray(4));
+      expect(await next(1)).toEqual(['rejected:malformed']);
+    }
+    expect(bob.messages.some((m) => m.text.includes('look-alike'))).toBe(false);
+  });
 });
