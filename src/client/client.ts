@@ -564,7 +564,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
       const next = Math.min(frame.latest + 1, ...state.held.map((h) => h.seq));
       if (next > state.cursor + 1) this.missed(state, next);
     }
-    state.held = state.held.filter((h) => h.seq > (state.cursor ?? 0)).sort((a, b) => a.seq - b.seq);
+    // §4.9: what came before FETCHED is numbered at or below its `latest`. A held
+    // message above it is one the server cannot back up (forged, or a broken
+    // relay); waiting for it would mean asking again, and again, at once.
+    state.held = state.held
+      .filter((h) => h.seq > (state.cursor ?? 0) && h.seq <= frame.latest)
+      .sort((a, b) => a.seq - b.seq);
     while (state.held.length > 0 && (state.held[0] as DeliverFrame).seq === state.cursor + 1) {
       this.advance(state, state.held.shift() as DeliverFrame, false);
     }

@@ -89,6 +89,32 @@ describe('a hostile server', () => {
     expect(lost).toEqual([]);
   }, 60_000);
 
+  it('that delivers one message numbered far past its latest: the client asks once, not in a loop', async () => {
+    let fetches = 0;
+    const port = await hostile((socket, type, frame) => {
+      const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
+      if (type === 0x02) {
+        socket.write(encodeFrame({ type: 'joined', rid, room: room(2), nick: 'alice', seq: 0, members: [] }));
+        // Live, and 1,000 past the room's latest (0): held while the gap before it is fetched.
+        socket.write(
+          encodeFrame({ type: 'deliver', room: room(2), seq: 1000, ts: 1, nick: 'mallory', body: new Uint8Array(8) }),
+        );
+      } else if (type === 0x05) {
+        fetches++;
+        socket.write(encodeFrame({ type: 'fetched', rid, room: room(2), oldest: 1, latest: 0, count: 0 }));
+      }
+    });
+    const { client: c, lost } = await client(port);
+    const shown: number[] = [];
+    c.on('message', (m) => shown.push(m.seq));
+    await c.join(room(2), 'alice');
+    await until(() => fetches > 0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(fetches).toBe(1);
+    expect(shown).toEqual([]);
+    expect(lost).toEqual([]);
+  });
+
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {
     const list = (rid: number): Uint8Array =>
       encodeFrame({
