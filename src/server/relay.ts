@@ -83,15 +83,15 @@ export class Relay {
   private readonly store: HistoryStore;
   /** This turn's accepted SENDs, committed together before the turn's writes. */
   private pending: PendingSend[] = [];
-  /** Rooms of this commit's messages that are no longer in `rooms`, by key (empty between commits). */
-  private readonly gone = new Map<string, Room>();
+  /** Rooms left empty this turn: forgotten after its flush, so a message sent to one before is numbered by it still. */
+  private readonly emptied: Room[] = [];
   /** The batch `append` is numbering, for `seqs`. */
   private committing: readonly PendingSend[] = [];
   /** Hands out the commit's sequence numbers from each room's `tentative` counter (made once, not per turn). */
   private readonly seqs: SeqSource = {
-    next: (i) => ++(this.committing[i] as PendingSend).target.tentative,
+    next: (i) => ++(this.committing[i] as PendingSend).member.room.tentative,
     release: (i) => {
-      (this.committing[i] as PendingSend).target.tentative--;
+      (this.committing[i] as PendingSend).member.room.tentative--;
     },
   };
   private failing = false;
@@ -119,6 +119,7 @@ export class Relay {
       () => {
         this.dropOverflowed();
         this.finishEnding();
+        this.forgetEmptied();
       },
       () => this.commit(),
       this.direct ?? flushEach,
@@ -376,7 +377,6 @@ export class Relay {
       body: frame.body,
       conn,
       member,
-      target: member.room,
       rid: frame.rid,
     });
   }
@@ -386,23 +386,8 @@ export class Relay {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    for (const p of batch) {
-      // If a room emptied and was made again this turn, the new object's counter
-      // is the one that goes on. If it emptied again too, it is in no map but
-      // this turn's: its messages, sent through different objects, still share
-      // one counter, or two of them would get the same number and fail the
-      // whole commit, everyone's messages with it.
-      const key = p.member.room.key;
-      let target = this.rooms.get(key) ?? this.gone.get(key);
-      if (target === undefined) {
-        target = p.member.room;
-        this.gone.set(key, target);
-      }
-      p.target = target;
-      // Numbers are handed out tentatively and kept only if the commit succeeds.
-      target.tentative = target.seq;
-    }
-    this.gone.clear();
+    // Numbers are handed out tentatively and kept only if the commit succeeds.
+    for (const p of batch) p.member.room.tentative = p.member.room.seq;
     let results: AppendResult[];
     this.committing = batch;
     try {
@@ -417,11 +402,11 @@ export class Relay {
       this.failing = false;
       this.log.warn('history store writable again');
     }
-    for (const p of batch) p.target.seq = p.target.tentative;
+    for (const p of batch) p.member.room.seq = p.member.room.tentative;
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i] as PendingSend;
       const r = results[i] as AppendResult;
-      const room = p.target;
+      const room = p.member.room;
       const ack = encodeFrame({ type: 'ack', rid: p.rid, room: room.id, seq: r.seq, ts: r.ts });
       if (r.duplicate) {
         // Already stored and relayed: only the sender hears of it again.
@@ -625,11 +610,22 @@ export class Relay {
     const room = member.room;
     room.remove(member, reason);
     if (room.members.length === 0) {
-      // Its history and sequence number live on in the store.
       room.flush();
-      this.rooms.delete(room.key);
-      this.stats.rooms = this.rooms.size;
+      // Kept until the turn's flush: a message sent to it this turn is numbered
+      // by this object, and one who joins it again this turn gets the same one.
+      this.emptied.push(room);
+      this.batcher.touch();
     }
+  }
+
+  /** Forgets the rooms still empty after the turn's commit; their history and sequence number live on in the store. */
+  private forgetEmptied(): void {
+    if (this.emptied.length === 0) return;
+    for (const room of this.emptied) {
+      if (room.members.length === 0 && this.rooms.get(room.key) === room) this.rooms.delete(room.key);
+    }
+    this.emptied.length = 0;
+    this.stats.rooms = this.rooms.size;
   }
 
   /** A non-fatal error answering one request. */
@@ -665,8 +661,6 @@ export class Relay {
 interface PendingSend extends PendingMessage {
   conn: Connection;
   member: Member;
-  /** The room whose numbers it takes: its member's, or the one made again under the same id this turn. */
-  target: Room;
   rid: number;
 }
 

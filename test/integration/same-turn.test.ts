@@ -53,14 +53,18 @@ function label(f: ServerFrame): string {
 
 const after = (p: RawPeer, from: number): string[] => p.frames.slice(from).map(label);
 
+/** Alice and Carol in room `n` of a fresh server, and how many frames each has had so far. */
+async function aliceAndCarol(n: number): Promise<{ r: Uint8Array; a: RawPeer; c: RawPeer; a0: number; c0: number }> {
+  const s = await server();
+  const r = room(n);
+  const a = await peer(s.port, r, 'alice');
+  const c = await peer(s.port, r, 'carol');
+  return { r, a, c, a0: a.frames.length, c0: c.frames.length };
+}
+
 describe('one turn: a connection that ends', () => {
   it('dropped after its SENDs in the same read: ACKs, then the ERROR, and never its own messages back', async () => {
-    const s = await server();
-    const r = room(1);
-    const a = await peer(s.port, r, 'alice');
-    const c = await peer(s.port, r, 'carol');
-    const a0 = a.frames.length;
-    const c0 = c.frames.length;
+    const { r, a, c, a0, c0 } = await aliceAndCarol(1);
     a.write(Buffer.concat([send(2, r, 'one'), send(3, r, 'two'), UNKNOWN]));
     await until(() => a.closed && c.frames.length - c0 >= 3);
     expect(after(a, a0)).toEqual(['ACK 2 seq=1', 'ACK 3 seq=2', 'ERROR UNKNOWN_FRAME_TYPE fatal']);
@@ -68,12 +72,7 @@ describe('one turn: a connection that ends', () => {
   });
 
   it('dropped after SEND and LEAVE in the same read: still gets its ACK before the ERROR', async () => {
-    const s = await server();
-    const r = room(2);
-    const a = await peer(s.port, r, 'alice');
-    const c = await peer(s.port, r, 'carol');
-    const a0 = a.frames.length;
-    const c0 = c.frames.length;
+    const { r, a, c, a0, c0 } = await aliceAndCarol(2);
     a.write(Buffer.concat([send(2, r, 'one'), encodeFrame({ type: 'leave', rid: 3, room: r }), UNKNOWN]));
     await until(() => a.closed && c.frames.length - c0 >= 2);
     expect(after(a, a0)).toEqual(['LEFT 3', 'ACK 2 seq=1', 'ERROR UNKNOWN_FRAME_TYPE fatal']);
@@ -83,12 +82,7 @@ describe('one turn: a connection that ends', () => {
   // When the end of the stream is read in the same turn as the SEND is a matter of timing
   // here; test/unit/server/relay-turn.test.ts drives that turn exactly.
   it('a SEND followed by the end of the stream: the ACK goes out before the server closes', async () => {
-    const s = await server();
-    const r = room(3);
-    const a = await peer(s.port, r, 'alice');
-    const c = await peer(s.port, r, 'carol');
-    const a0 = a.frames.length;
-    const c0 = c.frames.length;
+    const { r, a, c, a0, c0 } = await aliceAndCarol(3);
     a.write(send(2, r, 'last words'));
     a.socket.end();
     await until(() => a.closed && c.frames.length - c0 >= 2);

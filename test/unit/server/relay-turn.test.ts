@@ -72,6 +72,22 @@ async function joined(r: Relay, room: Uint8Array, nick: string): Promise<{ conn:
   return { conn, socket };
 }
 
+/** A relay with Alice and Carol in one room, and how many frames each has had so far. */
+async function aliceAndCarol(): Promise<{
+  r: Relay;
+  room: Uint8Array;
+  a: Awaited<ReturnType<typeof joined>>;
+  c: Awaited<ReturnType<typeof joined>>;
+  a0: number;
+  c0: number;
+}> {
+  const r = relay();
+  const room = new Uint8Array(16).fill(7);
+  const a = await joined(r, room, 'alice');
+  const c = await joined(r, room, 'carol');
+  return { r, room, a, c, a0: a.socket.frames.length, c0: c.socket.frames.length };
+}
+
 const label = (f: ServerFrame): string =>
   f.type === 'ack'
     ? `ACK ${f.rid} seq=${f.seq}`
@@ -85,12 +101,7 @@ const label = (f: ServerFrame): string =>
 
 describe('Relay, one turn', () => {
   it('a SEND and the peer’s end of stream in the same turn: the ACK goes out before the server ends its side', async () => {
-    const r = relay();
-    const room = new Uint8Array(16).fill(7);
-    const a = await joined(r, room, 'alice');
-    const c = await joined(r, room, 'carol');
-    const a0 = a.socket.frames.length;
-    const c0 = c.socket.frames.length;
+    const { r, room, a, c, a0, c0 } = await aliceAndCarol();
     r.receive(
       a.conn,
       encodeFrame({ type: 'send', rid: 2, room, mid: new Uint8Array(16).fill(1), body: new Uint8Array([1]) }),
@@ -105,11 +116,7 @@ describe('Relay, one turn', () => {
   });
 
   it('a dropped connection reads nothing more, and its ERROR follows the ACKs of the turn', async () => {
-    const r = relay();
-    const room = new Uint8Array(16).fill(8);
-    const a = await joined(r, room, 'alice');
-    const c = await joined(r, room, 'carol');
-    const a0 = a.socket.frames.length;
+    const { r, room, a, c, a0 } = await aliceAndCarol();
     const send = (rid: number): Uint8Array =>
       encodeFrame({ type: 'send', rid, room, mid: new Uint8Array(16).fill(rid), body: new Uint8Array([rid]) });
     r.receive(a.conn, send(2));
