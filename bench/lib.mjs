@@ -44,16 +44,17 @@ export function spawnServer(command, args, options) {
 
 /**
  * Starts `confab serve` on a free loopback port; resolves with its pid and port.
- * `nodeArgs` go to node itself (e.g. "--cpu-prof"); with
+ * `nodeArgs` go to node itself (e.g. "--cpu-prof"); `cli` is another build's
+ * dist/cli/main.js, for an A/B test of two versions; with
  * CONFAB_BENCH_SERVER_STDOUT set, the server's stdout (where --trace-gc and the
  * like write) is appended to that file.
  */
-export function startServerProcess(extraArgs = [], nodeArgs = []) {
+export function startServerProcess(extraArgs = [], nodeArgs = [], cli = CLI) {
   return new Promise((resolve, reject) => {
     const copy = process.env.CONFAB_BENCH_SERVER_STDOUT;
     const child = spawnServer(
       process.execPath,
-      [...nodeArgs, CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
+      [...nodeArgs, cli, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extraArgs],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let buf = '';

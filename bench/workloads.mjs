@@ -32,8 +32,9 @@
 //
 // CONFAB_BENCH_AGAINST=sqlite|none compares confab with a second confab
 // (`confab-b`, with that store and CONFAB_BENCH_B_SERVER_ARGS and
-// CONFAB_BENCH_B_NODE_ARGS) instead of Redis, in the same alternating
-// rounds: an A/B test of one change, with the machine's drift shared out.
+// CONFAB_BENCH_B_NODE_ARGS, and CONFAB_BENCH_B_CLI: another build's
+// dist/cli/main.js) instead of Redis, in the same alternating rounds: an A/B
+// test of one change, with the machine's drift shared out.
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);
@@ -196,6 +197,7 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
     this.server = await startServerProcess(
       [...BENCH_LIMITS, ...args, ...words(`${env}_SERVER_ARGS`)],
       words(`${env}_NODE_ARGS`),
+      process.env[`${env}_CLI`] || undefined,
     );
     return this.server.pid;
   },
