@@ -140,6 +140,13 @@ export interface ReconnectEvent {
 /** Every event a client emits. */
 export interface ClientEvents extends Record<string, unknown> {
   message: MessageEvent;
+  /**
+   * Our JOIN of a room, or its rejoin after a reconnect, was answered: the
+   * members then. Emitted as the answer is read, before any frame after it,
+   * so that `join` and `leave` events that follow apply to this list (the
+   * promise of `join()` settles later, and `reconnect` after every room).
+   */
+  joined: JoinResult;
   join: JoinEvent;
   leave: LeaveEvent;
   error: ClientError;
@@ -788,6 +795,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
         // Now, not when the promise settles: messages may follow in this very chunk.
         if (state !== undefined && state.joinRid === frame.rid) this.joined(state, frame.seq);
         if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
+        if (state !== undefined && state.joinRid === frame.rid) {
+          this.emit('joined', { room: frame.room, nick: frame.nick, members: frame.members, seq: frame.seq });
+        }
         r?.resolve(frame);
         return;
       }

@@ -78,6 +78,8 @@ export class RoomState {
   }
 
   private mtime = 0;
+  /** Pins set lazily and not written yet: kept through a reload (see setPin). */
+  private readonly unsaved = new Map<string, Pin>();
 
   /**
    * Picks up pins changed by another process (`confab trust`, `confab
@@ -91,7 +93,12 @@ export class RoomState {
       if (mtime === this.mtime) return;
       const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<Data>;
       this.mtime = mtime;
-      if (parsed.v === 1) this.data.pins = parsed.pins ?? {};
+      if (parsed.v === 1) {
+        const pins = parsed.pins ?? {};
+        // What the file says of a nick wins: it is the user's word, or newer.
+        for (const [nick, pin] of this.unsaved) if (!(nick in pins)) pins[nick] = pin;
+        this.data.pins = pins;
+      }
     } catch {
       // no file yet, or mid-rename: keep what we have
     }
@@ -107,10 +114,24 @@ export class RoomState {
     return Object.values(this.data.pins);
   }
 
-  setPin(pin: Pin): void {
+  /**
+   * Records a pin. The user's decisions (verified, a change accepted) are
+   * written at once. `lazily`, for what the room itself shows us (a key seen
+   * first, a change noticed), is written at the end of the turn with the
+   * other changes: a server announcing thousands of members in one burst then
+   * costs one write, not one rewrite of a growing file per member. Lost to a
+   * crash, such a pin is only seen again, and recorded again, next time.
+   */
+  setPin(pin: Pin, lazily = false): void {
     this.reload();
-    this.data.pins[pin.nick.toLowerCase()] = pin;
-    this.save();
+    const nick = pin.nick.toLowerCase();
+    this.data.pins[nick] = pin;
+    if (!lazily) {
+      this.save();
+      return;
+    }
+    this.unsaved.set(nick, pin);
+    this.later();
   }
 
   sender(key: string): SenderMark | undefined {
@@ -230,6 +251,7 @@ export class RoomState {
     this.dirty = false;
     if (this.path === undefined) return;
     this.reload(); // never write back pins another process has just changed
+    this.unsaved.clear();
     const tmp = `${this.path}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
     renameSync(tmp, this.path);

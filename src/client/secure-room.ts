@@ -31,7 +31,8 @@ export type Trust = 'new' | 'known' | 'verified' | 'changed';
 export interface Member {
   nick: string;
   key: Uint8Array;
-  fingerprint: string;
+  /** The start of the key's fingerprint (`12345-67890`), computed when first read and kept per key. */
+  readonly fingerprint: string;
   verified: boolean;
   trust: Trust;
 }
@@ -136,6 +137,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly rng: Rng;
   private readonly now: () => number;
   private readonly members = new Map<string, Member>();
+  /** The members our last JOIN was answered with, until join() returns them. */
+  private joinedMembers: Member[] | null = null;
   /**
    * Short fingerprints by key (base64). Each takes 5,200 SHA-512s (Signal's
    * computation, tens of milliseconds in JavaScript) and every message names
@@ -170,10 +173,15 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       this.members.delete(l.nick.toLowerCase());
       this.emit('leave', l);
     });
-    client.on('reconnect', (r) => {
+    // The member list is taken as the answer to our JOIN is read: joins and
+    // leaves read after it (in the same chunk, before join() resolves) then
+    // apply to it instead of being overwritten by it.
+    client.on('joined', (j) => {
+      if (this.mine(j.room)) this.joinedMembers = this.resetMembers(j.members);
+    });
+    client.on('reconnect', () => {
       // A new catch-up: gaps are news again until it reports something missed.
       this.missedReported = false;
-      for (const room of r.rooms) if (this.mine(room.room)) this.resetMembers(room.members);
     });
   }
 
@@ -189,7 +197,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       ...(cursor !== undefined ? { cursor } : {}),
       ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
     });
-    const result = { nick: joined.nick, members: this.resetMembers(joined.members), seq: joined.seq };
+    const members = this.joinedMembers ?? this.resetMembers(joined.members);
+    this.joinedMembers = null;
+    const result = { nick: joined.nick, members, seq: joined.seq };
     const waiting = this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
     for (const e of waiting) {
       const body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
@@ -349,21 +359,39 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Trust-on-first-use for `nick` and `key`; reports a change once per new key. */
   private judge(nick: string, key: Uint8Array): Member {
     const keyText = b64(key);
-    const fingerprint = this.fingerprintOf(keyText, key);
     const pin: Pin | undefined = this.state.pin(nick);
     if (pin === undefined) {
-      this.state.setPin({ nick, key: keyText, verified: false });
-      return { nick, key, fingerprint, verified: false, trust: 'new' };
+      this.state.setPin({ nick, key: keyText, verified: false }, true);
+      return this.member(nick, key, keyText, false, 'new');
     }
     if (pin.key === keyText) {
-      return { nick, key, fingerprint, verified: pin.verified, trust: pin.verified ? 'verified' : 'known' };
+      return this.member(nick, key, keyText, pin.verified, pin.verified ? 'verified' : 'known');
     }
     if (pin.pending !== keyText) {
-      this.state.setPin({ ...pin, pending: keyText });
+      this.state.setPin({ ...pin, pending: keyText }, true);
       const oldFingerprint = this.fingerprintOf(pin.key, unb64(pin.key));
-      this.emit('key-changed', { nick, oldFingerprint, newFingerprint: fingerprint });
+      this.emit('key-changed', { nick, oldFingerprint, newFingerprint: this.fingerprintOf(keyText, key) });
     }
-    return { nick, key, fingerprint, verified: false, trust: 'changed' };
+    return this.member(nick, key, keyText, false, 'changed');
+  }
+
+  /**
+   * A member whose fingerprint is computed when first read: at 5,200 SHA-512s
+   * a key, computing it for each name of a 1,000-member room's list took 25 s
+   * before the join returned, and a server announcing 10,000 made-up members
+   * froze the client for minutes, whether or not anything showed them.
+   */
+  private member(nick: string, key: Uint8Array, keyText: string, verified: boolean, trust: Trust): Member {
+    const fingerprintOf = (): string => this.fingerprintOf(keyText, key);
+    return {
+      nick,
+      key,
+      get fingerprint(): string {
+        return fingerprintOf();
+      },
+      verified,
+      trust,
+    };
   }
 
   private fingerprintOf(keyText: string, key: Uint8Array): string {

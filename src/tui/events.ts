@@ -41,6 +41,92 @@ export type ChatEvent =
   | { type: 'reconnect'; members: Who[]; ts: number }
   | { type: 'error'; code: string; message: string; ts: number };
 
+/** Members a `joined` line names (each with a fingerprint, 5,200 SHA-512s to compute); the rest are counted. */
+export const SHOWN_MEMBERS = 20;
+
+/** `a 12345-67890, b 23456-78901, and 980 more (/who)`: the first SHOWN_MEMBERS members, tagged, and a count. */
+export function hereList<W>(members: readonly W[], tagged: (w: W) => string): string {
+  const names = members.slice(0, SHOWN_MEMBERS).map(tagged).join(', ');
+  const more = members.length - SHOWN_MEMBERS;
+  return more > 0 ? `${names}, and ${more} more (/who)` : names;
+}
+
+/**
+ * Lets through at most `limit` join events in each `windowMs` and counts the
+ * rest, which `summary` then reports as one line: at the next event that is not
+ * a join, at the first join of the next window, or when the window ends. A
+ * server that announces thousands of members at once (a restart, or a hostile
+ * one) then costs a few lines, and a few fingerprints, instead of one each.
+ */
+export class JoinBurst {
+  private readonly limit: number;
+  private readonly windowMs: number;
+  private readonly now: () => number;
+  private readonly setTimer: (run: () => void, ms: number) => () => void;
+  private readonly summary: (count: number) => void;
+  private windowStart = -Infinity;
+  private shown = 0;
+  private held = 0;
+  private cancel: (() => void) | null = null;
+
+  constructor(
+    summary: (count: number) => void,
+    options: {
+      limit?: number;
+      windowMs?: number;
+      now?: () => number;
+      setTimer?: (run: () => void, ms: number) => () => void;
+    } = {},
+  ) {
+    this.summary = summary;
+    this.limit = options.limit ?? 10;
+    this.windowMs = options.windowMs ?? 2000;
+    this.now = options.now ?? Date.now;
+    this.setTimer =
+      options.setTimer ??
+      ((run, ms) => {
+        const t = setTimeout(run, ms);
+        t.unref();
+        return () => clearTimeout(t);
+      });
+  }
+
+  /** Whether to show `event` now. A join past the limit is counted instead; anything else first flushes the count. */
+  admit(event: ChatEvent): boolean {
+    if (event.type !== 'join') {
+      this.flush();
+      return true;
+    }
+    const now = this.now();
+    if (now - this.windowStart >= this.windowMs) {
+      this.flush();
+      this.windowStart = now;
+      this.shown = 0;
+    }
+    if (this.shown < this.limit) {
+      this.shown++;
+      return true;
+    }
+    if (this.held++ === 0) this.cancel = this.setTimer(() => this.flush(), this.windowStart + this.windowMs - now);
+    return false;
+  }
+
+  /** Reports the joins held back, if any. */
+  flush(): void {
+    this.cancel?.();
+    this.cancel = null;
+    if (this.held === 0) return;
+    const count = this.held;
+    this.held = 0;
+    this.summary(count);
+  }
+}
+
+/** What the line for joins held back by JoinBurst says. */
+export function moreJoinedText(count: number): string {
+  return `${count} more joined (/who lists who is here)`;
+}
+
 function tag(w: Who, inert: (s: string) => string): string {
   const mark = w.trust === 'verified' ? ' ✓' : w.trust === 'changed' ? ' !' : '';
   return `${inert(w.nick)} ${w.fingerprint}${mark}`;
@@ -54,7 +140,7 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string): stri
     case 'joined':
       return event.members.length === 0
         ? `* joined as ${inert(event.nick)} ${event.fingerprint}; nobody else is here yet`
-        : `* joined as ${inert(event.nick)} ${event.fingerprint}; here: ${event.members.map((m) => tag(m, inert)).join(', ')}`;
+        : `* joined as ${inert(event.nick)} ${event.fingerprint}; here: ${hereList(event.members, (m) => tag(m, inert))}`;
     case 'message': {
       const warn = event.warning === 'history-mismatch' ? ' (! this sender showed others a different history)' : '';
       const mark = event.history ? '(history) ' : '';

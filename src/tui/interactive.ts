@@ -9,6 +9,7 @@ import {
 } from '../client/index.js';
 import type { ConfabClient, SecureRoom } from '../client/index.js';
 import { complete, helpLines, parseInput } from './commands.js';
+import { hereList, JoinBurst, moreJoinedText } from './events.js';
 import type { ChatEvent } from './events.js';
 import { MAX_PASTE, unpaste } from './paste.js';
 import { colors, nickColor, renderEvent, renderNotice, renderOwn, styleNick, useColor } from './render.js';
@@ -26,6 +27,8 @@ export interface TtyIO extends JoinIO {
 
 /** How long /quit and Ctrl-D wait for the server to acknowledge what was sent. */
 const QUIT_WAIT_MS = 5000;
+/** Members `/who` lists, each with its fingerprint; past them it counts. */
+export const WHO_LINES = 200;
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
@@ -75,6 +78,7 @@ class Chat {
   private readonly options: JoinOptions;
   private readonly screen: Screen;
   private readonly roomTag: string;
+  private readonly joins = new JoinBurst((count) => this.info(moreJoinedText(count)));
   private link: Link = 'connected';
   private inRoom = true;
   /** While /nick leaves and rejoins, sends wait for it (never rejects). */
@@ -133,7 +137,7 @@ class Chat {
         this.info(
           here.length === 0
             ? 'reconnected; nobody else is here'
-            : `reconnected; here: ${here.map((m) => styleNick(this.ctx.c, m.nick, m)).join(', ')}`,
+            : `reconnected; here: ${hereList(here, (m) => styleNick(this.ctx.c, m.nick, m))}`,
         );
         this.updatePrompt();
       });
@@ -149,6 +153,7 @@ class Chat {
   private show(event: ChatEvent): void {
     // The notice of the lost connection that follows says it.
     if (event.type === 'error' && event.code === 'SERVER_SHUTDOWN') return;
+    if (!this.joins.admit(event)) return;
     if (event.type === 'disconnect') this.link = event.reconnecting ? 'reconnecting' : 'offline';
     const shown = renderEvent(event, this.ctx);
     if (shown !== null) this.screen.print(shown.lines, this.options.bell === true && shown.mention);
@@ -289,7 +294,8 @@ class Chat {
       `${members.length + 1} here:`,
       `${styleNick(c, this.room.nick)} ${c.dim(shortFingerprint(this.client.identity.publicKey))} (you)`,
     ];
-    for (const m of members) {
+    // Each line computes a fingerprint (tens of ms): a huge room is listed in part.
+    for (const m of members.slice(0, WHO_LINES)) {
       const pin = this.room.state.pin(m.nick);
       const key = b64(m.key);
       let mark = c.dim('not verified');
@@ -300,6 +306,7 @@ class Chat {
       }
       lines.push(`${styleNick(c, m.nick)} ${c.dim(m.fingerprint)} ${mark}`);
     }
+    if (members.length > WHO_LINES) lines.push(`and ${members.length - WHO_LINES} more, not listed`);
     return lines;
   }
 

@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline';
 import { ReadStream, WriteStream } from 'node:tty';
 import { ClientError } from '../client/index.js';
 import type { ConfabClient } from '../client/index.js';
-import { formatLine, formatNotice } from './events.js';
+import { formatLine, formatNotice, JoinBurst, moreJoinedText } from './events.js';
 import type { ChatEvent } from './events.js';
 import { runInteractive } from './interactive.js';
 import { inert } from './sanitize.js';
@@ -60,11 +60,13 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     return interrupted ?? code;
   };
 
+  const joins = new JoinBurst((count) => io.stdout.write(`* ${moreJoinedText(count)}\n`));
   const emit = (event: ChatEvent): void => {
     if (options.json) {
       io.stdout.write(`${JSON.stringify(event)}\n`);
       return;
     }
+    if (!joins.admit(event)) return;
     const line = formatLine(event, inert);
     if (line !== null) io.stdout.write(`${line}\n`);
     const notice = formatNotice(event, inert);

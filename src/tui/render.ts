@@ -1,6 +1,6 @@
 import type { WriteStream } from 'node:tty';
 import pc from 'picocolors';
-import { missedText, resentText } from './events.js';
+import { hereList, missedText, resentText } from './events.js';
 import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
@@ -158,7 +158,7 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
       return info(
         event.members.length === 0
           ? `joined as ${me}; nobody else is here yet`
-          : `joined as ${me}; here: ${event.members.map((m) => tag(c, m)).join(', ')}`,
+          : `joined as ${me}; here: ${hereList(event.members, (m) => tag(c, m))}`,
       );
     }
     case 'message': {

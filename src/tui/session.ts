@@ -75,9 +75,12 @@ export interface Entered {
   room: SecureRoom;
 }
 
+/** A member as shown; its fingerprint is read from `m` when first shown (see SecureRoom's Member). */
 export const who = (m: Member): Who => ({
   nick: m.nick,
-  fingerprint: m.fingerprint,
+  get fingerprint(): string {
+    return m.fingerprint;
+  },
   verified: m.verified,
   trust: m.trust,
 });
@@ -200,7 +203,19 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
   room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
-  room.on('join', (m) => emit({ type: 'join', ...who(m), ts: Date.now() }));
+  // Not `...who(m)`: a spread would read the fingerprint of every newcomer, shown or not.
+  room.on('join', (m) =>
+    emit({
+      type: 'join',
+      nick: m.nick,
+      get fingerprint(): string {
+        return m.fingerprint;
+      },
+      verified: m.verified,
+      trust: m.trust,
+      ts: Date.now(),
+    }),
+  );
   room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
   room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));
   room.on('gap', (g) =>

@@ -26,6 +26,7 @@ export async function recorder(port: number, options: Partial<ConnectOptions> = 
   const client = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 100 }, ...options });
   const events: Recorder['events'] = {
     message: [],
+    joined: [],
     join: [],
     leave: [],
     error: [],

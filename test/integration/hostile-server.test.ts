@@ -1,11 +1,15 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { connect, SEND_QUEUE_BYTES } from '../../src/client/index.js';
+import { connect, RoomState, SecureRoom, SEND_QUEUE_BYTES } from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
-import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { roomKeys } from '../../src/crypto/index.js';
+import { encodeFrame, FrameDecoder, parseClientFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { until } from '../helpers/net.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { testScope } from '../helpers/scope.js';
 
 // A server that speaks just enough of the protocol to attack the client: it
@@ -113,6 +117,74 @@ describe('a hostile server', () => {
     expect(fetches).toBe(1);
     expect(shown).toEqual([]);
     expect(lost).toEqual([]);
+  });
+
+  it('that announces 10,000 newcomers in one burst: each is pinned, and the room file is written per burst, not per member', async () => {
+    const secret = new Uint8Array(32).fill(7);
+    const roomId = roomKeys(secret).roomId;
+    const port = await hostile((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN
+      const join = parseClientFrame(frame);
+      if (join.type !== 'join') return;
+      socket.write(encodeFrame({ type: 'joined', rid: join.rid, room: roomId, nick: join.nick, seq: 0, members: [] }));
+      const key = (i: number): Uint8Array => {
+        const k = new Uint8Array(32);
+        new DataView(k.buffer).setUint32(0, i + 1);
+        return k;
+      };
+      const joins = Array.from({ length: 10_000 }, (_, i) =>
+        encodeFrame({ type: 'member-joined', room: roomId, nick: `m${i}`, key: key(i) }),
+      );
+      socket.write(Buffer.concat(joins));
+    });
+    const home = mkdtempSync(join(tmpdir(), 'confab-hostile-'));
+    cleanup.push(() => rmSync(home, { recursive: true, force: true }));
+    const roomHex = Buffer.from(roomId).toString('hex');
+    const { client: c, lost } = await client(port);
+    const secure = new SecureRoom(c, { secret, nick: 'alice', state: RoomState.load(home, roomHex) });
+    let seen = 0;
+    secure.on('join', () => seen++);
+    await secure.join();
+    // Before: one rewrite of the whole, growing, file per newcomer (10,000
+    // rewrites of up to 1.3 MB: about two minutes). Now one per read.
+    await until(() => seen === 10_000, 20_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    const file = JSON.parse(readFileSync(join(home, 'rooms', `${roomHex}.json`), 'utf8')) as { pins: object };
+    expect(Object.keys(file.pins)).toHaveLength(10_000);
+    expect(secure.who()).toHaveLength(10_000);
+    expect(lost).toEqual([]);
+  });
+
+  it('whose JOINED is followed, in the same chunk, by a leave and a join: the member list has both applied', async () => {
+    const secret = new Uint8Array(32).fill(9);
+    const roomId = roomKeys(secret).roomId;
+    const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
+    const port = await hostile((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN
+      const join = parseClientFrame(frame);
+      if (join.type !== 'join') return;
+      socket.write(
+        Buffer.concat([
+          encodeFrame({
+            type: 'joined',
+            rid: join.rid,
+            room: roomId,
+            nick: join.nick,
+            seq: 0,
+            members: [{ nick: 'bob', key: key(1) }],
+          }),
+          encodeFrame({ type: 'member-left', room: roomId, nick: 'bob', reason: 1 }),
+          encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(2) }),
+        ]),
+      );
+    });
+    const { client: c } = await client(port);
+    const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const joined = await secure.join();
+    // What the JOINED said, and then what happened after it: before, the list
+    // was taken once join() resumed, after the two events, and undid them.
+    expect(joined.members.map((m) => m.nick)).toEqual(['bob']);
+    expect(secure.who().map((m) => m.nick)).toEqual(['carol']);
   });
 
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {

@@ -1,0 +1,72 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RoomState } from '../../../src/client/index.js';
+
+const ROOM = 'ab'.repeat(16);
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function home(): string {
+  const d = mkdtempSync(join(tmpdir(), 'confab-state-'));
+  dirs.push(d);
+  return d;
+}
+
+/** The pins as written in the room's file, or null if there is no file. */
+function filePins(dir: string): Record<string, { key: string; verified: boolean; pending?: string }> | null {
+  const path = join(dir, 'rooms', `${ROOM}.json`);
+  if (!existsSync(path)) return null;
+  return (JSON.parse(readFileSync(path, 'utf8')) as { pins: Record<string, { key: string; verified: boolean }> }).pins;
+}
+
+const endOfTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('RoomState pins', () => {
+  it('writes the pins of a burst of newcomers once, at the end of the turn', async () => {
+    const dir = home();
+    const state = RoomState.load(dir, ROOM);
+    for (let i = 0; i < 10_000; i++) state.setPin({ nick: `m${i}`, key: `k${i}`, verified: false }, true);
+    // Not one rewrite per member: nothing is on disk until the turn ends.
+    expect(filePins(dir)).toBeNull();
+    expect(state.pin('m9999')).toEqual({ nick: 'm9999', key: 'k9999', verified: false });
+    await endOfTurn();
+    const pins = filePins(dir);
+    expect(Object.keys(pins ?? {})).toHaveLength(10_000);
+    expect(pins?.['m0']).toMatchObject({ key: 'k0', verified: false });
+  });
+
+  it("writes the user's decisions at once", () => {
+    const dir = home();
+    const state = RoomState.load(dir, ROOM);
+    state.setPin({ nick: 'Bob', key: 'k1', verified: true });
+    expect(filePins(dir)?.['bob']).toMatchObject({ key: 'k1', verified: true });
+  });
+
+  it('keeps a pin not yet written when another process writes the file first', async () => {
+    const dir = home();
+    const relay = RoomState.load(dir, ROOM);
+    const cli = RoomState.load(dir, ROOM); // `confab verify` in another process
+    relay.setPin({ nick: 'carol', key: 'kc', verified: false }, true);
+    cli.setPin({ nick: 'dave', key: 'kd', verified: true });
+    expect(relay.pin('dave')).toMatchObject({ verified: true }); // picked up
+    expect(relay.pin('carol')).toMatchObject({ key: 'kc' }); // and ours kept
+    await endOfTurn();
+    expect(filePins(dir)).toMatchObject({ carol: { key: 'kc' }, dave: { key: 'kd', verified: true } });
+  });
+
+  it("lets the file's word on a nick win over a change noticed and not yet written", async () => {
+    const dir = home();
+    const relay = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false });
+    const cli = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+    cli.setPin({ nick: 'erin', key: 'other', verified: true }); // the user decided meanwhile
+    await endOfTurn();
+    expect(filePins(dir)?.['erin']).toEqual({ nick: 'erin', key: 'other', verified: true });
+    expect(relay.pin('erin')).toEqual({ nick: 'erin', key: 'other', verified: true });
+  });
+});
