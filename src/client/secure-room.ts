@@ -436,6 +436,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
+    if (own && !m.history) {
+      // An honest server never delivers a sender's own message to it (PROTOCOL.md
+      // §4.3): this is ours, sent back to pass for a new one.
+      reject(RejectReason.REPLAY, `the server sent back our own message ${opened.seq} as a new one`);
+      return;
+    }
     if (!m.history) this.missedReported = false;
     const member = this.judge(opened.nick, opened.senderKey);
     if (member.trust === 'changed') {

@@ -187,6 +187,31 @@ describe('a hostile server', () => {
     expect(secure.who().map((m) => m.nick)).toEqual(['carol']);
   });
 
+  it("that sends a client's own message back to it as a new one: rejected as a replay, not shown", async () => {
+    const secret = new Uint8Array(32).fill(5);
+    const roomId = roomKeys(secret).roomId;
+    const port = await hostile((socket, type, frame) => {
+      const f = type === 0x01 ? null : parseClientFrame(frame);
+      if (f?.type === 'join') {
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq: 0, members: [] }));
+      } else if (f?.type === 'send') {
+        socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
+        socket.write(encodeFrame({ type: 'deliver', room: roomId, seq: 2, ts: 2, nick: 'alice', body: f.body }));
+      }
+    });
+    const { client: c } = await client(port);
+    const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const shown: string[] = [];
+    const rejected: string[] = [];
+    secure.on('message', (m) => shown.push(m.text));
+    secure.on('rejected', (r) => rejected.push(r.reason));
+    await secure.join();
+    await secure.send('hello');
+    await until(() => rejected.length > 0);
+    expect(rejected).toEqual(['replay']);
+    expect(shown).toEqual([]);
+  });
+
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {
     const list = (rid: number): Uint8Array =>
       encodeFrame({
