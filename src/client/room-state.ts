@@ -78,8 +78,11 @@ export class RoomState {
   }
 
   private mtime = 0;
-  /** Pins set lazily and not written yet: kept through a reload (see setPin). */
-  private readonly unsaved = new Map<string, Pin>();
+  /**
+   * Pins set lazily and not written yet, each with the pin it replaced: kept
+   * through a reload unless the file changed that nick meanwhile (see setPin).
+   */
+  private readonly unsaved = new Map<string, { pin: Pin; base: Pin | undefined }>();
 
   /**
    * Picks up pins changed by another process (`confab trust`, `confab
@@ -95,8 +98,9 @@ export class RoomState {
       this.mtime = mtime;
       if (parsed.v === 1) {
         const pins = parsed.pins ?? {};
-        // What the file says of a nick wins: it is the user's word, or newer.
-        for (const [nick, pin] of this.unsaved) if (!(nick in pins)) pins[nick] = pin;
+        // Ours stand where the other process left the nick as it was; where it
+        // changed it (the user verified or accepted a key), its word wins.
+        for (const [nick, { pin, base }] of this.unsaved) if (samePin(pins[nick], base)) pins[nick] = pin;
         this.data.pins = pins;
       }
     } catch {
@@ -125,12 +129,14 @@ export class RoomState {
   setPin(pin: Pin, lazily = false): void {
     this.reload();
     const nick = pin.nick.toLowerCase();
+    const base = this.unsaved.get(nick)?.base ?? this.data.pins[nick];
     this.data.pins[nick] = pin;
     if (!lazily) {
       this.save();
       return;
     }
-    this.unsaved.set(nick, pin);
+    if (this.path === undefined) return; // nothing to write, nor to reload
+    this.unsaved.set(nick, { pin, base });
     this.later();
   }
 
@@ -251,14 +257,20 @@ export class RoomState {
     this.dirty = false;
     if (this.path === undefined) return;
     this.reload(); // never write back pins another process has just changed
-    this.unsaved.clear();
     const tmp = `${this.path}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
     renameSync(tmp, this.path);
+    this.unsaved.clear();
     try {
       this.mtime = statSync(this.path).mtimeMs;
     } catch {
       this.mtime = 0;
     }
   }
+}
+
+/** Whether two pins (or their absence) say the same. */
+function samePin(a: Pin | undefined, b: Pin | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.key === b.key && a.verified === b.verified && a.pending === b.pending;
 }

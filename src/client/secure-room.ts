@@ -94,6 +94,11 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   rejected: Rejection;
   gap: Gap;
   'key-changed': KeyChange;
+  /**
+   * Our join, or our rejoin after a reconnect, was answered: the members then.
+   * Emitted as the answer is read, before any `join` or `leave` read after it.
+   */
+  joined: { nick: string; members: Member[]; seq: number };
   join: Member;
   leave: LeaveEvent;
   missed: Missed;
@@ -137,8 +142,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly rng: Rng;
   private readonly now: () => number;
   private readonly members = new Map<string, Member>();
-  /** The members our last JOIN was answered with, until join() returns them. */
+  /** While join() waits: the members its JOIN was answered with, once read. */
   private joinedMembers: Member[] | null = null;
+  private joining = false;
   /**
    * Short fingerprints by key (base64). Each takes 5,200 SHA-512s (Signal's
    * computation, tens of milliseconds in JavaScript) and every message names
@@ -177,7 +183,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // leaves read after it (in the same chunk, before join() resolves) then
     // apply to it instead of being overwritten by it.
     client.on('joined', (j) => {
-      if (this.mine(j.room)) this.joinedMembers = this.resetMembers(j.members);
+      if (!this.mine(j.room)) return;
+      const members = this.resetMembers(j.members);
+      if (this.joining) this.joinedMembers = members;
+      this.emit('joined', { nick: j.nick, members, seq: j.seq });
     });
     client.on('reconnect', () => {
       // A new catch-up: gaps are news again until it reports something missed.
@@ -193,10 +202,17 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
     const cursor = this.state.cursor();
-    const joined = await this.client.join(this.keys.roomId, this.nick, {
-      ...(cursor !== undefined ? { cursor } : {}),
-      ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
-    });
+    this.joining = true;
+    this.joinedMembers = null;
+    let joined;
+    try {
+      joined = await this.client.join(this.keys.roomId, this.nick, {
+        ...(cursor !== undefined ? { cursor } : {}),
+        ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
+      });
+    } finally {
+      this.joining = false;
+    }
     const members = this.joinedMembers ?? this.resetMembers(joined.members);
     this.joinedMembers = null;
     const result = { nick: joined.nick, members, seq: joined.seq };

@@ -44,11 +44,14 @@ export type ChatEvent =
 /** Members a `joined` line names (each with a fingerprint, 5,200 SHA-512s to compute); the rest are counted. */
 export const SHOWN_MEMBERS = 20;
 
-/** `a 12345-67890, b 23456-78901, and 980 more (/who)`: the first SHOWN_MEMBERS members, tagged, and a count. */
-export function hereList<W>(members: readonly W[], tagged: (w: W) => string): string {
+/**
+ * `a 12345-67890, b 23456-78901, and 980 more`: the first SHOWN_MEMBERS members,
+ * tagged, then a count and `hint` (where the rest can be seen, if anywhere).
+ */
+export function hereList<W>(members: readonly W[], tagged: (w: W) => string, hint = ''): string {
   const names = members.slice(0, SHOWN_MEMBERS).map(tagged).join(', ');
   const more = members.length - SHOWN_MEMBERS;
-  return more > 0 ? `${names}, and ${more} more (/who)` : names;
+  return more > 0 ? `${names}, and ${more} more${hint}` : names;
 }
 
 /**
@@ -81,7 +84,8 @@ export class JoinBurst {
     this.summary = summary;
     this.limit = options.limit ?? 10;
     this.windowMs = options.windowMs ?? 2000;
-    this.now = options.now ?? Date.now;
+    // Monotonic: a wall clock set back would hold every join until it caught up.
+    this.now = options.now ?? (() => performance.now());
     this.setTimer =
       options.setTimer ??
       ((run, ms) => {
@@ -122,9 +126,9 @@ export class JoinBurst {
   }
 }
 
-/** What the line for joins held back by JoinBurst says. */
-export function moreJoinedText(count: number): string {
-  return `${count} more joined (/who lists who is here)`;
+/** What the line for joins held back by JoinBurst says, then `hint`. */
+export function moreJoinedText(count: number, hint = ''): string {
+  return `${count} more joined${hint}`;
 }
 
 function tag(w: Who, inert: (s: string) => string): string {

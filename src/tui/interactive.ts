@@ -28,7 +28,7 @@ export interface TtyIO extends JoinIO {
 /** How long /quit and Ctrl-D wait for the server to acknowledge what was sent. */
 const QUIT_WAIT_MS = 5000;
 /** Members `/who` lists, each with its fingerprint; past them it counts. */
-export const WHO_LINES = 200;
+export const WHO_LINES = 50;
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
@@ -78,7 +78,7 @@ class Chat {
   private readonly options: JoinOptions;
   private readonly screen: Screen;
   private readonly roomTag: string;
-  private readonly joins = new JoinBurst((count) => this.info(moreJoinedText(count)));
+  private readonly joins = new JoinBurst((count) => this.info(moreJoinedText(count, ' (/who lists who is here)')));
   private link: Link = 'connected';
   private inRoom = true;
   /** While /nick leaves and rejoins, sends wait for it (never rejects). */
@@ -137,7 +137,7 @@ class Chat {
         this.info(
           here.length === 0
             ? 'reconnected; nobody else is here'
-            : `reconnected; here: ${hereList(here, (m) => styleNick(this.ctx.c, m.nick, m))}`,
+            : `reconnected; here: ${hereList(here, (m) => styleNick(this.ctx.c, m.nick, m), ' (/who)')}`,
         );
         this.updatePrompt();
       });
@@ -428,6 +428,7 @@ class Chat {
   private async quit(code: number, wait: boolean): Promise<void> {
     if (this.quitting) return;
     this.quitting = true;
+    this.joins.flush();
     if (wait && this.client.connected && this.client.pending > 0) {
       this.info(`delivering ${this.client.pending} message${this.client.pending === 1 ? '' : 's'}…`);
       await Promise.race([this.client.settled(), delay(QUIT_WAIT_MS)]);

@@ -53,14 +53,15 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const joins = new JoinBurst((count) => io.stdout.write(`* ${moreJoinedText(count)}\n`));
   const finish = async (code: number, client?: ConfabClient): Promise<number> => {
+    joins.flush();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await client?.close();
     return interrupted ?? code;
   };
 
-  const joins = new JoinBurst((count) => io.stdout.write(`* ${moreJoinedText(count)}\n`));
   const emit = (event: ChatEvent): void => {
     if (options.json) {
       io.stdout.write(`${JSON.stringify(event)}\n`);

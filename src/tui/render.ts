@@ -158,7 +158,7 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
       return info(
         event.members.length === 0
           ? `joined as ${me}; nobody else is here yet`
-          : `joined as ${me}; here: ${hereList(event.members, (m) => tag(c, m))}`,
+          : `joined as ${me}; here: ${hereList(event.members, (m) => tag(c, m), ' (/who)')}`,
       );
     }
     case 'message': {

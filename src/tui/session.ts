@@ -166,8 +166,11 @@ export async function enter(
   });
   if (session.created) emit({ type: 'invite', link: session.link, ts: Date.now() });
   forward(client, room, emit);
-  try {
-    const joined = await room.join();
+  // Said as the answer is read, so that the joins and leaves read after it follow it.
+  let announced = false;
+  room.on('joined', (joined) => {
+    if (announced) return;
+    announced = true;
     emit({
       type: 'joined',
       nick: joined.nick,
@@ -176,6 +179,9 @@ export async function enter(
       seq: joined.seq,
       ts: Date.now(),
     });
+  });
+  try {
+    await room.join();
   } catch (e) {
     const code = e instanceof ClientError ? `${e.code}: ` : '';
     complain(stderr, `could not join: ${code}${e instanceof Error ? e.message : String(e)}`);

@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { inviteRoomId, parseInvite } from '../../src/client/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
+import { RawPeer, rawJoin } from '../helpers/net.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -45,6 +47,24 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     alice.end();
     expect(await alice.exited).toBe(0);
     expect(alice.stderr).toEqual([expect.stringMatching(/^confab: end-to-end encrypted/)]);
+  });
+
+  it('shows a burst of joins as 10 lines and a count, and prints the count when it exits first', async () => {
+    const limits = ['maxConnectionsPerIp=100', 'connectionsPerIpPerMinute=1000'].flatMap((l) => ['--limit', l]);
+    const { proc: server, port } = await serve(limits);
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
+    await alice.line(/^\* joined as alice /);
+    const room = inviteRoomId(parseInvite(invite));
+    const peers = await Promise.all(Array.from({ length: 15 }, () => RawPeer.open(port)));
+    await Promise.all(peers.map((peer, i) => rawJoin(peer, room, `m${i}`)));
+    await alice.line(/^\* m\d+ \d{5}-\d{5} joined$/);
+    alice.end(); // within the 2 s the last 5 are held for
+    expect(await alice.exited).toBe(0);
+    expect(alice.stdout.filter((l) => /^\* m\d+ .* joined$/.test(l))).toHaveLength(10);
+    expect(alice.stdout).toContain('* 5 more joined');
+    for (const peer of peers) peer.socket.destroy();
   });
 
   it('at end of input waits until every message is acknowledged, then exits 0 (--json)', async () => {

@@ -180,11 +180,16 @@ describe('a hostile server', () => {
     });
     const { client: c } = await client(port);
     const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const events: string[] = [];
+    secure.on('joined', (j) => events.push(`joined ${j.members.map((m) => m.nick).join(',')}`));
+    secure.on('leave', (l) => events.push(`leave ${l.nick}`));
+    secure.on('join', (m) => events.push(`join ${m.nick}`));
     const joined = await secure.join();
     // What the JOINED said, and then what happened after it: before, the list
     // was taken once join() resumed, after the two events, and undid them.
     expect(joined.members.map((m) => m.nick)).toEqual(['bob']);
     expect(secure.who().map((m) => m.nick)).toEqual(['carol']);
+    expect(events).toEqual(['joined bob', 'leave bob', 'join carol']); // what `confab join` prints, in order
   });
 
   it("that sends a client's own message back to it as a new one: rejected as a replay, not shown", async () => {

@@ -58,6 +58,25 @@ describe('RoomState pins', () => {
     expect(filePins(dir)).toMatchObject({ carol: { key: 'kc' }, dave: { key: 'kd', verified: true } });
   });
 
+  it('keeps a noticed key change when another process rewrites the file for another nick', async () => {
+    const dir = home();
+    const relay = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false });
+    relay.setPin({ nick: 'dave', key: 'kd', verified: false });
+    const cli = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+    cli.setPin({ nick: 'dave', key: 'kd', verified: true }); // `confab verify dave` meanwhile
+    // Sending stays blocked on erin's change, and the file gets the mark.
+    expect(
+      relay
+        .pins()
+        .filter((p) => p.pending !== undefined)
+        .map((p) => p.nick),
+    ).toEqual(['erin']);
+    await endOfTurn();
+    expect(filePins(dir)).toMatchObject({ erin: { key: 'old', pending: 'new' }, dave: { verified: true } });
+  });
+
   it("lets the file's word on a nick win over a change noticed and not yet written", async () => {
     const dir = home();
     const relay = RoomState.load(dir, ROOM);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatLine, hereList, JoinBurst, SHOWN_MEMBERS } from '../../../src/tui/events.js';
 import type { ChatEvent, Who } from '../../../src/tui/events.js';
+import { colors, renderEvent } from '../../../src/tui/render.js';
 
 /** A member whose fingerprint counts its reads (each costs 5,200 SHA-512s in the client). */
 function member(i: number, reads: { n: number }): Who {
@@ -96,8 +97,14 @@ describe('the joined line', () => {
     const line = formatLine({ type: 'joined', nick: 'me', fingerprint: '1-2', members, seq: 0, ts: 0 }, (s) => s);
     expect(line).toContain(`m${SHOWN_MEMBERS - 1} `);
     expect(line).not.toContain(`m${SHOWN_MEMBERS} `);
-    expect(line).toMatch(/, and 980 more \(\/who\)$/);
+    // Line mode sends every input line to the room: it must not suggest typing /who.
+    expect(line).toMatch(/, and 980 more$/);
     expect(reads.n).toBe(SHOWN_MEMBERS);
+    const shown = renderEvent(
+      { type: 'joined', nick: 'me', fingerprint: '1-2', members, seq: 0, ts: 0 },
+      { c: colors(false), me: 'me' },
+    );
+    expect(shown?.lines.join('\n')).toMatch(/, and 980 more \(\/who\)$/);
   });
 
   it('names every member of a small room', () => {
