@@ -795,10 +795,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
         // Now, not when the promise settles: messages may follow in this very chunk.
         if (state !== undefined && state.joinRid === frame.rid) this.joined(state, frame.seq);
         if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
-        if (state !== undefined && state.joinRid === frame.rid) {
-          this.emit('joined', { room: frame.room, nick: frame.nick, members: frame.members, seq: frame.seq });
+        try {
+          if (state !== undefined && state.joinRid === frame.rid) {
+            this.emit('joined', { room: frame.room, nick: frame.nick, members: frame.members, seq: frame.seq });
+          }
+        } finally {
+          // Out of `requests` already: a listener that throws must not leave join() pending for ever.
+          r?.resolve(frame);
         }
-        r?.resolve(frame);
         return;
       }
       case 'left': {

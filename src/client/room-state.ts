@@ -77,7 +77,8 @@ export class RoomState {
     return new RoomState(path, data);
   }
 
-  private mtime = 0;
+  /** The file as last read or written (inode, size, mtime): each save renames a new file in. */
+  private stamp = '';
   /**
    * Pins set lazily and not written yet, each with the pin it replaced: kept
    * through a reload unless the file changed that nick meanwhile (see setPin).
@@ -92,15 +93,18 @@ export class RoomState {
   reload(): void {
     if (this.path === undefined) return;
     try {
-      const mtime = statSync(this.path).mtimeMs;
-      if (mtime === this.mtime) return;
+      const stamp = stampOf(this.path);
+      if (stamp === this.stamp) return;
       const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<Data>;
-      this.mtime = mtime;
+      this.stamp = stamp;
       if (parsed.v === 1) {
         const pins = parsed.pins ?? {};
         // Ours stand where the other process left the nick as it was; where it
         // changed it (the user verified or accepted a key), its word wins.
-        for (const [nick, { pin, base }] of this.unsaved) if (samePin(pins[nick], base)) pins[nick] = pin;
+        for (const [nick, { pin, base }] of this.unsaved) {
+          if (samePin(pins[nick], base)) pins[nick] = pin;
+          else this.unsaved.delete(nick); // the next lazy pin of the nick starts from the file's word
+        }
         this.data.pins = pins;
       }
     } catch {
@@ -262,9 +266,9 @@ export class RoomState {
     renameSync(tmp, this.path);
     this.unsaved.clear();
     try {
-      this.mtime = statSync(this.path).mtimeMs;
+      this.stamp = stampOf(this.path);
     } catch {
-      this.mtime = 0;
+      this.stamp = '';
     }
   }
 }
@@ -273,4 +277,14 @@ export class RoomState {
 function samePin(a: Pin | undefined, b: Pin | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   return a.key === b.key && a.verified === b.verified && a.pending === b.pending;
+}
+
+/**
+ * What tells one version of a room file from the next. The mtime alone can
+ * repeat (a coarse file system clock), and then another process's write was
+ * missed and overwritten; every save renames a new file in, with a new inode.
+ */
+function stampOf(path: string): string {
+  const st = statSync(path);
+  return `${st.ino}:${st.size}:${st.mtimeMs}`;
 }

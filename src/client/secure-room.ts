@@ -217,11 +217,22 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     this.joinedMembers = null;
     const result = { nick: joined.nick, members, seq: joined.seq };
     const waiting = this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
+    let resent = 0;
     for (const e of waiting) {
-      const body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
+      let body: Uint8Array;
+      try {
+        body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
+      } catch (err) {
+        // We are in the room by now (and said so): a message that can't be signed
+        // again is not a failed join. One that no longer opens can never be sent;
+        // one the disk would not take stays for the next join.
+        if (err instanceof EnvelopeError) this.state.outboxDone(e.mid);
+        continue;
+      }
+      resent++;
       this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).catch(() => undefined);
     }
-    if (waiting.length > 0) this.emit('resent', { count: waiting.length });
+    if (resent > 0) this.emit('resent', { count: resent });
     return result;
   }
 

@@ -428,7 +428,6 @@ class Chat {
   private async quit(code: number, wait: boolean): Promise<void> {
     if (this.quitting) return;
     this.quitting = true;
-    this.joins.flush();
     if (wait && this.client.connected && this.client.pending > 0) {
       this.info(`delivering ${this.client.pending} message${this.client.pending === 1 ? '' : 's'}…`);
       await Promise.race([this.client.settled(), delay(QUIT_WAIT_MS)]);
@@ -444,6 +443,7 @@ class Chat {
         ),
       );
     lines.push(renderNotice(this.ctx, `left ${this.roomTag}`));
+    this.joins.flush(); // while the screen still prints, after the wait for deliveries
     this.screen.close(lines);
     await this.leave(code);
   }

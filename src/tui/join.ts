@@ -55,10 +55,10 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   process.once('SIGTERM', onSignal);
   const joins = new JoinBurst((count) => io.stdout.write(`* ${moreJoinedText(count)}\n`));
   const finish = async (code: number, client?: ConfabClient): Promise<number> => {
-    joins.flush();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await client?.close();
+    joins.flush(); // last: joins read while leaving are counted too
     return interrupted ?? code;
   };
 

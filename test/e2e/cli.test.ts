@@ -62,8 +62,15 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     await alice.line(/^\* m\d+ \d{5}-\d{5} joined$/);
     alice.end(); // within the 2 s the last 5 are held for
     expect(await alice.exited).toBe(0);
-    expect(alice.stdout.filter((l) => /^\* m\d+ .* joined$/.test(l))).toHaveLength(10);
-    expect(alice.stdout).toContain('* 5 more joined');
+    // 10 lines, and the other 5 counted at exit: every join is shown or counted. (On a machine
+    // slow enough that the 10 fingerprints shown took past the 2 s window, the next joins open a
+    // window of their own and more are shown.)
+    const shown = alice.stdout.filter((l) => /^\* m\d+ .* joined$/.test(l)).length;
+    const counted = alice.stdout
+      .map((l) => /^\* (\d+) more joined$/.exec(l)?.[1])
+      .reduce((sum, n) => sum + Number(n ?? 0), 0);
+    expect(shown).toBeGreaterThanOrEqual(10);
+    expect(shown + counted).toBe(15);
     for (const peer of peers) peer.socket.destroy();
   });
 

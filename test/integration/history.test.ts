@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { RoomState } from '../../src/client/index.js';
+import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import { newIdentity, newRoomSecret, roomKeys } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
@@ -454,6 +454,25 @@ describe('the outbox in the home', () => {
     await until(() => bob.messages.length === 1);
     expect(bob.messages[0]).toMatchObject({ nick: 'alice2', text: 'sent while the disk was full' });
     expect(bob.rejected).toEqual([]);
+    await until(() => RoomState.load(home, roomHex).outbox().length === 0);
+  });
+
+  it('drops an entry that no longer opens, and still joins (it used to fail every join)', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    const state = RoomState.load(home, roomHex);
+    // Left by a session as bob, and damaged since: resealing it as alice must open it first.
+    state.sealed('', { mid: Buffer.alloc(16, 1).toString('base64url'), body: 'AAAA', nick: 'bob' });
+    const client = await connect({ host: '127.0.0.1', port: s.port });
+    cleanup.push(() => client.close());
+    const alice = new SecureRoom(client, { secret, nick: 'alice', state: RoomState.load(home, roomHex) });
+    const resent: number[] = [];
+    alice.on('resent', (r) => resent.push(r.count));
+    const joined = await alice.join(); // threw "envelope version 0 is not one this client reads"
+    expect(joined.nick).toBe('alice');
+    expect(resent).toEqual([]);
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
   });
 });

@@ -235,3 +235,24 @@ describe('a hostile server', () => {
     expect(lost).toEqual([{ code: 'PROTOCOL', message: expect.stringMatching(/longer than a room holds/) as string }]);
   });
 });
+
+describe('a joined listener that throws', () => {
+  it('does not leave join() pending: the answer is handed over first', async () => {
+    const port = await hostile((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN
+      const join = parseClientFrame(frame);
+      if (join.type !== 'join') return;
+      socket.write(
+        encodeFrame({ type: 'joined', rid: join.rid, room: join.room, nick: join.nick, seq: 0, members: [] }),
+      );
+    });
+    const { client: c, lost } = await client(port);
+    c.on('joined', () => {
+      throw new Error('a bug in a listener');
+    });
+    await expect(c.join(room(3), 'alice')).resolves.toMatchObject({ nick: 'alice', seq: 0 });
+    // The throw itself is the connection's problem, as in any other listener.
+    await until(() => lost.length > 0);
+    expect(lost[0]).toMatchObject({ code: 'PROTOCOL' });
+  });
+});

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -75,6 +75,33 @@ describe('RoomState pins', () => {
     ).toEqual(['erin']);
     await endOfTurn();
     expect(filePins(dir)).toMatchObject({ erin: { key: 'old', pending: 'new' }, dave: { verified: true } });
+  });
+
+  it('keeps a second change noticed for a nick after the user accepted the first', async () => {
+    const dir = home();
+    const relay = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false });
+    relay.setPin({ nick: 'dave', key: 'kd', verified: false });
+    const cli = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+    cli.setPin({ nick: 'erin', key: 'new', verified: false }); // `confab trust erin`
+    expect(relay.pin('erin')).toEqual({ nick: 'erin', key: 'new', verified: false });
+    relay.setPin({ nick: 'erin', key: 'new', verified: false, pending: 'newer' }, true); // another key yet
+    cli.setPin({ nick: 'dave', key: 'kd', verified: true }); // `confab verify dave`
+    expect(relay.pin('erin')).toMatchObject({ key: 'new', pending: 'newer' });
+    await endOfTurn();
+    expect(filePins(dir)?.['erin']).toMatchObject({ key: 'new', pending: 'newer' });
+  });
+
+  it("sees another process's write even when the file's mtime did not change", () => {
+    const dir = home();
+    const relay = RoomState.load(dir, ROOM);
+    relay.setPin({ nick: 'dave', key: 'kd', verified: false });
+    const path = join(dir, 'rooms', `${ROOM}.json`);
+    const before = statSync(path);
+    RoomState.load(dir, ROOM).setPin({ nick: 'dave', key: 'kd', verified: true });
+    utimesSync(path, before.atime, before.mtime); // a coarse clock: same mtime as our own write
+    expect(relay.pin('dave')).toMatchObject({ verified: true });
   });
 
   it("lets the file's word on a nick win over a change noticed and not yet written", async () => {
