@@ -25,6 +25,20 @@ function filePins(dir: string): Record<string, { key: string; verified: boolean;
 
 const endOfTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * erin and dave pinned; a second process (`confab verify`, `confab trust`) has
+ * the file open; the first has just noticed a new key for erin, not yet written.
+ */
+function changeNoticed(): { dir: string; relay: RoomState; cli: RoomState } {
+  const dir = home();
+  const relay = RoomState.load(dir, ROOM);
+  relay.setPin({ nick: 'erin', key: 'old', verified: false });
+  relay.setPin({ nick: 'dave', key: 'kd', verified: false });
+  const cli = RoomState.load(dir, ROOM);
+  relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+  return { dir, relay, cli };
+}
+
 describe('RoomState pins', () => {
   it('writes the pins of a burst of newcomers once, at the end of the turn', async () => {
     const dir = home();
@@ -59,12 +73,7 @@ describe('RoomState pins', () => {
   });
 
   it('keeps a noticed key change when another process rewrites the file for another nick', async () => {
-    const dir = home();
-    const relay = RoomState.load(dir, ROOM);
-    relay.setPin({ nick: 'erin', key: 'old', verified: false });
-    relay.setPin({ nick: 'dave', key: 'kd', verified: false });
-    const cli = RoomState.load(dir, ROOM);
-    relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+    const { dir, relay, cli } = changeNoticed();
     cli.setPin({ nick: 'dave', key: 'kd', verified: true }); // `confab verify dave` meanwhile
     // Sending stays blocked on erin's change, and the file gets the mark.
     expect(
@@ -78,12 +87,7 @@ describe('RoomState pins', () => {
   });
 
   it('keeps a second change noticed for a nick after the user accepted the first', async () => {
-    const dir = home();
-    const relay = RoomState.load(dir, ROOM);
-    relay.setPin({ nick: 'erin', key: 'old', verified: false });
-    relay.setPin({ nick: 'dave', key: 'kd', verified: false });
-    const cli = RoomState.load(dir, ROOM);
-    relay.setPin({ nick: 'erin', key: 'old', verified: false, pending: 'new' }, true);
+    const { dir, relay, cli } = changeNoticed();
     cli.setPin({ nick: 'erin', key: 'new', verified: false }); // `confab trust erin`
     expect(relay.pin('erin')).toEqual({ nick: 'erin', key: 'new', verified: false });
     relay.setPin({ nick: 'erin', key: 'new', verified: false, pending: 'newer' }, true); // another key yet
