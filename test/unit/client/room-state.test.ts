@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -102,9 +102,12 @@ describe('RoomState pins', () => {
     const relay = RoomState.load(dir, ROOM);
     relay.setPin({ nick: 'dave', key: 'kd', verified: false });
     const path = join(dir, 'rooms', `${ROOM}.json`);
-    const before = statSync(path);
+    // A clock that ticks once a second: our write and the other process's get the same mtime.
+    const tick = new Date(Math.floor(Date.now() / 1000) * 1000);
+    utimesSync(path, tick, tick);
+    expect(relay.pin('dave')).toMatchObject({ verified: false }); // read at that mtime
     RoomState.load(dir, ROOM).setPin({ nick: 'dave', key: 'kd', verified: true });
-    utimesSync(path, before.atime, before.mtime); // a coarse clock: same mtime as our own write
+    utimesSync(path, tick, tick);
     expect(relay.pin('dave')).toMatchObject({ verified: true });
   });
 
