@@ -1,4 +1,16 @@
-import { existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 
 /** What a member knows about another nick's key in one room. */
@@ -93,7 +105,7 @@ export class RoomState {
   reload(): void {
     if (this.path === undefined) return;
     try {
-      const stamp = stampOf(this.path);
+      const stamp = stampOf(statSync(this.path));
       if (stamp === this.stamp) return;
       const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<Data>;
       this.stamp = stamp;
@@ -163,6 +175,21 @@ export class RoomState {
     const prev = this.data.myPrev;
     this.data.mySeq += 1;
     return { seq: this.data.mySeq, prev };
+  }
+
+  /**
+   * Puts back what nextSeq and sealed change, as they are now: for a message
+   * whose sealing or saving fails, which must spend no number (the next one
+   * would follow an envelope nobody received) and leave the outbox as it was.
+   */
+  undoPoint(): () => void {
+    const { mySeq, myPrev } = this.data;
+    const outbox = [...this.data.outbox];
+    return () => {
+      this.data.mySeq = mySeq;
+      this.data.myPrev = myPrev;
+      this.data.outbox = outbox;
+    };
   }
 
   /**
@@ -262,14 +289,20 @@ export class RoomState {
     if (this.path === undefined) return;
     this.reload(); // never write back pins another process has just changed
     const tmp = `${this.path}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
+    const fd = openSync(tmp, 'w', 0o600);
+    let stamp: string;
+    try {
+      writeFileSync(fd, JSON.stringify(this.data));
+      // Taken from our own file before it goes in (a rename keeps inode, size
+      // and mtime): a stat of the path after could see another process's
+      // file renamed in just after ours, and never read it.
+      stamp = stampOf(fstatSync(fd));
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.path);
     this.unsaved.clear();
-    try {
-      this.stamp = stampOf(this.path);
-    } catch {
-      this.stamp = '';
-    }
+    this.stamp = stamp;
   }
 }
 
@@ -284,7 +317,6 @@ function samePin(a: Pin | undefined, b: Pin | undefined): boolean {
  * repeat (a coarse file system clock), and then another process's write was
  * missed and overwritten; every save renames a new file in, with a new inode.
  */
-function stampOf(path: string): string {
-  const st = statSync(path);
+function stampOf(st: Stats): string {
   return `${st.ino}:${st.size}:${st.mtimeMs}`;
 }

@@ -119,6 +119,14 @@ export interface SecureRoomOptions {
   now?: () => number;
 }
 
+/** Why an outbox entry of ours no longer opens, when it is damage (and not a newer version's). */
+const DAMAGED = new Set<RejectReasonValue>([
+  RejectReason.MALFORMED,
+  RejectReason.DECRYPT_FAILED,
+  RejectReason.BAD_SIGNATURE,
+  RejectReason.WRONG_ROOM,
+]);
+
 const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
 
 /** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
@@ -224,9 +232,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
       } catch (err) {
         // We are in the room by now (and said so): a message that can't be signed
-        // again is not a failed join. One that no longer opens can never be sent;
-        // one the disk would not take stays for the next join.
-        if (err instanceof EnvelopeError) this.state.outboxDone(e.mid);
+        // again is not a failed join. One damaged so that it no longer opens can
+        // never be sent, and goes; one from a newer version (another envelope
+        // version, suite or epoch) stays for it. If the disk would not take the
+        // new copy, it and the rest wait for the next join, in their order.
+        if (!(err instanceof EnvelopeError)) break;
+        if (DAMAGED.has(err.reason)) this.state.outboxDone(e.mid);
         continue;
       }
       resent++;
@@ -300,17 +311,39 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       // Refused before a sequence number is spent, so receivers see no false gap.
       throw new ClientError('BODY_TOO_LARGE', `message of ${body.length} bytes; the limit is ${MAX_TEXT}`);
     }
-    const { seq, prev } = this.state.nextSeq();
     const type: MessageTypeValue = kind === 'action' ? MessageType.ACTION : MessageType.TEXT;
-    const envelope = sealEnvelope(
-      this.keys,
-      this.client.identity,
-      { type, nick: this.nick, seq, sentAt: this.now(), prevHash: prev === '' ? NO_PREVIOUS : unb64(prev), body },
-      this.rng,
-    );
-    const mid = this.rng(MSG_ID_LEN);
-    this.state.sealed(envelopeHash(envelope), { mid: b64(mid), body: b64(envelope), nick: this.nick });
+    let mid: Uint8Array = new Uint8Array(0);
+    const envelope = this.sealNext((seq, prevHash) => {
+      const sealed = sealEnvelope(
+        this.keys,
+        this.client.identity,
+        { type, nick: this.nick, seq, sentAt: this.now(), prevHash, body },
+        this.rng,
+      );
+      mid = this.rng(MSG_ID_LEN);
+      return { envelope: sealed, mid: b64(mid) };
+    });
     return this.track(b64(mid), this.client.send(this.keys.roomId, envelope, mid));
+  }
+
+  /**
+   * Spends our next sequence number on the envelope `make` seals after
+   * `prevHash`, and writes it to the outbox before it is sent. All or nothing:
+   * if sealing or the write fails (a full disk), no number is spent and the
+   * state is as it was; otherwise the next message would follow one nobody
+   * received, and a resend of this one would reuse a number.
+   */
+  private sealNext(make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string }): Uint8Array {
+    const undo = this.state.undoPoint();
+    try {
+      const { seq, prev } = this.state.nextSeq();
+      const { envelope, mid } = make(seq, prev === '' ? NO_PREVIOUS : unb64(prev));
+      this.state.sealed(envelopeHash(envelope), { mid, body: b64(envelope), nick: this.nick });
+      return envelope;
+    } catch (err) {
+      undo();
+      throw err;
+    }
   }
 
   /**
@@ -321,15 +354,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private reseal(entry: OutboxEntry): Uint8Array {
     const old = openEnvelope(this.keys, unb64(entry.body));
-    const { seq, prev } = this.state.nextSeq();
-    const envelope = sealEnvelope(
-      this.keys,
-      this.client.identity,
-      { ...old, nick: this.nick, seq, prevHash: prev === '' ? NO_PREVIOUS : unb64(prev) },
-      this.rng,
-    );
-    this.state.sealed(envelopeHash(envelope), { mid: entry.mid, body: b64(envelope), nick: this.nick });
-    return envelope;
+    return this.sealNext((seq, prevHash) => ({
+      envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
+      mid: entry.mid,
+    }));
   }
 
   /** Keeps an outbox entry until its message is acknowledged, or refused for good. */

@@ -41,12 +41,15 @@ export class Checkpointer {
   private readonly worker: Worker;
   /** Checkpoints so far that copied pages into the database. */
   checkpoints = 0;
+  /** Settles once the thread has gone (closed, or failed). */
+  private readonly exited: Promise<void>;
 
   /** `onFailure` runs once if the thread fails; the writer then checkpoints by itself again. */
   constructor(path: string, intervalMs: number, onFailure: (message: string) => void) {
     const module = createRequire(import.meta.url).resolve('better-sqlite3');
     this.worker = new Worker(WORKER, { eval: true, workerData: { module, path, intervalMs } });
     this.worker.unref();
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     let failed = false;
     // One failure ends the thread: two checkpointers would only contend.
     const fail = (message: string): void => {
@@ -62,8 +65,13 @@ export class Checkpointer {
     this.worker.on('error', (err) => fail(err.message));
   }
 
-  /** Stops the timer and closes the thread's connection. */
-  close(): void {
+  /**
+   * Stops the timer and closes the thread's connection; settles once the
+   * thread has gone. Until then its connection holds the write-ahead log's
+   * files open, and the last connection to close is the one that removes them.
+   */
+  close(): Promise<void> {
     this.worker.postMessage('close');
+    return this.exited;
   }
 }

@@ -73,6 +73,8 @@ export interface HistoryStore {
   /** `PRAGMA integrity_check`, or the equivalent: 'ok' when the store is sound. */
   check(): string;
   close(): void;
+  /** After close(): settles once work the store runs in the background (a thread) has finished too. */
+  closed?(): Promise<void>;
 }
 
 /** Why the store could not write. Retryable: the relay answers STORE_FAILED. */

@@ -146,7 +146,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
         stopSweep();
         net.close(() => {
           store.close();
-          resolve();
+          // Resolved once the store has finished closing, its background thread included.
+          (store.closed?.() ?? Promise.resolve()).then(resolve, resolve);
         });
         const bye = encodeFrame({
           type: 'error',

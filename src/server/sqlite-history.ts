@@ -94,6 +94,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly appendAll: Transaction<(batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[]>;
   /** The background checkpointer, when one runs. */
   readonly checkpointer: Checkpointer | null = null;
+  private threadClosed: Promise<void> = Promise.resolve();
 
   constructor(options: SqliteHistoryOptions) {
     this.retention = options.retention;
@@ -259,7 +260,7 @@ export class SqliteHistory implements HistoryStore {
   }
 
   close(): void {
-    this.checkpointer?.close();
+    this.threadClosed = this.checkpointer?.close() ?? Promise.resolve();
     try {
       // Best effort, so that little is left in the log (the thread may hold the checkpoint lock).
       if (this.checkpointer !== null) this.db.pragma('wal_checkpoint(PASSIVE)');
@@ -267,6 +268,11 @@ export class SqliteHistory implements HistoryStore {
       // The log stays; SQLite replays it at the next open.
     }
     this.db.close();
+  }
+
+  /** Settles once the checkpoint thread has closed its connection (the last to close removes the log's files). */
+  closed(): Promise<void> {
+    return this.threadClosed;
   }
 }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
-import { newIdentity, newRoomSecret, roomKeys } from '../../src/crypto/index.js';
+import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
 import type { HistoryStore } from '../../src/server/index.js';
@@ -457,20 +457,71 @@ describe('the outbox in the home', () => {
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
   });
 
+  it('spends no number on a message it could not write down again, and sends it at the next join', async () => {
+    const store = new FailingStore();
+    const s = await server({ store });
+    const secret = newRoomSecret();
+    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    const identity = newIdentity();
+    const bob = await secureMember(s.port, secret, 'bob');
+    cleanup.push(() => bob.close());
+    const alice = await secureMember(s.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
+    store.failing = true;
+    const kept = alice.room.send('first').catch((e: unknown) => e);
+    await until(() => s.stats.storeFailures > 0);
+    await alice.close();
+    expect(await kept).toMatchObject({ code: 'CLOSED' });
+    store.failing = false;
+
+    // Back as alice2: resealing "first" under the new nick meets a full disk once.
+    const state = RoomState.load(home, roomHex);
+    const real = (state as unknown as { save: () => void }).save.bind(state);
+    let failures = 1;
+    (state as unknown as { save: () => void }).save = () => {
+      if (failures-- > 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      real();
+    };
+    const again = await secureMember(s.port, secret, 'alice2', { identity, state });
+    await again.room.send('second');
+    await until(() => bob.messages.length === 1);
+    await again.close();
+    const last = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
+    cleanup.push(() => last.close());
+    await until(() => bob.messages.length === 2);
+    // Before, resealing spent a number and put the new copy in the outbox though the disk
+    // had refused it; "second" took the number after, and at the next join (as alice2 again)
+    // that copy went out as it was, under the number before "second": a replay to bob.
+    expect(bob.messages.map((m) => m.text)).toEqual(['second', 'first']);
+    expect(bob.rejected).toEqual([]);
+    expect(bob.gaps).toEqual([]);
+  });
+
   it('drops an entry that no longer opens, and still joins (it used to fail every join)', async () => {
     const s = await server();
     const secret = newRoomSecret();
     const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
     const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
     const state = RoomState.load(home, roomHex);
-    // Left by a session as bob, and damaged since: resealing it as alice must open it first.
-    state.sealed('', { mid: Buffer.alloc(16, 1).toString('base64url'), body: 'AAAA', nick: 'bob' });
+    // Left by a session as bob, and damaged since (one byte flipped): resealing it as
+    // alice must open it first.
+    const envelope = sealEnvelope(roomKeys(secret), newIdentity(), {
+      type: MessageType.TEXT,
+      nick: 'bob',
+      seq: 1,
+      sentAt: 0,
+      prevHash: new Uint8Array(32),
+      body: new TextEncoder().encode('hello'),
+    });
+    envelope.set([(envelope.at(-1) ?? 0) ^ 1], envelope.length - 1);
+    const body = Buffer.from(envelope).toString('base64url');
+    state.sealed('', { mid: Buffer.alloc(16, 1).toString('base64url'), body, nick: 'bob' });
     const client = await connect({ host: '127.0.0.1', port: s.port });
     cleanup.push(() => client.close());
     const alice = new SecureRoom(client, { secret, nick: 'alice', state: RoomState.load(home, roomHex) });
     const resent: number[] = [];
     alice.on('resent', (r) => resent.push(r.count));
-    const joined = await alice.join(); // threw "envelope version 0 is not one this client reads"
+    const joined = await alice.join(); // threw, at every join
     expect(joined.nick).toBe('alice');
     expect(resent).toEqual([]);
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -191,6 +191,23 @@ describe('SqliteHistory, full with many rooms', () => {
 });
 
 describe('background checkpoints', () => {
+  it('close settles once the thread has closed too, and the log files are gone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-ckpt-'));
+    const path = join(dir, 'history.db');
+    try {
+      const s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, checkpointMs: 20 });
+      for (let i = 1; i <= 200; i++) append(s, [msg(1, i, 1000 + i, 'x')]);
+      await until(() => (s.checkpointer?.checkpoints ?? 0) > 0);
+      s.close();
+      await s.closed();
+      // The last connection to close removes them: the thread's, which a server that
+      // resolved its close() before had still open (a test listing the files met them vanishing).
+      expect(readdirSync(dir).sort()).toEqual(['history.db']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('copy the log into the database from another thread, with the writer’s own checkpoints off', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-ckpt-'));
     const path = join(dir, 'history.db');
@@ -238,7 +255,7 @@ describe('background checkpoints', () => {
     const c = new Checkpointer(join(tmpdir(), 'confab-no-such-dir', 'history.db'), 10, (m) => (failure = m));
     await until(() => failure !== '');
     expect(failure).toMatch(/unable to open|not exist|SQLITE_CANTOPEN|directory/i);
-    c.close();
+    await c.close(); // settles: the failed thread is gone already
   });
 });
 
