@@ -431,7 +431,11 @@ describe('disk trouble', () => {
 });
 
 describe('the outbox in the home', () => {
-  it('keeps what the server could not store across a restart, and sends it sealed as the new nick', async () => {
+  /**
+   * bob and alice in a room; alice sends `text` while the server's disk is full,
+   * and goes: the message stays in her home's outbox. The disk has room again.
+   */
+  async function leftInOutbox(text: string) {
     const store = new FailingStore();
     const s = await server({ store });
     const secret = newRoomSecret();
@@ -442,13 +446,17 @@ describe('the outbox in the home', () => {
     cleanup.push(() => bob.close());
     const alice = await secureMember(s.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
     store.failing = true;
-    const kept = alice.room.send('sent while the disk was full').catch((e: unknown) => e);
+    const kept = alice.room.send(text).catch((e: unknown) => e);
     await until(() => s.stats.storeFailures > 0);
     await alice.close(); // gives up: the message stays in the outbox
     expect(await kept).toMatchObject({ code: 'CLOSED' });
     expect(RoomState.load(home, roomHex).outbox()).toHaveLength(1);
-
     store.failing = false;
+    return { s, secret, home, roomHex, identity, bob };
+  }
+
+  it('keeps what the server could not store across a restart, and sends it sealed as the new nick', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await leftInOutbox('sent while the disk was full');
     const again = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
     cleanup.push(() => again.close());
     await until(() => bob.messages.length === 1);
@@ -458,21 +466,7 @@ describe('the outbox in the home', () => {
   });
 
   it('spends no number on a message it could not write down again, and sends it at the next join', async () => {
-    const store = new FailingStore();
-    const s = await server({ store });
-    const secret = newRoomSecret();
-    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
-    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
-    const identity = newIdentity();
-    const bob = await secureMember(s.port, secret, 'bob');
-    cleanup.push(() => bob.close());
-    const alice = await secureMember(s.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
-    store.failing = true;
-    const kept = alice.room.send('first').catch((e: unknown) => e);
-    await until(() => s.stats.storeFailures > 0);
-    await alice.close();
-    expect(await kept).toMatchObject({ code: 'CLOSED' });
-    store.failing = false;
+    const { s, secret, home, roomHex, identity, bob } = await leftInOutbox('first');
 
     // Back as alice2: resealing "first" under the new nick meets a full disk once.
     const state = RoomState.load(home, roomHex);
