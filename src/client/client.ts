@@ -792,11 +792,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
         const state = this.stateOf(frame.room);
-        // Now, not when the promise settles: messages may follow in this very chunk.
-        if (state !== undefined && state.joinRid === frame.rid) this.joined(state, frame.seq);
         if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
         try {
+          // Now, not when the promise settles: messages may follow in this very chunk.
           if (state !== undefined && state.joinRid === frame.rid) {
+            this.joined(state, frame.seq);
             this.emit('joined', { room: frame.room, nick: frame.nick, members: frame.members, seq: frame.seq });
           }
         } finally {

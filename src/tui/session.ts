@@ -75,15 +75,21 @@ export interface Entered {
   room: SecureRoom;
 }
 
-/** A member as shown; its fingerprint is read from `m` when first shown (see SecureRoom's Member). */
-export const who = (m: Member): Who => ({
-  nick: m.nick,
-  get fingerprint(): string {
-    return m.fingerprint;
-  },
-  verified: m.verified,
-  trust: m.trust,
-});
+/**
+ * `m` as shown, between `head`'s fields and `tail`'s. Its fingerprint is read
+ * from `m` when first shown (see SecureRoom's Member): spreading `m`, or a Who,
+ * would compute it for every member, shown or not.
+ */
+function shown<H extends object, T extends object>(head: H, m: Member, tail: T): H & Who & T {
+  // Built up in order, not as one literal with spreads: V8 puts an accessor
+  // defined among spreads last, and the JSON keys would change order.
+  const out = Object.assign({}, head, { nick: m.nick });
+  Object.defineProperty(out, 'fingerprint', { get: () => m.fingerprint, enumerable: true, configurable: true });
+  return Object.assign(out, { verified: m.verified, trust: m.trust }, tail) as H & Who & T;
+}
+
+/** A member as shown. */
+export const who = (m: Member): Who => shown({}, m, {});
 
 /** Prints one `confab: ...` line on stderr, inert. */
 export function complain(stderr: Writable, line: string): void {
@@ -209,19 +215,7 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
   room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
-  // Not `...who(m)`: a spread would read the fingerprint of every newcomer, shown or not.
-  room.on('join', (m) =>
-    emit({
-      type: 'join',
-      nick: m.nick,
-      get fingerprint(): string {
-        return m.fingerprint;
-      },
-      verified: m.verified,
-      trust: m.trust,
-      ts: Date.now(),
-    }),
-  );
+  room.on('join', (m) => emit(shown({ type: 'join' as const }, m, { ts: Date.now() })));
   room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
   room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));
   room.on('gap', (g) =>
