@@ -44,7 +44,8 @@ async function run(mode, count) {
   const nick = Buffer.from('pacer');
   const body = randomBytes(200);
   let seq = 0;
-  const seqs = { next: () => ++seq, release: () => void seq-- };
+  // One message per append: a restart (after an eviction) gives the number back.
+  const seqs = { next: () => ++seq, release: () => void seq--, restart: () => void seq-- };
   const one = () => [{ room, ts: Date.now(), nick, mid: randomBytes(16), body }];
   // A room with some history, so the b-trees have depth, as a live server's do.
   for (let i = 0; i < PRELOAD && store !== null; i++) store.append(one(), seqs);

@@ -13,6 +13,8 @@ export interface SeqSource {
   next(index: number): number;
   /** The number just given for `index` was not used (a duplicate). */
   release(index: number): void;
+  /** The attempt was rolled back and is made again (the store made room): hand out the same numbers from the start. */
+  restart(): void;
 }
 
 /** A message handed to `append`, before it has a sequence number. */

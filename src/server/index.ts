@@ -10,3 +10,4 @@ export { HISTORY_FILE } from './server.js';
 export { SqliteHistory } from './sqlite-history.js';
 export { StoreError } from './history.js';
 export type { HistoryStore, Retention } from './history.js';
+export type { Eviction } from './sqlite-history.js';

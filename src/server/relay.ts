@@ -52,6 +52,8 @@ export interface RelayStats {
   duplicates: number;
   /** Commits that failed (disk full, read-only): their SENDs were refused with STORE_FAILED. */
   storeFailures: number;
+  /** Messages the history store evicted, full, to make room (see SqliteHistory.evict). */
+  evicted: number;
   dropped: Partial<Record<ErrorCodeName, number>>;
 }
 
@@ -72,6 +74,7 @@ export class Relay {
     rateLimited: 0,
     duplicates: 0,
     storeFailures: 0,
+    evicted: 0,
     dropped: {},
   };
   private readonly limits: ServerLimits;
@@ -92,6 +95,9 @@ export class Relay {
     next: (i) => ++(this.committing[i] as PendingSend).member.room.tentative,
     release: (i) => {
       (this.committing[i] as PendingSend).member.room.tentative--;
+    },
+    restart: () => {
+      for (const p of this.committing) p.member.room.tentative = p.member.room.seq;
     },
   };
   private failing = false;

@@ -15,6 +15,7 @@ import type { HistoryStore } from './history.js';
 import { NoHistory } from './no-history.js';
 import { Relay } from './relay.js';
 import { SqliteHistory } from './sqlite-history.js';
+import type { Eviction } from './sqlite-history.js';
 import type { RelayStats } from './relay.js';
 
 /** A running relay server. */
@@ -44,7 +45,10 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const opts = resolveOptions(options);
   const log: Logger = options.logger ?? createLogger();
   if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const store = openStore(opts);
+  const store = openStore(opts, (e) => {
+    relay.stats.evicted += e.messages;
+    log.warn(e, 'history store full: evicted the oldest messages of the rooms that hold the most');
+  });
   const relay = new Relay(
     opts.limits,
     opts.clock,
@@ -169,7 +173,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
 }
 
 /** The history store the options ask for: SQLite in the data directory, in memory, or none. */
-function openStore(opts: ResolvedOptions): HistoryStore {
+function openStore(opts: ResolvedOptions, onEvict: (e: Eviction) => void): HistoryStore {
   if (opts.store !== undefined) return opts.store;
   if (opts.noHistory) return new NoHistory();
   const l = opts.limits;
@@ -183,6 +187,7 @@ function openStore(opts: ResolvedOptions): HistoryStore {
     maxBytes: Math.min(l.storeMaxMiB, inMemory ? MEMORY_STORE_MAX_MIB : Infinity) * 1024 * 1024,
     // Off the event loop: an automatic checkpoint's copy and fsyncs stalled a turn by milliseconds.
     checkpointMs: CHECKPOINT_MS,
+    onEvict,
   });
 }
 

@@ -360,6 +360,39 @@ describe('disk trouble', () => {
     expect(bob.events.message.map((m) => m.history)).toEqual([true, true, true, true, true, false]);
   });
 
+  it('a store at its cap evicts the oldest of the room holding the most: a flood into one room refuses nobody, a quiet room keeps all', async () => {
+    const s = await server({ limits: { storeMaxMiB: 1 } });
+    const quiet = room(21);
+    const loud = room(22);
+    const alice = track(await member(s.port, quiet, 'alice'));
+    const bob = track(await member(s.port, quiet, 'bob'));
+    const flood = track(await member(s.port, loud, 'flood'));
+    await sendAll(alice, quiet, range(1, 10, 'q'));
+    // Four times the cap into one room, with the quiet room talking meanwhile.
+    const big = 'x'.repeat(16_000);
+    for (let i = 1; i <= 250; i++) {
+      await flood.client.send(loud, text(`${i} ${big}`));
+      if (i % 25 === 0) await alice.client.send(quiet, text(`d${i / 25}`));
+    }
+    expect(s.stats.evicted).toBeGreaterThan(0);
+    expect(s.stats.storeFailures).toBe(0);
+    expect([...alice.events.error, ...flood.events.error]).toEqual([]);
+    await until(() => bob.events.message.length === 20);
+    // A late joiner of each room: the quiet one's history is whole, the loud one's is its newest.
+    const carol = track(await member(s.port, quiet, 'carol', {}, { backlog: 1000 }));
+    await until(() => carol.events.message.length === 20);
+    expect(bodies(carol)).toEqual([...range(1, 10, 'q'), ...range(1, 10, 'd')]);
+    const dave = track(await member(s.port, loud, 'dave', {}, { backlog: 1000 }));
+    await until(() => dave.events.message.length > 0 && dave.events.message.at(-1)?.seq === 250);
+    const seqs = dave.events.message.map((m) => m.seq);
+    expect(seqs[0]).toBeGreaterThan(1);
+    expect(seqs).toEqual(range(seqs[0] as number, 250, '').map(Number));
+    console.log(
+      `store at its cap (1 MiB): 250 × 16 KB into one room, ${s.stats.evicted} of its oldest evicted, ` +
+        `${seqs.length} kept; the quiet room kept all 20, 0 refused`,
+    );
+  });
+
   it('a real full disk (a small tmpfs): refused while full, nothing acknowledged is lost, integrity ok', async (ctx) => {
     const mnt = mkdtempSync(join(tmpdir(), 'confab-tmpfs-'));
     try {

@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Checkpointer } from '../../../src/server/checkpointer.js';
 import { NoHistory } from '../../../src/server/no-history.js';
-import { SqliteHistory } from '../../../src/server/sqlite-history.js';
+import Database from 'better-sqlite3';
+import { ROW_BYTES, SqliteHistory, waterLevel } from '../../../src/server/sqlite-history.js';
+import type { Eviction } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
 import { until } from '../../helpers/net.js';
 
@@ -38,6 +40,7 @@ function append(s: SqliteHistory, batch: PendingMessage[]): ReturnType<SqliteHis
       return seq;
     },
     release: (i) => next.set(roomOf(i), (next.get(roomOf(i)) as number) - 1),
+    restart: () => next.clear(),
   });
 }
 
@@ -128,30 +131,34 @@ describe('SqliteHistory', () => {
     expect(s.check()).toBe('ok');
   });
 
-  it('fails a write past its size cap with a StoreError, changing nothing, and writes again once there is room', () => {
-    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 5, maxAgeMs: 1e12 }, maxBytes: 256 * 1024 });
-    const big = (n: number): PendingMessage => msg(1, n, 1000 + n, 'x'.repeat(20_000));
-    let n = 0;
-    let error: unknown;
-    try {
-      for (; n < 100; n++) append(s, [big(n)]);
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
-    const latest = s.latest(room(1));
-    expect(latest).toBe(n);
-    expect(s.prune(0)).toBeGreaterThan(0); // retention frees pages
-    expect(append(s, [big(n)])[0]?.seq).toBe(latest + 1);
-    expect(s.check()).toBe('ok');
-  });
-});
-
-describe('SqliteHistory, full with many rooms', () => {
-  it('prunes a full store of 400 rooms; each room keeps its number once all its messages are cut', () => {
+  it('makes room when full: evicts the oldest of the largest room, so writes go on, and a room below the level keeps all', () => {
+    const evictions: Eviction[] = [];
     const s = new SqliteHistory({
       path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 10_000 },
+      retention: { messages: 1e6, maxAgeMs: 1e12 },
+      maxBytes: 1024 * 1024,
+      onEvict: (e) => evictions.push(e),
+    });
+    // A quiet room first, then a flood into another: four times the cap.
+    for (let n = 1; n <= 20; n++) append(s, [msg(2, n, 1000 + n, 'q'.repeat(500))]);
+    const big = (n: number): PendingMessage => msg(1, 100 + n, 2000 + n, 'x'.repeat(20_000));
+    for (let n = 1; n <= 200; n++) expect(append(s, [big(n)])[0]?.seq).toBe(n);
+    expect(evictions.length).toBeGreaterThan(0);
+    expect(evictions.every((e) => e.rooms === 1 && e.messages > 0)).toBe(true);
+    expect(s.evicted).toBe(evictions.reduce((sum, e) => sum + e.messages, 0));
+    // The quiet room lost nothing; the flood kept its newest, numbered on.
+    expect(s.read(room(2), 0, 100, 1e6).messages.map((m) => m.seq)).toEqual(range(1, 20));
+    const flood = s.read(room(1), 0, 1000, 1e9);
+    expect(flood.oldest).toBe(s.evicted + 1);
+    expect(flood.messages.map((m) => m.seq)).toEqual(range(s.evicted + 1, 200));
+    expect(s.latest(room(1))).toBe(200);
+    expect(s.check()).toBe('ok');
+  });
+
+  it('takes the largest rooms down to a common level, oldest first; smaller rooms keep all, numbers are kept', () => {
+    const s = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1e6, maxAgeMs: 1e12 },
       maxBytes: 512 * 1024,
     });
     const roomN = (n: number): Uint8Array => {
@@ -159,36 +166,132 @@ describe('SqliteHistory, full with many rooms', () => {
       new DataView(r.buffer).setUint32(0, n);
       return r;
     };
-    // 400 rooms, their rows written with each room's first number (1) and brought up to date by prune.
-    let full = false;
-    let n = 0;
-    for (let round = 1; !full && round < 100; round++) {
-      for (let r = 0; r < 400 && !full; r++) {
-        try {
-          const m = {
-            room: roomN(r),
-            ts: 1000,
-            nick: enc.encode('a'),
-            mid: mid(++n),
-            body: enc.encode('y'.repeat(300)),
-          };
-          s.append([m], { next: () => s.latest(roomN(r)) + 1, release: () => {} });
-        } catch (err) {
-          expect(err).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
-          full = true;
-        }
+    // 40 rooms of 1 message and 4 rooms of 40 (each row fits its page), then one more room until the store evicts.
+    let id = 0;
+    const put = (r: number, count: number, size: number): void => {
+      for (let i = 0; i < count; i++) {
+        const m = { room: roomN(r), ts: 1000 + id, nick: enc.encode('a'), mid: mid(++id), body: new Uint8Array(size) };
+        s.append([m], { next: () => s.latest(roomN(r)) + 1, release: () => {}, restart: () => {} });
       }
+    };
+    for (let r = 0; r < 40; r++) put(r, 1, 300);
+    for (let r = 40; r < 44; r++) put(r, 40, 900);
+    expect(s.evicted).toBe(0);
+    for (let i = 0; s.evicted === 0 && i < 1000; i++) put(44, 1, 900);
+    expect(s.evicted).toBeGreaterThan(0);
+    for (let r = 0; r < 40; r++) expect(s.read(roomN(r), 0, 10, 1e6).messages).toHaveLength(1);
+    // The largest was the filling room; what is left of the rest is each room's newest.
+    for (let r = 40; r <= 44; r++) {
+      const page = s.read(roomN(r), 0, 1000, 1e9);
+      const latest = s.latest(roomN(r));
+      expect(page.messages.map((m) => m.seq)).toEqual(range(page.oldest, latest));
     }
-    expect(full).toBe(true);
-    const before = s.latest(roomN(0));
-    expect(before).toBeGreaterThan(1);
-    // Every message is past its age: every row must now keep its room's number.
-    expect(s.prune(1_000_000)).toBeGreaterThan(0);
-    expect(s.latest(roomN(0))).toBe(before);
-    expect(s.read(roomN(0), 0, 10, 1e6)).toEqual({ messages: [], oldest: before + 1 });
+    expect(s.latest(roomN(44))).toBeGreaterThan(40);
     expect(s.check()).toBe('ok');
   });
+
+  it('refuses a write with SQLITE_FULL when eviction cannot free anything (nick claims only)', () => {
+    const s = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1e6, maxAgeMs: 1e12 },
+      maxBytes: 64 * 1024,
+    });
+    let error: unknown;
+    try {
+      for (let n = 0; n < 10_000; n++) s.claimNick(`nick-${n}-${'n'.repeat(60)}`, new Uint8Array(32).fill(n % 256));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
+    expect(s.evicted).toBe(0);
+    expect(s.check()).toBe('ok');
+  });
+
+  it('prunes by count and age in one cut, keeping each room’s number once all its messages are cut', () => {
+    const s = store(5, 10_000);
+    for (let n = 1; n <= 12; n++) append(s, [msg(1, n, n <= 9 ? 1000 : 50_000)]);
+    append(s, [msg(2, 100, 1000)]);
+    // Room 1: count keeps 8–12, age keeps 10–12. Room 2: all expired.
+    expect(s.prune(30_000)).toBe(9 + 1);
+    expect(s.read(room(1), 0, 100, 1e6).messages.map((m) => m.seq)).toEqual([10, 11, 12]);
+    expect(s.read(room(2), 0, 100, 1e6)).toEqual({ messages: [], oldest: 2 });
+    expect(s.latest(room(2))).toBe(1);
+  });
 });
+
+describe('room sizes', () => {
+  it('survive a reopen, and a store from before the column is counted when opened', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
+    const path = join(dir, 'history.db');
+    try {
+      // An earlier version's schema, with two rooms' messages in it.
+      const old = new Database(path);
+      old.exec(`CREATE TABLE rooms (id BLOB PRIMARY KEY, latest INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE messages (room BLOB NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL, mid BLOB NOT NULL,
+          nick BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID;`);
+      const add = old.prepare('INSERT INTO messages VALUES (?, ?, 1000, ?, ?, ?)');
+      for (let n = 1; n <= 3; n++) add.run(room(1), n, mid(n), enc.encode('al'), new Uint8Array(100));
+      add.run(room(2), 1, mid(9), enc.encode('bob'), new Uint8Array(10));
+      old.prepare('INSERT INTO rooms VALUES (?, 1), (?, 1)').run(room(1), room(2));
+      old.close();
+      let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      expect(sizes(path)).toEqual([3 * (2 + 100 + ROW_BYTES), 3 + 10 + ROW_BYTES]);
+      append(s, [msg(2, 10, 2000, 'x'.repeat(50))]);
+      s.close();
+      s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      expect(sizes(path)).toEqual([3 * (2 + 100 + ROW_BYTES), 3 + 10 + ROW_BYTES + 5 + 50 + ROW_BYTES]);
+      // Pruning takes what it cuts off the count.
+      expect(s.prune(1e12 + 1500)).toBe(4);
+      s.close();
+      expect(sizes(path)).toEqual([0, 5 + 50 + ROW_BYTES]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('are recounted when a crash lost them and eviction frees nothing by them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
+    const path = join(dir, 'history.db');
+    try {
+      const s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1024 * 1024 });
+      for (let n = 1; n <= 40; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))]);
+      // As after a crash: the counts written before it are zero.
+      const other = new Database(path);
+      other.exec('UPDATE rooms SET bytes = 0');
+      other.close();
+      (s as unknown as { grown: Map<Uint8Array, number> }).grown.clear();
+      for (let n = 41; n <= 100; n++) expect(append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))])[0]?.seq).toBe(n);
+      expect(s.evicted).toBeGreaterThan(0);
+      expect(s.check()).toBe('ok');
+      s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('waterLevel', () => {
+  it('cuts the largest first, down to a common level', () => {
+    expect(waterLevel([100, 50, 10], 30)).toBe(70);
+    expect(waterLevel([100, 50, 10], 60)).toBe(45);
+    expect(waterLevel([100, 50, 10], 150)).toBeCloseTo(10 / 3);
+    expect(waterLevel([100, 50, 10], 500)).toBe(0);
+    expect(waterLevel([], 10)).toBe(0);
+  });
+});
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function sizes(path: string): number[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return (db.prepare('SELECT bytes FROM rooms ORDER BY id').all() as { bytes: number }[]).map((r) => r.bytes);
+  } finally {
+    db.close();
+  }
+}
 
 describe('background checkpoints', () => {
   it('close settles once the thread has closed too, and the log files are gone', async () => {
@@ -262,7 +365,7 @@ describe('background checkpoints', () => {
 describe('NoHistory', () => {
   it('keeps nothing: no duplicates known, nothing to read, no nick owners', () => {
     const s = new NoHistory();
-    const seqs = { next: (i: number) => i + 7, release: () => {} };
+    const seqs = { next: (i: number) => i + 7, release: () => {}, restart: () => {} };
     expect(s.append([msg(1, 1), msg(1, 1)], seqs).map((r) => r.seq)).toEqual([7, 8]);
     expect(s.read().messages).toEqual([]);
     expect(s.nickOwner()).toBeUndefined();
