@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../server/index.js';
 import { DEFAULT_BACKLOG, ExitCode, MAX_BACKLOG, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
 import { releaseNick } from './admin.js';
-import { serve } from './serve.js';
+import { DEFAULT_SEMI_SPACE_MIB, serve } from './serve.js';
 
 const VERSION = '0.1.0';
 
@@ -61,6 +61,16 @@ function program(): Command {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
       return Number(v);
     })
+    .option(
+      '--semi-space <MiB>',
+      "cap V8's young generation at this many MiB per semi-space (0: V8's own, 16); ignored when node is given one",
+      (v) => {
+        if (!/^\d+$/.test(v) || Number(v) > 1024)
+          throw new InvalidArgumentError('expected a whole number of MiB, at most 1024');
+        return Number(v);
+      },
+      DEFAULT_SEMI_SPACE_MIB,
+    )
     .option('--limit <name=value>', 'override one limit, e.g. messageIntervalMs=100 (repeatable; doc/LIMITS.md)', limit)
     .addOption(
       new Option('--log-level <level>', 'log detail on stderr')
@@ -79,6 +89,7 @@ function program(): Command {
         logLevel: string;
         limit?: Record<string, number>;
         stats?: number;
+        semiSpace: number;
       }) => {
         process.exitCode = await serve(opts);
       },

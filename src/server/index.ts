@@ -11,3 +11,5 @@ export { SqliteHistory } from './sqlite-history.js';
 export { StoreError } from './history.js';
 export type { HistoryStore, Retention } from './history.js';
 export type { Eviction } from './sqlite-history.js';
+export { capYoungGeneration, semiSpaceGiven, v8Heap } from './young-generation.js';
+export type { YoungGenerationHeap } from './young-generation.js';

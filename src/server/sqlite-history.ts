@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import type { Database as Db, Statement, Transaction } from 'better-sqlite3';
 import { Checkpointer } from './checkpointer.js';
 import { StoreError } from './history.js';
+import { storedSize, storedSizeSql, waterLevel } from './store-size.js';
 import type {
   AppendResult,
   HistoryPage,
@@ -24,9 +25,9 @@ export interface SqliteHistoryOptions {
    */
   sync?: 'normal' | 'full';
   /**
-   * Largest the database may grow, in bytes (0: no cap). A write that meets it,
-   * or a full disk, first evicts the oldest messages of the rooms that hold the
-   * most (see `evict`), then is made again.
+   * Largest the database may grow, in bytes (0: no cap). A write that meets it
+   * first evicts the oldest messages of the rooms that hold the most (see
+   * `evict`), then is made again. A full disk is reported, not evicted for.
    */
   maxBytes?: number;
   /** Told of each eviction a full store made, for the log. */
@@ -66,22 +67,14 @@ CREATE TABLE IF NOT EXISTS nicks (
 export interface Eviction {
   rooms: number;
   messages: number;
-  /** Message bytes, as `rooms.bytes` counts them (see ROW_BYTES). */
+  /** Bytes of the store, as `storedSize` counts them. */
   bytes: number;
 }
 
-/**
- * What a stored message counts for in `rooms.bytes`: its nick and body, plus
- * this much for the room id, message id, number and time (the b-tree's own
- * overhead is not counted).
- */
-export const ROW_BYTES = 48;
-
-/** The SQL of a message's size as `rooms.bytes` counts it. */
-const SIZE = `length(nick) + length(body) + ${ROW_BYTES}`;
-
-/** Evictions a single write may make before it is refused (each frees a sixteenth of the cap). */
+/** Evictions a single write may make before it is refused. */
 const MAX_EVICTIONS = 8;
+/** Most one eviction frees (a sixteenth of the cap, up to this): a larger one stalls the event loop longer. */
+const EVICT_MAX_BYTES = 16 * 1024 * 1024;
 
 interface Row {
   seq: number;
@@ -114,29 +107,27 @@ export class SqliteHistory implements HistoryStore {
   private readonly claim: Statement<[string, Uint8Array, number]>;
   private readonly release: Statement<[string]>;
   private readonly trimRoom: Statement<[Uint8Array, number]>;
-  private readonly firstKept: Statement<[Uint8Array, number], { seq: number }>;
+  private readonly firstKept: Statement<[Uint8Array, number, number], { seq: number }>;
   private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
   private readonly cutSize: Statement<[Uint8Array, number], { n: number; bytes: number }>;
   private readonly oldestSizes: Statement<[Uint8Array], { seq: number; bytes: number }>;
-  private readonly grow: Statement<[number, Uint8Array]>;
-  private readonly shrink: Statement<[number, Uint8Array]>;
-  private readonly largest: Statement<[], { id: Buffer; latest: number; bytes: number }>;
-  private readonly recount: Statement<[]>;
-  private readonly totalBytes: Statement<[], { bytes: number }>;
+  private readonly addBytes: Statement<[number, Uint8Array]>;
+  private readonly setBytes: Statement<[number, Uint8Array]>;
+  private readonly roomSizes: Statement<[], { id: Buffer; latest: number; bytes: number }>;
+  private readonly countedSizes: Statement<[], { id: Buffer; bytes: number }>;
   private readonly pruneRoom: Transaction<(id: Uint8Array, rowLatest: number, cutoff: number) => number>;
-  private readonly evictOnce: Transaction<(target: number) => Eviction>;
   /**
    * Bytes appended per room since they were last added to `rooms.bytes`. Kept
    * here, not written per commit: that row's page would be one more in the log
-   * at every commit. Added at each prune, eviction and close, so a crash loses
-   * at most a prune interval's worth, and eviction recounts when its counts
-   * free nothing.
+   * at every commit. Added after each prune and at close, so a crash loses at
+   * most a prune interval's worth; eviction counts every room again when the
+   * counts fall far short of the pages in use.
    */
-  private grown = new Map<Uint8Array, number>();
+  private readonly grown = new Map<Uint8Array, number>();
   private readonly maxBytes: number;
   /** `max_page_count` when there is a cap, else 0. */
   private maxPages = 0;
-  private pageSize = 4096;
+  private readonly pageSize: number;
   private readonly onEvict: (eviction: Eviction) => void;
   /** Messages evicted since the store opened. */
   evicted = 0;
@@ -155,9 +146,9 @@ export class SqliteHistory implements HistoryStore {
       this.db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
-      migrate(this.db);
+      this.pageSize = this.db.pragma('page_size', { simple: true }) as number;
+      migrate(this.db, storedSizeSql(this.pageSize));
       if (options.maxBytes !== undefined && options.maxBytes > 0) {
-        this.pageSize = this.db.pragma('page_size', { simple: true }) as number;
         this.maxPages = Math.max(1, Math.floor(options.maxBytes / this.pageSize));
         this.db.pragma(`max_page_count = ${this.maxPages}`);
       }
@@ -198,63 +189,32 @@ export class SqliteHistory implements HistoryStore {
     this.release = db.prepare('DELETE FROM nicks WHERE nick = ?');
     this.trimRoom = db.prepare('DELETE FROM messages WHERE room = ? AND seq <= ?');
     // Receive times rise with sequence numbers, so a room's expired messages are
-    // a prefix: walking the key from the oldest finds the first one kept at the
-    // cost of the ones to delete, with no index on time to keep up per insert.
-    this.firstKept = db.prepare('SELECT seq FROM messages WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1');
+    // a prefix: walking the key from the first one the count keeps finds the
+    // first one kept at the cost of the ones to delete, with no index on time
+    // to keep up per insert.
+    this.firstKept = db.prepare('SELECT seq FROM messages WHERE room = ? AND seq > ? AND ts >= ? ORDER BY seq LIMIT 1');
     this.roomIds = db.prepare('SELECT id, latest FROM rooms');
-    // One room's cuts and its row's latest number, together: the row keeps the
-    // number the cut messages carried, and the cuts free the pages a full
-    // store needs before the row may grow.
+    const size = storedSizeSql(this.pageSize);
     this.cutSize = db.prepare(
-      `SELECT count(*) AS n, coalesce(sum(${SIZE}), 0) AS bytes FROM messages WHERE room = ? AND seq <= ?`,
+      `SELECT count(*) AS n, coalesce(sum(${size}), 0) AS bytes FROM messages WHERE room = ? AND seq <= ?`,
     );
-    this.oldestSizes = db.prepare(`SELECT seq, ${SIZE} AS bytes FROM messages WHERE room = ? ORDER BY seq`);
-    this.grow = db.prepare('UPDATE rooms SET bytes = bytes + ? WHERE id = ?');
-    this.shrink = db.prepare('UPDATE rooms SET bytes = max(0, bytes - ?) WHERE id = ?');
-    this.largest = db.prepare('SELECT id, latest, bytes FROM rooms WHERE bytes > 0 ORDER BY bytes DESC');
-    this.recount = db.prepare(RECOUNT);
-    this.totalBytes = db.prepare('SELECT coalesce(sum(bytes), 0) AS bytes FROM rooms');
+    this.oldestSizes = db.prepare(`SELECT seq, ${size} AS bytes FROM messages WHERE room = ? ORDER BY seq`);
+    this.addBytes = db.prepare('UPDATE rooms SET bytes = bytes + ? WHERE id = ?');
+    this.setBytes = db.prepare('UPDATE rooms SET bytes = ? WHERE id = ?');
+    this.roomSizes = db.prepare('SELECT id, latest, bytes FROM rooms');
+    this.countedSizes = db.prepare(`SELECT room AS id, sum(${size}) AS bytes FROM messages GROUP BY room`);
+    // One room's cut and its row's latest number, together: the row keeps the
+    // number the cut messages carried. The cut comes first, so that a full
+    // store has the pages it frees before any row grows.
     this.pruneRoom = db.transaction((id: Uint8Array, rowLatest: number, cutoff: number): number => {
       const latest = Math.max(rowLatest, this.maxSeq.get(id)?.seq ?? 0);
       // Both cuts are a prefix of the room's key, so one delete makes them: a
       // seek when there is nothing to cut.
-      const kept = this.firstKept.get(id, cutoff);
-      const cut = Math.max(latest - this.retention.messages, kept === undefined ? latest : kept.seq - 1);
-      const removed = this.cutUpTo(id, cut);
+      const byCount = latest - this.retention.messages;
+      const kept = this.firstKept.get(id, byCount, cutoff);
+      const removed = this.cutUpTo(id, kept === undefined ? latest : kept.seq - 1).n;
       if (latest > rowLatest) this.setLatest.run(id, latest);
       return removed;
-    });
-    this.evictOnce = db.transaction((target: number): Eviction => {
-      this.addGrown();
-      const rows = this.largest.all();
-      const level = waterLevel(
-        rows.map((r) => r.bytes),
-        target,
-      );
-      const done: Eviction = { rooms: 0, messages: 0, bytes: 0 };
-      for (const row of rows) {
-        if (row.bytes <= level) break;
-        // Whole messages, oldest first, until the room is down to the level.
-        let bytes = 0;
-        let last = 0;
-        for (const m of this.oldestSizes.iterate(row.id)) {
-          bytes += m.bytes;
-          last = m.seq;
-          if (bytes >= row.bytes - level) break;
-        }
-        if (last === 0) {
-          // A count left over from a crash: the room holds nothing.
-          this.shrink.run(row.bytes, row.id);
-          continue;
-        }
-        const latest = Math.max(row.latest, this.maxSeq.get(row.id)?.seq ?? 0);
-        if (latest > row.latest) this.setLatest.run(row.id, latest);
-        const n = this.cutUpTo(row.id, last);
-        done.rooms++;
-        done.messages += n;
-        done.bytes += bytes;
-      }
-      return done;
     });
     this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
@@ -279,67 +239,137 @@ export class SqliteHistory implements HistoryStore {
     });
   }
 
-  /** Deletes the room's messages numbered up to `seq` and takes their size off its count; returns how many went. */
-  private cutUpTo(id: Uint8Array, seq: number): number {
-    const cut = this.cutSize.get(id, seq);
-    if (cut === undefined || cut.n === 0) return 0;
+  /** Deletes the room's messages numbered up to `seq` and takes their size off its count. */
+  private cutUpTo(id: Uint8Array, seq: number): { n: number; bytes: number } {
+    const cut = this.cutSize.get(id, seq) ?? { n: 0, bytes: 0 };
+    if (cut.n === 0) return cut;
     this.trimRoom.run(id, seq);
-    this.shrink.run(cut.bytes, id);
-    return cut.n;
+    // May go below zero until the appends not yet added are.
+    this.addBytes.run(-cut.bytes, id);
+    return cut;
   }
 
-  /** Adds the sizes appended since the last time to `rooms.bytes` (inside a transaction of the caller's). */
+  /** Adds the sizes appended since the last time to `rooms.bytes`. */
   private addGrown(): void {
-    for (const [id, bytes] of this.grown) this.grow.run(bytes, id);
+    if (this.grown.size === 0) return;
+    this.db
+      .transaction(() => {
+        for (const [id, bytes] of this.grown) this.addBytes.run(bytes, id);
+      })
+      .immediate();
+    // Only once committed: rolled back, they are added the next time.
     this.grown.clear();
   }
 
   /**
    * Makes room in a full store: deletes the oldest messages of the rooms that
-   * hold the most bytes, taking each down to a common level, until about a
-   * sixteenth of the cap is free. A room under that level loses nothing, so
-   * one client filling rooms of its own takes its own history first, and
-   * nobody's new messages are refused. Rooms keep their numbers.
+   * take the most of it, taking each down to a common level, until a
+   * sixteenth of the cap (at most 16 MiB) is free. A room under that level
+   * loses nothing, so one client filling rooms of its own takes its own history
+   * first, and nobody's new messages are refused. Rooms keep their numbers.
+   *
+   * Only the deletes come before the rows' sizes are written: at the cap a
+   * row that grows needs a page, and only they free one.
    */
   evict(): Eviction {
-    const target = Math.max(1, this.maxBytes > 0 ? this.maxBytes / 16 : this.storedBytes() / 16);
-    let done = this.evictOnce.immediate(target);
-    if (done.messages === 0) {
-      // The counts may have lost a crash's worth of appends: count again, once.
-      this.db.transaction(() => this.recount.run()).immediate();
-      this.grown.clear();
-      done = this.evictOnce.immediate(target);
-    }
+    const rooms = this.sizes();
+    const target = Math.max(1, Math.min(this.maxBytes > 0 ? this.maxBytes / 16 : Infinity, EVICT_MAX_BYTES));
+    const ranked = [...rooms.values()].filter((r) => r.bytes > 0).sort((a, b) => b.bytes - a.bytes);
+    const level = waterLevel(
+      ranked.map((r) => r.bytes),
+      target,
+    );
+    const done: Eviction = { rooms: 0, messages: 0, bytes: 0 };
+    this.db
+      .transaction(() => {
+        const emptied: RoomSize[] = [];
+        for (const room of ranked) {
+          if (room.bytes <= level) break;
+          // Whole messages, oldest first, until the room is down to the level.
+          let bytes = 0;
+          let last = 0;
+          for (const m of this.oldestSizes.iterate(room.id)) {
+            bytes += m.bytes;
+            last = m.seq;
+            if (bytes >= room.bytes - level) break;
+          }
+          if (last === 0) continue;
+          const latest = this.maxSeq.get(room.id)?.seq ?? 0;
+          const cut = this.cutUpTo(room.id, last);
+          room.written -= cut.bytes;
+          room.bytes -= cut.bytes;
+          if (latest > room.latest) emptied.push({ ...room, latest });
+          done.rooms++;
+          done.messages += cut.n;
+          done.bytes += cut.bytes;
+        }
+        for (const room of emptied) this.setLatest.run(room.id, room.latest);
+        for (const room of rooms.values()) if (room.bytes !== room.written) this.setBytes.run(room.bytes, room.id);
+      })
+      .immediate();
+    this.grown.clear();
     this.evicted += done.messages;
     if (done.messages > 0) this.onEvict(done);
     return done;
   }
 
-  /** Whether a write of `bytes` failed for the cap: SQLite reports it and a full disk with the same code. */
-  private atCap(bytes: number): boolean {
-    if (this.maxPages === 0) return false;
-    const pages = this.db.pragma('page_count', { simple: true }) as number;
-    // Slack for the b-trees' splits and the pages of overflow chains.
-    return pages + Math.ceil(bytes / (this.pageSize / 2)) + 8 >= this.maxPages;
+  /**
+   * Every room's size: its count, with what was appended since it was written.
+   * Counted afresh from the messages (a scan, read only) when the counts fall
+   * far short of the pages in use: a crash lost appends, or a store made by a
+   * version before the counts was opened.
+   */
+  private sizes(): Map<string, RoomSize> {
+    const rooms = new Map<string, RoomSize>();
+    for (const row of this.roomSizes.all()) {
+      rooms.set(row.id.toString('hex'), { id: row.id, latest: row.latest, bytes: row.bytes, written: row.bytes });
+    }
+    let counted = 0;
+    for (const [id, bytes] of this.grown) {
+      const room = rooms.get(Buffer.from(id).toString('hex'));
+      if (room !== undefined) room.bytes += bytes;
+    }
+    for (const room of rooms.values()) counted += Math.max(0, room.bytes);
+    const pages = (this.db.pragma('page_count', { simple: true }) as number) - this.freePages();
+    // Counted right, the sizes are 0.6 to 1.2 times the pages (b-trees' pages are partly filled).
+    if (counted >= (pages * this.pageSize) / 2) return rooms;
+    for (const room of rooms.values()) room.bytes = 0;
+    for (const row of this.countedSizes.iterate()) {
+      const room = rooms.get(row.id.toString('hex'));
+      if (room !== undefined) room.bytes = row.bytes;
+    }
+    return rooms;
   }
 
-  private storedBytes(): number {
-    this.db.transaction(() => this.addGrown()).immediate();
-    return this.totalBytes.get()?.bytes ?? 0;
+  private freePages(): number {
+    return this.db.pragma('freelist_count', { simple: true }) as number;
   }
 
   /**
-   * Runs a write of about `bytes`; when it met the cap, evicts and runs it
-   * again, as often as eviction frees something. `restart` readies the write's
-   * inputs for another attempt. A full disk is not the store's to fix: its
-   * error goes up (eviction would not shrink the file, and needs the log to grow).
+   * Whether a write of `bytes` (as `storedSize` counts them) failed for the
+   * cap: SQLite reports it and a full disk with the same code. At the cap the
+   * file is as large as allowed and has fewer free pages than the write needs.
+   */
+  private atCap(bytes: number): boolean {
+    if (this.maxPages === 0) return false;
+    // Twice the write's pages, for the b-trees' splits, and a few more.
+    const needs = Math.ceil((2 * bytes) / this.pageSize) + 16;
+    const pages = this.db.pragma('page_count', { simple: true }) as number;
+    return this.freePages() < needs && pages + needs >= this.maxPages;
+  }
+
+  /**
+   * Runs a write of `bytes`; when it met the cap, evicts and runs it again, as
+   * often as eviction frees something. `restart` readies the write's inputs
+   * for another attempt. A full disk is not the store's to fix: its error goes
+   * up (eviction would not shrink the file, and needs the log to grow).
    */
   private withRoom<T>(bytes: number, write: () => T, restart: () => void): T {
     for (let evictions = 0; ; evictions++) {
       try {
         return write();
       } catch (err) {
-        if (!isFull(err) || !this.atCap(bytes) || evictions === MAX_EVICTIONS) throw err;
+        if (!isFull(err) || evictions === MAX_EVICTIONS || !this.atCap(bytes)) throw err;
         let freed: Eviction;
         try {
           freed = this.evict();
@@ -364,7 +394,7 @@ export class SqliteHistory implements HistoryStore {
       // upgrades its lock instead, and an upgrade that meets the checkpoint
       // thread on the log's lock fails at once with SQLITE_BUSY.
       let bytes = 0;
-      for (const m of batch) bytes += m.nick.length + m.body.length + ROW_BYTES;
+      for (const m of batch) bytes += storedSize(m.nick.length, m.body.length, this.pageSize);
       results = this.withRoom(
         bytes,
         () => this.appendAll.immediate(batch, seqs),
@@ -378,7 +408,8 @@ export class SqliteHistory implements HistoryStore {
       for (let i = 0; i < batch.length; i++) {
         if ((results[i] as AppendResult).duplicate) continue;
         const m = batch[i] as PendingMessage;
-        this.grown.set(m.room, (this.grown.get(m.room) ?? 0) + m.nick.length + m.body.length + ROW_BYTES);
+        const size = storedSize(m.nick.length, m.body.length, this.pageSize);
+        this.grown.set(m.room, (this.grown.get(m.room) ?? 0) + size);
       }
     } catch (err) {
       throw storeError(err, 'cannot store messages');
@@ -407,7 +438,7 @@ export class SqliteHistory implements HistoryStore {
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
     try {
       this.withRoom(
-        nick.length + key.length + ROW_BYTES,
+        storedSize(nick.length, key.length, this.pageSize),
         () => this.claim.run(nick.toLowerCase(), key, now),
         () => {},
       );
@@ -429,8 +460,9 @@ export class SqliteHistory implements HistoryStore {
     let removed = 0;
     const cutoff = now - this.retention.maxAgeMs;
     try {
-      this.db.transaction(() => this.addGrown()).immediate();
+      // The cuts first: at the cap, only they free the pages the sizes' rows may need.
       for (const row of this.roomIds.all()) removed += this.pruneRoom(row.id, row.latest, cutoff);
+      this.addGrown();
     } catch (err) {
       throw storeError(err, 'cannot prune history');
     }
@@ -445,9 +477,9 @@ export class SqliteHistory implements HistoryStore {
   close(): void {
     this.threadClosed = this.checkpointer?.close() ?? Promise.resolve();
     try {
-      this.db.transaction(() => this.addGrown()).immediate();
+      this.addGrown();
     } catch {
-      // Eviction recounts when the counts fall short.
+      // Eviction counts again when the counts fall short.
     }
     try {
       // Best effort, so that little is left in the log (the thread may hold the checkpoint lock).
@@ -472,31 +504,22 @@ const SQLITE_AUTOCHECKPOINT = 1000;
  */
 const BACKSTOP_PAGES = 10_000;
 
-/** Every room's `bytes` counted from its messages: after a crash, or for a store made before the column. */
-const RECOUNT = `UPDATE rooms SET bytes = coalesce((SELECT sum(${SIZE}) FROM messages WHERE messages.room = rooms.id), 0)`;
-
 /** Brings a store made by an earlier version up to this schema. */
-function migrate(db: Db): void {
+function migrate(db: Db, size: string): void {
   const columns = db.pragma('table_info(rooms)') as { name: string }[];
   if (columns.some((c) => c.name === 'bytes')) return;
   db.transaction(() => {
     db.exec('ALTER TABLE rooms ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0');
-    db.exec(RECOUNT);
+    db.exec(`UPDATE rooms SET bytes = coalesce((SELECT sum(${size}) FROM messages WHERE messages.room = rooms.id), 0)`);
   }).immediate();
 }
 
-/**
- * The level to which rooms of these sizes (largest first) are cut so that
- * `target` bytes go: the largest lose the most, and none goes below it.
- */
-export function waterLevel(sizes: readonly number[], target: number): number {
-  let sum = 0;
-  for (let k = 0; k < sizes.length; k++) {
-    sum += sizes[k] as number;
-    const next = sizes[k + 1] ?? 0;
-    if (sum - (k + 1) * next >= target) return Math.max(next, (sum - target) / (k + 1));
-  }
-  return 0;
+/** A room as eviction sees it: `bytes` its size now, `written` what its row says. */
+interface RoomSize {
+  id: Buffer;
+  latest: number;
+  bytes: number;
+  written: number;
 }
 
 function isFull(err: unknown): boolean {

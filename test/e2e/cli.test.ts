@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inviteRoomId, parseInvite } from '../../src/client/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
-import { RawPeer, rawJoin } from '../helpers/net.js';
+import { RawPeer, rawJoin, until } from '../helpers/net.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -186,6 +186,32 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   });
 });
 
+describe('serve: the young generation', () => {
+  // 3,000 connections at once: what survives them grows V8's young generation past 8 MiB unless it is capped.
+  async function largestAfterStorm(semiSpace: string): Promise<number> {
+    const limits = ['--limit', 'maxConnectionsPerIp=100000', '--limit', 'connectionsPerIpPerMinute=1000000'];
+    const { proc, port } = await serve(['--stats', '1', '--log-level', 'info', '--semi-space', semiSpace, ...limits]);
+    track(proc);
+    const sockets = await Promise.all(Array.from({ length: 3000 }, () => RawPeer.open(port)));
+    const youngest = (): number[] =>
+      proc.stderr
+        .filter((l) => l.includes('"msg":"stats"'))
+        .map((l) => (JSON.parse(l) as { youngGenerationBytes: number }).youngGenerationBytes);
+    const seen = youngest().length;
+    await until(() => youngest().length >= seen + 2, 10_000, 'two stats lines after the storm');
+    for (const s of sockets) s.socket.destroy();
+    proc.kill();
+    await proc.exited;
+    return Math.max(...youngest());
+  }
+
+  it('is capped at --semi-space MiB per semi-space after a storm of connections (the stats line reports it); 0 leaves it to V8', async () => {
+    // The server starts at 8 MiB in all (4 per semi-space) here: a cap under that would not show.
+    expect(await largestAfterStorm('4')).toBeLessThanOrEqual(8 * 1024 * 1024);
+    expect(await largestAfterStorm('0')).toBeGreaterThan(8 * 1024 * 1024);
+  });
+});
+
 describe('bad arguments: one line on stderr, exit code 2', () => {
   it.each([
     [['join']],
@@ -196,6 +222,7 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['serve', '--port', '70000']],
     [['serve', '--port', 'abc']],
     [['serve', '--log-level', 'loud']],
+    [['serve', '--semi-space', 'lots']],
     [['frobnicate']],
     [[]],
   ])('confab %j', (args) => {

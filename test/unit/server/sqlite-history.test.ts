@@ -1,13 +1,17 @@
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Checkpointer } from '../../../src/server/checkpointer.js';
 import { NoHistory } from '../../../src/server/no-history.js';
 import Database from 'better-sqlite3';
-import { ROW_BYTES, SqliteHistory, waterLevel } from '../../../src/server/sqlite-history.js';
+import { SqliteHistory } from '../../../src/server/sqlite-history.js';
+import { storedSize, storedSizeSql, waterLevel } from '../../../src/server/store-size.js';
 import type { Eviction } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
+import type { StoreError } from '../../../src/server/history.js';
 import { until } from '../../helpers/net.js';
 
 const enc = new TextEncoder();
@@ -190,12 +194,13 @@ describe('SqliteHistory', () => {
     expect(s.check()).toBe('ok');
   });
 
-  it('refuses a write with SQLITE_FULL when eviction cannot free anything (nick claims only)', () => {
+  it('evicts for nick claims too, and refuses one with SQLITE_FULL once nothing is left to evict', () => {
     const s = new SqliteHistory({
       path: ':memory:',
       retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 64 * 1024,
+      maxBytes: 256 * 1024,
     });
+    for (let n = 1; n <= 10; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(3000))]);
     let error: unknown;
     try {
       for (let n = 0; n < 10_000; n++) s.claimNick(`nick-${n}-${'n'.repeat(60)}`, new Uint8Array(32).fill(n % 256));
@@ -203,7 +208,8 @@ describe('SqliteHistory', () => {
       error = err;
     }
     expect(error).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
-    expect(s.evicted).toBe(0);
+    expect(s.evicted).toBe(10); // the messages made way first
+    expect(s.latest(room(1))).toBe(10);
     expect(s.check()).toBe('ok');
   });
 
@@ -217,9 +223,151 @@ describe('SqliteHistory', () => {
     expect(s.read(room(2), 0, 100, 1e6)).toEqual({ messages: [], oldest: 2 });
     expect(s.latest(room(2))).toBe(1);
   });
+
+  it('prunes by age after the count when the clock went back: the first kept by age is looked for among what the count keeps', () => {
+    const s = store(5, 10_000);
+    // Message 3 is stamped late (the clock went back after it); 8 and 9 are old.
+    for (let n = 1; n <= 12; n++) append(s, [msg(1, n, n === 3 || n >= 10 ? 50_000 : 1000)]);
+    expect(s.prune(30_000)).toBe(9);
+    expect(s.read(room(1), 0, 100, 1e6).messages.map((m) => m.seq)).toEqual([10, 11, 12]);
+  });
+});
+
+describe('SqliteHistory at its cap', () => {
+  // Ids spread over the key space, as random ones are.
+  const roomN = (n: number): Uint8Array => new Uint8Array(createHash('sha256').update(String(n)).digest());
+  let midN = 1e6;
+  const one = (r: Uint8Array, size: number): PendingMessage => ({
+    room: r,
+    ts: 1000,
+    nick: enc.encode('a'),
+    mid: mid(++midN),
+    body: new Uint8Array(size),
+  });
+  const put = (s: SqliteHistory, batch: PendingMessage[]): number => {
+    const byRoom = new Map<Uint8Array, number>();
+    return (
+      s.append(batch, {
+        next: (i) => {
+          const r = (batch[i] as PendingMessage).room;
+          const seq = (byRoom.get(r) ?? s.latest(r)) + 1;
+          byRoom.set(r, seq);
+          return seq;
+        },
+        release: (i) => {
+          const r = (batch[i] as PendingMessage).room;
+          byRoom.set(r, (byRoom.get(r) as number) - 1);
+        },
+        restart: () => byRoom.clear(),
+      })[0]?.seq ?? 0
+    );
+  };
+  const pages = (s: SqliteHistory): number => raw(s).pragma('page_count', { simple: true }) as number;
+
+  for (const pruned of [false, true]) {
+    it(`evicts with thousands of rooms whose sizes ${pruned ? 'were' : 'were never'} written: the deletes come first, so no row needs a page before`, () => {
+      // Whether a row that grows needs a page at the cap depends on where the ids fall: several sets of them.
+      for (let trial = 0; trial < 6; trial++) {
+        const id = (n: number): Uint8Array => roomN(trial * 1_000_000 + n);
+        const s = new SqliteHistory({
+          path: ':memory:',
+          retention: { messages: 1e6, maxAgeMs: 1e12 },
+          maxBytes: 4 << 20,
+        });
+        for (let r = 0; r < 3000; r++) put(s, [one(id(r), 100)]);
+        if (pruned) s.prune(2000);
+        const flood = id(99_999);
+        for (let n = 1; n <= 5000; n++) expect(put(s, [one(flood, 900)])).toBe(n);
+        expect(s.evicted).toBeGreaterThan(0);
+        for (const r of [0, 1500, 2999]) expect(s.read(id(r), 0, 10, 1e6).messages).toHaveLength(1);
+        // And prune still works on the full store.
+        expect(s.prune(2e12)).toBe(3000 + 5000 - s.evicted);
+        expect(put(s, [one(flood, 900)])).toBe(5001);
+        expect(s.check()).toBe('ok');
+        s.close();
+      }
+    });
+  }
+
+  it('evicts for a batch of 1 KB messages, each a whole overflow page more than its bytes', () => {
+    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
+    for (let i = 0; 256 - pages(s) > 30; i++) put(s, [one(roomN(1), 2000 + (i % 7))]);
+    const batch = Array.from({ length: 40 }, (_, k) => one(roomN(2 + (k % 4)), 1000));
+    expect(put(s, batch)).toBe(1);
+    expect(s.evicted).toBeGreaterThan(0);
+  });
+
+  it('ranks rooms by the pages they take: a flood of 1 KB bodies goes before a quiet room of large ones', () => {
+    const evictions: Eviction[] = [];
+    const s = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1e6, maxAgeMs: 1e12 },
+      maxBytes: 4 << 20,
+      onEvict: (e) => evictions.push(e),
+    });
+    for (let n = 0; n < 20; n++) put(s, [one(roomN(1), 60_000)]);
+    for (let n = 0; evictions.length === 0 && n < 10_000; n++) put(s, [one(roomN(2), 1000)]);
+    expect(evictions).toHaveLength(1);
+    expect(s.read(roomN(1), 0, 100, 1e9).messages).toHaveLength(20);
+    expect(s.read(roomN(2), 0, 1, 1e9).oldest).toBeGreaterThan(1);
+  });
+
+  it('does not evict for a full disk, even once the store has been at its cap (a small tmpfs)', (ctx) => {
+    const mnt = mkdtempSync(join(tmpdir(), 'confab-tmpfs-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt], { stdio: 'ignore' });
+    } catch {
+      console.log('tmpfs test skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN)');
+      rmSync(mnt, { recursive: true, force: true });
+      ctx.skip();
+      return;
+    }
+    try {
+      const s = new SqliteHistory({
+        path: join(mnt, 'history.db'),
+        retention: { messages: 1e6, maxAgeMs: 1e12 },
+        maxBytes: 1 << 20,
+      });
+      raw(s).pragma('wal_autocheckpoint = 100');
+      for (let n = 0; n < 120; n++) put(s, [one(roomN(7), 20_000)]);
+      expect(s.evicted).toBeGreaterThan(0); // the cap was reached
+      s.prune(2e12); // then retention frees most of it; the file keeps its size
+      for (let n = 0; n < 20; n++) put(s, [one(roomN(7), 20_000)]);
+      raw(s).pragma('wal_checkpoint(TRUNCATE)');
+      const evicted = s.evicted;
+      const filler = join(mnt, 'filler');
+      let size = 0;
+      try {
+        for (;;) {
+          writeFileSync(filler, Buffer.alloc(16 * 1024), { flag: 'a' });
+          size += 16 * 1024;
+        }
+      } catch {
+        truncateSync(filler, size - 48 * 1024);
+      }
+      const codes: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        try {
+          put(s, [one(roomN(7), 60_000)]);
+          codes.push('ok');
+        } catch (err) {
+          codes.push((err as StoreError).code);
+        }
+      }
+      expect(codes).toContain('SQLITE_FULL');
+      expect(s.evicted).toBe(evicted);
+      expect(s.read(roomN(7), 0, 1000, 1e9).messages.length).toBeGreaterThanOrEqual(20);
+      s.close();
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('room sizes', () => {
+  const size = (nick: number, body: number): number => storedSize(nick, body, 4096);
+
   it('survive a reopen, and a store from before the column is counted when opened', () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
     const path = join(dir, 'history.db');
@@ -235,37 +383,66 @@ describe('room sizes', () => {
       old.prepare('INSERT INTO rooms VALUES (?, 1), (?, 1)').run(room(1), room(2));
       old.close();
       let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
-      expect(sizes(path)).toEqual([3 * (2 + 100 + ROW_BYTES), 3 + 10 + ROW_BYTES]);
-      append(s, [msg(2, 10, 2000, 'x'.repeat(50))]);
+      expect(sizes(path)).toEqual([3 * size(2, 100), size(3, 10)]);
+      append(s, [msg(2, 10, 2000, 'x'.repeat(5000))]);
       s.close();
       s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
-      expect(sizes(path)).toEqual([3 * (2 + 100 + ROW_BYTES), 3 + 10 + ROW_BYTES + 5 + 50 + ROW_BYTES]);
+      expect(sizes(path)).toEqual([3 * size(2, 100), size(3, 10) + size(5, 5000)]);
       // Pruning takes what it cuts off the count.
       expect(s.prune(1e12 + 1500)).toBe(4);
       s.close();
-      expect(sizes(path)).toEqual([0, 5 + 50 + ROW_BYTES]);
+      expect(sizes(path)).toEqual([0, size(5, 5000)]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('are recounted when a crash lost them and eviction frees nothing by them', () => {
+  it('are counted again when a crash lost them, before they decide what goes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
     const path = join(dir, 'history.db');
     try {
-      const s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1024 * 1024 });
-      for (let n = 1; n <= 40; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))]);
-      // As after a crash: the counts written before it are zero.
+      let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      for (let n = 1; n <= 30; n++) append(s, [msg(2, 100 + n, 1000 + n, 'q'.repeat(3000))]);
+      s.close();
+      s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
+      for (let n = 1; n <= 20; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))]);
+      // As after a crash: every count is zero, and nothing appended since is known.
       const other = new Database(path);
       other.exec('UPDATE rooms SET bytes = 0');
       other.close();
       (s as unknown as { grown: Map<Uint8Array, number> }).grown.clear();
-      for (let n = 41; n <= 100; n++) expect(append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))])[0]?.seq).toBe(n);
+      for (let n = 21; n <= 100; n++) expect(append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))])[0]?.seq).toBe(n);
       expect(s.evicted).toBeGreaterThan(0);
-      expect(s.check()).toBe('ok');
+      // Counted again, the smaller room kept all, and the counts are right once more.
+      expect(s.read(room(2), 0, 100, 1e9).messages).toHaveLength(30);
       s.close();
+      expect(sizes(path)[1]).toBe(30 * size(5, 3000));
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('are counted as SQLite lays rows out: the SQL and the function agree, and follow the pages used', () => {
+    for (const pageSize of [1024, 4096, 65_536]) {
+      const db = new Database(':memory:');
+      db.exec('CREATE TABLE messages (nick BLOB, body BLOB)');
+      const put = db.prepare('INSERT INTO messages VALUES (?, ?)');
+      const lengths = [0, 1, 500, 900, 950, 954, 955, 1000, 1003, 2000, 4000, 4093, 4096, 10_000, 60_000, 65_536];
+      for (const body of lengths) put.run(new Uint8Array(5), new Uint8Array(body));
+      const sql = db.prepare(`SELECT ${storedSizeSql(pageSize)} AS n FROM messages`).all() as { n: number }[];
+      expect(sql.map((r) => r.n)).toEqual(lengths.map((body) => storedSize(5, body, pageSize)));
+      db.close();
+    }
+    // Against a real store: the pages 200 messages take, per message.
+    for (const body of [100, 900, 1000, 5000, 20_000]) {
+      const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      const before = raw(s).pragma('page_count', { simple: true }) as number;
+      for (let n = 1; n <= 200; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(body))]);
+      const used = ((raw(s).pragma('page_count', { simple: true }) as number) - before) * 4096;
+      const ratio = (200 * size(5, body)) / used;
+      expect(ratio, `body ${body}: counted ${200 * size(5, body)}, used ${used}`).toBeGreaterThan(0.6);
+      expect(ratio, `body ${body}: counted ${200 * size(5, body)}, used ${used}`).toBeLessThan(1.25);
+      s.close();
     }
   });
 });
@@ -291,6 +468,11 @@ function sizes(path: string): number[] {
   } finally {
     db.close();
   }
+}
+
+/** The store's own connection, to read its page counts. */
+function raw(s: SqliteHistory): Database.Database {
+  return (s as unknown as { db: Database.Database }).db;
 }
 
 describe('background checkpoints', () => {
