@@ -289,6 +289,29 @@ describe('SqliteHistory at its cap', () => {
     });
   }
 
+  it('reads as many of the largest rooms as decide the level: 300 rooms, the largest down to the level, oldest first', () => {
+    const evictions: Eviction[] = [];
+    const s = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1e6, maxAgeMs: 1e12 },
+      maxBytes: 4 << 20,
+      onEvict: (e) => evictions.push(e),
+    });
+    let last = -1;
+    for (let round = 0; evictions.length === 0 && round < 100; round++) {
+      for (let r = 0; r < 300 && evictions.length === 0; r++) put(s, [one(roomN((last = r)), 3000)]);
+    }
+    // The rooms the last round reached held one message more: they, and only they, lost their
+    // oldest (but the one whose message made the eviction, stored after it).
+    const latest = range(0, 299).map((r) => s.latest(roomN(r)));
+    const most = Math.max(...latest);
+    const cut = range(0, 299).filter((r) => s.read(roomN(r), 0, 1, 1e9).oldest === 2);
+    expect(cut).toEqual(range(0, 299).filter((r) => latest[r] === most && r !== last));
+    expect(cut.length).toBeGreaterThan(64); // more than the first read of the largest
+    expect(evictions[0]?.rooms).toBe(cut.length);
+    expect(s.check()).toBe('ok');
+  });
+
   it('evicts for a batch of 1 KB messages, each a whole overflow page more than its bytes', () => {
     const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
     for (let i = 0; 256 - pages(s) > 30; i++) put(s, [one(roomN(1), 2000 + (i % 7))]);
