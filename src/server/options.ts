@@ -57,7 +57,7 @@ export interface ServerLimits {
   historyMessages: number;
   /** Days a message is kept. */
   historyDays: number;
-  /** Largest the history database may grow, in MiB; past it, messages are refused with STORE_FAILED until pruning makes room. */
+  /** Largest the history database may grow, in MiB; near it, the oldest messages of the rooms that take the most are evicted. */
   storeMaxMiB: number;
   /** How often retention is applied, ms. */
   pruneIntervalMs: number;

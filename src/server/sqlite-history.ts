@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import type { Database as Db, Statement, Transaction } from 'better-sqlite3';
 import { Checkpointer } from './checkpointer.js';
 import { StoreError } from './history.js';
-import { storedSize, storedSizeSql, waterLevel } from './store-size.js';
+import { ENTRY_BYTES, storedSize, storedSizeSql, waterLevel } from './store-size.js';
 import type {
   AppendResult,
   HistoryPage,
@@ -71,6 +71,12 @@ export interface Eviction {
   bytes: number;
 }
 
+/** Rooms with sizes not yet written past which they are written before the next prune. */
+const MAX_PENDING = 16_384;
+
+/** Most rooms one eviction reads to find its level. */
+const MAX_RANKED = 4096;
+
 /** Evictions a single write may make before it is refused. */
 const MAX_EVICTIONS = 8;
 /** Most one eviction frees (a sixteenth of the cap, up to this): a larger one stalls the event loop longer. */
@@ -112,21 +118,24 @@ export class SqliteHistory implements HistoryStore {
   private readonly cutSize: Statement<[Uint8Array, number], { n: number; bytes: number }>;
   private readonly oldestSizes: Statement<[Uint8Array], { seq: number; bytes: number }>;
   private readonly addBytes: Statement<[number, Uint8Array]>;
-  private readonly setBytes: Statement<[number, Uint8Array]>;
   private readonly roomSizes: Statement<[], { id: Buffer; latest: number; bytes: number }>;
   private readonly roomRow: Statement<[Uint8Array], { id: Buffer; latest: number; bytes: number }>;
   private readonly largest: Statement<[number], { id: Buffer; latest: number; bytes: number }>;
   private readonly countedTotal: Statement<[], { bytes: number }>;
   private readonly countedSizes: Statement<[], { id: Buffer; bytes: number }>;
-  private readonly pruneRoom: Transaction<(id: Uint8Array, rowLatest: number, cutoff: number) => number>;
+  private readonly pruneRoom: Transaction<
+    (id: Uint8Array, rowLatest: number, cutoff: number) => { n: number; bytes: number }
+  >;
   /**
-   * Bytes appended per room since they were last added to `rooms.bytes`. Kept
-   * here, not written per commit: that row's page would be one more in the log
-   * at every commit. Added after each prune and at close, so a crash loses at
-   * most a prune interval's worth; eviction counts every room again when the
-   * counts fall far short of the pages in use.
+   * Changes of rooms' sizes not yet written to `rooms.bytes`: appends, and
+   * what prune and eviction cut. Kept here, not written per commit (that row's
+   * page would be one more in the log at every commit) nor by eviction (at the
+   * cap a row that grows needs a page). Written after each prune and at close,
+   * so a crash loses at most a prune interval's worth; eviction counts every
+   * room again when the sizes fall far short of the pages in use. One room may
+   * have several entries (its id arrays differ); they add up.
    */
-  private readonly grown = new Map<Uint8Array, number>();
+  private readonly pending = new Map<Uint8Array, number>();
   private readonly maxBytes: number;
   /** `max_page_count` when there is a cap, else 0. */
   private maxPages = 0;
@@ -134,6 +143,8 @@ export class SqliteHistory implements HistoryStore {
   private readonly onEvict: (eviction: Eviction) => void;
   /** Messages evicted since the store opened. */
   evicted = 0;
+  /** Bytes appended since the pages in use were last compared with the cap. */
+  private sinceCheck = 0;
   private readonly appendAll: Transaction<(batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[]>;
   /** The background checkpointer, when one runs. */
   readonly checkpointer: Checkpointer | null = null;
@@ -204,7 +215,6 @@ export class SqliteHistory implements HistoryStore {
     );
     this.oldestSizes = db.prepare(`SELECT seq, ${size} AS bytes FROM messages WHERE room = ? ORDER BY seq`);
     this.addBytes = db.prepare('UPDATE rooms SET bytes = bytes + ? WHERE id = ?');
-    this.setBytes = db.prepare('UPDATE rooms SET bytes = ? WHERE id = ?');
     this.roomSizes = db.prepare('SELECT id, latest, bytes FROM rooms WHERE bytes != 0');
     this.largest = db.prepare('SELECT id, latest, bytes FROM rooms WHERE bytes > 0 ORDER BY bytes DESC LIMIT ?');
     this.countedTotal = db.prepare('SELECT total(bytes) AS bytes FROM rooms WHERE bytes > 0');
@@ -213,15 +223,15 @@ export class SqliteHistory implements HistoryStore {
     // One room's cut and its row's latest number, together: the row keeps the
     // number the cut messages carried. The cut comes first, so that a full
     // store has the pages it frees before any row grows.
-    this.pruneRoom = db.transaction((id: Uint8Array, rowLatest: number, cutoff: number): number => {
+    this.pruneRoom = db.transaction((id: Uint8Array, rowLatest: number, cutoff: number) => {
       const latest = Math.max(rowLatest, this.maxSeq.get(id)?.seq ?? 0);
       // Both cuts are a prefix of the room's key, so one delete makes them: a
       // seek when there is nothing to cut.
       const byCount = latest - this.retention.messages;
       const kept = this.firstKept.get(id, byCount, cutoff);
-      const removed = this.cutUpTo(id, kept === undefined ? latest : kept.seq - 1).n;
+      const cut = this.cutUpTo(id, kept === undefined ? latest : kept.seq - 1);
       if (latest > rowLatest) this.setLatest.run(id, latest);
-      return removed;
+      return cut;
     });
     this.appendAll = db.transaction((batch: readonly PendingMessage[], seqs: SeqSource) => {
       const results: AppendResult[] = [];
@@ -246,26 +256,29 @@ export class SqliteHistory implements HistoryStore {
     });
   }
 
-  /** Deletes the room's messages numbered up to `seq` and takes their size off its count. */
+  /** Deletes the room's messages numbered up to `seq`; returns how many went, and their size. */
   private cutUpTo(id: Uint8Array, seq: number): { n: number; bytes: number } {
     const cut = this.cutSize.get(id, seq) ?? { n: 0, bytes: 0 };
-    if (cut.n === 0) return cut;
-    this.trimRoom.run(id, seq);
-    // May go below zero until the appends not yet added are.
-    this.addBytes.run(-cut.bytes, id);
+    if (cut.n > 0) this.trimRoom.run(id, seq);
     return cut;
   }
 
-  /** Adds the sizes appended since the last time to `rooms.bytes`. */
-  private addGrown(): void {
-    if (this.grown.size === 0) return;
-    this.db
-      .transaction(() => {
-        for (const [id, bytes] of this.grown) this.addBytes.run(bytes, id);
-      })
-      .immediate();
-    // Only once committed: rolled back, they are added the next time.
-    this.grown.clear();
+  private addPending(id: Uint8Array, bytes: number): void {
+    this.pending.set(id, (this.pending.get(id) ?? 0) + bytes);
+  }
+
+  /** Writes the pending changes of sizes to `rooms.bytes`. */
+  private writePending(): void {
+    if (this.pending.size === 0) return;
+    this.withReserve(() =>
+      this.db
+        .transaction(() => {
+          for (const [id, bytes] of this.pending) if (bytes !== 0) this.addBytes.run(bytes, id);
+        })
+        .immediate(),
+    );
+    // Only once committed: rolled back, they are written the next time.
+    this.pending.clear();
   }
 
   /**
@@ -275,41 +288,50 @@ export class SqliteHistory implements HistoryStore {
    * loses nothing, so one client filling rooms of its own takes its own history
    * first, and nobody's new messages are refused. Rooms keep their numbers.
    *
-   * Only the deletes come before the rows' sizes are written: at the cap a
-   * row that grows needs a page, and only they free one.
+   * It stops once that much is cut, so rooms tied at the level lose their
+   * turn to the next eviction rather than a message each at once.
+   *
+   * It only deletes (and brings up to date the number of a room it empties):
+   * the sizes it changes are written later, with the pages it freed. Even a
+   * delete can need a page (a divider cell replaced by a longer one splits its
+   * parent), and at the cap there is none: eviction runs with `reservePages`
+   * more than the cap allows.
    */
   evict(): Eviction {
     const target = Math.max(1, Math.min(this.maxBytes > 0 ? this.maxBytes / 16 : Infinity, EVICT_MAX_BYTES));
     const { rooms, ranked, level } = this.ranking(target);
     const done: Eviction = { rooms: 0, messages: 0, bytes: 0 };
-    this.db
-      .transaction(() => {
-        const emptied: RoomSize[] = [];
-        for (const room of ranked) {
-          if (room.bytes <= level) break;
-          // Whole messages, oldest first, until the room is down to the level.
-          let bytes = 0;
-          let last = 0;
-          for (const m of this.oldestSizes.iterate(room.id)) {
-            bytes += m.bytes;
-            last = m.seq;
-            if (bytes >= room.bytes - level) break;
+    this.withReserve(() =>
+      this.db
+        .transaction(() => {
+          const emptied: RoomSize[] = [];
+          for (const room of ranked) {
+            if (room.bytes <= level || done.bytes >= target) break;
+            // Whole messages, oldest first, until the room is down to the level.
+            let bytes = 0;
+            let last = 0;
+            for (const m of this.oldestSizes.iterate(room.id)) {
+              bytes += m.bytes;
+              last = m.seq;
+              if (bytes >= room.bytes - level) break;
+            }
+            if (last === 0) continue;
+            const latest = this.maxSeq.get(room.id)?.seq ?? 0;
+            const cut = this.cutUpTo(room.id, last);
+            room.bytes -= cut.bytes;
+            if (latest > room.latest) emptied.push({ ...room, latest });
+            done.rooms++;
+            done.messages += cut.n;
+            done.bytes += cut.bytes;
           }
-          if (last === 0) continue;
-          const latest = this.maxSeq.get(room.id)?.seq ?? 0;
-          const cut = this.cutUpTo(room.id, last);
-          room.written -= cut.bytes;
-          room.bytes -= cut.bytes;
-          if (latest > room.latest) emptied.push({ ...room, latest });
-          done.rooms++;
-          done.messages += cut.n;
-          done.bytes += cut.bytes;
-        }
-        for (const room of emptied) this.setLatest.run(room.id, room.latest);
-        for (const room of rooms.values()) if (room.bytes !== room.written) this.setBytes.run(room.bytes, room.id);
-      })
-      .immediate();
-    this.grown.clear();
+          for (const room of emptied) this.setLatest.run(room.id, room.latest);
+        })
+        .immediate(),
+    );
+    // Every pending change was taken into `rooms`: what is left to write is how each room's size differs from its row.
+    this.pending.clear();
+    for (const room of rooms.values())
+      if (room.bytes !== room.written) this.pending.set(room.id, room.bytes - room.written);
     this.evicted += done.messages;
     if (done.messages > 0) this.onEvict(done);
     return done;
@@ -334,7 +356,7 @@ export class SqliteHistory implements HistoryStore {
       return room;
     };
     let counted = this.countedTotal.get()?.bytes ?? 0;
-    for (const [id, bytes] of this.grown) {
+    for (const [id, bytes] of this.pending) {
       const key = Buffer.from(id).toString('hex');
       let room = rooms.get(key);
       if (room === undefined) {
@@ -374,9 +396,51 @@ export class SqliteHistory implements HistoryStore {
         ranked.map((r) => r.bytes),
         target,
       );
-      // A room not read holds at most what the last one read does.
+      // A room not read holds at most what the last one read does. Past
+      // MAX_RANKED, rooms tied with the last read wait for the next eviction.
       const unread = rows.length < limit ? 0 : (rows[rows.length - 1]?.bytes ?? 0);
-      if (level >= unread) return { rooms, ranked, level };
+      if (level >= unread || limit >= MAX_RANKED) return { rooms, ranked, level };
+    }
+  }
+
+  /**
+   * Pages past the cap that eviction and pruning may use: a sixty-fourth of
+   * the cap, 16 to 1,024 pages (4 MiB at 4 KiB pages).
+   */
+  private get reservePages(): number {
+    return Math.min(1024, Math.max(16, Math.floor(this.maxPages / 64)));
+  }
+
+  /** Runs `work` with the reserve open; writes past it fail as at the cap. */
+  private withReserve<T>(work: () => T): T {
+    if (this.maxPages === 0) return work();
+    this.db.pragma(`max_page_count = ${this.maxPages + this.reservePages}`);
+    try {
+      return work();
+    } finally {
+      // SQLite keeps the file's own size if it has grown past the cap.
+      this.db.pragma(`max_page_count = ${this.maxPages}`);
+    }
+  }
+
+  /**
+   * Evicts before the cap is met, once the pages in use come within the
+   * reserve of it, so that eviction finds free pages and a commit seldom meets
+   * the cap; and writes the pending sizes when they are many. Checked every so
+   * many bytes appended (a quarter of the reserve), not per commit.
+   */
+  private makeRoomAhead(appended: number): void {
+    this.sinceCheck += appended;
+    if (this.sinceCheck < (this.maxPages > 0 ? (this.reservePages * this.pageSize) / 4 : 1 << 20)) return;
+    this.sinceCheck = 0;
+    try {
+      if (this.maxPages > 0) {
+        const used = (this.db.pragma('page_count', { simple: true }) as number) - this.freePages();
+        if (used > this.maxPages - this.reservePages) this.evict();
+      }
+      if (this.pending.size > MAX_PENDING) this.writePending();
+    } catch {
+      // The commit stands; the next one that meets the cap evicts, or is refused.
     }
   }
 
@@ -403,12 +467,12 @@ export class SqliteHistory implements HistoryStore {
    * for another attempt. A full disk is not the store's to fix: its error goes
    * up (eviction would not shrink the file, and needs the log to grow).
    */
-  private withRoom<T>(bytes: number, write: () => T, restart: () => void): T {
+  private withRoom<T>(bytes: () => number, write: () => T, restart: () => void): T {
     for (let evictions = 0; ; evictions++) {
       try {
         return write();
       } catch (err) {
-        if (!isFull(err) || evictions === MAX_EVICTIONS || !this.atCap(bytes)) throw err;
+        if (!isFull(err) || evictions === MAX_EVICTIONS || !this.atCap(bytes())) throw err;
         let freed: Eviction;
         try {
           freed = this.evict();
@@ -432,10 +496,13 @@ export class SqliteHistory implements HistoryStore {
       // (busy_timeout). A deferred transaction that reads before it writes
       // upgrades its lock instead, and an upgrade that meets the checkpoint
       // thread on the log's lock fails at once with SQLITE_BUSY.
-      let bytes = 0;
-      for (const m of batch) bytes += storedSize(m.nick.length, m.body.length, this.pageSize);
       results = this.withRoom(
-        bytes,
+        () => {
+          // Before their numbers are known, as if each took the most bytes a number can.
+          let bytes = 0;
+          for (const m of batch) bytes += storedSize(m.nick.length, m.body.length, 2 ** 31, m.ts, this.pageSize);
+          return bytes;
+        },
         () => this.appendAll.immediate(batch, seqs),
         () => {
           this.adding.length = 0;
@@ -444,12 +511,16 @@ export class SqliteHistory implements HistoryStore {
       );
       // Only once committed: a row rolled back with its transaction is written again.
       for (const room of this.adding) this.known.add(room);
+      let appended = 0;
       for (let i = 0; i < batch.length; i++) {
-        if ((results[i] as AppendResult).duplicate) continue;
+        const r = results[i] as AppendResult;
+        if (r.duplicate) continue;
         const m = batch[i] as PendingMessage;
-        const size = storedSize(m.nick.length, m.body.length, this.pageSize);
-        this.grown.set(m.room, (this.grown.get(m.room) ?? 0) + size);
+        const size = storedSize(m.nick.length, m.body.length, r.seq, m.ts, this.pageSize);
+        this.addPending(m.room, size);
+        appended += size;
       }
+      this.makeRoomAhead(appended);
     } catch (err) {
       throw storeError(err, 'cannot store messages');
     } finally {
@@ -477,7 +548,7 @@ export class SqliteHistory implements HistoryStore {
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
     try {
       this.withRoom(
-        storedSize(nick.length, key.length, this.pageSize),
+        () => nick.length + key.length + ENTRY_BYTES,
         () => this.claim.run(nick.toLowerCase(), key, now),
         () => {},
       );
@@ -500,8 +571,14 @@ export class SqliteHistory implements HistoryStore {
     const cutoff = now - this.retention.maxAgeMs;
     try {
       // The cuts first: at the cap, only they free the pages the sizes' rows may need.
-      for (const row of this.roomIds.all()) removed += this.pruneRoom(row.id, row.latest, cutoff);
-      this.addGrown();
+      this.withReserve(() => {
+        for (const row of this.roomIds.all()) {
+          const cut = this.pruneRoom(row.id, row.latest, cutoff);
+          removed += cut.n;
+          if (cut.bytes > 0) this.addPending(row.id, -cut.bytes);
+        }
+      });
+      this.writePending();
     } catch (err) {
       throw storeError(err, 'cannot prune history');
     }
@@ -516,7 +593,7 @@ export class SqliteHistory implements HistoryStore {
   close(): void {
     this.threadClosed = this.checkpointer?.close() ?? Promise.resolve();
     try {
-      this.addGrown();
+      this.writePending();
     } catch {
       // Eviction counts again when the counts fall short.
     }

@@ -8,7 +8,7 @@ import { Checkpointer } from '../../../src/server/checkpointer.js';
 import { NoHistory } from '../../../src/server/no-history.js';
 import Database from 'better-sqlite3';
 import { SqliteHistory } from '../../../src/server/sqlite-history.js';
-import { storedSize, storedSizeSql, waterLevel } from '../../../src/server/store-size.js';
+import { recordBytes, storedSize, storedSizeSql, waterLevel } from '../../../src/server/store-size.js';
 import type { Eviction } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
 import type { StoreError } from '../../../src/server/history.js';
@@ -289,7 +289,7 @@ describe('SqliteHistory at its cap', () => {
     });
   }
 
-  it('reads as many of the largest rooms as decide the level: 300 rooms, the largest down to the level, oldest first', () => {
+  it('with rooms tied at the top, cuts the oldest of as many of them as free a sixteenth of the cap, and stops', () => {
     const evictions: Eviction[] = [];
     const s = new SqliteHistory({
       path: ':memory:',
@@ -297,18 +297,47 @@ describe('SqliteHistory at its cap', () => {
       maxBytes: 4 << 20,
       onEvict: (e) => evictions.push(e),
     });
-    let last = -1;
     for (let round = 0; evictions.length === 0 && round < 100; round++) {
-      for (let r = 0; r < 300 && evictions.length === 0; r++) put(s, [one(roomN((last = r)), 3000)]);
+      for (let r = 0; r < 300 && evictions.length === 0; r++) put(s, [one(roomN(r), 3000)]);
     }
-    // The rooms the last round reached held one message more: they, and only they, lost their
-    // oldest (but the one whose message made the eviction, stored after it).
+    const target = (4 << 20) / 16;
+    const each = storedSize(1, 3000, 10, 1000, 4096);
+    expect(evictions[0]?.bytes).toBeGreaterThanOrEqual(target);
+    expect(evictions[0]?.bytes).toBeLessThan(target + each + 100);
+    // Only rooms the last round had reached (one message more) lost one, their oldest.
     const latest = range(0, 299).map((r) => s.latest(roomN(r)));
     const most = Math.max(...latest);
-    const cut = range(0, 299).filter((r) => s.read(roomN(r), 0, 1, 1e9).oldest === 2);
-    expect(cut).toEqual(range(0, 299).filter((r) => latest[r] === most && r !== last));
-    expect(cut.length).toBeGreaterThan(64); // more than the first read of the largest
-    expect(evictions[0]?.rooms).toBe(cut.length);
+    const cut = range(0, 299).filter((r) => s.read(roomN(r), 0, 1, 1e9).oldest > 1);
+    expect(cut.length).toBe(evictions[0]?.rooms);
+    for (const r of cut) {
+      expect(latest[r]).toBe(most);
+      expect(s.read(roomN(r), 0, 1, 1e9).oldest).toBe(2);
+    }
+    expect(s.check()).toBe('ok');
+  });
+
+  it('never gets stuck at the cap with tens of thousands of small rooms: eviction only deletes, within a reserve', () => {
+    // Batches of small messages into 20,000 rooms picked at random (a fixed sequence).
+    let seed = 42;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const ids = range(0, 19_999).map((r) => roomN(r));
+    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e9, maxAgeMs: 1e15 }, maxBytes: 4 << 20 });
+    let refused = 0;
+    for (let i = 0; i < 400; i++) {
+      const batch = Array.from({ length: 200 }, () => one(ids[random(ids.length)] as Uint8Array, 40));
+      try {
+        put(s, batch);
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'SQLITE_FULL' });
+        refused++;
+      }
+      if (i % 100 === 99) s.prune(0); // retention cuts nothing; the sizes are written
+    }
+    expect(refused).toBe(0);
+    expect(s.evicted).toBeGreaterThan(0);
     expect(s.check()).toBe('ok');
   });
 
@@ -389,7 +418,8 @@ describe('SqliteHistory at its cap', () => {
 });
 
 describe('room sizes', () => {
-  const size = (nick: number, body: number): number => storedSize(nick, body, 4096);
+  const size = (nick: number, body: number, seq: number, ts: number): number => storedSize(nick, body, seq, ts, 4096);
+  const sum = (n: number, each: (i: number) => number): number => range(1, n).reduce((a, i) => a + each(i), 0);
 
   it('survive a reopen, and a store from before the column is counted when opened', () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
@@ -406,15 +436,16 @@ describe('room sizes', () => {
       old.prepare('INSERT INTO rooms VALUES (?, 1), (?, 1)').run(room(1), room(2));
       old.close();
       let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
-      expect(sizes(path)).toEqual([3 * size(2, 100), size(3, 10)]);
+      const room1 = sum(3, (n) => size(2, 100, n, 1000));
+      expect(sizes(path)).toEqual([room1, size(3, 10, 1, 1000)]);
       append(s, [msg(2, 10, 2000, 'x'.repeat(5000))]);
       s.close();
       s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
-      expect(sizes(path)).toEqual([3 * size(2, 100), size(3, 10) + size(5, 5000)]);
+      expect(sizes(path)).toEqual([room1, size(3, 10, 1, 1000) + size(5, 5000, 2, 2000)]);
       // Pruning takes what it cuts off the count.
       expect(s.prune(1e12 + 1500)).toBe(4);
       s.close();
-      expect(sizes(path)).toEqual([0, size(5, 5000)]);
+      expect(sizes(path)).toEqual([0, size(5, 5000, 2, 2000)]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -433,38 +464,54 @@ describe('room sizes', () => {
       const other = new Database(path);
       other.exec('UPDATE rooms SET bytes = 0');
       other.close();
-      (s as unknown as { grown: Map<Uint8Array, number> }).grown.clear();
+      (s as unknown as { pending: Map<Uint8Array, number> }).pending.clear();
       for (let n = 21; n <= 100; n++) expect(append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))])[0]?.seq).toBe(n);
       expect(s.evicted).toBeGreaterThan(0);
       // Counted again, the smaller room kept all, and the counts are right once more.
       expect(s.read(room(2), 0, 100, 1e9).messages).toHaveLength(30);
       s.close();
-      expect(sizes(path)[1]).toBe(30 * size(5, 3000));
+      expect(sizes(path)[1]).toBe(sum(30, (n) => size(5, 3000, n, 1000 + 100 + n)));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('are counted as SQLite lays rows out: the SQL and the function agree, and follow the pages used', () => {
-    for (const pageSize of [1024, 4096, 65_536]) {
-      const db = new Database(':memory:');
-      db.exec('CREATE TABLE messages (nick BLOB, body BLOB)');
-      const put = db.prepare('INSERT INTO messages VALUES (?, ?)');
-      const lengths = [0, 1, 500, 900, 950, 954, 955, 1000, 1003, 2000, 4000, 4093, 4096, 10_000, 60_000, 65_536];
-      for (const body of lengths) put.run(new Uint8Array(5), new Uint8Array(body));
-      const sql = db.prepare(`SELECT ${storedSizeSql(pageSize)} AS n FROM messages`).all() as { n: number }[];
-      expect(sql.map((r) => r.n)).toEqual(lengths.map((body) => storedSize(5, body, pageSize)));
-      db.close();
+  it('are counted as SQLite lays rows out: the record byte for byte (dbstat), overflow pages whole, in SQL and in JS alike', () => {
+    const cases: [nick: number, body: number, seq: number, ts: number][] = [];
+    for (const body of [
+      0, 1, 500, 900, 946, 947, 950, 954, 955, 1000, 1003, 2000, 4093, 4096, 10_000, 60_000, 64_000,
+    ]) {
+      for (const seq of [1, 2, 127, 128, 40_000, 9_000_000, 2 ** 31]) cases.push([8, body, seq, 1_795_777_283_096]);
     }
+    cases.push([24, 946, 40_000, 1000], [1, 0, 0, 0], [200, 9000, 3, -5]);
+    const db = new Database(':memory:');
+    db.exec(`CREATE TABLE messages (room BLOB NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL, mid BLOB NOT NULL,
+      nick BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID`);
+    const put = db.prepare('INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)');
+    const payload = db.prepare("SELECT sum(payload) AS p FROM dbstat WHERE name = 'messages'");
+    for (const [nick, body, seq, ts] of cases) {
+      db.exec('DELETE FROM messages');
+      put.run(new Uint8Array(16), seq, ts, new Uint8Array(16), new Uint8Array(nick), new Uint8Array(body));
+      expect((payload.get() as { p: number }).p, `${nick}/${body}/${seq}`).toBe(recordBytes(nick, body, seq, ts));
+      for (const pageSize of [1024, 4096, 65_536]) {
+        const sql = db.prepare(`SELECT ${storedSizeSql(pageSize)} AS n FROM messages`).get() as { n: number };
+        expect(sql.n, `${nick}/${body}/${seq} at ${pageSize}`).toBe(storedSize(nick, body, seq, ts, pageSize));
+      }
+    }
+    db.close();
+    // A record just past a cell's room takes a page of overflow, and counts it.
+    expect(storedSize(8, 946, 40_000, 1_795_777_283_096, 4096)).toBeGreaterThan(
+      4 * storedSize(8, 945, 40_000, 1_795_777_283_096, 4096),
+    );
     // Against a real store: the pages 200 messages take, per message.
     for (const body of [100, 900, 1000, 5000, 20_000]) {
       const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 } });
       const before = raw(s).pragma('page_count', { simple: true }) as number;
       for (let n = 1; n <= 200; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(body))]);
       const used = ((raw(s).pragma('page_count', { simple: true }) as number) - before) * 4096;
-      const ratio = (200 * size(5, body)) / used;
-      expect(ratio, `body ${body}: counted ${200 * size(5, body)}, used ${used}`).toBeGreaterThan(0.6);
-      expect(ratio, `body ${body}: counted ${200 * size(5, body)}, used ${used}`).toBeLessThan(1.25);
+      const counted = sum(200, (n) => storedSize(5, body, n, 1000 + n, 4096));
+      expect(counted / used, `body ${body}: counted ${counted}, used ${used}`).toBeGreaterThan(0.6);
+      expect(counted / used, `body ${body}: counted ${counted}, used ${used}`).toBeLessThan(1.25);
       s.close();
     }
   });
