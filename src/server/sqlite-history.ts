@@ -319,7 +319,8 @@ export class SqliteHistory implements HistoryStore {
             const latest = this.maxSeq.get(room.id)?.seq ?? 0;
             const cut = this.cutUpTo(room.id, last);
             room.bytes -= cut.bytes;
-            if (latest > room.latest) emptied.push({ ...room, latest });
+            // Emptied: the row keeps the number (it holds the first message's until a prune).
+            if (last >= latest && latest > room.latest) emptied.push({ ...room, latest });
             done.rooms++;
             done.messages += cut.n;
             done.bytes += cut.bytes;
@@ -332,6 +333,14 @@ export class SqliteHistory implements HistoryStore {
     this.pending.clear();
     for (const room of rooms.values())
       if (room.bytes !== room.written) this.pending.set(room.id, room.bytes - room.written);
+    // Now, with the pages the deletes freed: the index of sizes ranks the next
+    // eviction, and rooms emptied here must not stay at its top. Failing, they
+    // wait for the next prune.
+    try {
+      this.writePending();
+    } catch {
+      // Kept pending.
+    }
     this.evicted += done.messages;
     if (done.messages > 0) this.onEvict(done);
     return done;

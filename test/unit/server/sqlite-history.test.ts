@@ -341,6 +341,41 @@ describe('SqliteHistory at its cap', () => {
     expect(s.check()).toBe('ok');
   });
 
+  it('keeps evicting while new rooms of one small message each fill it: emptied rooms do not stay at the top of the sizes', () => {
+    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e9, maxAgeMs: 1e15 }, maxBytes: 8 << 20 });
+    const id16 = (n: number): Uint8Array => {
+      const id = new Uint8Array(16);
+      new DataView(id.buffer).setUint32(0, n);
+      return id;
+    };
+    const small = (n: number): PendingMessage => ({
+      room: id16(n),
+      ts: 1000,
+      nick: enc.encode('aaaaa'),
+      mid: id16(++midN),
+      body: new Uint8Array(1),
+    });
+    // 120,000 rooms: their rows (kept for good, about 50 bytes each) fill the cap at about
+    // 160,000, when nothing is left to evict. Before, eviction saw only the rooms appended to
+    // since the last prune once those it had emptied filled the top of the index of sizes,
+    // and refused every commit from about 70,000 rooms on, with 45,000 messages left.
+    let refused = 0;
+    let r = 0;
+    for (let i = 0; i < 600; i++) {
+      try {
+        put(
+          s,
+          Array.from({ length: 200 }, () => small(++r)),
+        );
+      } catch {
+        refused++;
+      }
+    }
+    expect(refused).toBe(0);
+    expect(s.evicted).toBeGreaterThan(50_000);
+    expect(s.check()).toBe('ok');
+  });
+
   it('evicts for a batch of 1 KB messages, each a whole overflow page more than its bytes', () => {
     const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
     for (let i = 0; 256 - pages(s) > 30; i++) put(s, [one(roomN(1), 2000 + (i % 7))]);
