@@ -52,7 +52,7 @@ export function capYoungGeneration(semiSpaceMiB: number, heap: YoungGenerationHe
 
 /** Whether node was started with a semi-space size of the operator's own (NODE_OPTIONS or its arguments). */
 export function semiSpaceGiven(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
-  return [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) =>
-    /^--(max|min)[-_]semi[-_]space[-_]size/.test(a),
-  );
+  // NODE_OPTIONS may quote an option ("--max-semi-space-size=32"): node accepts that.
+  const options = (nodeOptions ?? '').split(/\s+/).map((o) => o.replace(/^["']|["']$/g, ''));
+  return [...execArgv, ...options].some((o) => /^--(max|min)[-_]semi[-_]space[-_]size/.test(o));
 }

@@ -65,6 +65,7 @@ describe('capYoungGeneration', () => {
     expect(semiSpaceGiven(['--max-semi-space-size=8'], undefined)).toBe(true);
     expect(semiSpaceGiven([], '--inspect --max_semi_space_size=4')).toBe(true);
     expect(semiSpaceGiven([], '--min-semi-space-size=4')).toBe(true);
+    expect(semiSpaceGiven([], '--inspect "--max-semi-space-size=32"')).toBe(true);
     expect(semiSpaceGiven(['--expose-gc'], '--max-old-space-size=100')).toBe(false);
     expect(semiSpaceGiven([], undefined)).toBe(false);
   });
