@@ -129,16 +129,21 @@ export class SqliteHistory implements HistoryStore {
   /**
    * Changes of rooms' sizes not yet written to `rooms.bytes`: appends, and
    * what prune and eviction cut. Kept here, not written per commit (that row's
-   * page would be one more in the log at every commit) nor by eviction (at the
-   * cap a row that grows needs a page). Written after each prune and at close,
-   * so a crash loses at most a prune interval's worth; eviction counts every
-   * room again when the sizes fall far short of the pages in use. One room may
-   * have several entries (its id arrays differ); they add up.
+   * page would be one more in the log at every commit) nor in eviction's
+   * deletes (at the cap a row that grows needs a page). Written after each
+   * prune and eviction, past MAX_PENDING rooms, and at close, so a crash loses
+   * at most a prune interval's worth; eviction counts every room again when
+   * the sizes fall far short of the pages in use. One room may have several
+   * entries (its id arrays differ); they add up.
    */
   private readonly pending = new Map<Uint8Array, number>();
-  private readonly maxBytes: number;
   /** `max_page_count` when there is a cap, else 0. */
-  private maxPages = 0;
+  private readonly maxPages: number = 0;
+  /**
+   * Pages past the cap that eviction and pruning may use: a sixty-fourth of
+   * the cap, 16 to 1,024 pages (4 MiB at 4 KiB pages).
+   */
+  private readonly reservePages: number = 0;
   private readonly pageSize: number;
   private readonly onEvict: (eviction: Eviction) => void;
   /** Messages evicted since the store opened. */
@@ -152,7 +157,6 @@ export class SqliteHistory implements HistoryStore {
 
   constructor(options: SqliteHistoryOptions) {
     this.retention = options.retention;
-    this.maxBytes = options.maxBytes ?? 0;
     this.onEvict = options.onEvict ?? (() => {});
     try {
       this.db = new Database(options.path);
@@ -165,6 +169,7 @@ export class SqliteHistory implements HistoryStore {
       this.db.exec(ROOMS_BY_SIZE);
       if (options.maxBytes !== undefined && options.maxBytes > 0) {
         this.maxPages = Math.max(1, Math.floor(options.maxBytes / this.pageSize));
+        this.reservePages = Math.min(1024, Math.max(16, Math.floor(this.maxPages / 64)));
         this.db.pragma(`max_page_count = ${this.maxPages}`);
       }
     } catch (err) {
@@ -291,14 +296,16 @@ export class SqliteHistory implements HistoryStore {
    * It stops once that much is cut, so rooms tied at the level lose their
    * turn to the next eviction rather than a message each at once.
    *
-   * It only deletes (and brings up to date the number of a room it empties):
-   * the sizes it changes are written later, with the pages it freed. Even a
+   * Its transaction only deletes (and brings up to date the number of a room
+   * it empties): the sizes it changes are written in a second one, with the
+   * pages the deletes freed. Even a
    * delete can need a page (a divider cell replaced by a longer one splits its
    * parent), and at the cap there is none: eviction runs with `reservePages`
    * more than the cap allows.
    */
   evict(): Eviction {
-    const target = Math.max(1, Math.min(this.maxBytes > 0 ? this.maxBytes / 16 : Infinity, EVICT_MAX_BYTES));
+    const cap = this.maxPages > 0 ? this.maxPages * this.pageSize : Infinity;
+    const target = Math.max(1, Math.min(cap / 16, EVICT_MAX_BYTES));
     const { rooms, ranked, level } = this.ranking(target);
     const done: Eviction = { rooms: 0, messages: 0, bytes: 0 };
     this.withReserve(() =>
@@ -387,37 +394,17 @@ export class SqliteHistory implements HistoryStore {
       }
       // Rows that say they hold something and do not.
       for (const row of this.roomSizes.all()) if (!rooms.has(row.id.toString('hex'))) add(row).bytes = 0;
-      const ranked = [...rooms.values()].filter((r) => r.bytes > 0).sort((a, b) => b.bytes - a.bytes);
-      return {
-        rooms,
-        ranked,
-        level: waterLevel(
-          ranked.map((r) => r.bytes),
-          target,
-        ),
-      };
+      return { rooms, ...rank(rooms, target) };
     }
     for (let limit = 64; ; limit *= 4) {
       const rows = this.largest.all(limit);
       for (const row of rows) if (!rooms.has(row.id.toString('hex'))) add(row);
-      const ranked = [...rooms.values()].filter((r) => r.bytes > 0).sort((a, b) => b.bytes - a.bytes);
-      const level = waterLevel(
-        ranked.map((r) => r.bytes),
-        target,
-      );
+      const { ranked, level } = rank(rooms, target);
       // A room not read holds at most what the last one read does. Past
       // MAX_RANKED, rooms tied with the last read wait for the next eviction.
       const unread = rows.length < limit ? 0 : (rows[rows.length - 1]?.bytes ?? 0);
       if (level >= unread || limit >= MAX_RANKED) return { rooms, ranked, level };
     }
-  }
-
-  /**
-   * Pages past the cap that eviction and pruning may use: a sixty-fourth of
-   * the cap, 16 to 1,024 pages (4 MiB at 4 KiB pages).
-   */
-  private get reservePages(): number {
-    return Math.min(1024, Math.max(16, Math.floor(this.maxPages / 64)));
   }
 
   /** Runs `work` with the reserve open; writes past it fail as at the cap. */
@@ -471,25 +458,28 @@ export class SqliteHistory implements HistoryStore {
   }
 
   /**
-   * Runs a write of `bytes`; when it met the cap, evicts and runs it again, as
-   * often as eviction frees something. `restart` readies the write's inputs
-   * for another attempt. A full disk is not the store's to fix: its error goes
-   * up (eviction would not shrink the file, and needs the log to grow).
+   * After a write of `bytes` failed with `failure`: when it met the cap,
+   * evicts and runs it again, as often as eviction frees something; otherwise
+   * throws `failure`. `restart` readies the write's inputs for another
+   * attempt. A full disk is not the store's to fix: its error goes up
+   * (eviction would not shrink the file, and needs the log to grow).
    */
-  private withRoom<T>(bytes: () => number, write: () => T, restart: () => void): T {
+  private afterFull<T>(failure: unknown, bytes: () => number, write: () => T, restart: () => void): T {
+    let err = failure;
     for (let evictions = 0; ; evictions++) {
+      if (!isFull(err) || evictions === MAX_EVICTIONS || !this.atCap(bytes())) throw err;
+      let freed: Eviction;
+      try {
+        freed = this.evict();
+      } catch {
+        throw err;
+      }
+      if (freed.messages === 0) throw err;
+      restart();
       try {
         return write();
-      } catch (err) {
-        if (!isFull(err) || evictions === MAX_EVICTIONS || !this.atCap(bytes())) throw err;
-        let freed: Eviction;
-        try {
-          freed = this.evict();
-        } catch {
-          throw err;
-        }
-        if (freed.messages === 0) throw err;
-        restart();
+      } catch (again) {
+        err = again;
       }
     }
   }
@@ -505,19 +495,24 @@ export class SqliteHistory implements HistoryStore {
       // (busy_timeout). A deferred transaction that reads before it writes
       // upgrades its lock instead, and an upgrade that meets the checkpoint
       // thread on the log's lock fails at once with SQLITE_BUSY.
-      results = this.withRoom(
-        () => {
-          // Before their numbers are known, as if each took the most bytes a number can.
-          let bytes = 0;
-          for (const m of batch) bytes += storedSize(m.nick.length, m.body.length, 2 ** 31, m.ts, this.pageSize);
-          return bytes;
-        },
-        () => this.appendAll.immediate(batch, seqs),
-        () => {
-          this.adding.length = 0;
-          seqs.restart();
-        },
-      );
+      try {
+        results = this.appendAll.immediate(batch, seqs);
+      } catch (err) {
+        results = this.afterFull(
+          err,
+          () => {
+            // Before their numbers are known, as if each took the most bytes a number can.
+            let bytes = 0;
+            for (const m of batch) bytes += storedSize(m.nick.length, m.body.length, 2 ** 31, m.ts, this.pageSize);
+            return bytes;
+          },
+          () => this.appendAll.immediate(batch, seqs),
+          () => {
+            this.adding.length = 0;
+            seqs.restart();
+          },
+        );
+      }
       // Only once committed: a row rolled back with its transaction is written again.
       for (const room of this.adding) this.known.add(room);
       let appended = 0;
@@ -556,11 +551,17 @@ export class SqliteHistory implements HistoryStore {
 
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
     try {
-      this.withRoom(
-        () => nick.length + key.length + ENTRY_BYTES,
-        () => this.claim.run(nick.toLowerCase(), key, now),
-        () => {},
-      );
+      const claim = (): unknown => this.claim.run(nick.toLowerCase(), key, now);
+      try {
+        claim();
+      } catch (err) {
+        this.afterFull(
+          err,
+          () => nick.length + key.length + ENTRY_BYTES,
+          claim,
+          () => {},
+        );
+      }
     } catch (err) {
       throw storeError(err, 'cannot record the nick');
     }
@@ -641,6 +642,18 @@ function migrate(db: Db, size: string): void {
     db.exec(`UPDATE rooms SET bytes = coalesce((SELECT sum(${size}) FROM messages WHERE messages.room = rooms.id), 0)`);
     db.exec(ROOMS_BY_SIZE);
   }).immediate();
+}
+
+/** The rooms holding something, largest first, and the level eviction cuts them to. */
+function rank(rooms: Map<string, RoomSize>, target: number): { ranked: RoomSize[]; level: number } {
+  const ranked = [...rooms.values()].filter((r) => r.bytes > 0).sort((a, b) => b.bytes - a.bytes);
+  return {
+    ranked,
+    level: waterLevel(
+      ranked.map((r) => r.bytes),
+      target,
+    ),
+  };
 }
 
 /** A room as eviction sees it: `bytes` its size now, `written` what its row says. */

@@ -1,5 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import type { HistoryStore } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 import { secureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
 
@@ -394,41 +394,22 @@ describe('disk trouble', () => {
   });
 
   it('a real full disk (a small tmpfs): refused while full, nothing acknowledged is lost, integrity ok', async (ctx) => {
-    const mnt = mkdtempSync(join(tmpdir(), 'confab-tmpfs-'));
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt], { stdio: 'ignore' });
-    } catch {
-      console.log(
-        'tmpfs test skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN); the injected failure above covers it',
-      );
-      rmSync(mnt, { recursive: true, force: true });
+    // Without root the injected failure above covers it.
+    const fs = mountTmpfs('2m');
+    if (fs === null) {
       ctx.skip();
       return;
     }
-    cleanup.push(() => {
-      execFileSync('umount', ['-l', mnt]);
-      rmSync(mnt, { recursive: true, force: true });
-    });
-    const data = join(mnt, 'data');
+    cleanup.push(() => fs.unmount());
+    const data = join(fs.path, 'data');
     mkdirSync(data);
     const s = await server({ dataDir: data });
     const r = room(13);
     const alice = track(await member(s.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
     const bob = track(await member(s.port, r, 'bob'));
     await alice.client.send(r, text('warm-up'));
-    // Fill the disk but for a little room.
-    const filler = join(mnt, 'filler');
-    let size = 0;
-    try {
-      for (;;) {
-        writeFileSync(filler, Buffer.alloc(64 * 1024), { flag: 'a' });
-        size += 64 * 1024;
-      }
-    } catch {
-      // ENOSPC: full. Give back a little, so that some messages fit before it fills again.
-      size -= 96 * 1024;
-      truncateSync(filler, size);
-    }
+    // Fill the disk but for a little room, so that some messages fit before it fills again.
+    const size = fs.fill(64 * 1024, 96 * 1024);
     const acks: number[] = [];
     const total = 80;
     const sends: Promise<unknown>[] = [];
@@ -439,7 +420,7 @@ describe('disk trouble', () => {
     await until(() => s.stats.storeFailures > 0, 10_000, 'a write to fail for want of space');
     const ackedWhileFull = acks.length;
     expect(ackedWhileFull).toBeLessThan(total);
-    rmSync(filler); // space returns
+    fs.empty(); // space returns
     await Promise.all(sends);
     await until(() => bob.events.message.length === total + 1, 10_000);
     // Each exactly once, in order: nothing was relayed before it was stored (or a retry would show it twice).

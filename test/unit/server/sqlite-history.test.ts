@@ -1,6 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +10,7 @@ import { SqliteHistory } from '../../../src/server/sqlite-history.js';
 import { recordBytes, storedSize, storedSizeSql, waterLevel } from '../../../src/server/store-size.js';
 import type { Eviction } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
+import { mountTmpfs } from '../../helpers/tmpfs.js';
 import type { StoreError } from '../../../src/server/history.js';
 import { until } from '../../helpers/net.js';
 
@@ -28,6 +28,23 @@ const msg = (r: number, n: number, ts = 1000 + n, body = `body ${n}`): PendingMe
   mid: mid(n),
   body: enc.encode(body),
 });
+
+/** A 16-byte id numbered in its first bytes. */
+function id16(n: number): Uint8Array {
+  const id = new Uint8Array(16);
+  new DataView(id.buffer).setUint32(0, n);
+  return id;
+}
+
+/** An in-memory store that keeps everything but for its size cap; `evictions` collects what it evicts. */
+function capped(maxBytes: number, evictions?: Eviction[]): SqliteHistory {
+  return new SqliteHistory({
+    path: ':memory:',
+    retention: { messages: 1e6, maxAgeMs: 1e12 },
+    maxBytes,
+    ...(evictions !== undefined ? { onEvict: (e: Eviction) => evictions.push(e) } : {}),
+  });
+}
 
 function store(messages = 1000, maxAgeMs = 1e12): SqliteHistory {
   return new SqliteHistory({ path: ':memory:', retention: { messages, maxAgeMs } });
@@ -137,12 +154,7 @@ describe('SqliteHistory', () => {
 
   it('makes room when full: evicts the oldest of the largest room, so writes go on, and a room below the level keeps all', () => {
     const evictions: Eviction[] = [];
-    const s = new SqliteHistory({
-      path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 1024 * 1024,
-      onEvict: (e) => evictions.push(e),
-    });
+    const s = capped(1024 * 1024, evictions);
     // A quiet room first, then a flood into another: four times the cap.
     for (let n = 1; n <= 20; n++) append(s, [msg(2, n, 1000 + n, 'q'.repeat(500))]);
     const big = (n: number): PendingMessage => msg(1, 100 + n, 2000 + n, 'x'.repeat(20_000));
@@ -160,16 +172,8 @@ describe('SqliteHistory', () => {
   });
 
   it('takes the largest rooms down to a common level, oldest first; smaller rooms keep all, numbers are kept', () => {
-    const s = new SqliteHistory({
-      path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 512 * 1024,
-    });
-    const roomN = (n: number): Uint8Array => {
-      const r = new Uint8Array(16);
-      new DataView(r.buffer).setUint32(0, n);
-      return r;
-    };
+    const s = capped(512 * 1024);
+    const roomN = id16;
     // 40 rooms of 1 message and 4 rooms of 40 (each row fits its page), then one more room until the store evicts.
     let id = 0;
     const put = (r: number, count: number, size: number): void => {
@@ -195,11 +199,7 @@ describe('SqliteHistory', () => {
   });
 
   it('evicts for nick claims too, and refuses one with SQLITE_FULL once nothing is left to evict', () => {
-    const s = new SqliteHistory({
-      path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 256 * 1024,
-    });
+    const s = capped(256 * 1024);
     for (let n = 1; n <= 10; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(3000))]);
     let error: unknown;
     try {
@@ -269,11 +269,7 @@ describe('SqliteHistory at its cap', () => {
       // Whether a row that grows needs a page at the cap depends on where the ids fall: several sets of them.
       for (let trial = 0; trial < 6; trial++) {
         const id = (n: number): Uint8Array => roomN(trial * 1_000_000 + n);
-        const s = new SqliteHistory({
-          path: ':memory:',
-          retention: { messages: 1e6, maxAgeMs: 1e12 },
-          maxBytes: 4 << 20,
-        });
+        const s = capped(4 << 20);
         for (let r = 0; r < 3000; r++) put(s, [one(id(r), 100)]);
         if (pruned) s.prune(2000);
         const flood = id(99_999);
@@ -291,12 +287,7 @@ describe('SqliteHistory at its cap', () => {
 
   it('with rooms tied at the top, cuts the oldest of as many of them as free a sixteenth of the cap, and stops', () => {
     const evictions: Eviction[] = [];
-    const s = new SqliteHistory({
-      path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 4 << 20,
-      onEvict: (e) => evictions.push(e),
-    });
+    const s = capped(4 << 20, evictions);
     for (let round = 0; evictions.length === 0 && round < 100; round++) {
       for (let r = 0; r < 300 && evictions.length === 0; r++) put(s, [one(roomN(r), 3000)]);
     }
@@ -324,7 +315,7 @@ describe('SqliteHistory at its cap', () => {
       return seed % n;
     };
     const ids = range(0, 19_999).map((r) => roomN(r));
-    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e9, maxAgeMs: 1e15 }, maxBytes: 4 << 20 });
+    const s = capped(4 << 20);
     let refused = 0;
     for (let i = 0; i < 400; i++) {
       const batch = Array.from({ length: 200 }, () => one(ids[random(ids.length)] as Uint8Array, 40));
@@ -342,12 +333,7 @@ describe('SqliteHistory at its cap', () => {
   });
 
   it('keeps evicting while new rooms of one small message each fill it: emptied rooms do not stay at the top of the sizes', () => {
-    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e9, maxAgeMs: 1e15 }, maxBytes: 8 << 20 });
-    const id16 = (n: number): Uint8Array => {
-      const id = new Uint8Array(16);
-      new DataView(id.buffer).setUint32(0, n);
-      return id;
-    };
+    const s = capped(8 << 20);
     const small = (n: number): PendingMessage => ({
       room: id16(n),
       ts: 1000,
@@ -377,7 +363,7 @@ describe('SqliteHistory at its cap', () => {
   });
 
   it('evicts for a batch of 1 KB messages, each a whole overflow page more than its bytes', () => {
-    const s = new SqliteHistory({ path: ':memory:', retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
+    const s = capped(1 << 20);
     for (let i = 0; 256 - pages(s) > 30; i++) put(s, [one(roomN(1), 2000 + (i % 7))]);
     const batch = Array.from({ length: 40 }, (_, k) => one(roomN(2 + (k % 4)), 1000));
     expect(put(s, batch)).toBe(1);
@@ -386,12 +372,7 @@ describe('SqliteHistory at its cap', () => {
 
   it('ranks rooms by the pages they take: a flood of 1 KB bodies goes before a quiet room of large ones', () => {
     const evictions: Eviction[] = [];
-    const s = new SqliteHistory({
-      path: ':memory:',
-      retention: { messages: 1e6, maxAgeMs: 1e12 },
-      maxBytes: 4 << 20,
-      onEvict: (e) => evictions.push(e),
-    });
+    const s = capped(4 << 20, evictions);
     for (let n = 0; n < 20; n++) put(s, [one(roomN(1), 60_000)]);
     for (let n = 0; evictions.length === 0 && n < 10_000; n++) put(s, [one(roomN(2), 1000)]);
     expect(evictions).toHaveLength(1);
@@ -400,18 +381,14 @@ describe('SqliteHistory at its cap', () => {
   });
 
   it('does not evict for a full disk, even once the store has been at its cap (a small tmpfs)', (ctx) => {
-    const mnt = mkdtempSync(join(tmpdir(), 'confab-tmpfs-'));
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt], { stdio: 'ignore' });
-    } catch {
-      console.log('tmpfs test skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN)');
-      rmSync(mnt, { recursive: true, force: true });
+    const fs = mountTmpfs('6m');
+    if (fs === null) {
       ctx.skip();
       return;
     }
     try {
       const s = new SqliteHistory({
-        path: join(mnt, 'history.db'),
+        path: join(fs.path, 'history.db'),
         retention: { messages: 1e6, maxAgeMs: 1e12 },
         maxBytes: 1 << 20,
       });
@@ -422,16 +399,7 @@ describe('SqliteHistory at its cap', () => {
       for (let n = 0; n < 20; n++) put(s, [one(roomN(7), 20_000)]);
       raw(s).pragma('wal_checkpoint(TRUNCATE)');
       const evicted = s.evicted;
-      const filler = join(mnt, 'filler');
-      let size = 0;
-      try {
-        for (;;) {
-          writeFileSync(filler, Buffer.alloc(16 * 1024), { flag: 'a' });
-          size += 16 * 1024;
-        }
-      } catch {
-        truncateSync(filler, size - 48 * 1024);
-      }
+      fs.fill(16 * 1024, 48 * 1024);
       const codes: string[] = [];
       for (let i = 0; i < 5; i++) {
         try {
@@ -446,8 +414,7 @@ describe('SqliteHistory at its cap', () => {
       expect(s.read(roomN(7), 0, 1000, 1e9).messages.length).toBeGreaterThanOrEqual(20);
       s.close();
     } finally {
-      execFileSync('umount', ['-l', mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      fs.unmount();
     }
   });
 });
