@@ -201,12 +201,23 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
     );
     return this.server.pid;
   },
+  /**
+   * Resolves once the server has exited and its data directory is gone. Its
+   * shutdown (a second for clients to leave, then the store's last checkpoint)
+   * takes about 2 s, and until 2026-11-27 it ran into the next run's warm-up
+   * and first second.
+   */
   stop() {
-    this.server.child.kill('SIGTERM');
-    if (this.dir) {
-      const dir = this.dir;
-      this.server.child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    }
+    const { child } = this.server;
+    const dir = this.dir;
+    const exited =
+      child.exitCode !== null || child.signalCode !== null
+        ? Promise.resolve()
+        : new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    return exited.then(() => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
   },
   async receivers(n, room, meter, nickBase) {
     const out = [];
@@ -246,7 +257,7 @@ function redisSystem(redis) {
     async start() {
       return redis.pid;
     },
-    stop() {},
+    async stop() {},
     async receivers(n, room, meter) {
       const channel = channelOf(room);
       const out = [];
@@ -313,7 +324,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   const cpu = cpuSeconds(pid) - cpu0;
   const detail = probe?.();
   system.close([...rx, tx]);
-  system.stop();
+  await system.stop();
   return {
     workload: 'a',
     system: system.name,
@@ -408,7 +419,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const detail = probe?.();
   tx.close();
   system.close(rx);
-  system.stop();
+  await system.stop();
   return {
     workload: 'b',
     system: system.name,
@@ -432,14 +443,42 @@ async function fanoutRate(system, receivers, rate, seconds) {
 }
 
 /**
- * (b) interleaved: both systems connected and warmed up at once, the sender
- * alternating between them in slices of `slice` seconds (order ABBA), until
- * each has sent `seconds` worth. The machine's speed drifts by 10-40% between
- * runs a few seconds apart; slices a second apart share that drift out far
- * more evenly than whole runs do. Each server's CPU is counted over its own
- * slices, each slice from its first message until its last was delivered.
+ * Each of `sides` indices `slices` times, shuffled by a generator seeded with
+ * `seed` (mulberry32): a round is reproducible, and no side holds the same
+ * places in every round.
  */
-async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 1) {
+function sliceOrder(sides, slices, seed) {
+  const order = Array.from({ length: sides * slices }, (_, k) => k % sides);
+  let state = seed >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let k = order.length - 1; k > 0; k--) {
+    const j = Math.floor(random() * (k + 1));
+    [order[k], order[j]] = [order[j], order[k]];
+  }
+  return order;
+}
+
+/**
+ * (b) interleaved: both systems connected and warmed up at once, the sender
+ * alternating between them in slices of `slice` seconds, in an order shuffled
+ * from `seed`, until each has sent `seconds` worth. The machine's speed drifts
+ * by 10-40% between runs a few seconds apart; slices a second apart share that
+ * drift out far more evenly than whole runs do. Each server's CPU is counted
+ * over its own slices, each slice from its first message until its last was
+ * delivered.
+ *
+ * The order was a fixed ABBA until 2026-11-27: a confab compared with itself
+ * then came out at 0.59-0.86 of its twin's p99 in every round it went first and
+ * 1.42-1.61 in every round it went second, because the slowest slices fell at
+ * the same point of every round (the sixth and seventh, the second system's).
+ */
+async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, slice = 1) {
   const perSlice = Math.round(rate * slice);
   const slices = Math.round(seconds / slice);
   const sides = [];
@@ -459,8 +498,8 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 
     await warmedUp(s.warm, 5_000);
     s.to.current = s.meter;
   }
-  for (let k = 0; k < sides.length * slices; k++) {
-    const s = sides[[0, 1, 1, 0][k % 4] % sides.length];
+  for (const side of sliceOrder(sides.length, slices, seed)) {
+    const s = sides[side];
     const cpu0 = cpuSeconds(s.pid);
     await s.tx.run(rate, perSlice);
     s.sent += perSlice;
@@ -482,8 +521,8 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, slice = 
   for (const s of sides) {
     s.tx.close();
     s.system.close(s.rx);
-    s.system.stop();
   }
+  await Promise.all(sides.map((s) => s.system.stop()));
   return out;
 }
 
@@ -527,7 +566,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const total = counts.reduce((a, b) => a + b, 0);
   const mean = total / rooms;
   confab.close(members);
-  confab.stop();
+  await confab.stop();
   return {
     workload: 'c',
     system: 'confab',
@@ -566,7 +605,7 @@ async function idle(connections) {
   await new Promise((r) => setTimeout(r, 3000));
   const idleCpu = cpuSeconds(pid) - cpu0;
   confab.close(clients);
-  confab.stop();
+  await confab.stop();
   return {
     workload: 'd',
     system: 'confab',
@@ -669,7 +708,7 @@ if (ONLY.has('bi') && yardstick !== null) {
   const pairs = [];
   for (let i = 1; i <= ROUNDS; i++) {
     const [c, r] = [confab, yardstick()];
-    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5);
+    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5, i);
     for (const x of res) print({ ...x, round: i });
     pairs.push(i % 2 === 1 ? res : [res[1], res[0]]);
   }
