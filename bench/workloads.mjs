@@ -202,10 +202,11 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
     return this.server.pid;
   },
   /**
-   * Resolves once the server has exited and its data directory is gone. Its
-   * shutdown (a second for clients to leave, then the store's last checkpoint)
-   * takes about 2 s, and until 2026-11-27 it ran into the next run's warm-up
-   * and first second.
+   * Resolves once the server has exited and its data directory is gone, so
+   * that no run shares the machine with the last one's shutdown. Until
+   * 2026-11-27 that shutdown took about 2 s (every closed connection had left
+   * a linger timer behind), and it ran into the next run's warm-up and first
+   * second; now it takes 10-50 ms.
    */
   stop() {
     const { child } = this.server;
@@ -447,8 +448,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
 
 /**
  * Each of `sides` indices `slices` times, shuffled by a generator seeded with
- * `seed` (mulberry32): a round is reproducible, and no side holds the same
- * places in every round.
+ * `seed` (mulberry32), so that a round can be played again.
  */
 function sliceOrder(sides, slices, seed) {
   const order = Array.from({ length: sides * slices }, (_, k) => k % sides);
@@ -711,11 +711,21 @@ if (ONLY.has('bi') && yardstick !== null) {
   const pairs = [];
   for (let i = 1; i <= ROUNDS; i++) {
     const [c, r] = [confab, yardstick()];
-    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5, i);
+    // Rounds 2k-1 and 2k play one order with the systems swapped: over each
+    // pair, both hold every place once.
+    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5, Math.ceil(i / 2));
     for (const x of res) print({ ...x, round: i });
     pairs.push(i % 2 === 1 ? res : [res[1], res[0]]);
   }
-  printVs({ workload: 'b', interleaved: true }, pairs);
+  // Within a pair of rounds, what the places cost cancels out: the geometric
+  // mean of the pair's two p99 ratios. A system compared with itself spreads
+  // over 0.50-1.54 round by round, and over 0.88-1.02 pair by pair.
+  const p99 = pairs.map(([a, b]) => a.latencyMs.p99 / b.latencyMs.p99);
+  const perPair = [];
+  for (let k = 1; k < p99.length; k += 2) perPair.push(Math.sqrt(p99[k - 1] * p99[k]));
+  const paired = perPair.length === 0 ? {} : { p99RatioPerPairOfRounds: perPair.map((x) => round(x)) };
+  if (perPair.length > 0) paired.p99RatioMedianOfPairs = round(median(perPair));
+  printVs({ workload: 'b', interleaved: true, ...paired }, pairs);
 }
 if (ONLY.has('c')) print(await manyRooms(100, 10, 5));
 if (ONLY.has('d')) print(await idle(5000));

@@ -30,6 +30,7 @@ import { socketFd } from './direct-write.js';
 import type { DirectWriter } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
 import { StoreError } from './history.js';
+import { lingerThenDestroy } from './linger.js';
 import type { AppendResult, HistoryStore, PendingMessage, SeqSource } from './history.js';
 import { roomLabel } from './log.js';
 import type { ServerLimits } from './options.js';
@@ -252,7 +253,7 @@ export class Relay {
       conn.state = ConnState.CLOSING;
       conn.socket.end();
       // A peer that never reads its error must not hold the socket open.
-      this.clock.setTimer(() => conn.socket.destroy(), this.limits.closeLingerMs);
+      lingerThenDestroy(conn.socket, this.clock, this.limits.closeLingerMs);
     }
   }
 

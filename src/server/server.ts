@@ -7,6 +7,7 @@ import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
 import { DirectWriter, fanoutAddon } from './direct-write.js';
 import { IpLimiter } from './ip-limits.js';
+import { lingerThenDestroy } from './linger.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
 import type { ResolvedOptions, ServerLimits, ServerOptions } from './options.js';
@@ -85,7 +86,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     socket.on('error', onError);
     socket.end(encodeFrame({ type: 'error', rid: 0, code: ErrorCode.TOO_MANY_CONNECTIONS, fatal: true, message }));
     // Don't wait on a peer that won't read its refusal.
-    opts.clock.setTimer(() => socket.destroy(), 2000);
+    lingerThenDestroy(socket, opts.clock, opts.limits.closeLingerMs);
   }
 
   const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {

@@ -22,6 +22,11 @@ export class FakeClock implements Clock {
     };
   }
 
+  /** Timers set and not yet run or cancelled. */
+  get pending(): number {
+    return this.timers.length;
+  }
+
   /** Moves time forward by `ms`, running each timer that falls due. */
   advance(ms: number): void {
     const end = this.time + ms;

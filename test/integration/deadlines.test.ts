@@ -63,6 +63,29 @@ describe('deadlines and heartbeats on an injected clock', () => {
     await alice.client.send(r, text('still connected'));
   });
 
+  it('leaves no linger timer behind for a connection that closes in time', async () => {
+    const clock = new FakeClock();
+    const s = await fakeServer(clock);
+    const before = clock.pending; // the sweep's
+    // A clean close: the peer ends its side, the server ends its own and the socket closes.
+    const leaving = await RawPeer.open(s.port);
+    await rawJoin(leaving, room(3), 'leaving');
+    leaving.socket.end();
+    await leaving.closedByServer();
+    await until(() => s.stats.connections === 0);
+    await until(() => clock.pending === before, 2000, 'the clean close to leave no timer');
+    // A fatal ERROR (the handshake deadline), read by a peer that then closes.
+    const silent = await RawPeer.open(s.port);
+    await until(() => s.stats.connections === 1);
+    clock.advance(10_000);
+    await silent.closedByServer();
+    await until(() => s.stats.connections === 0);
+    // Each had its closeLingerMs timer, cancelled when its socket closed: none
+    // is left to hold its connection in memory, or the process at exit.
+    await until(() => clock.pending === before, 2000, 'the linger timers to go');
+    expect(clock.pending).toBe(before);
+  });
+
   it('closes a connection that does not say HELLO within the handshake deadline', async () => {
     const clock = new FakeClock();
     const s = await fakeServer(clock);
