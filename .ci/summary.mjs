@@ -3,6 +3,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 
 const path = process.argv[2] ?? 'test-results/results.json';
+// The test command's exit status: vitest fails a run with unhandled errors
+// (an exception thrown outside any test) although every test passed, and its
+// report does not say so.
+const status = Number(process.argv[3] ?? 0);
 if (!existsSync(path)) {
   console.log('0 passed, 1 failed');
   process.exit(1);
@@ -20,7 +24,10 @@ for (const file of report.testResults ?? []) {
   // A file that failed to load has no assertions but must still count.
   if ((file.assertionResults ?? []).length === 0 && file.status === 'failed') failed++;
 }
-console.log(
-  skipped > 0 ? `${passed} passed, ${failed} failed, ${skipped} skipped` : `${passed} passed, ${failed} failed`,
-);
+if (status !== 0 && failed === 0) {
+  console.log(`the test command exited with ${status} though no test failed (unhandled errors?): one failure`);
+  failed = 1;
+}
+if (skipped > 0) console.log(`${skipped} skipped`);
+console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 || passed === 0 ? 1 : 0);

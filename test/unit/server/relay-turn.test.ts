@@ -41,8 +41,16 @@ class FakeSocket {
     this.ended = true;
     this.writable = false;
   }
+  private readonly onClose: (() => void)[] = [];
+  /** Only 'close' is listened for (the linger timer's cancel); destroy() emits it. */
+  once(event: 'close', fn: () => void): this {
+    this.onClose.push(fn);
+    return this;
+  }
   destroy(): void {
+    if (this.destroyed) return;
     this.destroyed = true;
+    for (const fn of this.onClose.splice(0)) fn();
   }
 }
 

@@ -57,8 +57,11 @@ describe('capYoungGeneration', () => {
       console.log(max);`;
     const largest = (cap: number): number =>
       Number(execFileSync(process.execPath, ['--input-type=module', '-e', script, String(cap)], { encoding: 'utf8' }));
-    expect(largest(2)).toBeLessThanOrEqual(4 * MiB);
-    expect(largest(0)).toBeGreaterThan(4 * MiB); // without the cap the same pile grows it past
+    // The cap (4 MiB in all), or one growth past it: Node reports a collection a
+    // turn or more later, and a second one may grow it before the factor comes
+    // down (seen once in ten runs; doc/LIMITS.md). Uncapped, the pile grows it to 32 MiB.
+    expect(largest(2)).toBeLessThanOrEqual(8 * MiB);
+    expect(largest(0)).toBeGreaterThan(8 * MiB);
   });
 
   it('leaves the heap alone when node was given a semi-space size', () => {
