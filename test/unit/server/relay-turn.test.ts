@@ -43,7 +43,7 @@ class FakeSocket {
   }
   private readonly onClose: (() => void)[] = [];
   /** Only 'close' is listened for (the linger timer's cancel); destroy() emits it. */
-  once(event: 'close', fn: () => void): this {
+  once(_event: 'close', fn: () => void): this {
     this.onClose.push(fn);
     return this;
   }
