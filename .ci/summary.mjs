@@ -11,7 +11,14 @@ if (!existsSync(path)) {
   console.log('0 passed, 1 failed');
   process.exit(1);
 }
-const report = JSON.parse(readFileSync(path, 'utf8'));
+let report;
+try {
+  report = JSON.parse(readFileSync(path, 'utf8'));
+} catch (err) {
+  console.log(`unreadable test report (${err.message})`);
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
 let passed = 0;
 let failed = 0;
 let skipped = 0;
@@ -24,10 +31,13 @@ for (const file of report.testResults ?? []) {
   // A file that failed to load has no assertions but must still count.
   if ((file.assertionResults ?? []).length === 0 && file.status === 'failed') failed++;
 }
-if (status !== 0 && failed === 0) {
+if (passed === 0 && failed === 0) {
+  console.log('no test ran: one failure');
+  failed = 1;
+} else if (status !== 0 && failed === 0) {
   console.log(`the test command exited with ${status} though no test failed (unhandled errors?): one failure`);
   failed = 1;
 }
 if (skipped > 0) console.log(`${skipped} skipped`);
 console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 || passed === 0 ? 1 : 0);
+process.exit(failed > 0 ? 1 : 0);

@@ -204,6 +204,20 @@ describe('connection limits per address', () => {
     await until(() => again.frames.some((f) => f.type === 'welcome'));
   });
 
+  it('a refused connection that closes leaves no linger timer behind', async () => {
+    const clock = new FakeClock();
+    const s = await server({ clock, limits: { maxConnectionsPerIp: 1, connectionsPerIpPerMinute: 1000 } });
+    const before = clock.pending; // the sweep's
+    const first = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(first.destroy()));
+    await until(() => s.stats.connections === 1);
+    const extra = await RawPeer.open(s.port);
+    await extra.closedByServer();
+    expect(errorCodeName(extra.error()?.code ?? 0)).toBe('TOO_MANY_CONNECTIONS');
+    // Its closeLingerMs timer went with its socket.
+    await until(() => clock.pending === before, 2000, 'the refusal to leave no timer');
+  });
+
   it('limits new connections per address per minute, and lets them back after', async () => {
     const clock = new FakeClock();
     const s = await server({ clock, limits: { maxConnectionsPerIp: 1000, connectionsPerIpPerMinute: 30 } });
