@@ -1,21 +1,18 @@
 // Turns vitest's JSON report into the one line CI reads: "N passed, N failed".
-// A missing report (lint or build failed before vitest ran) counts as one failure.
-import { existsSync, readFileSync } from 'node:fs';
+// A missing report (lint or build failed before vitest ran), or one that can't
+// be read, counts as one failure.
+import { readFileSync } from 'node:fs';
 
 const path = process.argv[2] ?? 'test-results/results.json';
 // The test command's exit status: vitest fails a run with unhandled errors
 // (an exception thrown outside any test) although every test passed, and its
 // report does not say so.
 const status = Number(process.argv[3] ?? 0);
-if (!existsSync(path)) {
-  console.log('0 passed, 1 failed');
-  process.exit(1);
-}
 let report;
 try {
   report = JSON.parse(readFileSync(path, 'utf8'));
 } catch (err) {
-  console.log(`unreadable test report (${err.message})`);
+  console.log(`no test report (${err.message})`);
   console.log('0 passed, 1 failed');
   process.exit(1);
 }

@@ -638,9 +638,12 @@ const vs = against !== undefined ? 'ConfabB' : 'Redis';
 const print = (o) => console.log(JSON.stringify(o));
 
 /** Medians of the per-round ratios a / b of CPU per million deliveries and of p99, with the rounds' own. */
+/** One round's p99 of confab over the other system's. */
+const p99Ratio = ([a, b]) => a.latencyMs.p99 / b.latencyMs.p99;
+
 function ratios(pairs) {
   const cpu = pairs.map(([a, b]) => a.serverCpuSecondsPerMillionDeliveries / b.serverCpuSecondsPerMillionDeliveries);
-  const p99 = pairs.map(([a, b]) => a.latencyMs.p99 / b.latencyMs.p99);
+  const p99 = pairs.map(p99Ratio);
   return {
     cpu: round(median(cpu)),
     p99: round(median(p99)),
@@ -720,11 +723,16 @@ if (ONLY.has('bi') && yardstick !== null) {
   // Within a pair of rounds, what the places cost cancels out: the geometric
   // mean of the pair's two p99 ratios. A system compared with itself spreads
   // over 0.50-1.54 round by round, and over 0.88-1.02 pair by pair.
-  const p99 = pairs.map(([a, b]) => a.latencyMs.p99 / b.latencyMs.p99);
+  const p99 = pairs.map(p99Ratio);
   const perPair = [];
   for (let k = 1; k < p99.length; k += 2) perPair.push(Math.sqrt(p99[k - 1] * p99[k]));
-  const paired = perPair.length === 0 ? {} : { p99RatioPerPairOfRounds: perPair.map((x) => round(x)) };
-  if (perPair.length > 0) paired.p99RatioMedianOfPairs = round(median(perPair));
+  const paired =
+    perPair.length === 0
+      ? {}
+      : {
+          p99RatioPerPairOfRounds: perPair.map((x) => round(x)),
+          p99RatioMedianOfPairs: round(median(perPair)),
+        };
   printVs({ workload: 'b', interleaved: true, ...paired }, pairs);
 }
 if (ONLY.has('c')) print(await manyRooms(100, 10, 5));

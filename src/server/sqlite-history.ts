@@ -150,6 +150,8 @@ export class SqliteHistory implements HistoryStore {
   evicted = 0;
   /** Bytes appended since the pages in use were last compared with the cap. */
   private sinceCheck = 0;
+  /** Bytes appended between those checks: a quarter of the reserve, or 1 MiB without a cap. */
+  private readonly checkEvery: number = 1 << 20;
   private readonly appendAll: Transaction<(batch: readonly PendingMessage[], seqs: SeqSource) => AppendResult[]>;
   /** The background checkpointer, when one runs. */
   readonly checkpointer: Checkpointer | null = null;
@@ -170,6 +172,7 @@ export class SqliteHistory implements HistoryStore {
       if (options.maxBytes !== undefined && options.maxBytes > 0) {
         this.maxPages = Math.max(1, Math.floor(options.maxBytes / this.pageSize));
         this.reservePages = Math.min(1024, Math.max(16, Math.floor(this.maxPages / 64)));
+        this.checkEvery = (this.reservePages * this.pageSize) / 4;
         this.db.pragma(`max_page_count = ${this.maxPages}`);
       }
     } catch (err) {
@@ -427,7 +430,7 @@ export class SqliteHistory implements HistoryStore {
    */
   private makeRoomAhead(appended: number): void {
     this.sinceCheck += appended;
-    if (this.sinceCheck < (this.maxPages > 0 ? (this.reservePages * this.pageSize) / 4 : 1 << 20)) return;
+    if (this.sinceCheck < this.checkEvery) return;
     this.sinceCheck = 0;
     try {
       if (this.maxPages > 0) {
