@@ -178,7 +178,9 @@ export function openEnvelope(keys: RoomKeys, envelope: Uint8Array): OpenedMessag
   }
   let nick: string;
   try {
-    nick = new TextDecoder('utf-8', { fatal: true }).decode(nickBytes);
+    // ignoreBOM: the nick is the bytes signed; a leading BOM dropped would make
+    // "\u{FEFF}alice" read as "alice" (the server's frames keep it too).
+    nick = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(nickBytes);
   } catch {
     throw new EnvelopeError(RejectReason.MALFORMED, 'nick is not UTF-8');
   }

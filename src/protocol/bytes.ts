@@ -2,7 +2,9 @@ import { ProtocolError } from './errors.js';
 
 const utf8Encoder = new TextEncoder();
 // fatal: invalid UTF-8 in a text field is a malformed frame, not U+FFFD soup.
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading EF BB BF is part of the field; dropped, a nick with one
+// would pass the nick rule as another nick than the bytes its proof signed.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const TWO_32 = 0x1_0000_0000;
 

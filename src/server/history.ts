@@ -70,8 +70,14 @@ export interface HistoryStore {
   claimNick(nick: string, key: Uint8Array): Uint8Array;
   /** Frees a nick for the next key that uses it; false if nobody owned it. */
   releaseNick(nick: string): boolean;
-  /** Deletes what retention no longer keeps; returns how many messages went. */
+  /** Deletes what retention no longer keeps, in every room at once; returns how many messages went. */
   prune(now: number): number;
+  /**
+   * One step of a prune pass: the next `maxRooms` rooms after the last step's.
+   * The server calls it once a sweep until a pass is `done`, so that no single
+   * turn of its event loop reads every room the store has ever had.
+   */
+  pruneSome(now: number, maxRooms: number): PruneStep;
   /** `PRAGMA integrity_check`, or the equivalent: 'ok' when the store is sound. */
   check(): string;
   close(): void;
@@ -89,6 +95,14 @@ export class StoreError extends Error {
     super(message, options);
     this.code = code;
   }
+}
+
+/** What one step of a prune pass did. */
+export interface PruneStep {
+  /** Messages deleted. */
+  removed: number;
+  /** Whether the pass has been through every room; the next step starts another. */
+  done: boolean;
 }
 
 /** How long and how much history rooms keep. */

@@ -1,4 +1,4 @@
-import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, SeqSource } from './history.js';
+import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, PruneStep, SeqSource } from './history.js';
 
 /**
  * The store of a relay run with `--no-history`: keeps nothing, so there is no
@@ -33,6 +33,10 @@ export class NoHistory implements HistoryStore {
 
   prune(): number {
     return 0;
+  }
+
+  pruneSome(): PruneStep {
+    return { removed: 0, done: true };
   }
 
   check(): string {

@@ -29,6 +29,11 @@ export interface ServerLimits {
   sendQueueBytes: number;
   /** Time a closing connection gets to read its last bytes (an ERROR, say) before it is destroyed. */
   closeLingerMs: number;
+  /**
+   * Refused connections given closeLingerMs to read their refusal, in all (and
+   * at most maxConnectionsPerIp from one address); past it one is closed at once.
+   */
+  maxLingeringRefusals: number;
   /** Rooms one connection may be in (TOO_MANY_ROOMS). */
   maxRoomsPerConnection: number;
   /** Members in one room (ROOM_FULL). */
@@ -72,6 +77,7 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   deadAfterMs: 45_000,
   sendQueueBytes: 256 * 1024,
   closeLingerMs: 2000,
+  maxLingeringRefusals: 1024,
   maxRoomsPerConnection: MAX_ROOMS_PER_CONNECTION,
   maxRoomMembers: MAX_ROOM_MEMBERS,
   maxConnections: 20_000,

@@ -5,6 +5,7 @@ import {
   encodeFrame,
   encodeHistory,
   ErrorCode,
+  FrameType,
   LeaveReason,
   MAX_BODY,
   MAX_FETCH,
@@ -168,9 +169,17 @@ export class Relay {
     const now = this.clock.now();
     conn.lastReadAt = now;
     conn.pingSentAt = 0;
+    let frames: Uint8Array[];
     try {
-      const frames = conn.decoder.push(chunk);
+      frames = conn.decoder.push(chunk);
       for (const raw of frames) {
+        // Judged by its type byte alone: parsed, a HELLO of another version or
+        // a bad body would end the session, and on an open one it must only be
+        // refused (PROTOCOL.md §4.1).
+        if (raw[0] === FrameType.HELLO && conn.state === ConnState.OPEN) {
+          this.reject(conn, 0, 'BAD_FRAME', 'HELLO may only be sent once');
+          continue;
+        }
         this.handle(conn, parseClientFrame(raw));
         if (conn.state >= ConnState.ENDING) return;
       }
@@ -181,8 +190,10 @@ export class Relay {
       this.fail(conn, err);
       return;
     }
+    // READ_TIMEOUT times one frame, first byte to last: a chunk that finished a
+    // frame and began the next started that one now, not when the last began.
     if (!conn.decoder.midFrame) conn.frameStartedAt = 0;
-    else if (conn.frameStartedAt === 0) conn.frameStartedAt = now;
+    else if (conn.frameStartedAt === 0 || frames.length > 0) conn.frameStartedAt = now;
   }
 
   /** The peer closed its side: a frame cut short is an error, anything else a clean leave. */
@@ -335,7 +346,7 @@ export class Relay {
       case 'pong':
         return;
       case 'hello':
-        this.reject(conn, 0, 'BAD_FRAME', 'HELLO may only be sent once');
+        // Never reached: `receive` refuses a HELLO on an open session before parsing it.
         return;
       case 'error':
         this.log.debug({ conn: conn.id, code: frame.code }, 'client reported an error');

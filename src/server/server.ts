@@ -7,7 +7,7 @@ import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
 import { DirectWriter, fanoutAddon } from './direct-write.js';
 import { IpLimiter } from './ip-limits.js';
-import { lingerThenDestroy } from './linger.js';
+import { LingerBudget, lingerThenDestroy } from './linger.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
 import type { ResolvedOptions, ServerLimits, ServerOptions } from './options.js';
@@ -15,7 +15,7 @@ import { StoreError } from './history.js';
 import type { HistoryStore } from './history.js';
 import { NoHistory } from './no-history.js';
 import { Relay } from './relay.js';
-import { SqliteHistory } from './sqlite-history.js';
+import { PRUNE_ROOMS_PER_STEP, SqliteHistory } from './sqlite-history.js';
 import type { Eviction } from './sqlite-history.js';
 import type { RelayStats } from './relay.js';
 
@@ -82,23 +82,33 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   }
 
   const ipLimits = new IpLimiter(opts.limits.maxConnectionsPerIp, opts.limits.connectionsPerIpPerMinute);
-  function refuse(socket: Socket, message: string): void {
+  // Refused sockets are in no connection count: these bound the ones left to linger.
+  const lingering = new LingerBudget(opts.limits.maxConnectionsPerIp, opts.limits.maxLingeringRefusals);
+  function refuse(socket: Socket, ip: string, message: string): void {
     socket.on('error', onError);
+    // Handed to the kernel at once (nothing is queued ahead of it), so it still
+    // goes out if the socket is destroyed straight after; a peer that had sent
+    // bytes gets a reset instead.
     socket.end(encodeFrame({ type: 'error', rid: 0, code: ErrorCode.TOO_MANY_CONNECTIONS, fatal: true, message }));
+    if (!lingering.take(ip)) {
+      socket.destroy();
+      return;
+    }
+    socket.once('close', () => lingering.release(ip));
     // Don't wait on a peer that won't read its refusal.
     lingerThenDestroy(socket, opts.clock, opts.limits.closeLingerMs);
   }
 
   const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    const ip = socket.remoteAddress ?? '?';
     if (relay.connections.size >= opts.limits.maxConnections) {
-      refuse(socket, 'server full');
+      refuse(socket, ip, 'server full');
       return;
     }
-    const ip = socket.remoteAddress ?? '?';
     const refusal = ipLimits.admit(ip, opts.clock.now());
     if (refusal !== null) {
       relay.stats.dropped.TOO_MANY_CONNECTIONS = (relay.stats.dropped.TOO_MANY_CONNECTIONS ?? 0) + 1;
-      refuse(socket, refusal);
+      refuse(socket, ip, refusal);
       return;
     }
     const conn = relay.open(socket);
@@ -120,16 +130,26 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const address = net.address() as AddressInfo;
 
   let lastPrune = opts.clock.now();
+  // A prune pass goes through the rooms a step per sweep; null between passes.
+  let pass: { removed: number } | null = null;
   let stopSweep = opts.clock.setTimer(function tick() {
     relay.sweep();
     ipLimits.sweep(opts.clock.now());
-    if (opts.clock.now() - lastPrune >= opts.limits.pruneIntervalMs) {
+    if (pass === null && opts.clock.now() - lastPrune >= opts.limits.pruneIntervalMs) {
       lastPrune = opts.clock.now();
+      pass = { removed: 0 };
+    }
+    if (pass !== null) {
       try {
-        const removed = store.prune(lastPrune);
-        if (removed > 0) log.debug({ removed }, 'history pruned');
+        const step = store.pruneSome(lastPrune, PRUNE_ROOMS_PER_STEP);
+        pass.removed += step.removed;
+        if (step.done) {
+          if (pass.removed > 0) log.debug({ removed: pass.removed }, 'history pruned');
+          pass = null;
+        }
       } catch (err) {
         log.warn({ code: err instanceof StoreError ? err.code : 'STORE' }, 'cannot prune history');
+        pass = null; // the next interval starts a pass again
       }
     }
     stopSweep = opts.clock.setTimer(tick, opts.sweepMs);

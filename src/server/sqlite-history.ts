@@ -8,6 +8,7 @@ import type {
   HistoryPage,
   HistoryStore,
   PendingMessage,
+  PruneStep,
   Retention,
   SeqSource,
   StoredMessage,
@@ -74,6 +75,15 @@ export interface Eviction {
 /** Rooms with sizes not yet written past which they are written before the next prune. */
 const MAX_PENDING = 16_384;
 
+/**
+ * Most rooms one step of a prune pass reads and cuts (`pruneSome`). A room
+ * costs a few index seeks (8 µs on a slow host), and every room that ever held
+ * a message keeps its row, so a pass over all of them in one go froze the
+ * event loop for 3.3 s at 400,000 rooms, a number one address can reach in
+ * hours by joining new rooms.
+ */
+export const PRUNE_ROOMS_PER_STEP = 1000;
+
 /** Most rooms one eviction reads to find its level. */
 const MAX_RANKED = 4096;
 
@@ -114,7 +124,9 @@ export class SqliteHistory implements HistoryStore {
   private readonly release: Statement<[string]>;
   private readonly trimRoom: Statement<[Uint8Array, number]>;
   private readonly firstKept: Statement<[Uint8Array, number, number], { seq: number }>;
-  private readonly roomIds: Statement<[], { id: Buffer; latest: number }>;
+  private readonly roomsFrom: Statement<[Uint8Array, number], { id: Buffer; latest: number }>;
+  /** Where the prune pass under way goes on from: the last room it cut (the empty id before the first). */
+  private pruneAfter: Uint8Array = new Uint8Array(0);
   private readonly cutSize: Statement<[Uint8Array, number], { n: number; bytes: number }>;
   private readonly oldestSizes: Statement<[Uint8Array], { seq: number; bytes: number }>;
   private readonly addBytes: Statement<[number, Uint8Array]>;
@@ -216,7 +228,7 @@ export class SqliteHistory implements HistoryStore {
     // first one kept at the cost of the ones to delete, with no index on time
     // to keep up per insert.
     this.firstKept = db.prepare('SELECT seq FROM messages WHERE room = ? AND seq > ? AND ts >= ? ORDER BY seq LIMIT 1');
-    this.roomIds = db.prepare('SELECT id, latest FROM rooms');
+    this.roomsFrom = db.prepare('SELECT id, latest FROM rooms WHERE id > ? ORDER BY id LIMIT ?');
     const size = storedSizeSql(this.pageSize);
     this.cutSize = db.prepare(
       `SELECT count(*) AS n, coalesce(sum(${size}), 0) AS bytes FROM messages WHERE room = ? AND seq <= ?`,
@@ -580,22 +592,39 @@ export class SqliteHistory implements HistoryStore {
   }
 
   prune(now: number): number {
+    this.pruneAfter = new Uint8Array(0);
     let removed = 0;
+    for (;;) {
+      const step = this.pruneSome(now, PRUNE_ROOMS_PER_STEP);
+      removed += step.removed;
+      if (step.done) return removed;
+    }
+  }
+
+  pruneSome(now: number, maxRooms: number): PruneStep {
+    let removed = 0;
+    let done = false;
     const cutoff = now - this.retention.maxAgeMs;
     try {
       // The cuts first: at the cap, only they free the pages the sizes' rows may need.
       this.withReserve(() => {
-        for (const row of this.roomIds.all()) {
+        const rows = this.roomsFrom.all(this.pruneAfter, maxRooms);
+        for (const row of rows) {
           const cut = this.pruneRoom(row.id, row.latest, cutoff);
           removed += cut.n;
           if (cut.bytes > 0) this.addPending(row.id, -cut.bytes);
+          this.pruneAfter = row.id;
         }
+        done = rows.length < maxRooms;
       });
-      this.writePending();
+      // Once a pass, as before it came in steps (and when many are waiting):
+      // a size row written per step would be a write per active room a second.
+      if (done || this.pending.size > MAX_PENDING) this.writePending();
     } catch (err) {
       throw storeError(err, 'cannot prune history');
     }
-    return removed;
+    if (done) this.pruneAfter = new Uint8Array(0);
+    return { removed, done };
   }
 
   check(): string {

@@ -7,7 +7,7 @@ import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
-import type { HistoryStore } from '../../src/server/index.js';
+import type { HistoryStore, PruneStep } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
@@ -304,6 +304,9 @@ class FailingStore implements HistoryStore {
   }
   prune(now: number): number {
     return this.inner.prune(now);
+  }
+  pruneSome(now: number, maxRooms: number): PruneStep {
+    return this.inner.pruneSome(now, maxRooms);
   }
   check(): string {
     return this.inner.check();

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { newIdentity } from '../../src/crypto/index.js';
-import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
+import { connect as netConnect } from 'node:net';
+import { encodeFrame, errorCodeName, FrameDecoder, FrameType, parseServerFrame } from '../../src/protocol/index.js';
+import type { ErrorFrame, ServerFrame } from '../../src/protocol/index.js';
 import { expectBurstInOrder, member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -218,6 +220,37 @@ describe('connection limits per address', () => {
     await until(() => clock.pending === before, 2000, 'the refusal to leave no timer');
   });
 
+  it('refused connections that never close: a few linger, per address and in all; the rest are closed at once', async () => {
+    const clock = new FakeClock();
+    const s = await server({
+      clock,
+      limits: { maxConnections: 2, maxConnectionsPerIp: 2, connectionsPerIpPerMinute: 1000, maxLingeringRefusals: 3 },
+    });
+    const before = clock.pending; // the sweep's
+    const admitted = await Promise.all([RawPeer.open(s.port), RawPeer.open(s.port)]);
+    cleanup.push(() => Promise.resolve(admitted.forEach((p) => p.destroy())));
+    await until(() => s.stats.connections === 2);
+    const lingering = (): number => clock.pending - before;
+    // Peers that read their refusal but never close their side: each the server
+    // keeps closeLingerMs (on the fake clock, until it is advanced) holds a timer.
+    const refused = async (n: number, localAddress: string): Promise<void> => {
+      const peers = await Promise.all(Array.from({ length: n }, () => halfOpen(s.port, localAddress)));
+      cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+      await until(() => peers.every((p) => p.ended), 5000, 'every refusal');
+      // The ERROR is still written to those closed at once.
+      for (const p of peers) expect(errorCodeName(p.error()?.code ?? 0)).toBe('TOO_MANY_CONNECTIONS');
+    };
+    await refused(10, '127.0.0.1');
+    expect(lingering()).toBe(2); // maxConnectionsPerIp from one address
+    await refused(5, '127.0.0.2');
+    expect(lingering()).toBe(3); // maxLingeringRefusals in all
+    // Once they are destroyed their places are free again.
+    clock.advance(s.limits.closeLingerMs);
+    await until(() => lingering() === 0, 2000, 'the lingering refusals to go');
+    await refused(3, '127.0.0.1');
+    expect(lingering()).toBe(2);
+  });
+
   it('limits new connections per address per minute, and lets them back after', async () => {
     const clock = new FakeClock();
     const s = await server({ clock, limits: { maxConnectionsPerIp: 1000, connectionsPerIpPerMinute: 30 } });
@@ -297,3 +330,32 @@ describe('slowloris', () => {
     expect(s.stats.connections).toBe(2);
   });
 });
+
+/**
+ * A raw peer that reads what the server sends but never ends its own side (it
+ * allows half-open sockets), so the server's socket stays open until the server
+ * destroys it.
+ */
+function halfOpen(
+  port: number,
+  localAddress: string,
+): Promise<{ ended: boolean; error: () => ErrorFrame | undefined; destroy: () => void }> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port, localAddress, allowHalfOpen: true });
+    const decoder = new FrameDecoder();
+    const frames: ServerFrame[] = [];
+    const peer = {
+      ended: false,
+      error: () => frames.find((f): f is ErrorFrame => f.type === 'error'),
+      destroy: () => socket.destroy(),
+    };
+    socket.on('data', (chunk: Buffer) => {
+      for (const raw of decoder.push(chunk)) frames.push(parseServerFrame(raw));
+    });
+    socket.on('end', () => {
+      peer.ended = true;
+    });
+    socket.once('connect', () => resolve(peer));
+    socket.on('error', reject); // a no-op once connected
+  });
+}

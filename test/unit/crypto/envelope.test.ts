@@ -85,6 +85,11 @@ describe('envelope', () => {
     expect(sizes.slice(0, 5)).toEqual([256, 256, 256, 512, 768]);
   });
 
+  it('opens the nick as the bytes signed, a leading byte order mark included', () => {
+    const opened = openEnvelope(keys, sealEnvelope(keys, alice, { ...hello, nick: '\u{FEFF}alice' }));
+    expect(opened.nick).toBe('\u{FEFF}alice');
+  });
+
   it('uses a fresh nonce each time, so the same message never seals the same', () => {
     const a = sealEnvelope(keys, alice, hello);
     const b = sealEnvelope(keys, alice, hello);

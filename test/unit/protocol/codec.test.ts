@@ -252,6 +252,22 @@ describe('frame codec', () => {
     expect(codeOf(() => parseServerFrame(long))).toBe('BAD_FRAME');
   });
 
+  it('keeps a leading byte order mark in a text field', () => {
+    // EF BB BF is U+FEFF like any other: dropped, "\uFEFFalice" would read as "alice".
+    const join = {
+      type: 'join',
+      rid: 1,
+      room: new Uint8Array(16),
+      key: new Uint8Array(32),
+      proof: new Uint8Array(64),
+    } as const;
+    const raw = decodeOne(encodeFrame({ ...join, nick: '\uFEFFalice' }));
+    expect(hex(raw.subarray(1 + 4 + 16, 1 + 4 + 16 + 4))).toBe('08efbbbf');
+    expect(parseClientFrame(raw)).toMatchObject({ type: 'join', nick: '\uFEFFalice' });
+    const hello = decodeOne(encodeFrame({ type: 'hello', version: 1, agent: '\uFEFF\uFEFFx' }));
+    expect(parseClientFrame(hello)).toMatchObject({ agent: '\uFEFF\uFEFFx' });
+  });
+
   it('refuses to encode a field too long for its length prefix', () => {
     const room = new Uint8Array(16);
     const join = { type: 'join', rid: 1, room, key: new Uint8Array(32), proof: new Uint8Array(64) } as const;

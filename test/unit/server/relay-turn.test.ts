@@ -4,8 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { newIdentity, signJoinProof } from '../../../src/crypto/index.js';
 import {
   encodeFrame,
+  ErrorCode,
   errorCodeName,
   FrameDecoder,
+  FrameType,
   joinProofMessage,
   LeaveReason,
   parseServerFrame,
@@ -57,15 +59,9 @@ class FakeSocket {
 /** Lets the turn end: the relay's flush runs in a setImmediate. */
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function relay(): Relay {
+function relay(clock = new FakeClock()): Relay {
   const random = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
-  return new Relay(
-    { ...DEFAULT_LIMITS, ...ROOMY_LIMITS },
-    new FakeClock(),
-    pino({ level: 'silent' }),
-    random,
-    new NoHistory(),
-  );
+  return new Relay({ ...DEFAULT_LIMITS, ...ROOMY_LIMITS }, clock, pino({ level: 'silent' }), random, new NoHistory());
 }
 
 async function joined(r: Relay, room: Uint8Array, nick: string): Promise<{ conn: Connection; socket: FakeSocket }> {
@@ -134,5 +130,81 @@ describe('Relay, one turn', () => {
     await turn();
     expect(a.socket.frames.slice(a0).map(label)).toEqual(['ACK 2 seq=1', 'ERROR INTERNAL']);
     expect(c.socket.frames.filter((f) => f.type === 'deliver')).toHaveLength(1);
+  });
+});
+
+describe('Relay, frames across reads', () => {
+  it('times each frame from its own first byte, when every read ends inside the next frame', async () => {
+    const clock = new FakeClock();
+    const r = relay(clock);
+    const socket = new FakeSocket();
+    const conn = r.open(socket as unknown as Socket);
+    r.receive(conn, encodeFrame({ type: 'hello', version: 1, agent: 'test' }));
+    const ping = (token: number): Uint8Array => encodeFrame({ type: 'ping', token });
+    // Each read finishes one PING and begins the next: every frame takes 1 s
+    // to arrive, but none of the reads ends on a frame boundary.
+    r.receive(conn, ping(0).subarray(0, 5));
+    for (let token = 1; token <= 40; token++) {
+      clock.advance(1_000);
+      r.receive(conn, new Uint8Array([...ping(token - 1).subarray(5), ...ping(token).subarray(0, 5)]));
+      r.sweep();
+      await turn();
+    }
+    expect(DEFAULT_LIMITS.frameTimeoutMs).toBeLessThan(40_000);
+    expect(socket.frames.filter((f) => f.type === 'error').map(label)).toEqual([]);
+    expect(socket.frames.filter((f) => f.type === 'pong')).toHaveLength(40);
+    // A frame that does take too long still ends the connection.
+    clock.advance(DEFAULT_LIMITS.frameTimeoutMs);
+    r.sweep();
+    await turn();
+    expect(socket.frames.map(label).at(-1)).toBe('ERROR READ_TIMEOUT');
+    expect(socket.ended).toBe(true);
+  });
+});
+
+describe('Relay, HELLO on an open session', () => {
+  it('refuses a second HELLO of any version or body with a non-fatal BAD_FRAME, rid 0, and carries on', async () => {
+    const { r, room, a, c, a0 } = await aliceAndCarol();
+    const v2 = encodeFrame({ type: 'hello', version: 2, agent: 'future' });
+    const v1 = encodeFrame({ type: 'hello', version: 1, agent: 'again' });
+    const bare = new Uint8Array([0, 0, 0, 1, FrameType.HELLO]); // no magic, no version
+    r.receive(a.conn, new Uint8Array([...v2, ...v1, ...bare]));
+    r.receive(
+      a.conn,
+      encodeFrame({ type: 'send', rid: 2, room, mid: new Uint8Array(16).fill(1), body: new Uint8Array([1]) }),
+    );
+    await turn();
+    const errors = a.socket.frames.slice(a0).filter((f) => f.type === 'error');
+    expect(errors).toHaveLength(3);
+    for (const e of errors) expect(e).toMatchObject({ rid: 0, code: ErrorCode.BAD_FRAME, fatal: false });
+    expect(a.socket.frames.slice(a0).map(label).at(-1)).toBe('ACK 2 seq=1');
+    expect(a.socket.ended).toBe(false);
+    expect(c.socket.frames.some((f) => f.type === 'deliver')).toBe(true);
+  });
+
+  it('still ends a session whose first HELLO names another version', () => {
+    const r = relay();
+    const socket = new FakeSocket();
+    const conn = r.open(socket as unknown as Socket);
+    r.receive(conn, encodeFrame({ type: 'hello', version: 2, agent: 'future' }));
+    expect(r.stats.dropped.UNSUPPORTED_VERSION).toBe(1);
+  });
+});
+
+describe('Relay, nicks', () => {
+  it('refuses a JOIN whose nick starts with a byte order mark with BAD_NICK', async () => {
+    const r = relay();
+    const socket = new FakeSocket();
+    const conn = r.open(socket as unknown as Socket);
+    r.receive(conn, encodeFrame({ type: 'hello', version: 1, agent: 'test' }));
+    const room = new Uint8Array(16).fill(9);
+    const id = newIdentity();
+    // Signed over the nick without the mark: what the server judged when it dropped the mark.
+    const proof = signJoinProof(id, joinProofMessage(conn.challenge, room, 'alice'));
+    r.receive(conn, encodeFrame({ type: 'join', rid: 5, room, nick: '\uFEFFalice', key: id.publicKey, proof }));
+    await turn();
+    expect(socket.frames.map(label)).toEqual(['WELCOME', 'ERROR BAD_NICK']);
+    expect(socket.frames[1]).toMatchObject({ rid: 5, fatal: false });
+    expect(r.rooms.size).toBe(0);
   });
 });

@@ -113,6 +113,28 @@ describe('SqliteHistory', () => {
     expect(append(s, [msg(1, 6)])[0]?.seq).toBe(6);
   });
 
+  it('prunes in steps of at most so many rooms, each pass going through every room once', () => {
+    const s = store(1000, 10_000);
+    for (const r of [1, 2, 3, 4, 5]) append(s, [msg(r, 1), msg(r, 2)]);
+    const left = (): number[] => [1, 2, 3, 4, 5].map((r) => s.read(room(r), 0, 10, 1e6).messages.length);
+    // Everything is past its age: each step cuts the next two rooms, in order.
+    expect(s.pruneSome(1_000_000, 2)).toEqual({ removed: 4, done: false });
+    expect(left()).toEqual([0, 0, 2, 2, 2]);
+    // A room that comes in behind the pass waits for the next one.
+    append(s, [msg(1, 3)]);
+    expect(s.pruneSome(1_000_000, 2)).toEqual({ removed: 4, done: false });
+    expect(s.pruneSome(1_000_000, 2)).toEqual({ removed: 2, done: true });
+    expect(left()).toEqual([1, 0, 0, 0, 0]);
+    // The next pass starts again at the first room.
+    expect(s.pruneSome(1_000_000, 2)).toEqual({ removed: 1, done: false });
+    expect(left()).toEqual([0, 0, 0, 0, 0]);
+    // A whole pass at once (prune) starts from the first room too, wherever a pass in steps was.
+    for (const r of [1, 2, 3]) append(s, [msg(r, 10)]);
+    expect(s.pruneSome(1_000_000, 1)).toEqual({ removed: 1, done: false });
+    expect(s.prune(1_000_000)).toBe(2);
+    expect(s.pruneSome(1_000_000, 10)).toEqual({ removed: 0, done: true });
+  });
+
   it('keeps the numbering across reopening, also once prune has cut every message of the room', () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-latest-'));
     const open = (): SqliteHistory =>
