@@ -31,6 +31,7 @@ import { backoffDelay } from './backoff.js';
 import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
+import { isValidNick } from './nick.js';
 
 /** Software name the client announces in HELLO. */
 export const CLIENT_AGENT = 'confab/0.1.0';
@@ -245,6 +246,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private resync: number | null = null;
   /** STORE_FAILED refusals in a row, for the retry backoff. */
   private storeFailures = 0;
+  /** A member announced under an impossible nick was reported: a server sending thousands gets one line. */
+  private badNickReported = false;
 
   /** @internal use `connect` */
   constructor(options: ConnectOptions) {
@@ -767,6 +770,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       }
       case 'member-joined':
+        if (!this.validNick(frame.nick)) return;
         this.emit('join', { room: frame.room, nick: frame.nick, key: frame.key });
         return;
       case 'member-list': {
@@ -777,11 +781,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
           if (members.length + frame.members.length > MAX_ROOM_MEMBERS) {
             throw new ProtocolError('BAD_FRAME', `member lists longer than a room holds (${MAX_ROOM_MEMBERS})`);
           }
-          members.push(...frame.members);
+          members.push(...frame.members.filter((m) => this.validNick(m.nick)));
         }
         return;
       }
       case 'member-left':
+        if (!this.validNick(frame.nick)) return;
         this.emit('leave', {
           room: frame.room,
           nick: frame.nick,
@@ -792,7 +797,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
         const state = this.stateOf(frame.room);
-        if (r?.members !== undefined) frame.members = [...r.members, ...frame.members];
+        const members = frame.members.filter((m) => this.validNick(m.nick));
+        frame.members = r?.members !== undefined ? [...r.members, ...members] : members;
         try {
           // Now, not when the promise settles: messages may follow in this very chunk.
           if (state !== undefined && state.joinRid === frame.rid) {
@@ -856,6 +862,28 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       }
     }
+  }
+
+  /**
+   * Whether a member's nick, as the server announced it, is one a server
+   * accepts at JOIN. Only the byte length and UTF-8 are checked as the frame
+   * is read: a hostile server could otherwise name a member with terminal
+   * escapes, which a program (Tab completion) would then write out raw. Such
+   * a member is left out, and reported once.
+   */
+  private validNick(nick: string): boolean {
+    if (isValidNick(nick)) return true;
+    if (!this.badNickReported) {
+      this.badNickReported = true;
+      this.emit(
+        'error',
+        new ClientError(
+          'PROTOCOL',
+          `the server announced a member as ${JSON.stringify(nick)}, which is not a nick anyone can join with: ignored (and any more like it)`,
+        ),
+      );
+    }
+    return false;
   }
 
   /** The connection is gone (or must go): fail what can't survive, maybe retry. */

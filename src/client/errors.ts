@@ -17,6 +17,8 @@ export const ClientErrorCode = {
   KEY_CHANGED: 'KEY_CHANGED',
   /** A call got an argument out of its range (a backlog, a message id). */
   BAD_ARGUMENT: 'BAD_ARGUMENT',
+  /** The client could not write its state in its home (a full disk, no permission): kept in memory meanwhile. */
+  SAVE_FAILED: 'SAVE_FAILED',
 } as const;
 export type ClientErrorCodeName = keyof typeof ClientErrorCode;
 

@@ -33,7 +33,7 @@ export type {
   Trust,
 } from './secure-room.js';
 export { RoomState } from './room-state.js';
-export type { OutboxEntry } from './room-state.js';
+export type { OutboxEntry, RoomStateEvents } from './room-state.js';
 export { DEFAULT_BACKLOG, MAX_BACKLOG } from '../protocol/index.js';
 export { IdentityFileError, identityPath, loadIdentity } from './identity-store.js';
 export { fingerprint, groupDigits, safetyNumber, shortFingerprint } from '../crypto/index.js';

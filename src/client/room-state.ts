@@ -7,11 +7,14 @@ import {
   readFileSync,
   renameSync,
   statSync,
+  unlinkSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
+import { Emitter } from './emitter.js';
+import { ClientError } from './errors.js';
 
 /** What a member knows about another nick's key in one room. */
 export interface Pin {
@@ -28,6 +31,12 @@ export interface SenderMark {
   seq: number;
   /** base64url SHA-256 of that envelope, for the next one's prevHash. */
   hash: string;
+  /**
+   * For our own mark, set at its ACK: the room's sequence number the server
+   * stored that message under. A catch-up that brings it back there (after a
+   * restart, when the cursor had not passed it yet) is not a replay.
+   */
+  at?: number;
 }
 
 /** A message sealed and sent but not yet acknowledged: resent, same id and bytes, after a restart. */
@@ -38,6 +47,9 @@ export interface OutboxEntry {
   body: string;
   /** The nick it is signed as (a resend under another nick must be sealed again). */
   nick?: string;
+  /** Our sequence number in it, and its hash (base64url): our replay mark once it is acknowledged. */
+  seq?: number;
+  hash?: string;
 }
 
 interface Data {
@@ -55,16 +67,27 @@ function empty(): Data {
   return { v: 1, mySeq: 0, myPrev: '', pins: {}, senders: {}, outbox: [] };
 }
 
+export interface RoomStateEvents extends Record<string, unknown> {
+  /**
+   * A write done in the background (the end-of-turn save, the cursor) failed:
+   * a full disk, a home made read-only. Reported once until a write succeeds
+   * again; what was not written stays in memory and is written at the next
+   * change.
+   */
+  error: ClientError;
+}
+
 /**
  * One room's client-side trust state: pinned keys (TOFU), verification marks,
  * each sender's high-water mark, and our own counter. Kept as a small JSON file
  * in the home (`rooms/<room id>.json`, mode 0600), or only in memory.
  */
-export class RoomState {
+export class RoomState extends Emitter<RoomStateEvents> {
   private data: Data;
   private readonly path: string | undefined;
 
   private constructor(path: string | undefined, data: Data) {
+    super();
     this.path = path;
     this.data = data;
   }
@@ -248,11 +271,19 @@ export class RoomState {
   setCursor(seq: number): void {
     this.cursorSeq = seq;
     if (this.path === undefined) return;
-    if (this.cursorFd === null) {
-      const p = this.cursorPath();
-      this.cursorFd = openSync(p, existsSync(p) ? 'r+' : 'w', 0o600);
+    try {
+      if (this.cursorFd === null) {
+        const p = this.cursorPath();
+        this.cursorFd = openSync(p, existsSync(p) ? 'r+' : 'w', 0o600);
+      }
+      writeSync(this.cursorFd, `${String(seq).padStart(16, ' ')}\n`, 0);
+    } catch (err) {
+      // Called as each message is shown: a throw would end the connection, and
+      // the next one would fail the same way. Kept in memory, written at the next message.
+      this.failed('cursor', err);
+      return;
     }
-    writeSync(this.cursorFd, `${String(seq).padStart(16, ' ')}\n`, 0);
+    this.failing.delete('cursor');
   }
 
   private cursorPath(): string {
@@ -261,10 +292,17 @@ export class RoomState {
 
   private dirty = false;
   private scheduled: NodeJS.Immediate | null = null;
+  /**
+   * The files whose background write failed and was reported, each until one
+   * of its writes succeeds: kept apart, since on a full disk the cursor (a
+   * write in place) still goes in while the state file (a new copy) does not.
+   */
+  private readonly failing = new Set<'state' | 'cursor'>();
 
   /**
    * Marks the state changed and saves it once this turn's work is done: one
-   * write for a whole burst of messages, made right after they are shown.
+   * write for a whole burst of messages, made right after they are shown. If
+   * that write fails, the state stays dirty and the next change tries again.
    */
   private later(): void {
     this.dirty = true;
@@ -275,32 +313,77 @@ export class RoomState {
     });
   }
 
-  /** Writes pending changes now. */
-  flush(): void {
+  /**
+   * Writes pending changes now. Never throws: a failure is an `error` event
+   * (once until a write succeeds) and the changes wait for the next try.
+   * Returns false if they could not be written.
+   */
+  flush(): boolean {
     if (this.scheduled !== null) {
       clearImmediate(this.scheduled);
       this.scheduled = null;
     }
-    if (this.dirty) this.save();
+    if (!this.dirty) return true;
+    try {
+      this.save();
+      return true;
+    } catch (err) {
+      this.failed('state', err);
+      return false;
+    }
   }
 
+  /** Reports a failed background write, once until one succeeds. */
+  private failed(file: 'state' | 'cursor', err: unknown): void {
+    if (this.failing.has(file)) return;
+    this.failing.add(file);
+    const why = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
+    this.emit(
+      'error',
+      new ClientError(
+        'SAVE_FAILED',
+        `could not write ${file === 'cursor' ? 'how far this room was read' : "this room's state"} in ${this.path ?? 'the home'} (${why}): kept in memory, written again at the next change`,
+        false,
+        { cause: err },
+      ),
+    );
+  }
+
+  /**
+   * Writes the state now. Throws what the file system throws; the state then
+   * stays dirty (the file lacks what memory has), for the next try.
+   */
   private save(): void {
-    this.dirty = false;
-    if (this.path === undefined) return;
+    if (this.path === undefined) {
+      this.dirty = false;
+      return;
+    }
     this.reload(); // never write back pins another process has just changed
     const tmp = `${this.path}.${process.pid}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
     let stamp: string;
     try {
-      writeFileSync(fd, JSON.stringify(this.data));
-      // Taken from our own file before it goes in (a rename keeps inode, size
-      // and mtime): a stat of the path after could see another process's
-      // file renamed in just after ours, and never read it.
-      stamp = stampOf(fstatSync(fd));
-    } finally {
-      closeSync(fd);
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeFileSync(fd, JSON.stringify(this.data));
+        // Taken from our own file before it goes in (a rename keeps inode, size
+        // and mtime): a stat of the path after could see another process's
+        // file renamed in just after ours, and never read it.
+        stamp = stampOf(fstatSync(fd));
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.path);
+    } catch (err) {
+      this.dirty = true;
+      try {
+        unlinkSync(tmp); // a half-written copy would hold on to the space a full disk lacks
+      } catch {
+        // never created, or already gone
+      }
+      throw err;
     }
-    renameSync(tmp, this.path);
+    this.dirty = false;
+    this.failing.delete('state');
     this.unsaved.clear();
     this.stamp = stamp;
   }

@@ -104,6 +104,8 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   missed: Missed;
   /** Messages left unacknowledged by an earlier session, sent again at join. */
   resent: { count: number };
+  /** Something went wrong that stops nothing: the room's state could not be written (SAVE_FAILED). */
+  error: ClientError;
 }
 
 export interface SecureRoomOptions {
@@ -164,6 +166,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly inFlight = new Set<string>();
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
+  /**
+   * Our messages acknowledged in this session past the cursor, by room
+   * sequence number, with their hash: a catch-up after a reconnect may still
+   * bring them (the cursor had not passed them), and they were shown when sent.
+   */
+  private readonly ackedAhead = new Map<number, string>();
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -174,8 +182,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     this.rng = options.rng ?? secureRandom;
     this.now = options.now ?? Date.now;
     this.backlog = options.backlog;
+    this.state.on('error', (err) => this.emit('error', err));
     client.on('message', (m) => this.mine(m.room) && this.receive(m));
-    client.on('cursor', (c) => this.mine(c.room) && this.state.setCursor(c.seq));
+    client.on('cursor', (c) => {
+      if (!this.mine(c.room)) return;
+      this.state.setCursor(c.seq);
+      for (const seq of this.ackedAhead.keys()) if (seq <= c.seq) this.ackedAhead.delete(seq);
+    });
     client.on('missed', (m) => {
       if (!this.mine(m.room)) return;
       this.missedReported = true;
@@ -338,7 +351,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     try {
       const { seq, prev } = this.state.nextSeq();
       const { envelope, mid } = make(seq, prev === '' ? NO_PREVIOUS : unb64(prev));
-      this.state.sealed(envelopeHash(envelope), { mid, body: b64(envelope), nick: this.nick });
+      const hash = envelopeHash(envelope);
+      this.state.sealed(hash, { mid, body: b64(envelope), nick: this.nick, seq, hash });
       return envelope;
     } catch (err) {
       undo();
@@ -370,6 +384,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     return sending.then(
       (ack) => {
         this.inFlight.delete(mid);
+        this.ownAcked(mid, ack.seq);
         this.state.outboxDone(mid);
         return ack;
       },
@@ -382,6 +397,38 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         throw err;
       },
     );
+  }
+
+  /**
+   * Our message `mid` was stored as room message `roomSeq`: it is now the
+   * replay mark for our own key, as another sender's latest message is for
+   * theirs. A server that later hands it (or an older one of ours) back as
+   * history under another number is then caught like any other replay.
+   */
+  private ownAcked(mid: string, roomSeq: number): void {
+    const entry = this.state.outbox().find((e) => e.mid === mid);
+    if (entry === undefined) return;
+    let { seq, hash } = entry;
+    if (seq === undefined || hash === undefined) {
+      // Written down by a version that did not keep them: read them from the envelope.
+      try {
+        const opened = openEnvelope(this.keys, unb64(entry.body));
+        seq = opened.seq;
+        hash = b64(opened.hash);
+      } catch {
+        return;
+      }
+    }
+    const key = b64(this.client.identity.publicKey);
+    const mark = this.state.sender(key);
+    if (mark === undefined || seq > mark.seq) this.state.markSender(key, { seq, hash, at: roomSeq });
+    if (roomSeq > (this.state.cursor() ?? 0)) this.ackedAhead.set(roomSeq, hash);
+  }
+
+  /** Whether `body` is a message of ours still waiting for its acknowledgement (in the outbox, or being sent). */
+  private unacknowledged(body: Uint8Array): boolean {
+    const text = b64(body);
+    return this.state.outbox().some((e) => e.body === text);
   }
 
   /** Accepts the new key of `nick` after a key change; false if none is pending. */
@@ -485,12 +532,31 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     const keyText = b64(opened.senderKey);
+    const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
+    if (own && m.history) {
+      if (this.unacknowledged(m.body) || this.ackedAhead.get(m.seq) === b64(opened.hash)) {
+        // Ours, already shown when it was sent: the server stored it, and the
+        // catch-up after a reconnect brings it before the ACK that was lost
+        // with the connection (the resend's ACK settles it), or before the
+        // cursor passed it. Never shown twice.
+        this.ackedAhead.delete(m.seq);
+        return;
+      }
+    }
     const mark = this.state.sender(keyText);
-    if (mark !== undefined && opened.seq <= mark.seq) {
+    // Our latest acknowledged message, where the server stored it: a catch-up
+    // from a cursor a restart left behind it (not shown in this session).
+    const ownLatest =
+      own &&
+      m.history &&
+      mark !== undefined &&
+      opened.seq === mark.seq &&
+      mark.at === m.seq &&
+      b64(opened.hash) === mark.hash;
+    if (mark !== undefined && opened.seq <= mark.seq && !ownLatest) {
       reject(RejectReason.REPLAY, `already had message ${opened.seq} from ${opened.nick} (latest ${mark.seq})`);
       return;
     }
-    const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
     if (own && !m.history) {
       // An honest server never delivers a sender's own message to it (PROTOCOL.md
       // §4.3): this is ours, sent back to pass for a new one.
@@ -521,7 +587,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     } else if (mark !== undefined && b64(opened.prevHash) !== mark.hash) {
       warning = 'history-mismatch';
     }
-    this.state.markSender(keyText, { seq: opened.seq, hash: b64(opened.hash) });
+    if (!ownLatest) this.state.markSender(keyText, { seq: opened.seq, hash: b64(opened.hash) });
     this.emit('message', {
       ...member,
       kind: opened.type === MessageType.ACTION ? 'action' : 'text',

@@ -1,5 +1,7 @@
 /** The interactive client's slash commands: their help, parsing and Tab completion. */
 
+import { isValidNick } from '../client/index.js';
+
 export interface Command {
   name: string;
   /** Arguments as shown in help, '' for none. */
@@ -176,5 +178,7 @@ export function complete(line: string, nicks: readonly string[]): [string[], str
     if (!nickArg && name !== 'me') return [[], token];
   }
   const suffix = before === '' && at === '' ? ': ' : '';
-  return [byPrefix(nicks, word).map((n) => `${at}${n}${suffix}`), token];
+  // What readline inserts is written to the terminal as it is: a nick a
+  // server made up with escapes in it must never be a candidate.
+  return [byPrefix(nicks.filter(isValidNick), word).map((n) => `${at}${n}${suffix}`), token];
 }

@@ -3,6 +3,7 @@ import type { Interface, Key } from 'node:readline';
 import type { ReadStream, WriteStream } from 'node:tty';
 import { BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, TtyInput } from './paste.js';
 import type { Paste } from './paste.js';
+import { inert } from './sanitize.js';
 
 const ESC = '\u001b';
 const up = (rows: number): string => (rows > 0 ? `${ESC}[${rows}A` : '');
@@ -213,7 +214,8 @@ export class Screen {
     let common = hits[0] ?? '';
     for (const hit of hits) while (!hit.startsWith(common)) common = common.slice(0, -1);
     if (common.length > word.length) return [[common], word];
-    this.print([`  ${hits.map((h) => h.trimEnd()).join('  ')}`]);
+    // inert: the completer offers only valid nicks, but what is printed never relies on that alone.
+    this.print([`  ${hits.map((h) => inert(h.trimEnd())).join('  ')}`]);
     return [[], word];
   }
 

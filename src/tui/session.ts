@@ -223,6 +223,7 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('key-changed', (k) => emit({ type: 'key-changed', ...k, ts: Date.now() }));
   client.on('error', (e) => emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() }));
+  room.on('error', (e) => emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() }));
   client.on('disconnect', (d) =>
     emit({
       type: 'disconnect',

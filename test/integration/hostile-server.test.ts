@@ -217,6 +217,146 @@ describe('a hostile server', () => {
     expect(shown).toEqual([]);
   });
 
+  it('that announces members under nicks with terminal escapes: they are left out, reported once, and the room goes on', async () => {
+    const secret = new Uint8Array(32).fill(11);
+    const roomId = roomKeys(secret).roomId;
+    const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
+    const evil = 'evA\u001b]0;PWNED\u0007';
+    const port = await hostile((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN
+      const join = parseClientFrame(frame);
+      if (join.type !== 'join') return;
+      socket.write(
+        Buffer.concat([
+          encodeFrame({
+            type: 'member-list',
+            rid: join.rid,
+            room: roomId,
+            members: [{ nick: 'ev\u001b[2J', key: key(1) }],
+          }),
+          encodeFrame({
+            type: 'joined',
+            rid: join.rid,
+            room: roomId,
+            nick: join.nick,
+            seq: 0,
+            members: [
+              { nick: evil, key: key(2) },
+              { nick: 'bob', key: key(3) },
+            ],
+          }),
+          encodeFrame({ type: 'member-joined', room: roomId, nick: 'evB\u001b[31m', key: key(4) }),
+          encodeFrame({ type: 'member-left', room: roomId, nick: evil, reason: 1 }),
+          encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(5) }),
+        ]),
+      );
+    });
+    const { client: c, lost } = await client(port);
+    const errors: string[] = [];
+    c.on('error', (e) => errors.push(e.code));
+    const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const events: string[] = [];
+    secure.on('join', (m) => events.push(`join ${m.nick}`));
+    secure.on('leave', (l) => events.push(`leave ${l.nick}`));
+    const joined = await secure.join();
+    await until(() => events.length > 0);
+    expect(joined.members.map((m) => m.nick)).toEqual(['bob']);
+    expect(secure.who().map((m) => m.nick)).toEqual(['bob', 'carol']);
+    expect(events).toEqual(['join carol']);
+    expect(secure.state.pins().map((p) => p.nick)).toEqual(['bob', 'carol']);
+    expect(errors).toEqual(['PROTOCOL']); // once, however many
+    expect(lost).toEqual([]);
+  });
+
+  it("that replays a client's own acknowledged message as history under a new number: rejected as a replay", async () => {
+    const secret = new Uint8Array(32).fill(12);
+    const roomId = roomKeys(secret).roomId;
+    let stored: Uint8Array | null = null;
+    let joins = 0;
+    const port = await hostile((socket, type, frame) => {
+      const f = type === 0x01 ? null : parseClientFrame(frame);
+      if (f?.type === 'join') {
+        joins++;
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: roomId,
+            nick: f.nick,
+            seq: joins === 1 ? 0 : 2,
+            members: [],
+          }),
+        );
+      } else if (f?.type === 'send') {
+        stored = f.body;
+        socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
+        setTimeout(() => socket.destroy(), 50); // "a restart"
+      } else if (f?.type === 'fetch' && stored !== null) {
+        socket.write(
+          encodeFrame({ type: 'history', rid: f.rid, room: roomId, seq: 2, ts: 2, nick: 'alice', body: stored }),
+        );
+        socket.write(encodeFrame({ type: 'fetched', rid: f.rid, room: roomId, oldest: 1, latest: 2, count: 1 }));
+      }
+    });
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 50 } });
+    cleanup.push(() => c.close());
+    const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const shown: string[] = [];
+    const rejected: string[] = [];
+    secure.on('message', (m) => shown.push(m.text));
+    secure.on('rejected', (r) => rejected.push(r.reason));
+    await secure.join();
+    await expect(secure.send('I agree to the terms')).resolves.toMatchObject({ seq: 1 });
+    await until(() => rejected.length > 0);
+    expect(rejected).toEqual(['replay']);
+    expect(shown).toEqual([]);
+  });
+
+  it('that stored a message and lost its ACK with the connection: the catch-up does not show it again, the resend is acknowledged, and a later replay of it is refused', async () => {
+    const secret = new Uint8Array(32).fill(13);
+    const roomId = roomKeys(secret).roomId;
+    let stored: { body: Uint8Array; mid: Uint8Array } | null = null;
+    let joins = 0;
+    const port = await hostile((socket, type, frame) => {
+      const f = type === 0x01 ? null : parseClientFrame(frame);
+      if (f?.type === 'join') {
+        joins++;
+        const seq = joins === 1 ? 0 : joins === 2 ? 1 : 2;
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq, members: [] }));
+      } else if (f?.type === 'send') {
+        if (stored === null) {
+          stored = { body: f.body, mid: f.mid };
+          socket.destroy(); // stored as 1; the ACK is lost with the connection
+          return;
+        }
+        // The resend: the same message id, recognised, acknowledged with its number.
+        expect(Buffer.from(f.mid)).toEqual(Buffer.from(stored.mid));
+        socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
+        setTimeout(() => socket.destroy(), 50); // and then it turns hostile
+      } else if (f?.type === 'fetch' && stored !== null) {
+        // Second connection: the catch-up holds it as 1, where it is stored; third: again, as 2.
+        const seq = joins === 2 ? 1 : 2;
+        socket.write(
+          encodeFrame({ type: 'history', rid: f.rid, room: roomId, seq, ts: 2, nick: 'alice', body: stored.body }),
+        );
+        socket.write(encodeFrame({ type: 'fetched', rid: f.rid, room: roomId, oldest: 1, latest: seq, count: 1 }));
+      }
+    });
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 50 } });
+    cleanup.push(() => c.close());
+    const secure = new SecureRoom(c, { secret, nick: 'alice' });
+    const shown: string[] = [];
+    const rejected: string[] = [];
+    secure.on('message', (m) => shown.push(m.text));
+    secure.on('rejected', (r) => rejected.push(r.reason));
+    await secure.join();
+    await expect(secure.send('hello once')).resolves.toMatchObject({ seq: 1 });
+    expect(secure.state.outbox()).toEqual([]);
+    await until(() => joins === 3 && rejected.length > 0);
+    expect(shown).toEqual([]); // shown once, when typed: never again from history
+    expect(rejected).toEqual(['replay']);
+  });
+
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {
     const list = (rid: number): Uint8Array =>
       encodeFrame({

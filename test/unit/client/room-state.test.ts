@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -121,5 +121,59 @@ describe('RoomState pins', () => {
     await endOfTurn();
     expect(filePins(dir)?.['erin']).toEqual({ nick: 'erin', key: 'other', verified: true });
     expect(relay.pin('erin')).toEqual({ nick: 'erin', key: 'other', verified: true });
+  });
+});
+
+describe('RoomState on a disk that will not take it', () => {
+  // As root, permissions refuse nothing: a directory where the file goes makes
+  // each write fail (EISDIR) as a full disk (ENOSPC) or a read-only home (EACCES) would.
+  const blockSave = (dir: string): string => {
+    const tmp = join(dir, 'rooms', `${ROOM}.json.${process.pid}.tmp`);
+    mkdirSync(tmp);
+    return tmp;
+  };
+
+  it('reports one error, not one per message, keeps the changes, and writes them at the next change once it can', async () => {
+    const dir = home();
+    const state = RoomState.load(dir, ROOM);
+    const errors: string[] = [];
+    state.on('error', (e) => errors.push(e.code));
+    const blocked = blockSave(dir);
+    for (let i = 1; i <= 5; i++) {
+      // Each turn's save fails in the background: before, it threw there and the process died.
+      state.markSender('k', { seq: i, hash: `h${i}` });
+      state.setPin({ nick: `m${i}`, key: `k${i}`, verified: false }, true);
+      await endOfTurn();
+    }
+    expect(errors).toEqual(['SAVE_FAILED']);
+    expect(filePins(dir)).toBeNull();
+    expect(state.sender('k')).toEqual({ seq: 5, hash: 'h5' });
+    expect(state.flush()).toBe(false); // and does not throw
+    expect(errors).toEqual(['SAVE_FAILED']);
+
+    rmSync(blocked, { recursive: true });
+    state.markSender('k', { seq: 6, hash: 'h6' });
+    await endOfTurn();
+    expect(Object.keys(filePins(dir) ?? {})).toEqual(['m1', 'm2', 'm3', 'm4', 'm5']);
+    expect(RoomState.load(dir, ROOM).sender('k')).toEqual({ seq: 6, hash: 'h6' });
+    expect(readdirSync(join(dir, 'rooms')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+
+    // A new failure after the recovery is news again.
+    blockSave(dir);
+    state.markSender('k', { seq: 7, hash: 'h7' });
+    await endOfTurn();
+    expect(errors).toEqual(['SAVE_FAILED', 'SAVE_FAILED']);
+  });
+
+  it('a cursor that cannot be written is reported once and kept in memory, not thrown at the connection', () => {
+    const dir = home();
+    const state = RoomState.load(dir, ROOM);
+    const errors: string[] = [];
+    state.on('error', (e) => errors.push(e.code));
+    mkdirSync(join(dir, 'rooms', `${ROOM}.cursor`));
+    state.setCursor(3);
+    state.setCursor(4);
+    expect(errors).toEqual(['SAVE_FAILED']);
+    expect(state.cursor()).toBe(4);
   });
 });

@@ -45,6 +45,13 @@ describe('complete (Tab)', () => {
     expect(complete('mail@ca', nicks)).toEqual([[], '@ca']);
   });
 
+  it('never offers a nick that no one can join with: a server could put terminal escapes in one', () => {
+    const evil = ['evA\u001b]0;PWNED\u0007', 'evB\u001b[2J', 'eve'];
+    expect(complete('ev', evil)).toEqual([['eve: '], 'ev']);
+    expect(complete('/verify ev', evil)).toEqual([['eve'], 'ev']);
+    expect(complete('hi @ev', ['evA\u009b2J'])).toEqual([[], '@ev']);
+  });
+
   it('completes the NICK of /verify and /accept and words of /me, nothing else after a command', () => {
     expect(complete('/verify b', nicks)).toEqual([['bob', 'Bobby'], 'b']);
     expect(complete('/accept ca', nicks)).toEqual([['carol'], 'ca']);
