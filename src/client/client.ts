@@ -33,6 +33,10 @@ import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
 import { isValidNick } from './nick.js';
 
+/** The range the client takes a WELCOME's heartbeatMs in; outside it, the nearer bound (PROTOCOL.md §4.5). */
+export const MIN_HEARTBEAT_MS = 100;
+export const MAX_HEARTBEAT_MS = 3_600_000;
+
 /** Software name the client announces in HELLO. */
 export const CLIENT_AGENT = 'confab/0.1.0';
 
@@ -1031,8 +1035,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.requests.clear();
   }
 
-  private startHeartbeat(heartbeatMs: number): void {
+  private startHeartbeat(announced: number): void {
     this.stopHeartbeat();
+    // The server's figure, within bounds: 0 would check (and give up) at once,
+    // and past 2^31 - 1 ms Node fires a timer after 1 ms, so either way a
+    // hostile server could keep the client spinning.
+    const heartbeatMs = Math.min(Math.max(announced, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS);
     const { clock } = this.opts;
     // The server pings after heartbeatMs of silence, so three periods without a
     // byte means the path is dead even if TCP has not noticed.

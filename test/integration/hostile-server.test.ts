@@ -2,11 +2,19 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { connect, RoomState, SecureRoom, SEND_QUEUE_BYTES } from '../../src/client/index.js';
+import {
+  connect,
+  MAX_HEARTBEAT_MS,
+  MIN_HEARTBEAT_MS,
+  RoomState,
+  SecureRoom,
+  SEND_QUEUE_BYTES,
+} from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
 import { roomKeys } from '../../src/crypto/index.js';
 import { encodeFrame, FrameDecoder, parseClientFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
+import { FakeClock } from '../helpers/fake-clock.js';
 import { until } from '../helpers/net.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +26,10 @@ import { testScope } from '../helpers/scope.js';
 const { cleanup } = testScope();
 
 /** Listens; says WELCOME to each HELLO, then hands the socket and each later client frame's type to `attack`. */
-async function hostile(attack: (socket: Socket, type: number, frame: Uint8Array) => void): Promise<number> {
+async function hostile(
+  attack: (socket: Socket, type: number, frame: Uint8Array) => void,
+  welcome: { heartbeatMs?: number } = {},
+): Promise<number> {
   const server: Server = createServer((socket) => {
     const decoder = new FrameDecoder();
     socket.on('error', () => {});
@@ -36,6 +47,7 @@ async function hostile(attack: (socket: Socket, type: number, frame: Uint8Array)
               challenge: new Uint8Array(32),
               rateBurst: 10,
               rateIntervalMs: 200,
+              ...welcome,
             }),
           );
         }
@@ -53,8 +65,11 @@ async function hostile(attack: (socket: Socket, type: number, frame: Uint8Array)
   return address.port;
 }
 
-async function client(port: number): Promise<{ client: ConfabClient; lost: { code: string; message: string }[] }> {
-  const c = await connect({ host: '127.0.0.1', port, reconnect: false });
+async function client(
+  port: number,
+  clock?: FakeClock,
+): Promise<{ client: ConfabClient; lost: { code: string; message: string }[] }> {
+  const c = await connect({ host: '127.0.0.1', port, reconnect: false, ...(clock === undefined ? {} : { clock }) });
   cleanup.push(() => c.close());
   const lost: { code: string; message: string }[] = [];
   c.on('disconnect', (d) => {
@@ -64,6 +79,23 @@ async function client(port: number): Promise<{ client: ConfabClient; lost: { cod
 }
 
 describe('a hostile server', () => {
+  it('that announces a heartbeat of 0 or of 2^32 - 1 ms: the client checks within its own bounds', async () => {
+    // 0: checked at once, a silent server would be given up on within a millisecond.
+    const clock = new FakeClock();
+    const { lost } = await client(await hostile(() => {}, { heartbeatMs: 0 }), clock);
+    clock.advance(250);
+    expect(lost).toEqual([]);
+    clock.advance(MIN_HEARTBEAT_MS * 3);
+    expect(lost.map((l) => l.code)).toEqual(['HEARTBEAT_TIMEOUT']);
+    // 2^32 - 1: past what a Node timer takes; held to an hour, so a dead path is still noticed.
+    const late = new FakeClock();
+    const silent = await client(await hostile(() => {}, { heartbeatMs: 0xffff_ffff }), late);
+    late.advance(3 * MAX_HEARTBEAT_MS);
+    expect(silent.lost).toEqual([]);
+    late.advance(MAX_HEARTBEAT_MS);
+    expect(silent.lost.map((l) => l.code)).toEqual(['HEARTBEAT_TIMEOUT']);
+  });
+
   it('that pings and never reads the PONGs: the client stops answering, its queue bounded', async () => {
     const ping = encodeFrame({ type: 'ping', token: 1 });
     const batch = Buffer.concat(Array.from({ length: 10_000 }, () => ping));
