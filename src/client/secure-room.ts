@@ -172,6 +172,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * bring them (the cursor had not passed them), and they were shown when sent.
    */
   private readonly ackedAhead = new Map<number, string>();
+  /**
+   * Nicks first pinned in this session from the server's announcement of the
+   * room's members (lower-cased): the key a member uses now. A message from
+   * history signed by another key predates it (a member who lost a key and came
+   * back with a new one), and is no news of a key change.
+   */
+  private readonly pinnedFromAnnouncement = new Set<string>();
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -453,6 +460,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /** A member's key as announced by the server: pin it, or notice a change. */
   private see(j: JoinEvent): Member {
+    if (this.state.pin(j.nick) === undefined) this.pinnedFromAnnouncement.add(j.nick.toLowerCase());
     const member = this.judge(j.nick, j.key);
     this.members.set(j.nick.toLowerCase(), member);
     return member;
@@ -564,6 +572,19 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     if (!m.history) this.missedReported = false;
+    if (m.history && this.pinnedFromAnnouncement.has(opened.nick.toLowerCase())) {
+      const pin = this.state.pin(opened.nick);
+      if (pin !== undefined && pin.key !== keyText && pin.pending !== keyText) {
+        // Not shown, as any message under a key other than the pinned one; but
+        // the pin came from the room's current members, so this is an older
+        // key, and a change to it would pin a key its owner no longer has.
+        reject(
+          RejectReason.KEY_CHANGED,
+          `signed by a key "${opened.nick}" no longer uses (the room announced another when we joined)`,
+        );
+        return;
+      }
+    }
     const member = this.judge(opened.nick, opened.senderKey);
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be

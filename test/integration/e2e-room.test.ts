@@ -13,6 +13,7 @@ import {
   shortFingerprint,
 } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
+import { SqliteHistory } from '../../src/server/index.js';
 import { joinProof, RawPeer, rawJoin, until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
@@ -100,6 +101,28 @@ describe('a member posing as another', () => {
 });
 
 describe('trust on first use', () => {
+  it('on a first visit, a backlog message under the key a member had before the one announced is rejected, not taken for a key change', async () => {
+    // Bob lost his key; the operator released his nick; he came back with a new one.
+    const store = new SqliteHistory({ path: ':memory:', retention: { messages: 1000, maxAgeMs: 1e12 } });
+    const s = await server({ store });
+    const secret = newRoomSecret();
+    const lost = await secureMember(s.port, secret, 'bob');
+    await lost.room.send('from my old install');
+    await lost.close();
+    expect(store.releaseNick('bob')).toBe(true);
+    const bob = await member(s.port, secret, 'bob', { identity: newIdentity() });
+    await bob.room.send('from my new install');
+    // Carol's first visit: the member list pins bob's new key, then the backlog comes.
+    const carol = await member(s.port, secret, 'carol');
+    await until(() => carol.messages.length + carol.rejected.length === 2);
+    expect(carol.texts()).toEqual(['bob: from my new install']);
+    expect(carol.rejected).toEqual([expect.objectContaining({ reason: 'key-changed', nick: 'bob' })]);
+    expect(carol.keyChanges).toEqual([]);
+    expect(carol.room.blockedBy()).toEqual([]);
+    await carol.room.send('hi bob');
+    await until(() => bob.texts().includes('carol: hi bob'));
+  });
+
   it('a known nick with a new key is a loud warning; sending is blocked until accepted', async () => {
     // A relay that does not bind nicks to keys (run with --no-history, or a
     // malicious one) lets the impostor in: the clients must catch it themselves.
