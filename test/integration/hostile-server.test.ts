@@ -78,6 +78,34 @@ async function client(
   return { client: c, lost };
 }
 
+/** An attack that answers the client's JOIN with `frames`, all in one chunk. */
+function answeringJoin(
+  frames: (join: { rid: number; nick: string }) => Uint8Array[],
+): (socket: Socket, type: number, frame: Uint8Array) => void {
+  return (socket, type, frame) => {
+    if (type !== 0x02) return; // JOIN
+    const join = parseClientFrame(frame);
+    if (join.type === 'join') socket.write(Buffer.concat(frames(join)));
+  };
+}
+
+/** Alice in the room of `secret` on `client`, with what she is shown and what she rejects. */
+function watched(c: ConfabClient, secret: Uint8Array): { secure: SecureRoom; shown: string[]; rejected: string[] } {
+  const secure = new SecureRoom(c, { secret, nick: 'alice' });
+  const shown: string[] = [];
+  const rejected: string[] = [];
+  secure.on('message', (m) => shown.push(m.text));
+  secure.on('rejected', (r) => rejected.push(r.reason));
+  return { secure, shown, rejected };
+}
+
+/** Waits for the first rejection: a replay, with nothing shown. */
+async function onlyReplayRejected(shown: string[], rejected: string[]): Promise<void> {
+  await until(() => rejected.length > 0);
+  expect(rejected).toEqual(['replay']);
+  expect(shown).toEqual([]);
+}
+
 describe('a hostile server', () => {
   it('that announces a heartbeat of 0 or of 2^32 - 1 ms: the client checks within its own bounds', async () => {
     // 0: checked at once, a silent server would be given up on within a millisecond.
@@ -191,25 +219,20 @@ describe('a hostile server', () => {
     const secret = new Uint8Array(32).fill(9);
     const roomId = roomKeys(secret).roomId;
     const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
-    const port = await hostile((socket, type, frame) => {
-      if (type !== 0x02) return; // JOIN
-      const join = parseClientFrame(frame);
-      if (join.type !== 'join') return;
-      socket.write(
-        Buffer.concat([
-          encodeFrame({
-            type: 'joined',
-            rid: join.rid,
-            room: roomId,
-            nick: join.nick,
-            seq: 0,
-            members: [{ nick: 'bob', key: key(1) }],
-          }),
-          encodeFrame({ type: 'member-left', room: roomId, nick: 'bob', reason: 1 }),
-          encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(2) }),
-        ]),
-      );
-    });
+    const port = await hostile(
+      answeringJoin((join) => [
+        encodeFrame({
+          type: 'joined',
+          rid: join.rid,
+          room: roomId,
+          nick: join.nick,
+          seq: 0,
+          members: [{ nick: 'bob', key: key(1) }],
+        }),
+        encodeFrame({ type: 'member-left', room: roomId, nick: 'bob', reason: 1 }),
+        encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(2) }),
+      ]),
+    );
     const { client: c } = await client(port);
     const secure = new SecureRoom(c, { secret, nick: 'alice' });
     const events: string[] = [];
@@ -236,17 +259,10 @@ describe('a hostile server', () => {
         socket.write(encodeFrame({ type: 'deliver', room: roomId, seq: 2, ts: 2, nick: 'alice', body: f.body }));
       }
     });
-    const { client: c } = await client(port);
-    const secure = new SecureRoom(c, { secret, nick: 'alice' });
-    const shown: string[] = [];
-    const rejected: string[] = [];
-    secure.on('message', (m) => shown.push(m.text));
-    secure.on('rejected', (r) => rejected.push(r.reason));
+    const { secure, shown, rejected } = watched((await client(port)).client, secret);
     await secure.join();
     await secure.send('hello');
-    await until(() => rejected.length > 0);
-    expect(rejected).toEqual(['replay']);
-    expect(shown).toEqual([]);
+    await onlyReplayRejected(shown, rejected);
   });
 
   it('that announces members under nicks with terminal escapes: they are left out, reported once, and the room goes on', async () => {
@@ -254,35 +270,30 @@ describe('a hostile server', () => {
     const roomId = roomKeys(secret).roomId;
     const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
     const evil = 'evA\u001b]0;PWNED\u0007';
-    const port = await hostile((socket, type, frame) => {
-      if (type !== 0x02) return; // JOIN
-      const join = parseClientFrame(frame);
-      if (join.type !== 'join') return;
-      socket.write(
-        Buffer.concat([
-          encodeFrame({
-            type: 'member-list',
-            rid: join.rid,
-            room: roomId,
-            members: [{ nick: 'ev\u001b[2J', key: key(1) }],
-          }),
-          encodeFrame({
-            type: 'joined',
-            rid: join.rid,
-            room: roomId,
-            nick: join.nick,
-            seq: 0,
-            members: [
-              { nick: evil, key: key(2) },
-              { nick: 'bob', key: key(3) },
-            ],
-          }),
-          encodeFrame({ type: 'member-joined', room: roomId, nick: 'evB\u001b[31m', key: key(4) }),
-          encodeFrame({ type: 'member-left', room: roomId, nick: evil, reason: 1 }),
-          encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(5) }),
-        ]),
-      );
-    });
+    const port = await hostile(
+      answeringJoin((join) => [
+        encodeFrame({
+          type: 'member-list',
+          rid: join.rid,
+          room: roomId,
+          members: [{ nick: 'ev\u001b[2J', key: key(1) }],
+        }),
+        encodeFrame({
+          type: 'joined',
+          rid: join.rid,
+          room: roomId,
+          nick: join.nick,
+          seq: 0,
+          members: [
+            { nick: evil, key: key(2) },
+            { nick: 'bob', key: key(3) },
+          ],
+        }),
+        encodeFrame({ type: 'member-joined', room: roomId, nick: 'evB\u001b[31m', key: key(4) }),
+        encodeFrame({ type: 'member-left', room: roomId, nick: evil, reason: 1 }),
+        encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(5) }),
+      ]),
+    );
     const { client: c, lost } = await client(port);
     const errors: string[] = [];
     c.on('error', (e) => errors.push(e.code));
@@ -332,16 +343,10 @@ describe('a hostile server', () => {
     });
     const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 50 } });
     cleanup.push(() => c.close());
-    const secure = new SecureRoom(c, { secret, nick: 'alice' });
-    const shown: string[] = [];
-    const rejected: string[] = [];
-    secure.on('message', (m) => shown.push(m.text));
-    secure.on('rejected', (r) => rejected.push(r.reason));
+    const { secure, shown, rejected } = watched(c, secret);
     await secure.join();
     await expect(secure.send('I agree to the terms')).resolves.toMatchObject({ seq: 1 });
-    await until(() => rejected.length > 0);
-    expect(rejected).toEqual(['replay']);
-    expect(shown).toEqual([]);
+    await onlyReplayRejected(shown, rejected);
   });
 
   it('that stored a message and lost its ACK with the connection: the catch-up does not show it again, the resend is acknowledged, and a later replay of it is refused', async () => {
@@ -376,11 +381,7 @@ describe('a hostile server', () => {
     });
     const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 50 } });
     cleanup.push(() => c.close());
-    const secure = new SecureRoom(c, { secret, nick: 'alice' });
-    const shown: string[] = [];
-    const rejected: string[] = [];
-    secure.on('message', (m) => shown.push(m.text));
-    secure.on('rejected', (r) => rejected.push(r.reason));
+    const { secure, shown, rejected } = watched(c, secret);
     await secure.join();
     await expect(secure.send('hello once')).resolves.toMatchObject({ seq: 1 });
     expect(secure.state.outbox()).toEqual([]);
