@@ -5,7 +5,7 @@ import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { newIdentity, signJoinProof } from '../dist/crypto/index.js';
-import { encodeFrame, FrameType, joinProofMessage, parseServerFrame } from '../dist/protocol/index.js';
+import { encodeFrame, errorCodeName, FrameType, joinProofMessage, parseServerFrame } from '../dist/protocol/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
@@ -210,7 +210,8 @@ export function stamped(at, size) {
 /**
  * A confab sender on a raw client: `send(body)` sends a SEND, each with a
  * message id of its own (a repeated id is a resend, which the store drops),
- * and resolves when it is acknowledged.
+ * and resolves when it is acknowledged, or rejects with the server's ERROR
+ * for it (a refusal must not leave a sender waiting for ever).
  */
 export async function confabSender(port, room, nick) {
   const c = await RawClient.open(port, nick, room);
@@ -218,11 +219,15 @@ export async function confabSender(port, room, nick) {
   let rid = 0;
   const mid = crypto.getRandomValues(new Uint8Array(16));
   const midView = new DataView(mid.buffer);
+  const settle = (r, outcome) => {
+    waiting.get(r)?.(outcome);
+    waiting.delete(r);
+  };
   c.onFrame = (f) => {
-    if (f[0] === FrameType.ACK) {
-      const r = new DataView(f.buffer, f.byteOffset).getUint32(1);
-      waiting.get(r)?.();
-      waiting.delete(r);
+    if (f[0] === FrameType.ACK) settle(new DataView(f.buffer, f.byteOffset).getUint32(1), null);
+    else if (f[0] === FrameType.ERROR) {
+      const e = parseServerFrame(f);
+      settle(e.rid, new Error(`SEND refused: ${errorCodeName(e.code)}: ${e.message}`));
     }
   };
   return {
@@ -231,7 +236,7 @@ export async function confabSender(port, room, nick) {
       rid++;
       midView.setUint32(12, rid);
       c.socket.write(encodeFrame({ type: 'send', rid, room, mid, body }));
-      return new Promise((r) => waiting.set(rid, r));
+      return new Promise((resolve, reject) => waiting.set(rid, (err) => (err === null ? resolve() : reject(err))));
     },
   };
 }

@@ -47,6 +47,7 @@ import { Worker } from 'node:worker_threads';
 import { FrameType } from '../dist/protocol/index.js';
 import {
   confabSender,
+  deliverBodyOffset,
   cpuSeconds,
   machineTicks,
   median,
@@ -407,9 +408,11 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const warm = new Meter(receivers * rate * WARMUP_SECONDS);
   const meter = new Meter(receivers * messages);
   const to = switchable(warm);
+  const rssBefore = rssBytes(pid);
   const rx = await system.receivers(receivers, room, to, 'q');
   const tx = await pacer(system, room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
+  const rssLoaded = rssBytes(pid);
   await tx.run(rate, rate * WARMUP_SECONDS);
   await warmedUp(warm, 5_000);
   to.current = meter;
@@ -435,6 +438,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
     lost: meter.expected - meter.count,
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
+    serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
     ...(detail && {
       cpuPercent: detail,
       senderLateMs: {
@@ -529,25 +533,46 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
   return out;
 }
 
-/** (c): many small rooms, every member talking at once for a fixed time; deliveries per room. */
+/** Most (c) latencies kept (each delivery's, until then): 32 MB of samples, about 8 s of (c) here. */
+const MANY_ROOMS_SAMPLES = 4_000_000;
+
+/**
+ * (c): many small rooms, every member talking at once for a fixed time:
+ * deliveries per room (none may starve), lost, latency, and the server's
+ * memory per member.
+ */
 async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const pid = await confab.start();
   const perRoomCount = new Array(rooms).fill(0);
+  const acked = new Array(rooms).fill(0);
+  const meter = new Meter(MANY_ROOMS_SAMPLES);
+  let refused = 0;
   const members = [];
+  // As (d): a first few connections grow the fresh process's heaps and caches, which is not per member.
+  const warm = await Promise.all(Array.from({ length: 50 }, (_, i) => confab.sender(roomId(99), `w${i}`)));
+  await Promise.all(warm.map((w) => w.send(payload(performance.now()))));
+  confab.close(warm);
+  await new Promise((res) => setTimeout(res, 500));
+  const rssBefore = rssBytes(pid);
   for (let r = 0; r < rooms; r++) {
     const room = roomId(100 + r);
     const list = await Promise.all(Array.from({ length: perRoom }, (_, i) => confab.sender(room, `r${r}m${i}`))); // a nick belongs to one key server-wide
     for (const m of list) {
       const inner = m.client.onFrame;
       m.client.onFrame = (f) => {
-        if (f[0] === FrameType.DELIVER) perRoomCount[r]++;
-        else inner(f);
+        if (f[0] === FrameType.DELIVER) {
+          perRoomCount[r]++;
+          meter.deliver(f, deliverBodyOffset(f, 0));
+        } else inner(f);
       };
+      m.room = r;
     }
     members.push(...list);
   }
   await new Promise((res) => setTimeout(res, 500));
+  const rssJoined = rssBytes(pid);
   perRoomCount.fill(0);
+  meter.count = 0;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
@@ -555,12 +580,16 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const loops = members.map(async (m) => {
     const inFlight = new Set();
     while (!stop) {
-      const p = m.send(payload(performance.now()));
+      const p = m.send(payload(performance.now())).then(
+        () => acked[m.room]++,
+        () => refused++,
+      );
       inFlight.add(p);
       void p.then(() => inFlight.delete(p));
       if (inFlight.size >= window) await Promise.race(inFlight);
       if (performance.now() > end) stop = true;
     }
+    await Promise.all(inFlight);
   });
   await Promise.all(loops);
   const counts = [...perRoomCount];
@@ -568,6 +597,9 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const cpu = cpuSeconds(pid) - cpu0;
   const total = counts.reduce((a, b) => a + b, 0);
   const mean = total / rooms;
+  // Every acknowledged message goes to the room's other members: wait for the last of them.
+  const expected = acked.reduce((a, b) => a + b, 0) * (perRoom - 1);
+  await meter.until(expected, 5000);
   confab.close(members);
   await confab.stop();
   return {
@@ -577,9 +609,13 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
     membersPerRoom: perRoom,
     seconds,
     deliveriesPerSecond: Math.round(total / elapsed),
+    lost: expected - meter.count,
+    refused,
+    latencyMs: meter.summary(),
     perRoomDeliveries: { min: Math.min(...counts), max: Math.max(...counts), mean: Math.round(mean) },
     maxDeviationFromMeanPercent: round((Math.max(...counts.map((c) => Math.abs(c - mean))) / mean) * 100, 1),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (total / 1e6)),
+    serverMemoryPerConnectionBytes: Math.round((rssJoined - rssBefore) / (rooms * perRoom)),
   };
 }
 
