@@ -47,8 +47,9 @@ import { Worker } from 'node:worker_threads';
 import { FrameType } from '../dist/protocol/index.js';
 import {
   confabSender,
+  cpuReading,
+  cpuSince,
   deliverBodyOffset,
-  cpuSeconds,
   machineTicks,
   median,
   percentile,
@@ -290,6 +291,20 @@ function redisSystem(redis) {
   };
 }
 
+/**
+ * The server's RSS once a first few connections have come and gone, as the
+ * baseline of its memory per connection: a fresh process grows its heaps and
+ * caches with its first clients (31 KB a receiver in (a) for a confab just
+ * started, 9 KB for the Redis that had run for hours), and that is not per
+ * connection. The same for both systems; (c) and (d) do the same.
+ */
+async function warmBaseline(system, pid) {
+  const warm = await system.receivers(50, roomId(98), new Meter(0), 'w');
+  system.close(warm);
+  await new Promise((r) => setTimeout(r, 500));
+  return rssBytes(pid);
+}
+
 /** Sends `count` messages as fast as acknowledgements allow, `window` in flight. */
 function burst(tx, count, window) {
   let sent = 0;
@@ -312,7 +327,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   const warm = new Meter(receivers * WARMUP_MESSAGES);
   const meter = new Meter(receivers * messages);
   const to = switchable(warm);
-  const rssBefore = rssBytes(pid);
+  const rssBefore = await warmBaseline(system, pid);
   const rx = await system.receivers(receivers, room, to, 'r');
   const tx = await system.sender(room, 'sender');
   await new Promise((r) => setTimeout(r, 300));
@@ -321,12 +336,12 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   await warmedUp(warm, 10_000);
   to.current = meter;
   const probe = DETAIL ? cpuProbe(pid) : null;
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuReading(pid);
   const t0 = performance.now();
   await burst(tx, messages, window);
   await meter.until(meter.expected, 30_000);
   const seconds = (performance.now() - t0) / 1000;
-  const cpu = cpuSeconds(pid) - cpu0;
+  const cpu = cpuSince(pid, cpu0);
   const detail = probe?.();
   system.close([...rx, tx]);
   await system.stop();
@@ -408,7 +423,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const warm = new Meter(receivers * rate * WARMUP_SECONDS);
   const meter = new Meter(receivers * messages);
   const to = switchable(warm);
-  const rssBefore = rssBytes(pid);
+  const rssBefore = await warmBaseline(system, pid);
   const rx = await system.receivers(receivers, room, to, 'q');
   const tx = await pacer(system, room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
@@ -417,12 +432,12 @@ async function fanoutRate(system, receivers, rate, seconds) {
   await warmedUp(warm, 5_000);
   to.current = meter;
   const probe = DETAIL ? cpuProbe(pid) : null;
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuReading(pid);
   const t0 = performance.now();
   const late = await tx.run(rate, messages);
   await meter.until(meter.expected, 15_000);
   const elapsed = (performance.now() - t0) / 1000;
-  const cpu = cpuSeconds(pid) - cpu0;
+  const cpu = cpuSince(pid, cpu0);
   const detail = probe?.();
   tx.close();
   system.close(rx);
@@ -507,11 +522,11 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
   }
   for (const side of sliceOrder(sides.length, slices, seed)) {
     const s = sides[side];
-    const cpu0 = cpuSeconds(s.pid);
+    const cpu0 = cpuReading(s.pid);
     await s.tx.run(rate, perSlice);
     s.sent += perSlice;
     await s.meter.until(receivers * s.sent, 2_000);
-    s.cpu += cpuSeconds(s.pid) - cpu0;
+    s.cpu += cpuSince(s.pid, cpu0);
   }
   const out = sides.map((s) => ({
     workload: 'b',
@@ -573,7 +588,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const rssJoined = rssBytes(pid);
   perRoomCount.fill(0);
   meter.count = 0;
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuReading(pid);
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let stop = false;
@@ -594,7 +609,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   await Promise.all(loops);
   const counts = [...perRoomCount];
   const elapsed = (performance.now() - t0) / 1000;
-  const cpu = cpuSeconds(pid) - cpu0;
+  const cpu = cpuSince(pid, cpu0);
   const total = counts.reduce((a, b) => a + b, 0);
   const mean = total / rooms;
   // Every acknowledged message goes to the room's other members: wait for the last of them.
@@ -640,9 +655,9 @@ async function idle(connections) {
   }
   await new Promise((r) => setTimeout(r, 2000));
   const after = rssBytes(pid);
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuReading(pid);
   await new Promise((r) => setTimeout(r, 3000));
-  const idleCpu = cpuSeconds(pid) - cpu0;
+  const idleCpu = cpuSince(pid, cpu0);
   confab.close(clients);
   await confab.stop();
   return {
