@@ -475,6 +475,46 @@ describe('room sizes', () => {
     }
   });
 
+  it('lose what a prune step cut in the same commit: a crash in the middle of a pass leaves them right', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
+    const path = join(dir, 'history.db');
+    try {
+      let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      for (let n = 1; n <= 10; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(900))]);
+      append(s, [msg(2, 1, 1000, 'y')]);
+      s.close();
+      s = new SqliteHistory({ path, retention: { messages: 2, maxAgeMs: 1e12 } });
+      // One step of a pass (room 1), and the process dies: nothing closes the store.
+      expect(s.pruneSome(1e6, 1)).toEqual({ removed: 8, done: false });
+      expect(sizes(path)[0]).toBe(sum(2, (i) => size(5, 900, 8 + i, 1008 + i)));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('of a room counted with no message left are zeroed by the next eviction', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
+    const path = join(dir, 'history.db');
+    try {
+      let s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 } });
+      append(s, [msg(3, 1, 1000, 'z')]);
+      s.close();
+      // As a crash of an earlier version could leave it: a large count, and no message.
+      const other = new Database(path);
+      other.prepare('DELETE FROM messages WHERE room = ?').run(room(3));
+      other.prepare('UPDATE rooms SET bytes = 50000000 WHERE id = ?').run(room(3));
+      other.close();
+      s = new SqliteHistory({ path, retention: { messages: 1e6, maxAgeMs: 1e12 }, maxBytes: 1 << 20 });
+      // Filling the cap: eviction cuts the rooms that hold messages, and nothing is refused.
+      for (let n = 1; n <= 100; n++) expect(append(s, [msg(1, n, 1000 + n, 'x'.repeat(20_000))])[0]?.seq).toBe(n);
+      expect(s.evicted).toBeGreaterThan(0);
+      s.close();
+      expect(sizes(path)).toEqual([expect.any(Number), 0]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('are counted again when a crash lost them, before they decide what goes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'confab-sizes-'));
     const path = join(dir, 'history.db');
