@@ -150,12 +150,25 @@ export interface ResolvedOptions {
   sweepMs: number;
 }
 
+/** The largest value any limit may take: 2^31 - 1, the longest a Node timer waits. */
+export const MAX_LIMIT = 2_147_483_647;
+
 export function resolveOptions(options: ServerOptions): ResolvedOptions {
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   for (const [key, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value <= 0) {
       throw new RangeError(`limit "${key}" expected a positive integer, got ${String(value)}`);
     }
+    // A Node timer waits at most this long (longer fires after 1 ms), and
+    // WELCOME carries some limits as u32: larger would reach clients cut short.
+    if (value > MAX_LIMIT) {
+      throw new RangeError(`limit "${key}" may not exceed ${MAX_LIMIT}, got ${String(value)}`);
+    }
+  }
+  if (limits.deadAfterMs <= limits.heartbeatMs) {
+    throw new RangeError(
+      `limit "deadAfterMs" must be longer than heartbeatMs (${limits.heartbeatMs}), or every connection is dropped before it is pinged, got ${limits.deadAfterMs}`,
+    );
   }
   if (limits.maxFrame > MAX_FRAME) {
     throw new RangeError(`limit "maxFrame" may not exceed the protocol's ${MAX_FRAME}, got ${limits.maxFrame}`);

@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS, MAX_LIMIT, resolveOptions } from '../../../src/server/options.js';
+
+describe('server limits', () => {
+  it('take the defaults, and values up to the longest a timer waits', () => {
+    expect(resolveOptions({}).limits).toEqual(DEFAULT_LIMITS);
+    expect(resolveOptions({ limits: { handshakeTimeoutMs: MAX_LIMIT } }).limits.handshakeTimeoutMs).toBe(MAX_LIMIT);
+  });
+
+  it('refuse a value past 2^31 - 1, which a timer would cut to 1 ms and WELCOME to 32 bits', () => {
+    expect(() => resolveOptions({ limits: { heartbeatMs: 4_294_967_396 } })).toThrow(
+      'limit "heartbeatMs" may not exceed 2147483647, got 4294967396',
+    );
+    expect(() => resolveOptions({ limits: { messageBurst: 2 ** 32 } })).toThrow(RangeError);
+  });
+
+  it('refuse a silence limit no longer than the ping interval', () => {
+    expect(() => resolveOptions({ limits: { deadAfterMs: 10 } })).toThrow(
+      'limit "deadAfterMs" must be longer than heartbeatMs (15000)',
+    );
+    expect(resolveOptions({ limits: { heartbeatMs: 5, deadAfterMs: 6 } }).limits.deadAfterMs).toBe(6);
+  });
+});
