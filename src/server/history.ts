@@ -75,7 +75,8 @@ export interface HistoryStore {
   /**
    * One step of a prune pass: the next `maxRooms` rooms after the last step's.
    * The server calls it once a sweep until a pass is `done`, so that no single
-   * turn of its event loop reads every room the store has ever had.
+   * turn of its event loop reads every room the store has ever had. A step
+   * that throws ends its pass: the next step starts another, at the first room.
    */
   pruneSome(now: number, maxRooms: number): PruneStep;
   /** `PRAGMA integrity_check`, or the equivalent: 'ok' when the store is sound. */

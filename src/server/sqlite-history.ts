@@ -624,13 +624,16 @@ export class SqliteHistory implements HistoryStore {
         }
         done = rows.length < maxRooms;
       });
+      if (done) this.pruneAfter = new Uint8Array(0);
       // The appends' sizes, once a pass (and when many are waiting): written
       // per step, they would be a write per active room a second.
       if (done || this.pending.size > MAX_PENDING) this.writePending();
     } catch (err) {
+      // A pass that fails ends there: the next starts again at the first room
+      // (the server starts one at its next interval), none skipped.
+      this.pruneAfter = new Uint8Array(0);
       throw storeError(err, 'cannot prune history');
     }
-    if (done) this.pruneAfter = new Uint8Array(0);
     return { removed, done };
   }
 

@@ -11,7 +11,7 @@ import { recordBytes, storedSize, storedSizeSql, waterLevel } from '../../../src
 import type { Eviction } from '../../../src/server/sqlite-history.js';
 import type { PendingMessage } from '../../../src/server/history.js';
 import { mountTmpfs } from '../../helpers/tmpfs.js';
-import type { StoreError } from '../../../src/server/history.js';
+import { StoreError } from '../../../src/server/history.js';
 import { until } from '../../helpers/net.js';
 
 const enc = new TextEncoder();
@@ -133,6 +133,41 @@ describe('SqliteHistory', () => {
     expect(s.pruneSome(1_000_000, 1)).toEqual({ removed: 1, done: false });
     expect(s.prune(1_000_000)).toBe(2);
     expect(s.pruneSome(1_000_000, 10)).toEqual({ removed: 0, done: true });
+  });
+
+  it('starts a pass again at the first room after a step that failed', () => {
+    const s = store(1000, 10_000);
+    const rooms = [1, 2, 3, 4];
+    for (const r of rooms) append(s, [msg(r, 1)]);
+    const left = (): number[] => rooms.map((r) => s.read(room(r), 0, 10, 1e6).messages.length);
+    const inner = s as unknown as { pruneRoom: (...a: unknown[]) => { n: number }; writePending: () => void };
+    const failOnce = (name: 'pruneRoom' | 'writePending', call: number): void => {
+      const real = inner[name] as (...a: unknown[]) => never;
+      let calls = 0;
+      (inner as Record<string, unknown>)[name] = (...a: unknown[]) => {
+        if (++calls === call) {
+          (inner as Record<string, unknown>)[name] = real;
+          throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+        }
+        return real.apply(s, a);
+      };
+    };
+    expect(s.pruneSome(1_000_000, 1)).toEqual({ removed: 1, done: false });
+    // A step fails part-way, after room 2 (a busy or full store)...
+    failOnce('pruneRoom', 2);
+    expect(() => s.pruneSome(1_000_000, 3)).toThrow(StoreError);
+    expect(left()).toEqual([0, 0, 1, 1]);
+    // ...the next pass covers every room, from the first (room 1 has a message again).
+    append(s, [msg(1, 2)]);
+    expect(s.pruneSome(1_000_000, 10)).toEqual({ removed: 3, done: true });
+    // A pass's last step fails as it writes the sizes...
+    for (const r of rooms) append(s, [msg(r, 3)]);
+    failOnce('writePending', 1);
+    expect(() => s.pruneSome(1_000_000, 10)).toThrow(StoreError);
+    expect(left()).toEqual([0, 0, 0, 0]);
+    // ...and the next pass is a whole one again, not an empty step at the end of the last.
+    for (const r of rooms) append(s, [msg(r, 4)]);
+    expect(s.pruneSome(1_000_000, 10)).toEqual({ removed: 4, done: true });
   });
 
   it('keeps the numbering across reopening, also once prune has cut every message of the room', () => {
