@@ -10,7 +10,9 @@ import {
   LeaveReason,
   MAX_BACKLOG,
   MAX_FETCH,
+  MAX_HEARTBEAT_MS,
   MAX_ROOM_MEMBERS,
+  MIN_HEARTBEAT_MS,
   MSG_ID_LEN,
   parseServerFrame,
   PROTOCOL_VERSION,
@@ -32,10 +34,6 @@ import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
 import { isValidNick } from './nick.js';
-
-/** The range the client takes a WELCOME's heartbeatMs in; outside it, the nearer bound (PROTOCOL.md §4.5). */
-export const MIN_HEARTBEAT_MS = 100;
-export const MAX_HEARTBEAT_MS = 3_600_000;
 
 /** Software name the client announces in HELLO. */
 export const CLIENT_AGENT = 'confab/0.1.0';

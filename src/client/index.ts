@@ -1,4 +1,5 @@
-export { connect, ConfabClient, CLIENT_AGENT, MAX_HEARTBEAT_MS, MIN_HEARTBEAT_MS, SEND_QUEUE_BYTES } from './client.js';
+export { connect, ConfabClient, CLIENT_AGENT, SEND_QUEUE_BYTES } from './client.js';
+export { MAX_HEARTBEAT_MS, MIN_HEARTBEAT_MS } from '../protocol/index.js';
 export type {
   ClientEvents,
   ConnectOptions,

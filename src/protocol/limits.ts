@@ -68,3 +68,13 @@ export const MAX_BACKLOG = 1000;
 
 /** Messages of backlog a client asks for unless told otherwise. */
 export const DEFAULT_BACKLOG = 100;
+
+/**
+ * The range of WELCOME's heartbeatMs a client takes, and a server may
+ * announce: a client checks for silence every heartbeatMs and gives up after
+ * three, so a server pinging less often than this would see its idle clients
+ * leave; 0 would have them give up at once, and past 2^31 - 1 ms a Node timer
+ * fires after 1 ms.
+ */
+export const MIN_HEARTBEAT_MS = 100;
+export const MAX_HEARTBEAT_MS = 3_600_000;

@@ -4,8 +4,10 @@ import {
   DEFAULT_PORT,
   MAX_BODY,
   MAX_FRAME,
+  MAX_HEARTBEAT_MS,
   MAX_ROOM_MEMBERS,
   MAX_ROOMS_PER_CONNECTION,
+  MIN_HEARTBEAT_MS,
   systemClock,
 } from '../protocol/index.js';
 import type { Clock } from '../protocol/index.js';
@@ -164,6 +166,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     if (value > MAX_LIMIT) {
       throw new RangeError(`limit "${key}" may not exceed ${MAX_LIMIT}, got ${String(value)}`);
     }
+  }
+  if (limits.heartbeatMs < MIN_HEARTBEAT_MS || limits.heartbeatMs > MAX_HEARTBEAT_MS) {
+    throw new RangeError(
+      `limit "heartbeatMs" must be from ${MIN_HEARTBEAT_MS} to ${MAX_HEARTBEAT_MS}: clients give up after three of them without a byte, got ${limits.heartbeatMs}`,
+    );
   }
   if (limits.deadAfterMs <= limits.heartbeatMs) {
     throw new RangeError(

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { MAX_HEARTBEAT_MS, MIN_HEARTBEAT_MS } from '../../../src/protocol/index.js';
 import { DEFAULT_LIMITS, MAX_LIMIT, resolveOptions } from '../../../src/server/options.js';
 
 describe('server limits', () => {
@@ -14,10 +15,17 @@ describe('server limits', () => {
     expect(() => resolveOptions({ limits: { messageBurst: 2 ** 32 } })).toThrow(RangeError);
   });
 
+  it('refuse a ping interval outside what clients take: they give up after three without a byte', () => {
+    expect(() => resolveOptions({ limits: { heartbeatMs: MAX_HEARTBEAT_MS + 1, deadAfterMs: MAX_LIMIT } })).toThrow(
+      'limit "heartbeatMs" must be from 100 to 3600000',
+    );
+    expect(() => resolveOptions({ limits: { heartbeatMs: MIN_HEARTBEAT_MS - 1 } })).toThrow(RangeError);
+  });
+
   it('refuse a silence limit no longer than the ping interval', () => {
     expect(() => resolveOptions({ limits: { deadAfterMs: 10 } })).toThrow(
       'limit "deadAfterMs" must be longer than heartbeatMs (15000)',
     );
-    expect(resolveOptions({ limits: { heartbeatMs: 5, deadAfterMs: 6 } }).limits.deadAfterMs).toBe(6);
+    expect(resolveOptions({ limits: { heartbeatMs: 100, deadAfterMs: 101 } }).limits.deadAfterMs).toBe(101);
   });
 });
