@@ -173,12 +173,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private readonly ackedAhead = new Map<number, string>();
   /**
-   * Nicks first pinned in this session from the server's announcement of the
-   * room's members (lower-cased): the key a member uses now. A message from
-   * history signed by another key predates it (a member who lost a key and came
-   * back with a new one), and is no news of a key change.
+   * Nicks first pinned from a JOINED's member list (lower-cased), with that
+   * JOINED's room number: the key each uses as of that number. A message from
+   * history up to that number signed by another key predates it (a member who
+   * lost a key and came back with a new one), and is no news of a key change;
+   * one past it is.
    */
-  private readonly pinnedFromAnnouncement = new Set<string>();
+  private readonly pinnedAtJoin = new Map<string, number>();
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -212,7 +213,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // apply to it instead of being overwritten by it.
     client.on('joined', (j) => {
       if (!this.mine(j.room)) return;
+      const fresh = j.members.filter((m) => this.state.pin(m.nick) === undefined);
       const members = this.resetMembers(j.members);
+      for (const m of fresh) this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
       if (this.joining) this.joinedMembers = members;
       this.emit('joined', { nick: j.nick, members, seq: j.seq });
     });
@@ -460,7 +463,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /** A member's key as announced by the server: pin it, or notice a change. */
   private see(j: JoinEvent): Member {
-    if (this.state.pin(j.nick) === undefined) this.pinnedFromAnnouncement.add(j.nick.toLowerCase());
     const member = this.judge(j.nick, j.key);
     this.members.set(j.nick.toLowerCase(), member);
     return member;
@@ -572,7 +574,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     if (!m.history) this.missedReported = false;
-    if (m.history && this.pinnedFromAnnouncement.has(opened.nick.toLowerCase())) {
+    const pinnedAt = this.pinnedAtJoin.get(opened.nick.toLowerCase());
+    if (m.history && pinnedAt !== undefined && m.seq <= pinnedAt) {
       const pin = this.state.pin(opened.nick);
       if (pin !== undefined && pin.key !== keyText && pin.pending !== keyText) {
         // Not shown, as any message under a key other than the pinned one; but

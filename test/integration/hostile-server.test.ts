@@ -11,7 +11,7 @@ import {
   SEND_QUEUE_BYTES,
 } from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
-import { roomKeys } from '../../src/crypto/index.js';
+import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, FrameDecoder, parseClientFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -388,6 +388,51 @@ describe('a hostile server', () => {
     await until(() => joins === 3 && rejected.length > 0);
     expect(shown).toEqual([]); // shown once, when typed: never again from history
     expect(rejected).toEqual(['replay']);
+  });
+
+  it('whose catch-up after a reconnect holds a member message under a newer key than the one pinned at the first join: a key change, not an old key', async () => {
+    const secret = new Uint8Array(32).fill(17);
+    const keys = roomKeys(secret);
+    const before = newIdentity();
+    const after = newIdentity();
+    const message = sealEnvelope(keys, after, {
+      type: MessageType.TEXT,
+      nick: 'bob',
+      seq: 1,
+      sentAt: Date.now(),
+      prevHash: NO_PREVIOUS,
+      body: new TextEncoder().encode('this is my new key'),
+    });
+    let joins = 0;
+    const port = await hostile((socket, type, frame) => {
+      const f = type === 0x01 ? null : parseClientFrame(frame);
+      if (f?.type === 'join') {
+        joins++;
+        // First: bob is in the room with his key; then the connection drops.
+        // Again: he has left, after a message under another key (room number 1).
+        const members = joins === 1 ? [{ nick: 'bob', key: before.publicKey }] : [];
+        socket.write(
+          encodeFrame({ type: 'joined', rid: f.rid, room: keys.roomId, nick: f.nick, seq: joins - 1, members }),
+        );
+        if (joins === 1) setTimeout(() => socket.destroy(), 50);
+      } else if (f?.type === 'fetch') {
+        socket.write(
+          encodeFrame({ type: 'history', rid: f.rid, room: keys.roomId, seq: 1, ts: 1, nick: 'bob', body: message }),
+        );
+        socket.write(encodeFrame({ type: 'fetched', rid: f.rid, room: keys.roomId, oldest: 1, latest: 1, count: 1 }));
+      }
+    });
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 50 } });
+    cleanup.push(() => c.close());
+    const { secure, shown, rejected } = watched(c, secret);
+    const changes: string[] = [];
+    secure.on('key-changed', (k) => changes.push(k.nick));
+    await secure.join();
+    await until(() => joins === 2 && rejected.length > 0);
+    expect(shown).toEqual([]);
+    expect(rejected).toEqual(['key-changed']);
+    expect(changes).toEqual(['bob']);
+    expect(secure.blockedBy()).toEqual(['bob']);
   });
 
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {
