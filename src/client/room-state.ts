@@ -61,7 +61,17 @@ interface Data {
   myPrev: string;
   pins: Record<string, Pin>;
   senders: Record<string, SenderMark>;
+  /**
+   * Our own messages acknowledged past the cursor: room number → envelope
+   * hash (base64url). They were shown when sent; a catch-up (after a
+   * reconnect, or a restart) that brings them back at those numbers is not a
+   * replay. Dropped as the cursor passes them; at most `MAX_OWN_AHEAD`.
+   */
+  ownAhead?: Record<string, string>;
 }
+
+/** Most own messages kept in `ownAhead`: a catch-up that never ends must not grow the file for ever. */
+export const MAX_OWN_AHEAD = 1000;
 
 function empty(): Data {
   return { v: 1, mySeq: 0, myPrev: '', pins: {}, senders: {}, outbox: [] };
@@ -181,6 +191,37 @@ export class RoomState extends Emitter<RoomStateEvents> {
 
   sender(key: string): SenderMark | undefined {
     return this.data.senders[key];
+  }
+
+  /** Notes that our own message `hash` was stored as room message `seq`, past the cursor; saved at the end of this turn. */
+  ownAheadAdd(seq: number, hash: string): void {
+    const ahead = (this.data.ownAhead ??= {});
+    ahead[String(seq)] = hash;
+    const numbers = Object.keys(ahead);
+    if (numbers.length > MAX_OWN_AHEAD) {
+      const lowest = Math.min(...numbers.map(Number));
+      delete ahead[String(lowest)];
+    }
+    this.later();
+  }
+
+  /** The hash of our own message acknowledged as room message `seq` past the cursor, if any. */
+  ownAheadAt(seq: number): string | undefined {
+    return this.data.ownAhead?.[String(seq)];
+  }
+
+  /** Forgets our own messages at or below `seq` (the cursor has passed them, or one was seen again). */
+  ownAheadUpTo(seq: number): void {
+    const ahead = this.data.ownAhead;
+    if (ahead === undefined) return;
+    let changed = false;
+    for (const n of Object.keys(ahead)) {
+      if (Number(n) <= seq) {
+        delete ahead[n];
+        changed = true;
+      }
+    }
+    if (changed) this.later();
   }
 
   /** Records a sender's newest message; saved at the end of this turn. */

@@ -167,12 +167,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
   /**
-   * Our messages acknowledged in this session past the cursor, by room
-   * sequence number, with their hash: a catch-up after a reconnect may still
-   * bring them (the cursor had not passed them), and they were shown when sent.
-   */
-  private readonly ackedAhead = new Map<number, string>();
-  /**
    * Nicks first pinned from a JOINED's member list (lower-cased), with that
    * JOINED's room number: the key each uses as of that number. A message from
    * history up to that number signed by another key predates it (a member who
@@ -195,7 +189,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     client.on('cursor', (c) => {
       if (!this.mine(c.room)) return;
       this.state.setCursor(c.seq);
-      for (const seq of this.ackedAhead.keys()) if (seq <= c.seq) this.ackedAhead.delete(seq);
+      this.state.ownAheadUpTo(c.seq);
     });
     client.on('missed', (m) => {
       if (!this.mine(m.room)) return;
@@ -432,7 +426,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const key = b64(this.client.identity.publicKey);
     const mark = this.state.sender(key);
     if (mark === undefined || seq > mark.seq) this.state.markSender(key, { seq, hash, at: roomSeq });
-    if (roomSeq > (this.state.cursor() ?? 0)) this.ackedAhead.set(roomSeq, hash);
+    if (roomSeq > (this.state.cursor() ?? 0)) this.state.ownAheadAdd(roomSeq, hash);
   }
 
   /** Whether `body` is a message of ours still waiting for its acknowledgement (in the outbox, or being sent). */
@@ -544,12 +538,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const keyText = b64(opened.senderKey);
     const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
     if (own && m.history) {
-      if (this.unacknowledged(m.body) || this.ackedAhead.get(m.seq) === b64(opened.hash)) {
+      if (this.unacknowledged(m.body) || this.state.ownAheadAt(m.seq) === b64(opened.hash)) {
         // Ours, already shown when it was sent: the server stored it, and the
         // catch-up after a reconnect brings it before the ACK that was lost
         // with the connection (the resend's ACK settles it), or before the
         // cursor passed it. Never shown twice.
-        this.ackedAhead.delete(m.seq);
+        this.state.ownAheadUpTo(m.seq);
         return;
       }
     }

@@ -90,8 +90,12 @@ function answeringJoin(
 }
 
 /** Alice in the room of `secret` on `client`, with what she is shown and what she rejects. */
-function watched(c: ConfabClient, secret: Uint8Array): { secure: SecureRoom; shown: string[]; rejected: string[] } {
-  const secure = new SecureRoom(c, { secret, nick: 'alice' });
+function watched(
+  c: ConfabClient,
+  secret: Uint8Array,
+  state?: RoomState,
+): { secure: SecureRoom; shown: string[]; rejected: string[] } {
+  const secure = new SecureRoom(c, { secret, nick: 'alice', ...(state === undefined ? {} : { state }) });
   const shown: string[] = [];
   const rejected: string[] = [];
   secure.on('message', (m) => shown.push(m.text));
@@ -433,6 +437,59 @@ describe('a hostile server', () => {
     expect(rejected).toEqual(['key-changed']);
     expect(changes).toEqual(['bob']);
     expect(secure.blockedBy()).toEqual(['bob']);
+  });
+
+  it('(an honest one) whose catch-up after a restart brings our own messages acknowledged past the cursor: not shown again, not replays', async () => {
+    const secret = new Uint8Array(32).fill(19);
+    const roomId = roomKeys(secret).roomId;
+    const home = mkdtempSync(join(tmpdir(), 'confab-ahead-'));
+    cleanup.push(() => Promise.resolve(rmSync(home, { recursive: true, force: true })));
+    const roomHex = Buffer.from(roomId).toString('hex');
+    const stored: Uint8Array[] = [];
+    let joins = 0;
+    const port = await hostile((socket, type, frame) => {
+      const f = type === 0x01 ? null : parseClientFrame(frame);
+      if (f?.type === 'join') {
+        joins++;
+        // Five messages before ours, then ours as 6 and 7.
+        const seq = 5 + stored.length;
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq, members: [] }));
+      } else if (f?.type === 'send') {
+        stored.push(f.body);
+        socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 5 + stored.length, ts: 1 }));
+      } else if (f?.type === 'fetch' && joins === 2) {
+        // The first session's catch-up never came; the second's brings ours, where they are stored.
+        stored.forEach((body, i) =>
+          socket.write(
+            encodeFrame({ type: 'history', rid: f.rid, room: roomId, seq: 6 + i, ts: 1, nick: 'alice', body }),
+          ),
+        );
+        socket.write(encodeFrame({ type: 'fetched', rid: f.rid, room: roomId, oldest: 6, latest: 7, count: 2 }));
+      }
+    });
+    // Back in a room read up to 3: the catch-up from there is under way while alice sends.
+    RoomState.load(home, roomHex).setCursor(3);
+    const identity = newIdentity();
+    const session = async (): Promise<ConfabClient> => {
+      const c = await connect({ host: '127.0.0.1', port, identity, reconnect: false });
+      cleanup.push(() => c.close());
+      return c;
+    };
+    const first = await session();
+    const a = watched(first, secret, RoomState.load(home, roomHex));
+    await a.secure.join();
+    await a.secure.send('one');
+    await a.secure.send('two');
+    a.secure.state.flush();
+    await first.close();
+    const again = watched(await session(), secret, RoomState.load(home, roomHex));
+    const cursors: number[] = [];
+    again.secure.on('missed', () => {});
+    await again.secure.join();
+    (again.secure as unknown as { client: ConfabClient }).client.on('cursor', (c) => cursors.push(c.seq));
+    await until(() => cursors.includes(7));
+    expect(again.shown).toEqual([]);
+    expect(again.rejected).toEqual([]);
   });
 
   it('that answers a JOIN with member lists longer than a room holds: the join fails as a protocol error', async () => {
