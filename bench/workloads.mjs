@@ -688,10 +688,10 @@ const vs = against !== undefined ? 'ConfabB' : 'Redis';
 
 const print = (o) => console.log(JSON.stringify(o));
 
-/** Medians of the per-round ratios a / b of CPU per million deliveries and of p99, with the rounds' own. */
 /** One round's p99 of confab over the other system's. */
 const p99Ratio = ([a, b]) => a.latencyMs.p99 / b.latencyMs.p99;
 
+/** Medians of the per-round ratios a / b of CPU per million deliveries and of p99, with the rounds' own. */
 function ratios(pairs) {
   const cpu = pairs.map(([a, b]) => a.serverCpuSecondsPerMillionDeliveries / b.serverCpuSecondsPerMillionDeliveries);
   const p99 = pairs.map(p99Ratio);
@@ -747,7 +747,23 @@ async function compare(workload, run) {
   if (vsPairs.length > 0) printVs({ workload }, vsPairs);
 }
 
-/** The line of medians of the per-round ratios confab / Redis (or confab-b). */
+/** One system's runs of a workload in a line: messages lost in all, and the medians of its figures. */
+function overRounds(runs) {
+  const mid = (f) => round(median(runs.map(f)));
+  return {
+    lost: runs.reduce((sum, r) => sum + r.lost, 0),
+    deliveriesPerSecond: Math.round(median(runs.map((r) => r.deliveriesPerSecond))),
+    latencyMs: { p50: mid((r) => r.latencyMs.p50), p99: mid((r) => r.latencyMs.p99) },
+    serverCpuSecondsPerMillionDeliveries: mid((r) => r.serverCpuSecondsPerMillionDeliveries),
+  };
+}
+
+/**
+ * The workload's last line: the medians of the per-round ratios confab /
+ * Redis (or confab-b), and each system's figures over the rounds, lost
+ * messages summed, so that the targets (CPU ratio at most 1 with nothing
+ * lost) read off one line.
+ */
 function printVs(head, pairs) {
   const v = ratios(pairs);
   print({
@@ -756,6 +772,10 @@ function printVs(head, pairs) {
     [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
     [`ratioConfabTo${vs}P99`]: v.p99,
     perRound: v.perRound,
+    overRounds: {
+      [pairs[0][0].system]: overRounds(pairs.map(([a]) => a)),
+      [pairs[0][1].system]: overRounds(pairs.map(([, b]) => b)),
+    },
   });
 }
 
