@@ -61,8 +61,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   if (!options.history) {
     logger.warn('no history: clients get no backlog and miss what is sent while they are away');
     if (options.data !== undefined) logger.warn({ data: options.data }, '--data is not used with --no-history');
-  }
-  else if (options.data === undefined)
+  } else if (options.data === undefined)
     logger.warn('history is kept in memory only; use --data DIR to keep it across restarts');
   const stopStats = options.stats ? reportStats(logger, server, options.stats) : () => {};
   return new Promise((resolve) => {
