@@ -95,7 +95,19 @@ function program(): Command {
       },
     );
 
-  const admin = cli.command('admin').description("operate on a server's data directory");
+  const admin = cli
+    .command('admin')
+    .description("operate on a server's data directory")
+    // Without a known subcommand: a usage error of one line, not commander's help on stderr.
+    .argument('[command]')
+    .action((command?: string) =>
+      admin.error(
+        command === undefined
+          ? "'admin' needs a command: release-nick (confab admin --help)"
+          : `unknown admin command '${command}': the one there is is release-nick`,
+        { exitCode: 2 },
+      ),
+    );
   admin
     .command('release-nick')
     .description('free a nick for the next key that uses it (after a member lost their key)')

@@ -224,6 +224,8 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['serve', '--log-level', 'loud']],
     [['serve', '--semi-space', 'lots']],
     [['frobnicate']],
+    [['admin']],
+    [['admin', 'frobnicate']],
     [[]],
   ])('confab %j', (args) => {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
