@@ -92,15 +92,18 @@ const payload = (at) => stamped(at, SIZE);
 
 /** Latency samples and delivery counts, shared by both systems' receivers. */
 class Meter {
-  constructor(expected) {
+  /** `receivers`: how many receivers share `expected` equally, to count each one's deliveries. */
+  constructor(expected, receivers = 0) {
     this.expected = expected;
+    this.perReceiver = new Int32Array(receivers);
     this.latencies = new Float64Array(expected);
     // With --detail, which message each latency belongs to (its send stamp).
     this.stamps = DETAIL ? new Float64Array(expected) : null;
     this.count = 0;
     this.waiter = null;
   }
-  deliver(buf, at) {
+  deliver(buf, at, receiver = -1) {
+    if (receiver >= 0 && receiver < this.perReceiver.length) this.perReceiver[receiver]++;
     const sent = buf.readDoubleBE(at);
     if (this.count < this.expected) {
       this.latencies[this.count] = performance.now() - sent;
@@ -108,6 +111,20 @@ class Meter {
     }
     ++this.count;
     if (this.waiter !== null && this.count >= this.waiter.n) this.waiter.resolve();
+  }
+  /**
+   * Deliveries missing and extra, receiver by receiver: each should have had
+   * its share of `expected`. A total alone would let a duplicate hide a loss.
+   */
+  byReceiver() {
+    const each = this.expected / this.perReceiver.length;
+    let missing = 0;
+    let extra = 0;
+    for (const got of this.perReceiver) {
+      if (got < each) missing += each - got;
+      else extra += got - each;
+    }
+    return { missing, extra };
   }
   /** Resolves true once `n` deliveries have come, or false after `ms`. */
   until(n, ms) {
@@ -233,7 +250,7 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
           RawClient.open(this.server.port, `${nickBase}${i + j}`, room),
         ),
       );
-      for (const c of batch) c.rawDeliveries((buf, at) => meter.deliver(buf, at));
+      batch.forEach((c, j) => c.rawDeliveries((buf, at) => meter.deliver(buf, at, i + j)));
       out.push(...batch);
     }
     return out;
@@ -270,8 +287,8 @@ function redisSystem(redis) {
       for (let i = 0; i < n; i += 100) {
         out.push(
           ...(await Promise.all(
-            Array.from({ length: Math.min(100, n - i) }, () =>
-              subscribe(redis.port, channel, SIZE, (b, at) => meter.deliver(b, at)),
+            Array.from({ length: Math.min(100, n - i) }, (_, j) =>
+              subscribe(redis.port, channel, SIZE, (b, at) => meter.deliver(b, at, i + j)),
             ),
           )),
         );
@@ -325,7 +342,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   const pid = await system.start();
   const room = roomId(0);
   const warm = new Meter(receivers * WARMUP_MESSAGES);
-  const meter = new Meter(receivers * messages);
+  const meter = new Meter(receivers * messages, receivers);
   const to = switchable(warm);
   const rssBefore = await warmBaseline(system, pid);
   const rx = await system.receivers(receivers, room, to, 'r');
@@ -352,7 +369,8 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
     messages,
     payloadBytes: SIZE,
     deliveriesPerSecond: Math.round(meter.count / seconds),
-    lost: meter.expected - meter.count,
+    lost: meter.byReceiver().missing,
+    duplicated: meter.byReceiver().extra,
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
@@ -402,8 +420,8 @@ async function warmedUp(warm, ms) {
 function switchable(first) {
   return {
     current: first,
-    deliver(buf, at) {
-      this.current.deliver(buf, at);
+    deliver(buf, at, receiver) {
+      this.current.deliver(buf, at, receiver);
     },
   };
 }
@@ -421,7 +439,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const room = roomId(1);
   const messages = rate * seconds;
   const warm = new Meter(receivers * rate * WARMUP_SECONDS);
-  const meter = new Meter(receivers * messages);
+  const meter = new Meter(receivers * messages, receivers);
   const to = switchable(warm);
   const rssBefore = await warmBaseline(system, pid);
   const rx = await system.receivers(receivers, room, to, 'q');
@@ -450,7 +468,8 @@ async function fanoutRate(system, receivers, rate, seconds) {
     seconds,
     payloadBytes: SIZE,
     deliveriesPerSecond: Math.round(meter.count / elapsed),
-    lost: meter.expected - meter.count,
+    lost: meter.byReceiver().missing,
+    duplicated: meter.byReceiver().extra,
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
@@ -508,7 +527,7 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
     const pid = await system.start();
     const room = roomId(2 + i);
     const warm = new Meter(receivers * rate * WARMUP_SECONDS);
-    const meter = new Meter(receivers * perSlice * slices);
+    const meter = new Meter(receivers * perSlice * slices, receivers);
     const to = switchable(warm);
     const rx = await system.receivers(receivers, room, to, `q${i}_`);
     const tx = await pacer(system, room, `pacer${i}`);
@@ -538,7 +557,8 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
     ratePerSecond: rate,
     seconds,
     payloadBytes: SIZE,
-    lost: s.meter.expected - s.meter.count,
+    lost: s.meter.byReceiver().missing,
+    duplicated: s.meter.byReceiver().extra,
     latencyMs: s.meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(s.cpu / (s.meter.count / 1e6)),
   }));
@@ -761,6 +781,7 @@ function overRounds(runs) {
   const mid = (f) => round(median(runs.map(f)));
   return {
     lost: runs.reduce((sum, r) => sum + r.lost, 0),
+    duplicated: runs.reduce((sum, r) => sum + r.duplicated, 0),
     deliveriesPerSecond: Math.round(median(runs.map((r) => r.deliveriesPerSecond))),
     latencyMs: { p50: mid((r) => r.latencyMs.p50), p99: mid((r) => r.latencyMs.p99) },
     serverCpuSecondsPerMillionDeliveries: mid((r) => r.serverCpuSecondsPerMillionDeliveries),
