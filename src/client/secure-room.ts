@@ -568,6 +568,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     if (!m.history) this.missedReported = false;
+    if (!own && opened.nick.toLowerCase() === this.currentNick.toLowerCase()) {
+      // Our nick, another key: not us (a key we lost, before the operator gave
+      // the nick back; or someone who held the nick before). Never pinned as
+      // ours: our own messages would then read as a key change.
+      reject(RejectReason.KEY_CHANGED, `signed as "${opened.nick}", our nick, by a key that is not ours`);
+      return;
+    }
     const pinnedAt = this.pinnedAtJoin.get(opened.nick.toLowerCase());
     if (m.history && pinnedAt !== undefined && m.seq <= pinnedAt) {
       const pin = this.state.pin(opened.nick);

@@ -121,6 +121,10 @@ describe('trust on first use', () => {
     expect(carol.room.blockedBy()).toEqual([]);
     await carol.room.send('hi bob');
     await until(() => bob.texts().includes('carol: hi bob'));
+    // Bob's new install saw his old one's message under his nick: not his, and not pinned as his.
+    expect(bob.rejected).toEqual([expect.objectContaining({ reason: 'key-changed', nick: 'bob' })]);
+    expect(bob.texts()).toEqual(['carol: hi bob']);
+    expect(bob.room.state.pin('bob')?.key).not.toBe(Buffer.from(lost.identity.publicKey).toString('base64url'));
   });
 
   it('a known nick with a new key is a loud warning; sending is blocked until accepted', async () => {
