@@ -568,13 +568,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       return;
     }
     if (!m.history) this.missedReported = false;
-    if (!own && opened.nick.toLowerCase() === this.currentNick.toLowerCase()) {
-      // Our nick, another key: not us (a key we lost, before the operator gave
-      // the nick back; or someone who held the nick before). Never pinned as
-      // ours: our own messages would then read as a key change.
-      reject(RejectReason.KEY_CHANGED, `signed as "${opened.nick}", our nick, by a key that is not ours`);
-      return;
-    }
     const pinnedAt = this.pinnedAtJoin.get(opened.nick.toLowerCase());
     if (m.history && pinnedAt !== undefined && m.seq <= pinnedAt) {
       const pin = this.state.pin(opened.nick);
@@ -589,7 +582,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         return;
       }
     }
-    const member = this.judge(opened.nick, opened.senderKey);
+    // Our own key is ours whatever the pin of its nick says: the backlog of a
+    // nick we took back (a key lost, the nick released) pinned the old key,
+    // and our own messages must not read as a change away from it.
+    const pinOfOwn = own ? this.state.pin(opened.nick) : undefined;
+    const member =
+      pinOfOwn !== undefined && pinOfOwn.key !== keyText
+        ? this.member(opened.nick, opened.senderKey, keyText, false, 'known')
+        : this.judge(opened.nick, opened.senderKey);
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be
       // anyone with the invite posing under this nick.

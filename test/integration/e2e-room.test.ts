@@ -121,10 +121,17 @@ describe('trust on first use', () => {
     expect(carol.room.blockedBy()).toEqual([]);
     await carol.room.send('hi bob');
     await until(() => bob.texts().includes('carol: hi bob'));
-    // Bob's new install saw his old one's message under his nick: not his, and not pinned as his.
-    expect(bob.rejected).toEqual([expect.objectContaining({ reason: 'key-changed', nick: 'bob' })]);
-    expect(bob.texts()).toEqual(['carol: hi bob']);
-    expect(bob.room.state.pin('bob')?.key).not.toBe(Buffer.from(lost.identity.publicKey).toString('base64url'));
+    // Bob's new install showed his old one's message as backlog and pinned his nick to the
+    // old key; his own messages, caught up later, are still his, not a key change.
+    expect(bob.room.state.pin('bob')?.key).toBe(Buffer.from(lost.identity.publicKey).toString('base64url'));
+    await bob.close();
+    bob.room.state.setCursor(0); // left behind (a crash before it was written): the catch-up brings his own
+    const again = await member(s.port, secret, 'bob', { identity: bob.identity, state: bob.room.state });
+    await until(() => again.messages.some((m) => m.text === 'from my new install'));
+    await again.room.send('after a reconnect');
+    await until(() => carol.texts().includes('bob: after a reconnect'));
+    expect(again.keyChanges).toEqual([]);
+    expect(again.room.blockedBy()).toEqual([]);
   });
 
   it('a known nick with a new key is a loud warning; sending is blocked until accepted', async () => {
