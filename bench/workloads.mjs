@@ -310,10 +310,9 @@ function redisSystem(redis) {
 
 /**
  * The server's RSS once a first few connections have come and gone, as the
- * baseline of its memory per connection: a fresh process grows its heaps and
- * caches with its first clients (31 KB a receiver in (a) for a confab just
- * started, 9 KB for the Redis that had run for hours), and that is not per
- * connection. The same for both systems; (c) and (d) do the same.
+ * baseline of its memory per connection in every workload, for both systems:
+ * a fresh process grows its heaps and caches with its first clients (a Redis
+ * that has run for hours did long ago), and that is not per connection.
  */
 async function warmBaseline(system, pid) {
   const warm = await system.receivers(50, roomId(98), new Meter(0), 'w');
@@ -369,8 +368,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
     messages,
     payloadBytes: SIZE,
     deliveriesPerSecond: Math.round(meter.count / seconds),
-    lost: meter.byReceiver().missing,
-    duplicated: meter.byReceiver().extra,
+    ...lostAndDuplicated(meter),
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
@@ -414,6 +412,12 @@ async function pacer(system, room, nick) {
 async function warmedUp(warm, ms) {
   const done = await warm.until(warm.expected, ms);
   if (!done) throw new Error(`warm-up: ${warm.count} of ${warm.expected} deliveries after ${ms} ms`);
+}
+
+/** A measured run's `lost` and `duplicated`, from its receivers' own counts. */
+function lostAndDuplicated(meter) {
+  const { missing, extra } = meter.byReceiver();
+  return { lost: missing, duplicated: extra };
 }
 
 /** Receivers report to whichever meter is current: the warm-up's, then the measured run's. */
@@ -468,8 +472,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
     seconds,
     payloadBytes: SIZE,
     deliveriesPerSecond: Math.round(meter.count / elapsed),
-    lost: meter.byReceiver().missing,
-    duplicated: meter.byReceiver().extra,
+    ...lostAndDuplicated(meter),
     latencyMs: meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
@@ -557,8 +560,7 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
     ratePerSecond: rate,
     seconds,
     payloadBytes: SIZE,
-    lost: s.meter.byReceiver().missing,
-    duplicated: s.meter.byReceiver().extra,
+    ...lostAndDuplicated(s.meter),
     latencyMs: s.meter.summary(),
     serverCpuSecondsPerMillionDeliveries: round(s.cpu / (s.meter.count / 1e6)),
   }));
@@ -585,12 +587,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
   const meter = new Meter(MANY_ROOMS_SAMPLES);
   let refused = 0;
   const members = [];
-  // As (d): a first few connections grow the fresh process's heaps and caches, which is not per member.
-  const warm = await Promise.all(Array.from({ length: 50 }, (_, i) => confab.sender(roomId(99), `w${i}`)));
-  await Promise.all(warm.map((w) => w.send(payload(performance.now()))));
-  confab.close(warm);
-  await new Promise((res) => setTimeout(res, 500));
-  const rssBefore = rssBytes(pid);
+  const rssBefore = await warmBaseline(confab, pid);
   for (let r = 0; r < rooms; r++) {
     const room = roomId(100 + r);
     const list = await Promise.all(Array.from({ length: perRoom }, (_, i) => confab.sender(room, `r${r}m${i}`))); // a nick belongs to one key server-wide
@@ -659,12 +656,7 @@ async function manyRooms(rooms, perRoom, seconds, window = 2) {
 /** (d): idle connections, each joined to a room of 10; server memory per connection. */
 async function idle(connections) {
   const pid = await confab.start();
-  const warm = await Promise.all(
-    Array.from({ length: 50 }, (_, i) => RawClient.open(confab.server.port, `w${i}`, roomId(9999))),
-  );
-  confab.close(warm);
-  await new Promise((r) => setTimeout(r, 500));
-  const before = rssBytes(pid);
+  const before = await warmBaseline(confab, pid);
   const clients = [];
   for (let i = 0; i < connections; i += 250) {
     clients.push(

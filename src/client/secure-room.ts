@@ -207,9 +207,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // apply to it instead of being overwritten by it.
     client.on('joined', (j) => {
       if (!this.mine(j.room)) return;
-      const fresh = j.members.filter((m) => this.state.pin(m.nick) === undefined);
       const members = this.resetMembers(j.members);
-      for (const m of fresh) this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
+      // 'new': pinned just now, from this list.
+      for (const m of members) if (m.trust === 'new') this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
       if (this.joining) this.joinedMembers = members;
       this.emit('joined', { nick: j.nick, members, seq: j.seq });
     });

@@ -345,9 +345,6 @@ export class Relay {
         return;
       case 'pong':
         return;
-      case 'hello':
-        // Never reached: `receive` refuses a HELLO on an open session before parsing it.
-        return;
       case 'error':
         this.log.debug({ conn: conn.id, code: frame.code }, 'client reported an error');
         return;

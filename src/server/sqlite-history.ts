@@ -84,6 +84,9 @@ const MAX_PENDING = 16_384;
  */
 export const PRUNE_ROOMS_PER_STEP = 1000;
 
+/** The id before every room's: where a prune pass starts. */
+const BEFORE_FIRST_ROOM = new Uint8Array(0);
+
 /** Most rooms one eviction reads to find its level. */
 const MAX_RANKED = 4096;
 
@@ -126,7 +129,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly firstKept: Statement<[Uint8Array, number, number], { seq: number }>;
   private readonly roomsFrom: Statement<[Uint8Array, number], { id: Buffer; latest: number }>;
   /** Where the prune pass under way goes on from: the last room it cut (the empty id before the first). */
-  private pruneAfter: Uint8Array = new Uint8Array(0);
+  private pruneAfter: Uint8Array = BEFORE_FIRST_ROOM;
   private readonly cutSize: Statement<[Uint8Array, number], { n: number; bytes: number }>;
   private readonly oldestSizes: Statement<[Uint8Array], { seq: number; bytes: number }>;
   private readonly addBytes: Statement<[number, Uint8Array]>;
@@ -601,7 +604,7 @@ export class SqliteHistory implements HistoryStore {
   }
 
   prune(now: number): number {
-    this.pruneAfter = new Uint8Array(0);
+    this.pruneAfter = BEFORE_FIRST_ROOM;
     let removed = 0;
     for (;;) {
       const step = this.pruneSome(now, PRUNE_ROOMS_PER_STEP);
@@ -624,14 +627,14 @@ export class SqliteHistory implements HistoryStore {
         }
         done = rows.length < maxRooms;
       });
-      if (done) this.pruneAfter = new Uint8Array(0);
+      if (done) this.pruneAfter = BEFORE_FIRST_ROOM;
       // The appends' sizes, once a pass (and when many are waiting): written
       // per step, they would be a write per active room a second.
       if (done || this.pending.size > MAX_PENDING) this.writePending();
     } catch (err) {
       // A pass that fails ends there: the next starts again at the first room
       // (the server starts one at its next interval), none skipped.
-      this.pruneAfter = new Uint8Array(0);
+      this.pruneAfter = BEFORE_FIRST_ROOM;
       throw storeError(err, 'cannot prune history');
     }
     return { removed, done };
