@@ -114,19 +114,13 @@ function statCpuSeconds(path) {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
-/** CPU seconds of a process's main thread and of all its other threads together. */
+/** CPU seconds of a process's main thread and of all its other threads together (live threads, from `cpuReading`). */
 export function threadCpuSeconds(pid) {
   let main = 0;
   let others = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let s;
-    try {
-      s = statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
-    } catch {
-      continue; // the thread ended meanwhile
-    }
-    if (Number(tid) === pid) main += s;
-    else others += s;
+  for (const [tid, ns] of cpuReading(pid).threads) {
+    if (Number(tid) === pid) main += ns / 1e9;
+    else others += ns / 1e9;
   }
   return { main, others };
 }
