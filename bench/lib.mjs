@@ -1,6 +1,6 @@
 // Shared pieces of the benchmarks: a server in its own process, its CPU and
 // memory from procfs, and a minimal raw client on the real codec.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +23,10 @@ let cleanupInstalled = false;
  * left when it exits or is interrupted.
  */
 export function spawnServer(command, args, options) {
-  const child = spawn(command, args, { ...options, detached: true });
+  const child =
+    serverCpus === null
+      ? spawn(command, args, { ...options, detached: true })
+      : spawn('taskset', ['-c', serverCpus, command, ...args], { ...options, detached: true });
   servers.add(child);
   child.once('exit', () => servers.delete(child));
   if (!cleanupInstalled) {
@@ -40,6 +43,34 @@ export function spawnServer(command, args, options) {
     }
   }
   return child;
+}
+
+/** CPUs the servers are started on (`--pin`), or null to leave them to the scheduler. */
+let serverCpus = null;
+
+/**
+ * `--pin`: the servers on `servers`, this process (the load generator, and the
+ * threads it starts later) on `loadGenerator`, and a server already running
+ * (the Redis on 6379) moved to `servers` until this process exits. On a small
+ * machine the load generator needs a core of its own, and a server that sleeps
+ * between messages otherwise waits for a CPU each time one wakes it
+ * (doc/PERFORMANCE.md, "an eighth host"). Needs taskset (util-linux).
+ */
+export function pinCpus(servers, loadGenerator, runningServers = []) {
+  serverCpus = servers;
+  execFileSync('taskset', ['-a', '-p', '-c', loadGenerator, String(process.pid)], { stdio: 'ignore' });
+  for (const pid of runningServers) {
+    const mask = /:\s*([0-9a-f]+)\s*$/.exec(execFileSync('taskset', ['-p', String(pid)], { encoding: 'utf8' }))?.[1];
+    execFileSync('taskset', ['-a', '-p', '-c', servers, String(pid)], { stdio: 'ignore' });
+    if (mask !== undefined)
+      process.once('exit', () => {
+        try {
+          execFileSync('taskset', ['-a', '-p', mask, String(pid)], { stdio: 'ignore' });
+        } catch {
+          // it has gone
+        }
+      });
+  }
 }
 
 /**

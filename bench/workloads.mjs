@@ -2,7 +2,7 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--no-redis] [--no-store-cost] [--detail]
+//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--no-redis] [--no-store-cost] [--detail] [--pin]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; in each round of (a) and (b) it runs once more with --no-history
@@ -23,6 +23,10 @@
 // `bi` (not run by default) is (b) with both servers connected at once and
 // the sender switching between them every second (fanoutRateInterleaved),
 // a closer comparison on a machine whose speed drifts between runs.
+//
+// --pin puts the servers on CPU 0 and the load generator on the others (a
+// Redis already running is moved there for the run, and back after): the
+// default leaves them to the scheduler.
 //
 // --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
 // max; per message, when its first receiver heard it and how long until its
@@ -52,6 +56,7 @@ import {
   deliverBodyOffset,
   machineTicks,
   median,
+  pinCpus,
   percentile,
   RawClient,
   round,
@@ -69,6 +74,7 @@ const { values } = parseArgs({
     'no-store-cost': { type: 'boolean', default: false },
     rounds: { type: 'string', default: '5' },
     detail: { type: 'boolean', default: false },
+    pin: { type: 'boolean', default: false },
   },
 });
 const ONLY = new Set(values.only.split(','));
@@ -706,6 +712,13 @@ const yardstick =
       ? () => redisSystem(redis)
       : null;
 const vs = against !== undefined ? 'ConfabB' : 'Redis';
+if (values.pin) {
+  const cpus = availableParallelism();
+  if (cpus < 2) throw new Error('--pin needs 2 CPUs or more');
+  const pin = { servers: '0', loadGenerator: cpus === 2 ? '1' : `1-${cpus - 1}` };
+  pinCpus(pin.servers, pin.loadGenerator, redis !== null ? [redis.pid] : []);
+  console.log(JSON.stringify({ pin }));
+}
 
 const print = (o) => console.log(JSON.stringify(o));
 
