@@ -13,6 +13,9 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 const servers = new Set();
 let cleanupInstalled = false;
 
+/** CPUs the servers are started on (`--pin`), or null to leave them to the scheduler. */
+let serverCpus = null;
+
 /**
  * Spawns a server (confab's, or a Redis started here) in a session of its
  * own, as a system service runs and as the Redis on 6379 does: where the
@@ -44,9 +47,6 @@ export function spawnServer(command, args, options) {
   }
   return child;
 }
-
-/** CPUs the servers are started on (`--pin`), or null to leave them to the scheduler. */
-let serverCpus = null;
 
 /**
  * `--pin`: the servers on `servers`, this process (the load generator, and the

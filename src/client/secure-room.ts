@@ -462,9 +462,11 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     return member;
   }
 
-  /** Trust-on-first-use for `nick` and `key`; reports a change once per new key. */
-  private judge(nick: string, key: Uint8Array): Member {
-    const keyText = b64(key);
+  /**
+   * Trust-on-first-use for `nick` and `key` (`keyText`: its base64url form);
+   * reports a change once per new key. `own`: the key is ours.
+   */
+  private judge(nick: string, key: Uint8Array, keyText = b64(key), own = false): Member {
     const pin: Pin | undefined = this.state.pin(nick);
     if (pin === undefined) {
       this.state.setPin({ nick, key: keyText, verified: false }, true);
@@ -473,6 +475,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (pin.key === keyText) {
       return this.member(nick, key, keyText, pin.verified, pin.verified ? 'verified' : 'known');
     }
+    // Our own key is ours whatever the pin of its nick says: the backlog of a
+    // nick we took back (a key lost, the nick released) pinned the old key,
+    // and our own messages must not read as a change away from it.
+    if (own) return this.member(nick, key, keyText, false, 'known');
     if (pin.pending !== keyText) {
       this.state.setPin({ ...pin, pending: keyText }, true);
       const oldFingerprint = this.fingerprintOf(pin.key, unb64(pin.key));
@@ -582,14 +588,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         return;
       }
     }
-    // Our own key is ours whatever the pin of its nick says: the backlog of a
-    // nick we took back (a key lost, the nick released) pinned the old key,
-    // and our own messages must not read as a change away from it.
-    const pinOfOwn = own ? this.state.pin(opened.nick) : undefined;
-    const member =
-      pinOfOwn !== undefined && pinOfOwn.key !== keyText
-        ? this.member(opened.nick, opened.senderKey, keyText, false, 'known')
-        : this.judge(opened.nick, opened.senderKey);
+    const member = this.judge(opened.nick, opened.senderKey, keyText, own);
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be
       // anyone with the invite posing under this nick.
