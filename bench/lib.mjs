@@ -52,9 +52,9 @@ export function spawnServer(command, args, options) {
  * `--pin`: the servers on `servers`, this process (the load generator, and the
  * threads it starts later) on `loadGenerator`, and a server already running
  * (the Redis on 6379) moved to `servers` until this process exits. On a small
- * machine the load generator needs a core of its own, and a server that sleeps
- * between messages otherwise waits for a CPU each time one wakes it
- * (doc/PERFORMANCE.md, "an eighth host"). Needs taskset (util-linux).
+ * machine the load generator needs a core of its own, and a server otherwise
+ * spends a tenth to a quarter of each second at (b) runnable but waiting for a
+ * CPU (doc/PERFORMANCE.md, "the eighth host again"). Needs taskset (util-linux).
  */
 export function pinCpus(servers, loadGenerator, runningServers = []) {
   serverCpus = servers;

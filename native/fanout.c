@@ -72,7 +72,10 @@ static int int32_array(napi_env env, napi_value v, int32_t **data, size_t *len) 
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
 
-// Sockets per io_uring_enter; a bigger turn takes several.
+// Sockets per io_uring_enter; a bigger turn takes several. A kernel without
+// preemption cannot switch the relay out inside the call, but entering every
+// 16 or 32 sockets cost 4-9% more CPU per delivery and did not move (b)'s p99
+// (doc/PERFORMANCE.md, "the eighth host again").
 #define RING_ENTRIES 256
 
 // One ring per thread that loads the addon (instance data of its napi_env):
