@@ -11,10 +11,37 @@ const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
 const servers = new Set();
-let cleanupInstalled = false;
 
 /** CPUs the servers are started on (`--pin`), or null to leave them to the scheduler. */
 let serverCpus = null;
+
+/**
+ * What must run however the benchmark ends: on exit, and on Ctrl-C or SIGTERM
+ * (which exit). First, the servers it started are killed.
+ */
+const atExit = [
+  () => {
+    for (const c of servers) c.kill('SIGKILL');
+  },
+];
+let atExitInstalled = false;
+
+/** Adds `fn` to what runs at the end; with no `fn`, makes sure the servers are killed then. */
+function onExit(fn) {
+  if (fn !== undefined) atExit.push(fn);
+  if (atExitInstalled) return;
+  atExitInstalled = true;
+  const runAll = () => {
+    for (const f of atExit.splice(0)) f();
+  };
+  process.once('exit', runAll);
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      runAll();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  }
+}
 
 /**
  * Spawns a server (confab's, or a Redis started here) in a session of its
@@ -26,44 +53,31 @@ let serverCpus = null;
  * left when it exits or is interrupted.
  */
 export function spawnServer(command, args, options) {
-  const child =
-    serverCpus === null
-      ? spawn(command, args, { ...options, detached: true })
-      : spawn('taskset', ['-c', serverCpus, command, ...args], { ...options, detached: true });
+  const [file, argv] = serverCpus === null ? [command, args] : ['taskset', ['-c', serverCpus, command, ...args]];
+  const child = spawn(file, argv, { ...options, detached: true });
   servers.add(child);
   child.once('exit', () => servers.delete(child));
-  if (!cleanupInstalled) {
-    cleanupInstalled = true;
-    const killAll = () => {
-      for (const c of servers) c.kill('SIGKILL');
-    };
-    process.once('exit', killAll);
-    for (const signal of ['SIGINT', 'SIGTERM']) {
-      process.once(signal, () => {
-        killAll();
-        process.exit(signal === 'SIGINT' ? 130 : 143);
-      });
-    }
-  }
+  onExit();
   return child;
 }
 
 /**
- * `--pin`: the servers on `servers`, this process (the load generator, and the
+ * `--pin`: the servers on `cpus`, this process (the load generator, and the
  * threads it starts later) on `loadGenerator`, and a server already running
- * (the Redis on 6379) moved to `servers` until this process exits. On a small
- * machine the load generator needs a core of its own, and a server otherwise
- * spends a tenth to a quarter of each second at (b) runnable but waiting for a
- * CPU (doc/PERFORMANCE.md, "the eighth host again"). Needs taskset (util-linux).
+ * (the Redis on 6379) moved to `cpus` until the benchmark ends, however it
+ * ends. On a small machine the load generator needs a core of its own, and a
+ * server otherwise spends a tenth to a quarter of each second at (b) runnable
+ * but waiting for a CPU (doc/PERFORMANCE.md, "the eighth host again"). Needs
+ * taskset (util-linux).
  */
-export function pinCpus(servers, loadGenerator, runningServers = []) {
-  serverCpus = servers;
+export function pinCpus(cpus, loadGenerator, runningServers = []) {
+  serverCpus = cpus;
   execFileSync('taskset', ['-a', '-p', '-c', loadGenerator, String(process.pid)], { stdio: 'ignore' });
   for (const pid of runningServers) {
     const mask = /:\s*([0-9a-f]+)\s*$/.exec(execFileSync('taskset', ['-p', String(pid)], { encoding: 'utf8' }))?.[1];
-    execFileSync('taskset', ['-a', '-p', '-c', servers, String(pid)], { stdio: 'ignore' });
+    execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
     if (mask !== undefined)
-      process.once('exit', () => {
+      onExit(() => {
         try {
           execFileSync('taskset', ['-a', '-p', mask, String(pid)], { stdio: 'ignore' });
         } catch {
