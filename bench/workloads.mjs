@@ -2,7 +2,7 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--no-redis] [--no-store-cost] [--detail] [--pin]
+//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--receivers 200] [--no-redis] [--no-store-cost] [--detail] [--pin]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; in each round of (a) and (b) it runs once more with --no-history
@@ -19,6 +19,9 @@
 //
 // (b)'s sender is a thread of its own (sender.mjs) that sends each message
 // alone when it is due, so the messages reach every server the same way.
+//
+// --receivers N runs (b) (and bi) with N receivers instead of 200: with few,
+// the cost of a message before its first recipient decides the ratios.
 //
 // `bi` (not run by default) is (b) with both servers connected at once and
 // the sender switching between them every second (fanoutRateInterleaved),
@@ -73,12 +76,17 @@ const { values } = parseArgs({
     'no-redis': { type: 'boolean', default: false },
     'no-store-cost': { type: 'boolean', default: false },
     rounds: { type: 'string', default: '5' },
+    receivers: { type: 'string', default: '200' },
     detail: { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
   },
 });
 const ONLY = new Set(values.only.split(','));
 const ROUNDS = Math.max(1, Number(values.rounds));
+// (b)'s room size: 200 is the issue's workload; fewer show what a message
+// costs before any recipient (doc/PERFORMANCE.md, "a ninth host").
+const B_RECEIVERS = Number(values.receivers);
+if (!Number.isInteger(B_RECEIVERS) || B_RECEIVERS < 1) throw new Error('--receivers is a whole number, 1 or more');
 const DETAIL = values.detail;
 const SIZE = 64;
 const BENCH_LIMITS = [
@@ -815,14 +823,14 @@ function printVs(head, pairs) {
 }
 
 if (ONLY.has('a')) await compare('a', (system) => fanoutBurst(system, 1000, 2000));
-if (ONLY.has('b')) await compare('b', (system) => fanoutRate(system, 200, 1000, 5));
+if (ONLY.has('b')) await compare('b', (system) => fanoutRate(system, B_RECEIVERS, 1000, 5));
 if (ONLY.has('bi') && yardstick !== null) {
   const pairs = [];
   for (let i = 1; i <= ROUNDS; i++) {
     const [c, r] = [confab, yardstick()];
     // Rounds 2k-1 and 2k play one order with the systems swapped: over each
     // pair, both hold every place once.
-    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], 200, 1000, 5, Math.ceil(i / 2));
+    const res = await fanoutRateInterleaved(i % 2 === 1 ? [c, r] : [r, c], B_RECEIVERS, 1000, 5, Math.ceil(i / 2));
     for (const x of res) print({ ...x, round: i });
     pairs.push(i % 2 === 1 ? res : [res[1], res[0]]);
   }
