@@ -82,11 +82,14 @@ const { values } = parseArgs({
   },
 });
 const ONLY = new Set(values.only.split(','));
-const ROUNDS = Math.max(1, Number(values.rounds));
-// (b)'s room size: 200 is the issue's workload; fewer show what a message
-// costs before any recipient (doc/PERFORMANCE.md, "a ninth host").
-const B_RECEIVERS = Number(values.receivers);
-if (!Number.isInteger(B_RECEIVERS) || B_RECEIVERS < 1) throw new Error('--receivers is a whole number, 1 or more');
+/** A count option's value; anything but a whole number of 1 or more stops the run. */
+function count(name) {
+  const n = Number(values[name]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} is a whole number, 1 or more`);
+  return n;
+}
+const ROUNDS = count('rounds');
+const B_RECEIVERS = count('receivers');
 const DETAIL = values.detail;
 const SIZE = 64;
 const BENCH_LIMITS = [
