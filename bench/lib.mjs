@@ -170,6 +170,11 @@ export function threadCpuSeconds(pid) {
   return { main, others };
 }
 
+/** Seconds thread `tid` of `pid` has spent runnable but waiting for a CPU (schedstat's second field). */
+export function waitingSeconds(pid, tid = pid) {
+  return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+}
+
 /** The whole machine's CPU time so far, busy and in all, in ticks (/proc/stat's first line). */
 export function machineTicks() {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);

@@ -45,12 +45,17 @@ function info(port) {
 
 const bulk = (b) => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n')]);
 
+/** A `message` push of a `size`-byte payload on `channel`: its length, and where its payload starts. */
+export function pushLayout(channel, size) {
+  const head = `*3\r\n$7\r\nmessage\r\n$${channel.length}\r\n${channel}\r\n$${size}\r\n`;
+  return { record: head.length + size + 2, payloadAt: head.length };
+}
+
 /** A subscriber: parses fixed-size `message` pushes and hands each payload to `onPayload`. */
 export function subscribe(port, channel, size, onPayload) {
   return new Promise((resolve, reject) => {
     const ack = `*3\r\n$9\r\nsubscribe\r\n$${channel.length}\r\n${channel}\r\n:1\r\n`;
-    const head = `*3\r\n$7\r\nmessage\r\n$${channel.length}\r\n${channel}\r\n$${size}\r\n`;
-    const record = head.length + size + 2;
+    const { record, payloadAt } = pushLayout(channel, size);
     let subscribed = false;
     // The subscription's acknowledgement, then fixed-size pushes, read in place
     // from the load generator's one shared buffer, as confab's receivers are (lib.mjs).
@@ -58,7 +63,7 @@ export function subscribe(port, channel, size, onPayload) {
       () => (subscribed ? record : ack.length),
       (buf, at) => {
         if (subscribed) {
-          onPayload(buf, at + head.length);
+          onPayload(buf, at + payloadAt);
         } else {
           subscribed = true;
           resolve(s);

@@ -2,7 +2,7 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--receivers 200] [--no-redis] [--no-store-cost] [--detail] [--pin]
+//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--receivers 200] [--no-redis] [--no-store-cost] [--detail] [--pin] [--reader c|js]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; in each round of (a) and (b) it runs once more with --no-history
@@ -20,6 +20,12 @@
 // (b)'s sender is a thread of its own (sender.mjs) that sends each message
 // alone when it is due, so the messages reach every server the same way.
 //
+// (b)'s receivers, once joined, are read by reader.c (compiled on first use
+// with the machine's cc), for both servers: at (b)'s 200,000 deliveries a
+// second the load generator's JavaScript filled a core, and (b) measured
+// mostly its queue. --reader js reads them in JavaScript, as (a), (c) and bi
+// do; so does a machine without a C compiler (with a warning).
+//
 // --receivers N runs (b) (and bi) with N receivers instead of 200: with few,
 // the cost of a message before its first recipient decides the ratios.
 //
@@ -34,8 +40,9 @@
 // --detail adds, for (a) and (b), where the latency comes from (p90, p99.9,
 // max; per message, when its first receiver heard it and how long until its
 // last did; for (b), how late the sender let each message leave) and
-// who used the CPU (the load generator, the server's main thread and its other
-// threads, the whole machine) while it was measured.
+// who used the CPU (the load generator, the reader, the server's main thread
+// and its other threads, the whole machine) while it was measured, and how
+// long the server's main thread and the reader waited for one.
 //
 // CONFAB_BENCH_AGAINST=sqlite|none compares confab with a second confab
 // (`confab-b`, with that store and CONFAB_BENCH_B_SERVER_ARGS and
@@ -67,8 +74,10 @@ import {
   stamped,
   startServerProcess,
   threadCpuSeconds,
+  waitingSeconds,
 } from './lib.mjs';
-import { findRedis, publisher, subscribe } from './redis.mjs';
+import { buildReader, startReader } from './reader.mjs';
+import { findRedis, publisher, pushLayout, subscribe } from './redis.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -78,6 +87,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     receivers: { type: 'string', default: '200' },
     detail: { type: 'boolean', default: false },
+    reader: { type: 'string', default: 'c' },
     pin: { type: 'boolean', default: false },
   },
 });
@@ -91,6 +101,12 @@ function count(name) {
 const ROUNDS = count('rounds');
 const B_RECEIVERS = count('receivers');
 const DETAIL = values.detail;
+if (values.reader !== 'c' && values.reader !== 'js') throw new Error('--reader is c or js');
+// (b)'s receivers: read by reader.c where a C compiler is found, else by the load generator's JavaScript.
+const READER = values.reader === 'c' ? buildReader() : { path: null, why: '--reader js' };
+if (READER.path === null && values.reader === 'c') {
+  console.error(`bench: (b)'s receivers read in JavaScript (${READER.why}); the load generator may then fill a core`);
+}
 const SIZE = 64;
 const BENCH_LIMITS = [
   'maxConnectionsPerIp=1000000',
@@ -143,6 +159,13 @@ class Meter {
     }
     return { missing, extra };
   }
+  /** Takes what reader.c counted in place of this meter's own receivers (reader.mjs `report`). */
+  fill({ counted, perReceiver, latencies, stamps }) {
+    this.count = counted;
+    this.perReceiver.set(perReceiver.subarray(0, this.perReceiver.length));
+    this.latencies.set(latencies.subarray(0, this.expected));
+    this.stamps?.set(stamps.subarray(0, this.expected));
+  }
   /** Resolves true once `n` deliveries have come, or false after `ms`. */
   until(n, ms) {
     if (this.count >= n) return Promise.resolve(true);
@@ -193,12 +216,16 @@ class Meter {
 
 /**
  * With --detail: who used the CPU from now until the returned function is
- * called, in percent of one core (the whole machine's figure counts every
- * core, 100 each).
+ * called, and how long the server's main thread and the reader waited for
+ * one, in percent of one core (the whole machine's figure counts every core,
+ * 100 each).
  */
-function cpuProbe(pid) {
+function cpuProbe(pid, readerPid) {
   const me = process.cpuUsage();
+  const reader0 = readerPid === undefined ? null : cpuReading(readerPid);
   const server = threadCpuSeconds(pid);
+  const serverWait = waitingSeconds(pid);
+  const readerWait = readerPid === undefined ? 0 : waitingSeconds(readerPid);
   const box = machineTicks();
   const t0 = performance.now();
   return () => {
@@ -209,8 +236,12 @@ function cpuProbe(pid) {
     const pct = (x) => round((x / seconds) * 100, 1);
     return {
       loadGeneratorCpuPercent: pct((used.user + used.system) / 1e6),
+      ...(reader0 !== null && { readerCpuPercent: pct(cpuSince(readerPid, reader0)) }),
       serverMainThreadCpuPercent: pct(s.main - server.main),
       serverOtherThreadsCpuPercent: pct(s.others - server.others),
+      // Runnable but waiting for a CPU: what the machine's other work costs each one's latency.
+      serverMainThreadWaitingPercent: pct(waitingSeconds(pid) - serverWait),
+      ...(reader0 !== null && { readerWaitingPercent: pct(waitingSeconds(readerPid) - readerWait) }),
       machineBusyPercent: round(((b.busy - box.busy) / (b.total - box.total)) * availableParallelism() * 100, 1),
     };
   };
@@ -275,6 +306,9 @@ const confabSystem = (store, env = 'CONFAB_BENCH', name = store === 'none' ? 'co
   sender(room, nick) {
     return confabSender(this.server.port, room, nick);
   },
+  /** How reader.c finds each message's payload in what a receiver reads. */
+  readerLayout: () => ({ confab: FrameType.DELIVER }),
+  socketOf: (client) => client.socket,
   /** What the paced sender's thread needs to send to `room` (sender.mjs). */
   senderSpec(room, nick) {
     return { kind: 'confab', port: this.server.port, room, nick };
@@ -316,6 +350,11 @@ function redisSystem(redis) {
       const p = await publisher(redis.port, channelOf(room));
       return { client: p.socket, send: p.publish };
     },
+    readerLayout(room) {
+      const { record, payloadAt } = pushLayout(channelOf(room), SIZE);
+      return { redis: [record, payloadAt] };
+    },
+    socketOf: (socket) => socket,
     senderSpec(room) {
       return { kind: 'redis', port: redis.port, channel: channelOf(room) };
     },
@@ -464,26 +503,37 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const to = switchable(warm);
   const rssBefore = await warmBaseline(system, pid);
   const rx = await system.receivers(receivers, room, to, 'q');
+  const reader =
+    READER.path === null ? null : await startReader(READER.path, rx.map(system.socketOf), system.readerLayout(room));
   const tx = await pacer(system, room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
   const rssLoaded = rssBytes(pid);
+  await reader?.meter(warm.expected, receivers);
   await tx.run(rate, rate * WARMUP_SECONDS);
-  await warmedUp(warm, 5_000);
+  if (reader === null) await warmedUp(warm, 5_000);
+  else if (!(await reader.until(5_000)))
+    throw new Error(`warm-up: ${(await reader.report()).counted} of ${warm.expected} deliveries after 5000 ms`);
   to.current = meter;
-  const probe = DETAIL ? cpuProbe(pid) : null;
+  await reader?.meter(meter.expected, receivers);
+  const probe = DETAIL ? cpuProbe(pid, reader?.pid) : null;
   const cpu0 = cpuReading(pid);
   const t0 = performance.now();
   const late = await tx.run(rate, messages);
-  await meter.until(meter.expected, 15_000);
+  await (reader === null ? meter.until(meter.expected, 15_000) : reader.until(15_000));
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = cpuSince(pid, cpu0);
   const detail = probe?.();
+  if (reader !== null) {
+    meter.fill(await reader.report());
+    await reader.close();
+  }
   tx.close();
   system.close(rx);
   await system.stop();
   return {
     workload: 'b',
     system: system.name,
+    reader: reader === null ? 'js' : 'c',
     receivers,
     ratePerSecond: rate,
     seconds,
