@@ -12,7 +12,7 @@
 // Every message's payload starts with the time it was due (a big-endian
 // double, ms on the load generator's performance.now() clock, which is
 // CLOCK_MONOTONIC less ORIGIN_NS). Commands come on stdin, one a line:
-//   meter EXPECTED RECEIVERS   counts from zero (prints "metering"), and prints
+//   meter EXPECTED             counts from zero (prints "metering"), and prints
 //                              "reached N" once EXPECTED deliveries have come
 //   report PATH                writes the counts and latencies to PATH, prints "reported"
 // Its fds are passed in by its parent (child_process stdio); it exits when
@@ -84,7 +84,7 @@ static void say(const char *line) {
 }
 
 static void delivered(int who, const uint8_t *payload, double at) {
-  if (who < receiver_count && per_receiver != NULL) per_receiver[who]++;
+  per_receiver[who]++;
   double sent = be_double(payload);
   if (counted < expected) {
     latencies[counted] = at - sent;
@@ -131,14 +131,14 @@ static void parse(int who, Receiver *r, double at) {
   }
 }
 
-static void start_meter(int64_t n, int receivers_n) {
+static void start_meter(int64_t n) {
   free(per_receiver);
   free(latencies);
   free(stamps);
   expected = n;
   counted = 0;
   reached_told = 0;
-  per_receiver = calloc((size_t)(receivers_n > 0 ? receivers_n : 1), sizeof *per_receiver);
+  per_receiver = calloc((size_t)receiver_count, sizeof *per_receiver);
   latencies = malloc((size_t)(n > 0 ? n : 1) * sizeof *latencies);
   stamps = malloc((size_t)(n > 0 ? n : 1) * sizeof *stamps);
   if (per_receiver == NULL || latencies == NULL || stamps == NULL) {
@@ -183,10 +183,9 @@ static int read_commands(void) {
   while ((nl = memchr(command, '\n', command_held)) != NULL) {
     *nl = '\0';
     long long a;
-    int b;
     char path[4096];
-    if (sscanf(command, "meter %lld %d", &a, &b) == 2) {
-      start_meter(a, b);
+    if (sscanf(command, "meter %lld", &a) == 1 && a >= 0) {
+      start_meter(a);
       say("metering\n");
     } else if (sscanf(command, "report %4095s", path) == 1) report(path);
     else {
@@ -250,7 +249,7 @@ int main(int argc, char **argv) {
     perror("reader: epoll_ctl stdin");
     return 1;
   }
-  start_meter(0, receiver_count);
+  start_meter(0);
   say("ready\n");
   struct epoll_event events[256];
   for (;;) {

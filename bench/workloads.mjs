@@ -508,13 +508,13 @@ async function fanoutRate(system, receivers, rate, seconds) {
   const tx = await pacer(system, room, 'pacer');
   await new Promise((r) => setTimeout(r, 300));
   const rssLoaded = rssBytes(pid);
-  await reader?.meter(warm.expected, receivers);
+  await reader?.meter(warm.expected);
   await tx.run(rate, rate * WARMUP_SECONDS);
   if (reader === null) await warmedUp(warm, 5_000);
   else if (!(await reader.until(5_000)))
     throw new Error(`warm-up: ${(await reader.report()).counted} of ${warm.expected} deliveries after 5000 ms`);
   to.current = meter;
-  await reader?.meter(meter.expected, receivers);
+  await reader?.meter(meter.expected);
   const probe = DETAIL ? cpuProbe(pid, reader?.pid) : null;
   const cpu0 = cpuReading(pid);
   const t0 = performance.now();
