@@ -42,7 +42,10 @@ const server = spawnServer(
     'info',
     '--data',
     DATA,
-    ...['maxConnectionsPerIp=100000', 'connectionsPerIpPerMinute=10000000'].flatMap((l) => ['--limit', l]),
+    ...['maxConnectionsPerIp=100000', 'connectionsPerIpPerMinute=10000000', 'newRowsPerIp=10000000'].flatMap((l) => [
+      '--limit',
+      l,
+    ]),
   ],
   { stdio: ['ignore', 'pipe', 'pipe'] },
 );

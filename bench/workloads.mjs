@@ -111,6 +111,7 @@ const SIZE = 64;
 const BENCH_LIMITS = [
   'maxConnectionsPerIp=1000000',
   'connectionsPerIpPerMinute=100000000',
+  'newRowsPerIp=100000000',
   'messageBurst=1000000',
   'messageIntervalMs=1',
 ].flatMap((l) => ['--limit', l]);

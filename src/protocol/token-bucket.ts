@@ -24,20 +24,20 @@ export class TokenBucket {
     }
   }
 
-  /** Takes a token if there is one. */
-  take(now: number): boolean {
+  /** Takes `count` tokens (default 1) if there are that many; else takes none. */
+  take(now: number, count = 1): boolean {
     this.refill(now);
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
+    if (this.tokens >= count) {
+      this.tokens -= count;
       return true;
     }
     return false;
   }
 
-  /** Milliseconds until a token is available (0 if one is now). */
-  wait(now: number): number {
+  /** Milliseconds until `count` tokens (default 1) are available (0 if they are now). */
+  wait(now: number, count = 1): number {
     this.refill(now);
-    return this.tokens >= 1 ? 0 : Math.ceil((1 - this.tokens) * this.intervalMs);
+    return this.tokens >= count ? 0 : Math.ceil((count - this.tokens) * this.intervalMs);
   }
 
   /** Empties the bucket (the other side said we went too fast). */

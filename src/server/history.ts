@@ -52,6 +52,12 @@ export interface HistoryPage {
  * nothing; the next call tries again.
  */
 export interface HistoryStore {
+  /**
+   * Whether it keeps what a JOIN adds (a nick's claim, and a room's number
+   * once the room holds a message) after the members leave. The relay then
+   * limits how fast one address may add to it (`newRowsPerIp`).
+   */
+  readonly persistent: boolean;
   /** The room's latest sequence number (0 for a room never written to). */
   latest(room: Uint8Array): number;
   /**

@@ -2,32 +2,58 @@ import { TokenBucket } from '../protocol/index.js';
 
 interface PerIp {
   open: number;
+  /** New connections. */
   bucket: TokenBucket;
+  /** New rows in the history store (nick claims, room numbers); made at the address's first. */
+  rows: TokenBucket | null;
+}
+
+/** The per-address limits `IpLimiter` enforces (ServerLimits' fields of the same names). */
+export interface IpLimits {
+  maxConnectionsPerIp: number;
+  connectionsPerIpPerMinute: number;
+  newRowsPerIp: number;
+  newRowIntervalMs: number;
 }
 
 /**
- * Connection limits per IP address: how many may be open at once, and how
- * many new ones per minute. Entries are forgotten once an address has nothing
- * open and a full bucket, so the table stays as small as the set of active peers.
+ * Addresses remembered with no connection open (for their buckets): past it the
+ * sweep forgets the oldest, which come back with full buckets. Without it, a
+ * peer with many addresses (an IPv6 prefix) could grow the table with one
+ * entry per address for the half hour a drained row bucket takes to refill.
+ */
+export const IDLE_ADDRESSES = 65_536;
+
+/**
+ * Limits per IP address: how many connections may be open at once, how many
+ * new ones per minute, and how fast the address may add what the history store
+ * keeps for good (a nick's claim, a room's number), which neither retention
+ * nor eviction frees. Entries are forgotten once an address has nothing open
+ * and full buckets, so the table stays as small as the set of recent peers.
  */
 export class IpLimiter {
   private readonly table = new Map<string, PerIp>();
-  private readonly maxOpen: number;
-  private readonly perMinute: number;
+  private readonly limits: IpLimits;
 
-  constructor(maxOpen: number, perMinute: number) {
-    this.maxOpen = maxOpen;
-    this.perMinute = perMinute;
+  constructor(limits: IpLimits) {
+    this.limits = limits;
+  }
+
+  private entry(ip: string, now: number): PerIp {
+    let entry = this.table.get(ip);
+    if (entry === undefined) {
+      const perMinute = this.limits.connectionsPerIpPerMinute;
+      entry = { open: 0, bucket: new TokenBucket(perMinute, 60_000 / perMinute, now), rows: null };
+      this.table.set(ip, entry);
+    }
+    return entry;
   }
 
   /** Admits a new connection from `ip`, or says why not. */
   admit(ip: string, now: number): string | null {
-    let entry = this.table.get(ip);
-    if (entry === undefined) {
-      entry = { open: 0, bucket: new TokenBucket(this.perMinute, 60_000 / this.perMinute, now) };
-      this.table.set(ip, entry);
-    }
-    if (entry.open >= this.maxOpen) return `at most ${this.maxOpen} connections from one address`;
+    const entry = this.entry(ip, now);
+    const max = this.limits.maxConnectionsPerIp;
+    if (entry.open >= max) return `at most ${max} connections from one address`;
     if (!entry.bucket.take(now)) {
       return `too many new connections from your address; retry in ${Math.ceil(entry.bucket.wait(now) / 1000)} s`;
     }
@@ -41,9 +67,32 @@ export class IpLimiter {
     if (entry !== undefined) entry.open = Math.max(0, entry.open - 1);
   }
 
-  /** Forgets addresses with nothing open and a full bucket. */
-  sweep(now: number): void {
-    for (const [ip, entry] of this.table) if (entry.open === 0 && entry.bucket.full(now)) this.table.delete(ip);
+  /**
+   * Takes `count` new rows of the store from `ip`'s allowance: 0 if it had
+   * them, else the milliseconds until it will (and nothing is taken).
+   */
+  takeRows(ip: string, count: number, now: number): number {
+    const entry = this.entry(ip, now);
+    const rows = (entry.rows ??= new TokenBucket(this.limits.newRowsPerIp, this.limits.newRowIntervalMs, now));
+    return rows.take(now, count) ? 0 : rows.wait(now, count);
+  }
+
+  /** Forgets addresses with nothing open and full buckets, then the oldest with nothing open past `idleCap`. */
+  sweep(now: number, idleCap = IDLE_ADDRESSES): void {
+    let idle = 0;
+    for (const [ip, entry] of this.table) {
+      if (entry.open > 0) continue;
+      if (entry.bucket.full(now) && (entry.rows === null || entry.rows.full(now))) this.table.delete(ip);
+      else idle++;
+    }
+    // A Map iterates in insertion order: the first idle entries are the oldest.
+    for (const [ip, entry] of this.table) {
+      if (idle <= idleCap) break;
+      if (entry.open === 0) {
+        this.table.delete(ip);
+        idle--;
+      }
+    }
   }
 
   get size(): number {

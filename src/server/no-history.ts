@@ -6,6 +6,8 @@ import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, PruneStep
  * numbers come from the relay alone and start again when a room empties.
  */
 export class NoHistory implements HistoryStore {
+  readonly persistent = false;
+
   latest(): number {
     return 0;
   }

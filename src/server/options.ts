@@ -46,6 +46,13 @@ export interface ServerLimits {
   maxConnectionsPerIp: number;
   /** New connections from one IP address per minute, with that many at once (TOO_MANY_CONNECTIONS). */
   connectionsPerIpPerMinute: number;
+  /**
+   * Rows one IP address may add at once to what the history store keeps for
+   * good, a nick's claim or a room's number (RATE_LIMITED on the JOIN beyond)...
+   */
+  newRowsPerIp: number;
+  /** ...and then one every this many ms. */
+  newRowIntervalMs: number;
   /** Messages a connection may send at once (RATE_LIMITED beyond)... */
   messageBurst: number;
   /** ...and then one every this many ms (200: 5 per second). */
@@ -85,6 +92,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   maxConnections: 20_000,
   maxConnectionsPerIp: 16,
   connectionsPerIpPerMinute: 30,
+  newRowsPerIp: 32,
+  newRowIntervalMs: 60_000,
   messageBurst: 10,
   messageIntervalMs: 200,
   floodStrikes: 100,
@@ -191,6 +200,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if (limits.fetchBytes > limits.sendQueueBytes / 2) {
     throw new RangeError(
       `limit "fetchBytes" must be at most half of sendQueueBytes (${limits.sendQueueBytes / 2}), got ${limits.fetchBytes}`,
+    );
+  }
+  if (limits.newRowsPerIp < 2) {
+    throw new RangeError(
+      `limit "newRowsPerIp" must be at least 2: one JOIN may add a nick and a room, got ${limits.newRowsPerIp}`,
     );
   }
   if (limits.maxRoomMembers > MAX_ROOM_MEMBERS) {

@@ -27,6 +27,7 @@ import type {
   SendFrame,
 } from '../protocol/index.js';
 import { Batcher, flushEach } from './batcher.js';
+import { IpLimiter } from './ip-limits.js';
 import { socketFd } from './direct-write.js';
 import type { DirectWriter } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
@@ -68,6 +69,8 @@ export class Relay {
   readonly rooms = new Map<string, Room>();
   readonly connections = new Set<Connection>();
   readonly batcher: Batcher<Connection>;
+  /** Per-address limits: connections (the server's listener admits through it) and new rows of the store. */
+  readonly addresses: IpLimiter;
   readonly stats: RelayStats = {
     connections: 0,
     rooms: 0,
@@ -123,6 +126,7 @@ export class Relay {
     this.randomBytes = randomBytes;
     this.store = store;
     this.direct = direct;
+    this.addresses = new IpLimiter(limits);
     this.batcher = new Batcher<Connection>(
       () => {
         this.dropOverflowed();
@@ -558,6 +562,25 @@ export class Relay {
     if (room !== undefined && room.members.length >= this.limits.maxRoomMembers) {
       this.reject(conn, frame.rid, 'ROOM_FULL', `the room has ${this.limits.maxRoomMembers} members`);
       return;
+    }
+    // What this JOIN adds to the store for good: the nick's claim, and the
+    // room's number (written with its first message). Neither retention nor
+    // eviction frees them, so an address may add them only so fast.
+    const rows = this.store.persistent
+      ? (owner === undefined ? 1 : 0) + (room === undefined && latest === 0 ? 1 : 0)
+      : 0;
+    if (rows > 0) {
+      const wait = this.addresses.takeRows(conn.ip, rows, now);
+      if (wait > 0) {
+        this.stats.rateLimited++;
+        this.reject(
+          conn,
+          frame.rid,
+          'RATE_LIMITED',
+          `too many new nicks and rooms from your address; retry in ${Math.ceil(wait / 1000)} s`,
+        );
+        return;
+      }
     }
     if (owner === undefined) {
       try {

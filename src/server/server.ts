@@ -6,7 +6,6 @@ import type { Logger } from 'pino';
 import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
 import { DirectWriter, fanoutAddon } from './direct-write.js';
-import { IpLimiter } from './ip-limits.js';
 import { LingerBudget, lingerThenDestroy } from './linger.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
@@ -81,7 +80,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     log.debug({ err: err.message }, 'socket error');
   }
 
-  const ipLimits = new IpLimiter(opts.limits.maxConnectionsPerIp, opts.limits.connectionsPerIpPerMinute);
+  const ipLimits = relay.addresses;
   // Refused sockets are in no connection count: these bound the ones left to linger.
   const lingering = new LingerBudget(opts.limits.maxConnectionsPerIp, opts.limits.maxLingeringRefusals);
   function refuse(socket: Socket, ip: string, message: string): void {

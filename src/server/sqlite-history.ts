@@ -108,6 +108,8 @@ interface Row {
  * number, receive time, sender nick and client message id.
  */
 export class SqliteHistory implements HistoryStore {
+  // In memory too: it lives as long as the server, up to its cap.
+  readonly persistent = true;
   private readonly db: Db;
   private readonly retention: Retention;
   private readonly insert: Statement<[Uint8Array, number, number, Uint8Array, Uint8Array, Uint8Array]>;

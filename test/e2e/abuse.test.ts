@@ -27,6 +27,8 @@ beforeAll(async () => {
     '--limit',
     'maxConnectionsPerIp=100000',
     '--limit',
+    'newRowsPerIp=1000000',
+    '--limit',
     'connectionsPerIpPerMinute=100000000',
     '--limit',
     'messageBurst=1000000',

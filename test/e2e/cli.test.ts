@@ -50,7 +50,9 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   });
 
   it('shows a burst of joins as 10 lines and a count, and prints the count when it exits first', async () => {
-    const limits = ['maxConnectionsPerIp=100', 'connectionsPerIpPerMinute=1000'].flatMap((l) => ['--limit', l]);
+    const limits = ['maxConnectionsPerIp=100', 'connectionsPerIpPerMinute=1000', 'newRowsPerIp=1000000'].flatMap(
+      (l) => ['--limit', l],
+    );
     const { proc: server, port } = await serve(limits);
     track(server);
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
@@ -189,7 +191,14 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
 describe('serve: the young generation', () => {
   // 3,000 connections at once: what survives them grows V8's young generation past 8 MiB unless it is capped.
   async function largestAfterStorm(semiSpace: string): Promise<number> {
-    const limits = ['--limit', 'maxConnectionsPerIp=100000', '--limit', 'connectionsPerIpPerMinute=1000000'];
+    const limits = [
+      '--limit',
+      'maxConnectionsPerIp=100000',
+      '--limit',
+      'connectionsPerIpPerMinute=1000000',
+      '--limit',
+      'newRowsPerIp=1000000',
+    ];
     const { proc, port } = await serve(['--stats', '1', '--log-level', 'info', '--semi-space', semiSpace, ...limits]);
     track(proc);
     const sockets = await Promise.all(Array.from({ length: 3000 }, () => RawPeer.open(port)));

@@ -32,6 +32,8 @@ const ROOMY = [
   '--limit',
   'maxConnectionsPerIp=1000',
   '--limit',
+  'newRowsPerIp=1000000',
+  '--limit',
   'connectionsPerIpPerMinute=1000000',
   '--log-level',
   'warn',

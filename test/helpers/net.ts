@@ -20,6 +20,7 @@ import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 export const ROOMY_LIMITS = {
   maxConnectionsPerIp: 100_000,
   connectionsPerIpPerMinute: 1_000_000,
+  newRowsPerIp: 1_000_000,
   messageBurst: 1_000_000,
   messageIntervalMs: 1,
 };

@@ -278,6 +278,7 @@ describe('resends and nicks', () => {
 
 /** A store that can be made to fail every write, the way a full disk does. */
 class FailingStore implements HistoryStore {
+  readonly persistent = true;
   failing = false;
   failReads = false;
   readonly inner = new SqliteHistory({ path: ':memory:', retention: { messages: 10_000, maxAgeMs: 1e12 } });

@@ -5,6 +5,7 @@ import { encodeFrame, errorCodeName, FrameDecoder, FrameType, parseServerFrame }
 import type { ErrorFrame, ServerFrame } from '../../src/protocol/index.js';
 import { expectBurstInOrder, member, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
+import { DEFAULT_LIMITS } from '../../src/server/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { Mitm } from '../helpers/mitm.js';
 import { joinProof, RawPeer, rawJoin, ROOMY_LIMITS, until } from '../helpers/net.js';
@@ -303,6 +304,81 @@ describe('joins', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(watcher.events.join).toHaveLength(21); // not one per attempt
     expect(peer.closed).toBe(false); // refused, not dropped
+  });
+});
+
+describe('what one address adds to the store for good', () => {
+  /** JOINs `r` as `nick` on `peer`; resolves with 'joined' or the refusal's code. */
+  async function joinAs(
+    peer: RawPeer,
+    r: Uint8Array,
+    nick: string,
+    identity: ReturnType<typeof newIdentity>,
+    rid: number,
+  ): Promise<string> {
+    const proof = await joinProof(peer, identity, r, nick);
+    peer.write(encodeFrame({ type: 'join', rid, room: r, nick, key: identity.publicKey, proof }));
+    const f = await peer.next((x) => (x.type === 'joined' || x.type === 'error') && x.rid === rid);
+    if (f?.type === 'error') expect(f.message).toMatch(/new nicks and rooms from your address; retry in \d+ s/);
+    return f?.type === 'joined' ? 'joined' : f?.type === 'error' ? errorCodeName(f.code) : 'closed';
+  }
+  async function leave(peer: RawPeer, r: Uint8Array, rid: number): Promise<void> {
+    peer.write(encodeFrame({ type: 'leave', rid, room: r }));
+    await peer.next((x) => x.type === 'left' && x.rid === rid);
+  }
+
+  it('new nick claims and room numbers: 32 at once, then one a minute; an owned nick and a numbered room cost nothing', async () => {
+    const clock = new FakeClock();
+    const { newRowsPerIp, newRowIntervalMs } = DEFAULT_LIMITS;
+    // Pings off: the minutes this test moves the clock would drop its silent peers.
+    const s = await server({
+      clock,
+      limits: { newRowsPerIp, newRowIntervalMs, joinBurst: 1000, heartbeatMs: 3_600_000, deadAfterMs: 3_600_001 },
+    });
+    const rooms = Array.from({ length: 16 }, (_, i) => room(100 + i));
+    const alice = newIdentity();
+    const a = await RawPeer.open(s.port);
+    const b = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve([a, b].forEach((p) => p.destroy())));
+    let rid = 1;
+    // alice's nick and 16 rooms: 17 rows.
+    for (const r of rooms) expect(await joinAs(a, r, 'alice', alice, rid++)).toBe('joined');
+    expect(await sendRaw(a, rooms[0] as Uint8Array, rid++)).toBe('ack'); // room 0 now has a number
+    // 15 new nicks in rooms that already exist: 32 in all.
+    for (let i = 0; i < 15; i++)
+      expect(await joinAs(b, rooms[i] as Uint8Array, `b${i}`, newIdentity(), rid++)).toBe('joined');
+    const b15 = newIdentity();
+    const before = s.stats.rateLimited;
+    expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid++)).toBe('RATE_LIMITED');
+    expect(s.stats.rateLimited).toBe(before + 1);
+
+    // Everybody leaves rooms 0 and 1; the server forgets both. Room 0 held a
+    // message, so its number is kept: alice (whose nick is hers) comes back
+    // for free. Room 1 never did: joining it again would add its number.
+    for (const [p, r] of [
+      [a, 0],
+      [a, 1],
+      [b, 0],
+      [b, 1],
+    ] as const)
+      await leave(p, rooms[r] as Uint8Array, rid++);
+    expect(await joinAs(a, rooms[0] as Uint8Array, 'alice', alice, rid++)).toBe('joined');
+    expect(await joinAs(a, rooms[1] as Uint8Array, 'alice', alice, rid++)).toBe('RATE_LIMITED');
+
+    clock.advance(newRowIntervalMs);
+    expect(await joinAs(a, rooms[1] as Uint8Array, 'alice', alice, rid++)).toBe('joined');
+    expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid++)).toBe('RATE_LIMITED');
+    clock.advance(newRowIntervalMs);
+    expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid)).toBe('joined');
+    expect(a.closed || b.closed).toBe(false); // refused, never dropped
+  });
+
+  it('a server without history keeps nothing for good, and does not count', async () => {
+    const s = await server({ noHistory: true, limits: { newRowsPerIp: 2, newRowIntervalMs: 3_600_000 } });
+    const peer = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(peer.destroy()));
+    for (let i = 0; i < 16; i++)
+      expect(await joinAs(peer, room(200 + i), `n${i}`, newIdentity(), i + 1)).toBe('joined');
   });
 });
 

@@ -28,4 +28,11 @@ describe('server limits', () => {
     );
     expect(resolveOptions({ limits: { heartbeatMs: 100, deadAfterMs: 101 } }).limits.deadAfterMs).toBe(101);
   });
+
+  it('refuse an allowance of new rows per address under 2: one JOIN may add a nick and a room', () => {
+    expect(() => resolveOptions({ limits: { newRowsPerIp: 1 } })).toThrow(
+      'limit "newRowsPerIp" must be at least 2: one JOIN may add a nick and a room, got 1',
+    );
+    expect(resolveOptions({ limits: { newRowsPerIp: 2 } }).limits.newRowsPerIp).toBe(2);
+  });
 });

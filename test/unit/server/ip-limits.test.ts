@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { IpLimiter } from '../../../src/server/ip-limits.js';
+
+const limits = { maxConnectionsPerIp: 2, connectionsPerIpPerMinute: 60, newRowsPerIp: 4, newRowIntervalMs: 1000 };
+
+describe('IpLimiter', () => {
+  it('new rows: all or nothing, and the wait until there are enough', () => {
+    const l = new IpLimiter(limits);
+    expect(l.takeRows('a', 2, 0)).toBe(0);
+    expect(l.takeRows('a', 1, 0)).toBe(0);
+    expect(l.takeRows('a', 2, 0)).toBe(1000); // one left: nothing taken
+    expect(l.takeRows('a', 1, 0)).toBe(0);
+    expect(l.takeRows('b', 2, 0)).toBe(0); // per address
+    expect(l.takeRows('a', 2, 1500)).toBe(500);
+    expect(l.takeRows('a', 2, 2000)).toBe(0);
+  });
+
+  it('remembers an address after its connections close until its buckets are full again', () => {
+    const l = new IpLimiter(limits);
+    expect(l.admit('a', 0)).toBeNull();
+    expect(l.takeRows('a', 4, 0)).toBe(0);
+    l.release('a');
+    l.sweep(1000); // the connection bucket is full again; the rows are not
+    expect(l.size).toBe(1);
+    expect(l.takeRows('a', 1, 1000)).toBe(0); // the one regained, not a fresh four
+    expect(l.takeRows('a', 1, 1000)).toBe(1000);
+    l.sweep(4999);
+    expect(l.size).toBe(1);
+    l.sweep(5000);
+    expect(l.size).toBe(0);
+  });
+
+  it('refuses connections past the open cap and the per-minute rate', () => {
+    const l = new IpLimiter({ ...limits, connectionsPerIpPerMinute: 3 });
+    expect(l.admit('a', 0)).toBeNull();
+    expect(l.admit('a', 0)).toBeNull();
+    expect(l.admit('a', 0)).toBe('at most 2 connections from one address');
+    l.release('a');
+    expect(l.admit('a', 0)).toBeNull();
+    l.release('a');
+    expect(l.admit('a', 0)).toBe('too many new connections from your address; retry in 20 s');
+  });
+
+  it('past the cap of idle addresses, forgets the oldest idle ones, never one with a connection open', () => {
+    const l = new IpLimiter(limits);
+    expect(l.admit('open', 0)).toBeNull();
+    for (let i = 0; i < 10; i++) expect(l.takeRows(`idle${i}`, 4, 0)).toBe(0);
+    l.sweep(0, 4);
+    expect(l.size).toBe(5);
+    expect(l.takeRows('idle6', 1, 0)).toBe(1000); // kept: still drained, and among the newest 4
+    expect(l.takeRows('idle0', 1, 0)).toBe(0); // forgotten: a full bucket again
+    l.sweep(0, 0);
+    expect(l.size).toBe(1);
+    expect(l.admit('open', 0)).toBeNull(); // still counted: one open, one more allowed
+    expect(l.admit('open', 0)).toBe('at most 2 connections from one address');
+  });
+});
