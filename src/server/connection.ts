@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { FrameDecoder } from '../protocol/index.js';
 import type { TokenBucket } from '../protocol/index.js';
 import type { Batcher, Flushable } from './batcher.js';
+import { addressKey } from './ip-limits.js';
 import type { Member } from './room.js';
 
 export const ConnState = {
@@ -45,7 +46,7 @@ export class Connection implements Flushable {
   limited: 'RATE_LIMITED' | 'STORE_FAILED' | null = null;
   /** The socket's descriptor, for the native fan-out (-1: none, so its stream does the writing). */
   readonly fd: number;
-  /** The peer's IP address, for the per-address limits. */
+  /** The peer's address as the per-address limits count it (`addressKey`: an IPv6 /64 is one). */
   readonly ip: string;
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
@@ -69,7 +70,7 @@ export class Connection implements Flushable {
     this.fd = fd;
     this.challenge = challenge;
     this.bucket = bucket;
-    this.ip = socket.remoteAddress ?? '?';
+    this.ip = addressKey(socket.remoteAddress ?? '?');
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;

@@ -17,10 +17,39 @@ export interface IpLimits {
 }
 
 /**
+ * The address a peer is limited as: an IPv4 address itself (also when a
+ * dual-stack socket gives it IPv4-mapped), and an IPv6 address's /64, the
+ * smallest network a site is given, every address of which one peer may use
+ * (ergo limits IPv6 by /64 too). Anything else is kept as it is.
+ */
+export function addressKey(ip: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
+  if (mapped !== null) return mapped[1] as string;
+  if (!ip.includes(':')) return ip;
+  const zone = ip.indexOf('%');
+  const addr = zone < 0 ? ip : ip.slice(0, zone);
+  const halves = addr.split('::');
+  if (halves.length > 2) return ip;
+  const groups = (half: string | undefined): string[] =>
+    half === undefined || half === '' ? [] : half.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]));
+  const head = groups(halves[0]);
+  const tail = groups(halves[1]);
+  const all =
+    halves.length === 2
+      ? [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail]
+      : head;
+  if (all.length !== 8 || !all.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return ip;
+  return `${all
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
+}
+
+/**
  * Addresses remembered with no connection open (for their buckets): past it the
  * sweep forgets the oldest, which come back with full buckets. Without it, a
- * peer with many addresses (an IPv6 prefix) could grow the table with one
- * entry per address for the half hour a drained row bucket takes to refill.
+ * peer with many addresses (the /64s of an IPv6 prefix) could grow the table
+ * with one entry per address for the half hour a drained row bucket takes to refill.
  */
 export const IDLE_ADDRESSES = 65_536;
 

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { encodeFrame, ErrorCode } from '../protocol/index.js';
 import type { Connection } from './connection.js';
 import { DirectWriter, fanoutAddon } from './direct-write.js';
+import { addressKey } from './ip-limits.js';
 import { LingerBudget, lingerThenDestroy } from './linger.js';
 import { createLogger } from './log.js';
 import { resolveOptions } from './options.js';
@@ -99,7 +100,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   }
 
   const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-    const ip = socket.remoteAddress ?? '?';
+    const ip = addressKey(socket.remoteAddress ?? '?');
     if (relay.connections.size >= opts.limits.maxConnections) {
       refuse(socket, ip, 'server full');
       return;

@@ -70,9 +70,9 @@ export class RawPeer {
     socket.on('error', () => {});
   }
 
-  static open(port: number): Promise<RawPeer> {
+  static open(port: number, host = '127.0.0.1'): Promise<RawPeer> {
     return new Promise((resolve, reject) => {
-      const socket = netConnect({ host: '127.0.0.1', port, noDelay: true });
+      const socket = netConnect({ host, port, noDelay: true });
       socket.once('connect', () => resolve(new RawPeer(socket)));
       socket.once('error', reject);
     });

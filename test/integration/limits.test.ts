@@ -207,6 +207,22 @@ describe('connection limits per address', () => {
     await until(() => again.frames.some((f) => f.type === 'welcome'));
   });
 
+  it('counts an IPv4 peer on a dual-stack listener as its IPv4 address, and an IPv6 one as its /64', async () => {
+    const s = await server({ host: '::', limits: { maxConnectionsPerIp: 1, connectionsPerIpPerMinute: 1000 } });
+    const v4 = await RawPeer.open(s.port, '127.0.0.1'); // arrives as ::ffff:127.0.0.1
+    cleanup.push(() => Promise.resolve(v4.destroy()));
+    await until(() => s.stats.connections === 1);
+    const v4again = await RawPeer.open(s.port, '127.0.0.1');
+    await v4again.closedByServer();
+    expect(v4again.error()?.message).toBe('at most 1 connections from one address');
+    // ::1 is in 0:0:0:0::/64, as every IPv4-mapped address would be if it were counted as IPv6.
+    const v6 = await RawPeer.open(s.port, '::1');
+    cleanup.push(() => Promise.resolve(v6.destroy()));
+    v6.hello();
+    await until(() => v6.frames.some((f) => f.type === 'welcome'));
+    expect(s.stats.connections).toBe(2);
+  });
+
   it('a refused connection that closes leaves no linger timer behind', async () => {
     const clock = new FakeClock();
     const s = await server({ clock, limits: { maxConnectionsPerIp: 1, connectionsPerIpPerMinute: 1000 } });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IpLimiter } from '../../../src/server/ip-limits.js';
+import { addressKey, IpLimiter } from '../../../src/server/ip-limits.js';
 
 const limits = { maxConnectionsPerIp: 2, connectionsPerIpPerMinute: 60, newRowsPerIp: 4, newRowIntervalMs: 1000 };
 
@@ -53,5 +53,34 @@ describe('IpLimiter', () => {
     expect(l.size).toBe(1);
     expect(l.admit('open', 0)).toBeNull(); // still counted: one open, one more allowed
     expect(l.admit('open', 0)).toBe('at most 2 connections from one address');
+  });
+});
+
+describe('addressKey', () => {
+  it('an IPv4 address is itself, also IPv4-mapped from a dual-stack socket', () => {
+    expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::FFFF:127.0.0.1')).toBe('127.0.0.1');
+  });
+
+  it('an IPv6 address counts as its /64, however it is written', () => {
+    const key = '2001:db8:0:12::/64';
+    for (const ip of [
+      '2001:db8:0:12::1',
+      '2001:db8::12:0:0:0:1',
+      '2001:0db8:0000:0012:ffff:ffff:ffff:ffff',
+      '2001:DB8:0:12:a:b:1.2.3.4',
+      '2001:db8:0:12::1%eth0',
+    ]) {
+      expect(addressKey(ip)).toBe(key);
+    }
+    expect(addressKey('2001:db8:0:13::1')).toBe('2001:db8:0:13::/64');
+    expect(addressKey('1::2:3:4:5:6:7')).toBe('1:0:2:3::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('::')).toBe('0:0:0:0::/64');
+  });
+
+  it('leaves what is not an address as it is', () => {
+    for (const ip of ['?', '1::2::3', '2001:db8:zz::1', '1:2:3:4:5:6:7:8:9']) expect(addressKey(ip)).toBe(ip);
   });
 });
