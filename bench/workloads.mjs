@@ -48,7 +48,9 @@
 // (`confab-b`, with that store and CONFAB_BENCH_B_SERVER_ARGS and
 // CONFAB_BENCH_B_NODE_ARGS, and CONFAB_BENCH_B_CLI: another build's
 // dist/cli/main.js) instead of Redis, in the same alternating rounds: an A/B
-// test of one change, with the machine's drift shared out.
+// test of one change, with the machine's drift shared out. Both get the same
+// --limit options, so a build from before a limit's name existed (newRowsPerIp:
+// before 2026-11-28) refuses to start ("server exited early with 2").
 //
 // The server's rate and per-address limits are raised for the benchmark's
 // clients with explicit --limit options (all clients come from 127.0.0.1);

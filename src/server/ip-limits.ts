@@ -96,17 +96,27 @@ export class IpLimiter {
     if (entry !== undefined) entry.open = Math.max(0, entry.open - 1);
   }
 
-  /**
-   * Takes `count` new rows of the store from `ip`'s allowance: 0 if it had
-   * them, else the milliseconds until it will (and nothing is taken).
-   */
-  takeRows(ip: string, count: number, now: number): number {
+  private rowBucket(ip: string, now: number): TokenBucket {
     const entry = this.entry(ip, now);
-    const rows = (entry.rows ??= new TokenBucket(this.limits.newRowsPerIp, this.limits.newRowIntervalMs, now));
-    return rows.take(now, count) ? 0 : rows.wait(now, count);
+    return (entry.rows ??= new TokenBucket(this.limits.newRowsPerIp, this.limits.newRowIntervalMs, now));
   }
 
-  /** Forgets addresses with nothing open and full buckets, then the oldest with nothing open past `idleCap`. */
+  /** Milliseconds until `ip` may add `count` new rows to the store (0: it may now). Takes nothing. */
+  rowWait(ip: string, count: number, now: number): number {
+    return this.rowBucket(ip, now).wait(now, count);
+  }
+
+  /** Takes `count` new rows from `ip`'s allowance, once they were added; false (nothing taken) if it had not that many. */
+  takeRows(ip: string, count: number, now: number): boolean {
+    return this.rowBucket(ip, now).take(now, count);
+  }
+
+  /**
+   * Forgets addresses with nothing open and full buckets. Past `idleCap` idle
+   * ones, it forgets the oldest of those with only a connection bucket left to
+   * refill (a minute's memory) first, and only then ones with spent row
+   * buckets: addresses that merely connected can't wipe out what others spent.
+   */
   sweep(now: number, idleCap = IDLE_ADDRESSES): void {
     let idle = 0;
     for (const [ip, entry] of this.table) {
@@ -115,11 +125,13 @@ export class IpLimiter {
       else idle++;
     }
     // A Map iterates in insertion order: the first idle entries are the oldest.
-    for (const [ip, entry] of this.table) {
-      if (idle <= idleCap) break;
-      if (entry.open === 0) {
-        this.table.delete(ip);
-        idle--;
+    for (const rowsToo of [false, true]) {
+      for (const [ip, entry] of this.table) {
+        if (idle <= idleCap) return;
+        if (entry.open === 0 && (rowsToo || entry.rows === null || entry.rows.full(now))) {
+          this.table.delete(ip);
+          idle--;
+        }
       }
     }
   }

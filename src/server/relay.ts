@@ -49,7 +49,7 @@ export interface RelayStats {
   rooms: number;
   messagesIn: number;
   deliveries: number;
-  /** SEND frames refused for going over the rate limit. */
+  /** Requests refused with RATE_LIMITED: SENDs and JOINs over their rates, FETCHes with a page in flight, JOINs over the address's new rows. */
   rateLimited: number;
   /** Resent messages recognised by their message id (acknowledged, not stored or relayed again). */
   duplicates: number;
@@ -570,7 +570,7 @@ export class Relay {
       ? (owner === undefined ? 1 : 0) + (room === undefined && latest === 0 ? 1 : 0)
       : 0;
     if (rows > 0) {
-      const wait = this.addresses.takeRows(conn.ip, rows, now);
+      const wait = this.addresses.rowWait(conn.ip, rows, now);
       if (wait > 0) {
         this.stats.rateLimited++;
         this.reject(
@@ -582,6 +582,7 @@ export class Relay {
         return;
       }
     }
+    let added = rows;
     if (owner === undefined) {
       try {
         this.store.claimNick(frame.nick, frame.key);
@@ -589,8 +590,11 @@ export class Relay {
         // The join goes ahead; the nick is claimed at a later join once the store can write.
         if (!(err instanceof StoreError)) throw err;
         this.log.warn({ code: err.code }, 'cannot record nick ownership');
+        if (this.store.persistent) added--; // nothing written: nothing spent
       }
     }
+    // Checked above, in the same synchronous call: there are enough.
+    if (added > 0) this.addresses.takeRows(conn.ip, added, now);
     if (room === undefined) {
       room = new Room(new Uint8Array(frame.room), key, this.batcher);
       room.seq = latest;

@@ -345,6 +345,28 @@ describe('disk trouble', () => {
     expect(store.check()).toBe('ok');
   });
 
+  it('a nick claim that cannot be written spends none of the address’s new rows', async () => {
+    const store = new FailingStore();
+    // Two: one JOIN's new nick and new room. Only the room is spent while the claim fails.
+    const s = await server({ store, limits: { newRowsPerIp: 2, newRowIntervalMs: 3_600_000 } });
+    const r = room(15);
+    const answer = async (peer: RawPeer, nick: string): Promise<string> => {
+      const id = newIdentity();
+      const proof = await joinProof(peer, id, r, nick);
+      peer.write(encodeFrame({ type: 'join', rid: 7, room: r, nick, key: id.publicKey, proof }));
+      const f = await peer.next((x) => (x.type === 'joined' || x.type === 'error') && x.rid === 7);
+      return f?.type === 'joined' ? 'joined' : f?.type === 'error' ? errorCodeName(f.code) : 'closed';
+    };
+    const [first, second] = [await RawPeer.open(s.port), await RawPeer.open(s.port)];
+    cleanup.push(() => Promise.resolve([first, second].forEach((p) => p.destroy())));
+    store.failing = true;
+    expect(await answer(first, 'carol')).toBe('joined'); // the nick is not recorded
+    store.failing = false;
+    // The nick is still nobody's, so it costs one, and one is left.
+    expect(await answer(second, 'dave')).toBe('joined');
+    expect(store.inner.nickOwner('dave')).toBeDefined();
+  });
+
   it('a history read that fails is reported once and retried; the catch-up then completes, live messages after it', async () => {
     const store = new FailingStore();
     const s = await server({ store });

@@ -6,24 +6,27 @@ const limits = { maxConnectionsPerIp: 2, connectionsPerIpPerMinute: 60, newRowsP
 describe('IpLimiter', () => {
   it('new rows: all or nothing, and the wait until there are enough', () => {
     const l = new IpLimiter(limits);
-    expect(l.takeRows('a', 2, 0)).toBe(0);
-    expect(l.takeRows('a', 1, 0)).toBe(0);
-    expect(l.takeRows('a', 2, 0)).toBe(1000); // one left: nothing taken
-    expect(l.takeRows('a', 1, 0)).toBe(0);
-    expect(l.takeRows('b', 2, 0)).toBe(0); // per address
-    expect(l.takeRows('a', 2, 1500)).toBe(500);
-    expect(l.takeRows('a', 2, 2000)).toBe(0);
+    expect(l.takeRows('a', 2, 0)).toBe(true);
+    expect(l.rowWait('a', 1, 0)).toBe(0);
+    expect(l.takeRows('a', 1, 0)).toBe(true);
+    expect(l.rowWait('a', 2, 0)).toBe(1000); // one left
+    expect(l.takeRows('a', 2, 0)).toBe(false); // and nothing taken
+    expect(l.takeRows('a', 1, 0)).toBe(true);
+    expect(l.takeRows('b', 2, 0)).toBe(true); // per address
+    expect(l.rowWait('a', 2, 1500)).toBe(500);
+    expect(l.rowWait('a', 2, 1500)).toBe(500); // asking takes nothing
+    expect(l.takeRows('a', 2, 2000)).toBe(true);
   });
 
   it('remembers an address after its connections close until its buckets are full again', () => {
     const l = new IpLimiter(limits);
     expect(l.admit('a', 0)).toBeNull();
-    expect(l.takeRows('a', 4, 0)).toBe(0);
+    expect(l.takeRows('a', 4, 0)).toBe(true);
     l.release('a');
     l.sweep(1000); // the connection bucket is full again; the rows are not
     expect(l.size).toBe(1);
-    expect(l.takeRows('a', 1, 1000)).toBe(0); // the one regained, not a fresh four
-    expect(l.takeRows('a', 1, 1000)).toBe(1000);
+    expect(l.takeRows('a', 1, 1000)).toBe(true); // the one regained, not a fresh four
+    expect(l.rowWait('a', 1, 1000)).toBe(1000);
     l.sweep(4999);
     expect(l.size).toBe(1);
     l.sweep(5000);
@@ -44,15 +47,27 @@ describe('IpLimiter', () => {
   it('past the cap of idle addresses, forgets the oldest idle ones, never one with a connection open', () => {
     const l = new IpLimiter(limits);
     expect(l.admit('open', 0)).toBeNull();
-    for (let i = 0; i < 10; i++) expect(l.takeRows(`idle${i}`, 4, 0)).toBe(0);
+    for (let i = 0; i < 10; i++) expect(l.takeRows(`idle${i}`, 4, 0)).toBe(true);
     l.sweep(0, 4);
     expect(l.size).toBe(5);
-    expect(l.takeRows('idle6', 1, 0)).toBe(1000); // kept: still drained, and among the newest 4
-    expect(l.takeRows('idle0', 1, 0)).toBe(0); // forgotten: a full bucket again
+    expect(l.rowWait('idle6', 1, 0)).toBe(1000); // kept: still drained, and among the newest 4
+    expect(l.rowWait('idle0', 1, 0)).toBe(0); // forgotten: a full bucket again
     l.sweep(0, 0);
     expect(l.size).toBe(1);
     expect(l.admit('open', 0)).toBeNull(); // still counted: one open, one more allowed
     expect(l.admit('open', 0)).toBe('at most 2 connections from one address');
+  });
+
+  it('past the cap, forgets addresses that only connected before any with spent rows', () => {
+    const l = new IpLimiter(limits);
+    expect(l.takeRows('spender', 4, 0)).toBe(true);
+    for (let i = 0; i < 100; i++) {
+      expect(l.admit(`visitor${i}`, 0)).toBeNull();
+      l.release(`visitor${i}`);
+    }
+    l.sweep(0, 10);
+    expect(l.size).toBe(10);
+    expect(l.rowWait('spender', 1, 0)).toBe(1000); // still remembered as spent
   });
 });
 
