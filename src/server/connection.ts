@@ -2,7 +2,6 @@ import type { Socket } from 'node:net';
 import { FrameDecoder } from '../protocol/index.js';
 import type { TokenBucket } from '../protocol/index.js';
 import type { Batcher, Flushable } from './batcher.js';
-import { addressKey } from './ip-limits.js';
 import type { Member } from './room.js';
 
 export const ConnState = {
@@ -66,11 +65,12 @@ export class Connection implements Flushable {
     challenge: Uint8Array,
     bucket: TokenBucket,
     fd: number,
+    ip: string,
   ) {
     this.fd = fd;
     this.challenge = challenge;
     this.bucket = bucket;
-    this.ip = addressKey(socket.remoteAddress ?? '?');
+    this.ip = ip;
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;

@@ -1,4 +1,5 @@
 import { TokenBucket } from '../protocol/index.js';
+import type { ServerLimits } from './options.js';
 
 interface PerIp {
   open: number;
@@ -8,13 +9,11 @@ interface PerIp {
   rows: TokenBucket | null;
 }
 
-/** The per-address limits `IpLimiter` enforces (ServerLimits' fields of the same names). */
-export interface IpLimits {
-  maxConnectionsPerIp: number;
-  connectionsPerIpPerMinute: number;
-  newRowsPerIp: number;
-  newRowIntervalMs: number;
-}
+/** The per-address limits `IpLimiter` enforces. */
+export type IpLimits = Pick<
+  ServerLimits,
+  'maxConnectionsPerIp' | 'connectionsPerIpPerMinute' | 'newRowsPerIp' | 'newRowIntervalMs'
+>;
 
 /**
  * The address a peer is limited as: an IPv4 address itself (also when a

@@ -27,7 +27,7 @@ import type {
   SendFrame,
 } from '../protocol/index.js';
 import { Batcher, flushEach } from './batcher.js';
-import { IpLimiter } from './ip-limits.js';
+import { addressKey, IpLimiter } from './ip-limits.js';
 import { socketFd } from './direct-write.js';
 import type { DirectWriter } from './direct-write.js';
 import { Connection, ConnState } from './connection.js';
@@ -148,8 +148,8 @@ export class Relay {
     return this.direct?.ioUring === true;
   }
 
-  /** Registers a new socket's connection. */
-  open(socket: Connection['socket']): Connection {
+  /** Registers a new socket's connection; `ip` is its address as the per-address limits count it. */
+  open(socket: Connection['socket'], ip = addressKey(socket.remoteAddress ?? '?')): Connection {
     const conn = new Connection(
       this.nextId++,
       socket,
@@ -161,6 +161,7 @@ export class Relay {
       this.randomBytes(CHALLENGE_LEN),
       new TokenBucket(this.limits.messageBurst, this.limits.messageIntervalMs, this.clock.now()),
       socketFd(socket),
+      ip,
     );
     this.connections.add(conn);
     this.stats.connections = this.connections.size;
@@ -566,9 +567,9 @@ export class Relay {
     // What this JOIN adds to the store for good: the nick's claim, and the
     // room's number (written with its first message). Neither retention nor
     // eviction frees them, so an address may add them only so fast.
-    const rows = this.store.persistent
-      ? (owner === undefined ? 1 : 0) + (room === undefined && latest === 0 ? 1 : 0)
-      : 0;
+    const nickRow = this.store.persistent && owner === undefined ? 1 : 0;
+    const roomRow = this.store.persistent && room === undefined && latest === 0 ? 1 : 0;
+    const rows = nickRow + roomRow;
     if (rows > 0) {
       const wait = this.addresses.rowWait(conn.ip, rows, now);
       if (wait > 0) {
@@ -590,7 +591,7 @@ export class Relay {
         // The join goes ahead; the nick is claimed at a later join once the store can write.
         if (!(err instanceof StoreError)) throw err;
         this.log.warn({ code: err.code }, 'cannot record nick ownership');
-        if (this.store.persistent) added--; // nothing written: nothing spent
+        added -= nickRow; // nothing written: nothing spent
       }
     }
     // Checked above, in the same synchronous call: there are enough.

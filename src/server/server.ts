@@ -111,7 +111,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
       refuse(socket, ip, refusal);
       return;
     }
-    const conn = relay.open(socket);
+    const conn = relay.open(socket, ip);
     conns.set(socket, conn);
     socket.on('data', onData);
     socket.on('end', onEnd);

@@ -51,6 +51,7 @@ function connectionOn(socket: FakeSocket): {
     new Uint8Array(32),
     new TokenBucket(10, 200, 0),
     -1,
+    '127.0.0.1',
   );
   return { conn, batcher, overflowed };
 }
