@@ -53,13 +53,21 @@ export interface HistoryPage {
  */
 export interface HistoryStore {
   /**
-   * Whether it keeps what a JOIN adds (a nick's claim, and a room's number
-   * once the room holds a message) after the members leave. The relay then
-   * limits how fast one address may add to it (`newRowsPerIp`).
+   * Whether it keeps what a JOIN adds (a nick's claim, a room's row) after
+   * the members leave. The relay then limits how fast one address may add to
+   * it (`newRowsPerIp`).
    */
   readonly persistent: boolean;
   /** The room's latest sequence number (0 for a room never written to). */
   latest(room: Uint8Array): number;
+  /** Whether the store keeps a row for the room: it was joined, or held a message, before. */
+  hasRoom(room: Uint8Array): boolean;
+  /**
+   * Writes the room's row (latest 0) if there is none, at its first JOIN, so
+   * that joining it again finds it known and costs nothing. Throws
+   * `StoreError` if it can't write.
+   */
+  addRoom(room: Uint8Array): void;
   /**
    * Stores a batch of messages in one transaction, in order. `seqs.next(i)`
    * gives the sequence number for `batch[i]`; if it turns out to be a

@@ -12,6 +12,12 @@ export class NoHistory implements HistoryStore {
     return 0;
   }
 
+  hasRoom(): boolean {
+    return false;
+  }
+
+  addRoom(): void {}
+
   append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {
     return batch.map((m, i) => ({ seq: seqs.next(i), ts: m.ts, duplicate: false }));
   }

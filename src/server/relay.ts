@@ -543,9 +543,11 @@ export class Relay {
     let room = this.rooms.get(key);
     let owner: Uint8Array | undefined;
     let latest: number;
+    let known: boolean;
     try {
       owner = this.store.nickOwner(frame.nick);
       latest = room?.seq ?? this.store.latest(frame.room);
+      known = room !== undefined || latest > 0 || this.store.hasRoom(frame.room);
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.log.error({ code: err.code }, 'history store cannot read');
@@ -565,10 +567,11 @@ export class Relay {
       return;
     }
     // What this JOIN adds to the store for good: the nick's claim, and the
-    // room's number (written with its first message). Neither retention nor
-    // eviction frees them, so an address may add them only so fast.
+    // room's row. Neither retention nor eviction frees them, so an address may
+    // add them only so fast. Both are written here, at the JOIN that pays for
+    // them, so joining the same room again costs nothing.
     const nickRow = this.store.persistent && owner === undefined ? 1 : 0;
-    const roomRow = this.store.persistent && room === undefined && latest === 0 ? 1 : 0;
+    const roomRow = this.store.persistent && !known ? 1 : 0;
     const rows = nickRow + roomRow;
     if (rows > 0) {
       const wait = this.addresses.rowWait(conn.ip, rows, now);
@@ -592,6 +595,16 @@ export class Relay {
         if (!(err instanceof StoreError)) throw err;
         this.log.warn({ code: err.code }, 'cannot record nick ownership');
         added -= nickRow; // nothing written: nothing spent
+      }
+    }
+    if (roomRow > 0) {
+      try {
+        this.store.addRoom(frame.room);
+      } catch (err) {
+        // The join goes ahead; the row is written with the room's first message, or at a later join.
+        if (!(err instanceof StoreError)) throw err;
+        this.log.warn({ code: err.code }, 'cannot record the room');
+        added -= roomRow;
       }
     }
     // Checked above, in the same synchronous call: there are enough.

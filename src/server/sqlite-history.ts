@@ -77,10 +77,10 @@ const MAX_PENDING = 16_384;
 
 /**
  * Most rooms one step of a prune pass reads and cuts (`pruneSome`). A room
- * costs a few index seeks (8 µs on a slow host), and every room that ever held
- * a message keeps its row, so a pass over all of them in one go froze the
- * event loop for 3.3 s at 400,000 rooms, a number one address can reach in
- * hours by joining new rooms.
+ * costs a few index seeks (8 µs on a slow host), and every room ever joined
+ * keeps its row, so a pass over all of them in one go froze the event loop for
+ * 3.3 s at 400,000 rooms (one address may now add only one a minute, past its
+ * first 32, but many addresses add up).
  */
 export const PRUNE_ROOMS_PER_STEP = 1000;
 
@@ -115,7 +115,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly insert: Statement<[Uint8Array, number, number, Uint8Array, Uint8Array, Uint8Array]>;
   private readonly byMid: Statement<[Uint8Array, Uint8Array], { seq: number; ts: number }>;
   private readonly setLatest: Statement<[Uint8Array, number]>;
-  private readonly addRoom: Statement<[Uint8Array, number]>;
+  private readonly addRoomRow: Statement<[Uint8Array, number]>;
   private readonly getLatest: Statement<[Uint8Array], { latest: number }>;
   private readonly maxSeq: Statement<[Uint8Array], { seq: number | null }>;
   /** Room ids (by identity: the relay hands a room's messages one id array) whose row is written. */
@@ -219,7 +219,7 @@ export class SqliteHistory implements HistoryStore {
     // A room's row is written with its first message and brought up to date by
     // prune (pruneRoom): its messages' own highest number is the latest, and the
     // row keeps it once they are all gone. One b-tree fewer per commit.
-    this.addRoom = db.prepare('INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
+    this.addRoomRow = db.prepare('INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
     this.getLatest = db.prepare('SELECT latest FROM rooms WHERE id = ?');
     this.maxSeq = db.prepare('SELECT max(seq) AS seq FROM messages WHERE room = ?');
     this.page = db.prepare('SELECT seq, ts, nick, body FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?');
@@ -276,7 +276,7 @@ export class SqliteHistory implements HistoryStore {
           continue;
         }
         if (!this.known.has(m.room) && !this.adding.includes(m.room)) {
-          this.addRoom.run(m.room, seq);
+          this.addRoomRow.run(m.room, seq);
           this.adding.push(m.room);
         }
         results.push({ seq, ts: m.ts, duplicate: false });
@@ -515,6 +515,29 @@ export class SqliteHistory implements HistoryStore {
 
   latest(room: Uint8Array): number {
     return Math.max(this.getLatest.get(room)?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0);
+  }
+
+  hasRoom(room: Uint8Array): boolean {
+    return this.getLatest.get(room) !== undefined;
+  }
+
+  addRoom(room: Uint8Array): void {
+    try {
+      const add = (): unknown => this.addRoomRow.run(room, 0);
+      try {
+        add();
+      } catch (err) {
+        // Full, like a nick's claim: evicts old messages to make room.
+        this.afterFull(
+          err,
+          () => room.length + ENTRY_BYTES,
+          add,
+          () => {},
+        );
+      }
+    } catch (err) {
+      throw storeError(err, 'cannot record the room');
+    }
   }
 
   append(batch: readonly PendingMessage[], seqs: SeqSource): AppendResult[] {

@@ -285,6 +285,13 @@ class FailingStore implements HistoryStore {
   latest(room: Uint8Array): number {
     return this.inner.latest(room);
   }
+  hasRoom(room: Uint8Array): boolean {
+    return this.inner.hasRoom(room);
+  }
+  addRoom(room: Uint8Array): void {
+    if (this.failing) throw new StoreError('SQLITE_FULL', 'database or disk is full');
+    this.inner.addRoom(room);
+  }
   append(...args: Parameters<HistoryStore['append']>): ReturnType<HistoryStore['append']> {
     if (this.failing) throw new StoreError('SQLITE_FULL', 'database or disk is full');
     return this.inner.append(...args);
@@ -345,9 +352,8 @@ describe('disk trouble', () => {
     expect(store.check()).toBe('ok');
   });
 
-  it('a nick claim that cannot be written spends none of the address’s new rows', async () => {
+  it('a nick claim and a room row that cannot be written spend none of the address’s new rows', async () => {
     const store = new FailingStore();
-    // Two: one JOIN's new nick and new room. Only the room is spent while the claim fails.
     const s = await server({ store, limits: { newRowsPerIp: 2, newRowIntervalMs: 3_600_000 } });
     const r = room(15);
     const answer = async (peer: RawPeer, nick: string): Promise<string> => {
@@ -357,14 +363,19 @@ describe('disk trouble', () => {
       const f = await peer.next((x) => (x.type === 'joined' || x.type === 'error') && x.rid === 7);
       return f?.type === 'joined' ? 'joined' : f?.type === 'error' ? errorCodeName(f.code) : 'closed';
     };
-    const [first, second] = [await RawPeer.open(s.port), await RawPeer.open(s.port)];
-    cleanup.push(() => Promise.resolve([first, second].forEach((p) => p.destroy())));
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < 4; i++) peers.push(await RawPeer.open(s.port));
+    cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+    const [first, second, third, fourth] = peers as [RawPeer, RawPeer, RawPeer, RawPeer];
     store.failing = true;
-    expect(await answer(first, 'carol')).toBe('joined'); // the nick is not recorded
+    expect(await answer(first, 'carol')).toBe('joined'); // neither the nick nor the room is recorded
     store.failing = false;
-    // The nick is still nobody's, so it costs one, and one is left.
+    expect(store.inner.hasRoom(r)).toBe(false);
+    // The room is open now, so it costs nothing more; each new nick costs one, and two are left.
     expect(await answer(second, 'dave')).toBe('joined');
     expect(store.inner.nickOwner('dave')).toBeDefined();
+    expect(await answer(third, 'erin')).toBe('joined');
+    expect(await answer(fourth, 'frank')).toBe('RATE_LIMITED');
   });
 
   it('a history read that fails is reported once and retried; the catch-up then completes, live messages after it', async () => {

@@ -344,7 +344,7 @@ describe('what one address adds to the store for good', () => {
     await peer.next((x) => x.type === 'left' && x.rid === rid);
   }
 
-  it('new nick claims and room numbers: 32 at once, then one a minute; an owned nick and a numbered room cost nothing', async () => {
+  it('new nick claims and room rows: 32 at once, then one a minute; an owned nick and a known room cost nothing', async () => {
     const clock = new FakeClock();
     const { newRowsPerIp, newRowIntervalMs } = DEFAULT_LIMITS;
     // Pings off: the minutes this test moves the clock would drop its silent peers.
@@ -372,9 +372,9 @@ describe('what one address adds to the store for good', () => {
     expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid++)).toBe('RATE_LIMITED');
     expect(s.stats.rateLimited).toBe(before + 1);
 
-    // Everybody leaves rooms 0 and 1; the server forgets both. Room 0 held a
-    // message, so its number is kept: alice (whose nick is hers) comes back
-    // for free. Room 1 never did: joining it again would add its number.
+    // Everybody leaves rooms 0 and 1; the server forgets both. Their rows stay
+    // (written at their first JOIN; room 0 also holds a message), so alice,
+    // whose nick is hers, comes back to both for free, as a reconnecting client does.
     for (const [p, r] of [
       [a, 0],
       [a, 1],
@@ -383,10 +383,14 @@ describe('what one address adds to the store for good', () => {
     ] as const)
       await leave(p, rooms[r] as Uint8Array, rid++);
     expect(await joinAs(a, rooms[0] as Uint8Array, 'alice', alice, rid++)).toBe('joined');
-    expect(await joinAs(a, rooms[1] as Uint8Array, 'alice', alice, rid++)).toBe('RATE_LIMITED');
+    expect(await joinAs(a, rooms[1] as Uint8Array, 'alice', alice, rid++)).toBe('joined');
+    // A room the store has never seen adds its row.
+    await leave(a, rooms[2] as Uint8Array, rid++); // alice is in 16, the most
+    const fresh = room(199);
+    expect(await joinAs(a, fresh, 'alice', alice, rid++)).toBe('RATE_LIMITED');
 
     clock.advance(newRowIntervalMs);
-    expect(await joinAs(a, rooms[1] as Uint8Array, 'alice', alice, rid++)).toBe('joined');
+    expect(await joinAs(a, fresh, 'alice', alice, rid++)).toBe('joined');
     expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid++)).toBe('RATE_LIMITED');
     clock.advance(newRowIntervalMs);
     expect(await joinAs(b, rooms[15] as Uint8Array, 'b15', b15, rid)).toBe('joined');

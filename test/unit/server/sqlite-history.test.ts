@@ -66,6 +66,23 @@ function append(s: SqliteHistory, batch: PendingMessage[]): ReturnType<SqliteHis
 }
 
 describe('SqliteHistory', () => {
+  it('knows a room once it is added or holds a message; adding it again changes nothing', () => {
+    const s = store();
+    expect(s.hasRoom(room(1))).toBe(false);
+    s.addRoom(room(1));
+    expect(s.hasRoom(room(1))).toBe(true);
+    expect(s.latest(room(1))).toBe(0);
+    append(s, [msg(1, 1), msg(1, 2), msg(2, 3)]);
+    expect(s.latest(room(1))).toBe(2);
+    expect(s.hasRoom(room(2))).toBe(true); // its row is written with its first message
+    s.addRoom(room(2));
+    expect(s.latest(room(2))).toBe(1);
+    s.prune(1e13); // everything expires: the rows keep the numbers
+    expect([s.latest(room(1)), s.latest(room(2))]).toEqual([2, 1]);
+    expect(new NoHistory().hasRoom()).toBe(false);
+    s.close();
+  });
+
   it('stores bodies byte for byte, numbered per room, and reads them back in pages', () => {
     const s = store();
     const results = append(s, [msg(1, 1), msg(1, 2), msg(2, 3), msg(1, 4)]);
