@@ -5,7 +5,7 @@ interface PerIp {
   open: number;
   /** New connections. */
   bucket: TokenBucket;
-  /** New rows in the history store (nick claims, room numbers); made at the address's first. */
+  /** New rows in the history store (nick claims, room rows); made at the address's first. */
   rows: TokenBucket | null;
 }
 
@@ -55,7 +55,7 @@ export const IDLE_ADDRESSES = 65_536;
 /**
  * Limits per IP address: how many connections may be open at once, how many
  * new ones per minute, and how fast the address may add what the history store
- * keeps for good (a nick's claim, a room's number), which neither retention
+ * keeps for good (a nick's claim, a room's row), which neither retention
  * nor eviction frees. Entries are forgotten once an address has nothing open
  * and full buckets, so the table stays as small as the set of recent peers.
  */

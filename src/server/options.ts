@@ -48,7 +48,7 @@ export interface ServerLimits {
   connectionsPerIpPerMinute: number;
   /**
    * Rows one IP address may add at once to what the history store keeps for
-   * good, a nick's claim or a room's number (RATE_LIMITED on the JOIN beyond)...
+   * good, a nick's claim or a room's row (RATE_LIMITED on the JOIN beyond)...
    */
   newRowsPerIp: number;
   /** ...and then one every this many ms. */

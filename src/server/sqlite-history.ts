@@ -216,9 +216,10 @@ export class SqliteHistory implements HistoryStore {
     this.setLatest = db.prepare(
       'INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET latest = excluded.latest',
     );
-    // A room's row is written with its first message and brought up to date by
-    // prune (pruneRoom): its messages' own highest number is the latest, and the
-    // row keeps it once they are all gone. One b-tree fewer per commit.
+    // A room's row is written at its first JOIN (addRoom; or with its first
+    // message, if that write failed) and brought up to date by prune
+    // (pruneRoom): its messages' own highest number is the latest, and the row
+    // keeps it once they are all gone. One b-tree fewer per commit.
     this.addRoomRow = db.prepare('INSERT INTO rooms (id, latest) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
     this.getLatest = db.prepare('SELECT latest FROM rooms WHERE id = ?');
     this.maxSeq = db.prepare('SELECT max(seq) AS seq FROM messages WHERE room = ?');
@@ -355,7 +356,7 @@ export class SqliteHistory implements HistoryStore {
             const latest = this.maxSeq.get(room.id)?.seq ?? 0;
             const cut = this.cutUpTo(room.id, last);
             room.bytes -= cut.bytes;
-            // Emptied: the row keeps the number (it holds the first message's until a prune).
+            // Emptied: the row keeps the number (until a prune it holds 0, or the first message's).
             if (last >= latest && latest > room.latest) emptied.push({ ...room, latest });
             done.rooms++;
             done.messages += cut.n;
@@ -388,8 +389,8 @@ export class SqliteHistory implements HistoryStore {
    * whose rows the eviction brings up to date.
    *
    * Only the largest rooms are read (by the index on `rooms.bytes`), as many
-   * as decide the level: a server keeps a row for every room that ever had a
-   * message, and reading them all made an eviction take 0.7-0.95 s at 300,000
+   * as decide the level: a server keeps a row for every room ever joined, and
+   * reading them all made an eviction take 0.7-0.95 s at 300,000
    * rooms. When the sizes add up to less than half the pages in use (a crash
    * lost appends, say), every room is counted afresh from its messages (a scan).
    */

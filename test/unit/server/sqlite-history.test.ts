@@ -287,6 +287,42 @@ describe('SqliteHistory', () => {
     expect(s.check()).toBe('ok');
   });
 
+  it('evicts for room rows too, refuses one with SQLITE_FULL once nothing is left, and an emptied room keeps its number', () => {
+    const s = capped(256 * 1024);
+    s.addRoom(room(1)); // joined before its messages: the row says 0
+    for (let n = 1; n <= 10; n++) append(s, [msg(1, n, 1000 + n, 'x'.repeat(3000))]);
+    let error: unknown;
+    try {
+      for (let n = 0; n < 100_000; n++) s.addRoom(id16(n + 1_000_000));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toMatchObject({ name: 'StoreError', code: 'SQLITE_FULL' });
+    expect(s.evicted).toBe(10); // the messages made way first
+    expect(s.read(room(1), 0, 100, 1e6).messages).toEqual([]);
+    expect(s.latest(room(1))).toBe(10); // the row took the number as eviction emptied the room
+    expect(s.hasRoom(id16(1_000_000))).toBe(true);
+    expect(s.check()).toBe('ok');
+  });
+
+  it('a room joined on file is known after a restart', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-rooms-'));
+    try {
+      const path = join(dir, 'history.db');
+      const retention = { messages: 1000, maxAgeMs: 1e12 };
+      const s = new SqliteHistory({ path, retention });
+      s.addRoom(room(3));
+      s.close();
+      const again = new SqliteHistory({ path, retention });
+      expect(again.hasRoom(room(3))).toBe(true);
+      expect(again.hasRoom(room(4))).toBe(false);
+      expect(again.latest(room(3))).toBe(0);
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prunes by count and age in one cut, keeping each room’s number once all its messages are cut', () => {
     const s = store(5, 10_000);
     for (let n = 1; n <= 12; n++) append(s, [msg(1, n, n <= 9 ? 1000 : 50_000)]);
