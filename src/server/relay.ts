@@ -543,11 +543,12 @@ export class Relay {
     let room = this.rooms.get(key);
     let owner: Uint8Array | undefined;
     let latest: number;
-    let known: boolean;
+    // A store that keeps rows and has none for the room (a stored message comes with one).
+    let newRoom: boolean;
     try {
       owner = this.store.nickOwner(frame.nick);
       latest = room?.seq ?? this.store.latest(frame.room);
-      known = room !== undefined || latest > 0 || this.store.hasRoom(frame.room);
+      newRoom = this.store.persistent && room === undefined && latest === 0 && !this.store.hasRoom(frame.room);
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.log.error({ code: err.code }, 'history store cannot read');
@@ -571,7 +572,7 @@ export class Relay {
     // add them only so fast. Both are written here, at the JOIN that pays for
     // them, so joining the same room again costs nothing.
     const nickRow = this.store.persistent && owner === undefined ? 1 : 0;
-    const roomRow = this.store.persistent && !known ? 1 : 0;
+    const roomRow = newRoom ? 1 : 0;
     const rows = nickRow + roomRow;
     if (rows > 0) {
       const wait = this.addresses.rowWait(conn.ip, rows, now);
@@ -586,31 +587,17 @@ export class Relay {
         return;
       }
     }
-    let added = rows;
-    if (owner === undefined) {
-      try {
-        this.store.claimNick(frame.nick, frame.key);
-      } catch (err) {
-        // The join goes ahead; the nick is claimed at a later join once the store can write.
-        if (!(err instanceof StoreError)) throw err;
-        this.log.warn({ code: err.code }, 'cannot record nick ownership');
-        added -= nickRow; // nothing written: nothing spent
-      }
-    }
-    if (roomRow > 0) {
-      try {
-        this.store.addRoom(frame.room);
-      } catch (err) {
-        // The join goes ahead; the row is written with the room's first message, or at a later join.
-        if (!(err instanceof StoreError)) throw err;
-        this.log.warn({ code: err.code }, 'cannot record the room');
-        added -= roomRow;
-      }
-    }
+    // The room's id array: the store knows a room's row by it, and its messages carry it.
+    const id = room?.id ?? new Uint8Array(frame.room);
+    // Only what was written is spent. A nick not written is claimed at a later
+    // join; a room's row, with its first message or at a later join.
+    let added = 0;
+    if (nickRow > 0 && this.wroteRow(() => this.store.claimNick(frame.nick, frame.key), 'nick ownership')) added++;
+    if (roomRow > 0 && this.wroteRow(() => this.store.addRoom(id), 'the room')) added++;
     // Checked above, in the same synchronous call: there are enough.
     if (added > 0) this.addresses.takeRows(conn.ip, added, now);
     if (room === undefined) {
-      room = new Room(new Uint8Array(frame.room), key, this.batcher);
+      room = new Room(id, key, this.batcher);
       room.seq = latest;
       this.rooms.set(key, room);
       this.stats.rooms = this.rooms.size;
@@ -682,6 +669,18 @@ export class Relay {
     }
     this.emptied.length = 0;
     this.stats.rooms = this.rooms.size;
+  }
+
+  /** Makes one of a JOIN's writes; false, logged, if the store can't (the JOIN goes ahead). */
+  private wroteRow(write: () => void, what: string): boolean {
+    try {
+      write();
+      return true;
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      this.log.warn({ code: err.code }, `cannot record ${what}`);
+      return false;
+    }
   }
 
   /** A non-fatal error answering one request. */

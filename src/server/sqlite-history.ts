@@ -118,7 +118,7 @@ export class SqliteHistory implements HistoryStore {
   private readonly addRoomRow: Statement<[Uint8Array, number]>;
   private readonly getLatest: Statement<[Uint8Array], { latest: number }>;
   private readonly maxSeq: Statement<[Uint8Array], { seq: number | null }>;
-  /** Room ids (by identity: the relay hands a room's messages one id array) whose row is written. */
+  /** Room ids (by identity: the relay hands a room's messages, and its addRoom, one id array) whose row is written. */
   private readonly known = new WeakSet<Uint8Array>();
   /** Rooms whose row the transaction under way writes: known once it commits. */
   private readonly adding: Uint8Array[] = [];
@@ -523,21 +523,29 @@ export class SqliteHistory implements HistoryStore {
   }
 
   addRoom(room: Uint8Array): void {
+    this.writeRow(() => this.addRoomRow.run(room, 0), room.length + ENTRY_BYTES, 'cannot record the room');
+    // Its first message need not write the row again.
+    this.known.add(room);
+  }
+
+  /**
+   * One row written on its own, outside the turn's batch: at the cap it evicts
+   * to make room for `bytes`, as an append does, and tries again.
+   */
+  private writeRow(write: () => unknown, bytes: number, what: string): void {
     try {
-      const add = (): unknown => this.addRoomRow.run(room, 0);
       try {
-        add();
+        write();
       } catch (err) {
-        // Full, like a nick's claim: evicts old messages to make room.
         this.afterFull(
           err,
-          () => room.length + ENTRY_BYTES,
-          add,
+          () => bytes,
+          write,
           () => {},
         );
       }
     } catch (err) {
-      throw storeError(err, 'cannot record the room');
+      throw storeError(err, what);
     }
   }
 
@@ -603,21 +611,11 @@ export class SqliteHistory implements HistoryStore {
   }
 
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
-    try {
-      const claim = (): unknown => this.claim.run(nick.toLowerCase(), key, now);
-      try {
-        claim();
-      } catch (err) {
-        this.afterFull(
-          err,
-          () => nick.length + key.length + ENTRY_BYTES,
-          claim,
-          () => {},
-        );
-      }
-    } catch (err) {
-      throw storeError(err, 'cannot record the nick');
-    }
+    this.writeRow(
+      () => this.claim.run(nick.toLowerCase(), key, now),
+      nick.length + key.length + ENTRY_BYTES,
+      'cannot record the nick',
+    );
     return this.nickOwner(nick) ?? key;
   }
 
