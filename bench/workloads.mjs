@@ -2,7 +2,7 @@
 // its own process, and (a) and (b) again against Redis pub/sub on the same
 // machine, with the same payload. Prints one JSON object per line.
 //
-//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--receivers 200] [--no-redis] [--no-store-cost] [--detail] [--pin] [--reader c|js]
+//   node bench/workloads.mjs [--only a,b,c,d,bi] [--rounds 5] [--receivers 200] [--warmup 4] [--no-redis] [--no-store-cost] [--detail] [--pin] [--reader c|js]
 //
 // confab runs as deployed, with its SQLite history in a fresh --data
 // directory; in each round of (a) and (b) it runs once more with --no-history
@@ -12,8 +12,11 @@
 // (a) and (b) alternate confab and Redis for --rounds rounds (who goes first
 // alternates too) and report the median ratio, each run measured after an
 // unmeasured warm-up of the same traffic on the same connections (500
-// messages for (a), 1 s for (b)): a relay in service runs warm, and confab's JIT needs the first few hundred
-// messages to compile its hot path. CONFAB_BENCH_SERVER_ARGS adds arguments
+// messages for (a), --warmup S seconds for (b), 4 by default): a relay in
+// service runs warm, and confab's JIT needs the first few hundred messages to
+// compile its hot path, then goes on compiling on V8's own threads for 3-4 s
+// of (b)'s traffic (doc/PERFORMANCE.md, "a fifteenth host").
+// CONFAB_BENCH_SERVER_ARGS adds arguments
 // to `confab serve`, e.g. "--no-native-writes" to price the native fan-out;
 // CONFAB_BENCH_NODE_ARGS adds arguments to node, e.g. "--cpu-prof".
 //
@@ -88,6 +91,7 @@ const { values } = parseArgs({
     'no-store-cost': { type: 'boolean', default: false },
     rounds: { type: 'string', default: '5' },
     receivers: { type: 'string', default: '200' },
+    warmup: { type: 'string', default: '4' },
     detail: { type: 'boolean', default: false },
     reader: { type: 'string', default: 'c' },
     pin: { type: 'boolean', default: false },
@@ -102,6 +106,7 @@ function count(name) {
 }
 const ROUNDS = count('rounds');
 const B_RECEIVERS = count('receivers');
+const WARMUP_SECONDS = count('warmup');
 const DETAIL = values.detail;
 if (values.reader !== 'c' && values.reader !== 'js') throw new Error('--reader is c or js');
 // (b)'s receivers: read by reader.c where a C compiler is found, else by the load generator's JavaScript.
@@ -489,13 +494,12 @@ function switchable(first) {
   };
 }
 
-const WARMUP_SECONDS = 1;
-
 /**
  * (b): one room, R receivers, one sender at a fixed rate (open loop), latency
- * from the scheduled time. One unmeasured second of the same traffic comes
- * first, for both systems: it takes confab's JIT that long to compile the hot
- * path, and a relay in service runs warm.
+ * from the scheduled time. `--warmup` seconds (4) of the same traffic come
+ * first, unmeasured, for both systems: a relay in service runs warm, and
+ * confab's JIT compiles the hot path in the first second (and goes on
+ * compiling, on V8's own threads, for a few more).
  */
 async function fanoutRate(system, receivers, rate, seconds) {
   const pid = await system.start();
@@ -540,6 +544,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
     receivers,
     ratePerSecond: rate,
     seconds,
+    warmupSeconds: WARMUP_SECONDS,
     payloadBytes: SIZE,
     deliveriesPerSecond: Math.round(meter.count / elapsed),
     ...lostAndDuplicated(meter),
@@ -629,6 +634,7 @@ async function fanoutRateInterleaved(systems, receivers, rate, seconds, seed, sl
     receivers,
     ratePerSecond: rate,
     seconds,
+    warmupSeconds: WARMUP_SECONDS,
     payloadBytes: SIZE,
     ...lostAndDuplicated(s.meter),
     latencyMs: s.meter.summary(),
