@@ -42,6 +42,14 @@ export interface HistoryPage {
   oldest: number;
 }
 
+/** A room as the store knows it. */
+export interface RoomLookup {
+  /** Its latest sequence number (0 for a room never written to). */
+  readonly latest: number;
+  /** Whether the store keeps a row for it: it was joined, or held a message, before. */
+  readonly stored: boolean;
+}
+
 /**
  * Where the relay keeps rooms' recent messages (as ciphertext) and nick
  * ownership. Every method is synchronous: the relay calls it once per
@@ -58,10 +66,8 @@ export interface HistoryStore {
    * it (`newRowsPerIp`).
    */
   readonly persistent: boolean;
-  /** The room's latest sequence number (0 for a room never written to). */
-  latest(room: Uint8Array): number;
-  /** Whether the store keeps a row for the room: it was joined, or held a message, before. */
-  hasRoom(room: Uint8Array): boolean;
+  /** What a JOIN needs to know of a room that is not open, in one lookup. */
+  lookupRoom(room: Uint8Array): RoomLookup;
   /**
    * Writes the room's row (latest 0) if there is none, at its first JOIN, so
    * that joining it again finds it known and costs nothing. Throws

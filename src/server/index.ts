@@ -9,7 +9,7 @@ export { DEFAULT_PORT } from '../protocol/index.js';
 export { HISTORY_FILE } from './server.js';
 export { PRUNE_ROOMS_PER_STEP, SqliteHistory } from './sqlite-history.js';
 export { StoreError } from './history.js';
-export type { HistoryStore, PruneStep, Retention } from './history.js';
+export type { HistoryStore, PruneStep, Retention, RoomLookup } from './history.js';
 export type { Eviction } from './sqlite-history.js';
 export { capYoungGeneration, semiSpaceGiven, v8Heap } from './young-generation.js';
 export type { YoungGenerationHeap } from './young-generation.js';

@@ -1,4 +1,14 @@
-import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, PruneStep, SeqSource } from './history.js';
+import type {
+  AppendResult,
+  HistoryPage,
+  HistoryStore,
+  PendingMessage,
+  PruneStep,
+  RoomLookup,
+  SeqSource,
+} from './history.js';
+
+const NO_ROOM: RoomLookup = Object.freeze({ latest: 0, stored: false });
 
 /**
  * The store of a relay run with `--no-history`: keeps nothing, so there is no
@@ -8,12 +18,8 @@ import type { AppendResult, HistoryPage, HistoryStore, PendingMessage, PruneStep
 export class NoHistory implements HistoryStore {
   readonly persistent = false;
 
-  latest(): number {
-    return 0;
-  }
-
-  hasRoom(): boolean {
-    return false;
+  lookupRoom(): RoomLookup {
+    return NO_ROOM;
   }
 
   addRoom(): void {}

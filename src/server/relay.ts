@@ -544,11 +544,16 @@ export class Relay {
     let owner: Uint8Array | undefined;
     let latest: number;
     // A store that keeps rows and has none for the room (a stored message comes with one).
-    let newRoom: boolean;
+    let newRoom = false;
     try {
       owner = this.store.nickOwner(frame.nick);
-      latest = room?.seq ?? this.store.latest(frame.room);
-      newRoom = this.store.persistent && room === undefined && latest === 0 && !this.store.hasRoom(frame.room);
+      if (room === undefined) {
+        const state = this.store.lookupRoom(frame.room);
+        latest = state.latest;
+        newRoom = this.store.persistent && !state.stored;
+      } else {
+        latest = room.seq;
+      }
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.log.error({ code: err.code }, 'history store cannot read');

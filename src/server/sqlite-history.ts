@@ -10,6 +10,7 @@ import type {
   PendingMessage,
   PruneStep,
   Retention,
+  RoomLookup,
   SeqSource,
   StoredMessage,
 } from './history.js';
@@ -514,12 +515,14 @@ export class SqliteHistory implements HistoryStore {
     }
   }
 
-  latest(room: Uint8Array): number {
-    return Math.max(this.getLatest.get(room)?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0);
+  lookupRoom(room: Uint8Array): RoomLookup {
+    const row = this.getLatest.get(room);
+    return { latest: Math.max(row?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0), stored: row !== undefined };
   }
 
-  hasRoom(room: Uint8Array): boolean {
-    return this.getLatest.get(room) !== undefined;
+  /** The room's latest sequence number (0 for a room never written to). */
+  latest(room: Uint8Array): number {
+    return this.lookupRoom(room).latest;
   }
 
   addRoom(room: Uint8Array): void {

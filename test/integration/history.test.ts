@@ -7,7 +7,7 @@ import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
-import type { HistoryStore, PruneStep } from '../../src/server/index.js';
+import type { HistoryStore, PruneStep, RoomLookup } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
@@ -282,11 +282,8 @@ class FailingStore implements HistoryStore {
   failing = false;
   failReads = false;
   readonly inner = new SqliteHistory({ path: ':memory:', retention: { messages: 10_000, maxAgeMs: 1e12 } });
-  latest(room: Uint8Array): number {
-    return this.inner.latest(room);
-  }
-  hasRoom(room: Uint8Array): boolean {
-    return this.inner.hasRoom(room);
+  lookupRoom(room: Uint8Array): RoomLookup {
+    return this.inner.lookupRoom(room);
   }
   addRoom(room: Uint8Array): void {
     if (this.failing) throw new StoreError('SQLITE_FULL', 'database or disk is full');
@@ -370,7 +367,7 @@ describe('disk trouble', () => {
     store.failing = true;
     expect(await answer(first, 'carol')).toBe('joined'); // neither the nick nor the room is recorded
     store.failing = false;
-    expect(store.inner.hasRoom(r)).toBe(false);
+    expect(store.inner.lookupRoom(r).stored).toBe(false);
     // The room is open now, so it costs nothing more; each new nick costs one, and two are left.
     expect(await answer(second, 'dave')).toBe('joined');
     expect(store.inner.nickOwner('dave')).toBeDefined();

@@ -68,18 +68,18 @@ function append(s: SqliteHistory, batch: PendingMessage[]): ReturnType<SqliteHis
 describe('SqliteHistory', () => {
   it('knows a room once it is added or holds a message; adding it again changes nothing', () => {
     const s = store();
-    expect(s.hasRoom(room(1))).toBe(false);
+    expect(s.lookupRoom(room(1)).stored).toBe(false);
     s.addRoom(room(1));
-    expect(s.hasRoom(room(1))).toBe(true);
+    expect(s.lookupRoom(room(1)).stored).toBe(true);
     expect(s.latest(room(1))).toBe(0);
     append(s, [msg(1, 1), msg(1, 2), msg(2, 3)]);
     expect(s.latest(room(1))).toBe(2);
-    expect(s.hasRoom(room(2))).toBe(true); // its row is written with its first message
+    expect(s.lookupRoom(room(2)).stored).toBe(true); // its row is written with its first message
     s.addRoom(room(2));
     expect(s.latest(room(2))).toBe(1);
     s.prune(1e13); // everything expires: the rows keep the numbers
     expect([s.latest(room(1)), s.latest(room(2))]).toEqual([2, 1]);
-    expect(new NoHistory().hasRoom()).toBe(false);
+    expect(new NoHistory().lookupRoom().stored).toBe(false);
     s.close();
   });
 
@@ -301,7 +301,7 @@ describe('SqliteHistory', () => {
     expect(s.evicted).toBe(10); // the messages made way first
     expect(s.read(room(1), 0, 100, 1e6).messages).toEqual([]);
     expect(s.latest(room(1))).toBe(10); // the row took the number as eviction emptied the room
-    expect(s.hasRoom(id16(1_000_000))).toBe(true);
+    expect(s.lookupRoom(id16(1_000_000)).stored).toBe(true);
     expect(s.check()).toBe('ok');
   });
 
@@ -314,8 +314,8 @@ describe('SqliteHistory', () => {
       s.addRoom(room(3));
       s.close();
       const again = new SqliteHistory({ path, retention });
-      expect(again.hasRoom(room(3))).toBe(true);
-      expect(again.hasRoom(room(4))).toBe(false);
+      expect(again.lookupRoom(room(3)).stored).toBe(true);
+      expect(again.lookupRoom(room(4)).stored).toBe(false);
       expect(again.latest(room(3))).toBe(0);
       again.close();
     } finally {
