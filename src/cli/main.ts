@@ -100,6 +100,8 @@ function program(): Command {
     .description("operate on a server's data directory")
     // Without a known subcommand: a usage error of one line, not commander's help on stderr.
     .argument('[command]')
+    // Commander would list the subcommand and that argument both: "[command] [command]".
+    .usage('[options] [command]')
     .action((command?: string) =>
       admin.error(
         command === undefined

@@ -250,10 +250,11 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
   });
 
   it('--help and --version exit 0', () => {
-    for (const args of [['--help'], ['--version'], ['join', '--help'], ['serve', '--help']]) {
+    for (const args of [['--help'], ['--version'], ['join', '--help'], ['serve', '--help'], ['admin', '--help']]) {
       const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
       expect(r.status, args.join(' ')).toBe(0);
       expect(r.stdout.length).toBeGreaterThan(0);
+      expect(r.stdout, args.join(' ')).not.toMatch(/\[command\] \[command\]/);
     }
   });
 });
