@@ -57,7 +57,9 @@ export interface RoomLookup {
  * per turn, not per message.
  *
  * A write that fails (disk full, read-only) throws `StoreError` and changes
- * nothing; the next call tries again.
+ * nothing; the next call tries again. A read that fails (an I/O error, a
+ * damaged file) throws `StoreError` too: the relay refuses that one request
+ * with STORE_FAILED and keeps the connection.
  */
 export interface HistoryStore {
   /**

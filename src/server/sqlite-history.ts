@@ -516,8 +516,12 @@ export class SqliteHistory implements HistoryStore {
   }
 
   lookupRoom(room: Uint8Array): RoomLookup {
-    const row = this.getLatest.get(room);
-    return { latest: Math.max(row?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0), stored: row !== undefined };
+    try {
+      const row = this.getLatest.get(room);
+      return { latest: Math.max(row?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0), stored: row !== undefined };
+    } catch (err) {
+      throw storeError(err, 'cannot read the room');
+    }
   }
 
   /** The room's latest sequence number (0 for a room never written to). */
@@ -600,17 +604,25 @@ export class SqliteHistory implements HistoryStore {
   read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage {
     const messages: StoredMessage[] = [];
     let bytes = 0;
-    for (const row of this.page.iterate(room, after, limit)) {
-      bytes += row.body.length + row.nick.length + 40;
-      if (messages.length > 0 && bytes > maxBytes) break;
-      messages.push({ seq: row.seq, ts: row.ts, nick: row.nick, body: row.body });
+    try {
+      for (const row of this.page.iterate(room, after, limit)) {
+        bytes += row.body.length + row.nick.length + 40;
+        if (messages.length > 0 && bytes > maxBytes) break;
+        messages.push({ seq: row.seq, ts: row.ts, nick: row.nick, body: row.body });
+      }
+      const first = this.first.get(room)?.seq ?? null;
+      return { messages, oldest: first ?? this.latest(room) + 1 };
+    } catch (err) {
+      throw storeError(err, 'cannot read the history');
     }
-    const first = this.first.get(room)?.seq ?? null;
-    return { messages, oldest: first ?? this.latest(room) + 1 };
   }
 
   nickOwner(nick: string): Uint8Array | undefined {
-    return this.owner.get(nick.toLowerCase())?.key;
+    try {
+      return this.owner.get(nick.toLowerCase())?.key;
+    } catch (err) {
+      throw storeError(err, 'cannot read the nick');
+    }
   }
 
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {

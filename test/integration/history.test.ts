@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -392,6 +392,51 @@ describe('disk trouble', () => {
     await until(() => bob.events.message.length === 6);
     expect(bodies(bob)).toEqual([...range(1, 5), 'live while the history is unreadable']);
     expect(bob.events.message.map((m) => m.history)).toEqual([true, true, true, true, true, false]);
+  });
+
+  it('a store file damaged on disk: its reads fail as StoreError, and a JOIN gets a non-fatal STORE_FAILED with its rid, not a fatal INTERNAL', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'confab-damaged-'));
+    const path = join(data, HISTORY_FILE);
+    const r = room(15);
+    const kept = new SqliteHistory({ path, retention: { messages: 10_000, maxAgeMs: 1e12 } });
+    let seq = 0;
+    const seqs = { next: () => ++seq, release: () => void seq--, restart: () => void (seq = 0) };
+    const batch = Array.from({ length: 400 }, (_, i) => ({
+      room: r,
+      ts: 1,
+      nick: Buffer.from('alice'),
+      mid: new Uint8Array(16).fill(i % 256).fill(i >> 8, 0, 1),
+      body: new Uint8Array(1000).fill(i % 256),
+    }));
+    kept.append(batch, seqs);
+    kept.close();
+    // A bad stretch of disk under the messages' b-tree: the first pages (the schema, the rooms) stay sound.
+    const fd = openSync(path, 'r+');
+    const size = fstatSync(fd).size;
+    for (let at = 8 * 4096; at < size - 4096; at += 4096) writeSync(fd, Buffer.alloc(64, 0xee), 0, 64, at);
+    closeSync(fd);
+    const damaged = new SqliteHistory({ path, retention: { messages: 10_000, maxAgeMs: 1e12 } });
+    expect(() => damaged.read(r, 0, 500, 1 << 20)).toThrow(StoreError);
+    expect(() => damaged.lookupRoom(r)).toThrow(StoreError);
+    damaged.close();
+
+    const s = await server({ dataDir: data });
+    const peer = await RawPeer.open(s.port);
+    try {
+      const identity = newIdentity();
+      const proof = await joinProof(peer, identity, r, 'alice');
+      peer.write(encodeFrame({ type: 'join', rid: 7, room: r, nick: 'alice', key: identity.publicKey, proof }));
+      const refused = await peer.next((f) => f.type === 'error' || f.type === 'joined');
+      expect(
+        refused?.type === 'error' && { code: errorCodeName(refused.code), fatal: refused.fatal, rid: refused.rid },
+      ).toEqual({ code: 'STORE_FAILED', fatal: false, rid: 7 });
+      // Refused, not dropped: the connection is still up.
+      peer.write(encodeFrame({ type: 'ping', token: 99 }));
+      expect(await peer.next((f) => f.type === 'pong')).toMatchObject({ type: 'pong', token: 99 });
+      expect(s.stats.dropped).toEqual({});
+    } finally {
+      peer.destroy();
+    }
   });
 
   it('a store at its cap evicts the oldest of the room holding the most: a flood into one room refuses nobody, a quiet room keeps all', async () => {
