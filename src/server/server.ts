@@ -119,13 +119,22 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     socket.on('error', onError);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    net.once('error', reject);
-    net.listen(opts.port, opts.host, () => {
-      net.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      net.once('error', reject);
+      net.listen(opts.port, opts.host, () => {
+        net.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    // The store opened above would keep the process alive (its checkpoint
+    // thread) and its file open: `confab serve` on a port in use hung. Its
+    // thread goes on its own once closed; waiting for it here would be waiting
+    // on a thread that keeps nothing else alive.
+    if (opts.store === undefined) store.close();
+    throw err;
+  }
   net.on('error', (err) => log.error({ err }, 'listener error'));
   const address = net.address() as AddressInfo;
 

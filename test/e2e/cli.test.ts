@@ -185,6 +185,13 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const second = track(new Proc(['serve', '--host', '127.0.0.1', '--port', String(port)]));
     expect(await second.exited).toBe(1);
     expect(second.stderr.join('\n')).toMatch(/EADDRINUSE/);
+    // With a data directory too: its store (and the store's checkpoint thread) used to keep the process alive.
+    const withData = track(new Proc(['serve', '--host', '127.0.0.1', '--port', String(port), '--data', tempHome()]));
+    const hung = new Promise<string>((resolve) =>
+      setTimeout(() => resolve('still running after 10 s'), 10_000).unref(),
+    );
+    expect(await Promise.race([withData.exited, hung])).toBe(1);
+    expect(withData.stderr.join('\n')).toMatch(/EADDRINUSE/);
   });
 });
 
