@@ -50,6 +50,10 @@ export class Connection implements Flushable {
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
+  /** Bytes it may hold past the cap while a JOIN's answer goes out (see `allowJoinAnswer`). */
+  private allowance = 0;
+  /** Whether the allowance was given this turn, before the flush that writes what it is for. */
+  private allowanceFresh = false;
   private readonly batcher: Batcher<Connection>;
   private readonly sendQueueBytes: number;
   private readonly onOverflow: (conn: Connection) => void;
@@ -89,7 +93,7 @@ export class Connection implements Flushable {
    */
   enqueue(buf: Uint8Array): boolean {
     if (this.overflowed || this.state >= ConnState.CLOSING) return false;
-    if (this.socket.writableLength > this.sendQueueBytes) {
+    if (this.overCap()) {
       this.markOverflowed();
       return false;
     }
@@ -108,6 +112,7 @@ export class Connection implements Flushable {
   takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
     this.out = null;
+    this.allowanceFresh = false;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
     return out;
   }
@@ -142,7 +147,31 @@ export class Connection implements Flushable {
     }
     // What the kernel would not take stays in Node's buffer; past the cap the
     // peer is too far behind to catch up live.
-    if (this.socket.writableLength > this.sendQueueBytes) this.markOverflowed();
+    if (this.overCap()) this.markOverflowed();
+  }
+
+  /**
+   * Lets the connection hold up to `bytes` past the send-queue cap until it
+   * is back under the cap: a JOIN's answer (the member list of a big room,
+   * up to 570 KB for 10,000 members) is queued at once, and a joiner whose
+   * kernel buffer starts small would otherwise be cut off for it. The larger
+   * of two allowances stands, not their sum, so a client that joins big rooms
+   * and reads nothing holds at most the cap plus one member list.
+   */
+  allowJoinAnswer(bytes: number): void {
+    if (bytes > this.allowance) this.allowance = bytes;
+    this.allowanceFresh = true;
+  }
+
+  /** Whether what the stream holds from earlier turns is past the cap (and any allowance). */
+  private overCap(): boolean {
+    const held = this.socket.writableLength;
+    if (held <= this.sendQueueBytes) {
+      // Back under the cap once the answer it was for has been written: the allowance is spent.
+      if (!this.allowanceFresh) this.allowance = 0;
+      return false;
+    }
+    return held > this.sendQueueBytes + this.allowance;
   }
 
   private markOverflowed(): void {

@@ -102,4 +102,40 @@ describe('Connection send queue', () => {
     expect(overflowed).toEqual([]);
     expect(socket.written).toBe(2000 * 8000);
   });
+  it("lets a JOIN's answer pass the cap once: a joiner who reads it keeps its connection, one who does not is cut after it", () => {
+    const cap = 256 * 1024;
+    const answer = 570_000; // the member list of a room of 10,000, 24-byte nicks
+    const live = new Uint8Array(8000);
+    const reads = stuckSocket();
+    const reader = connectionOn(reads);
+    reader.conn.allowJoinAnswer(answer);
+    expect(reader.conn.enqueue(new Uint8Array(answer))).toBe(true);
+    reader.batcher.flush();
+    expect(reader.overflowed).toEqual([]); // held past the cap, within the allowance
+    expect(reader.conn.enqueue(live)).toBe(true); // the room goes on while it reads
+    reader.batcher.flush();
+    reads.drain();
+    expect(reader.conn.enqueue(live)).toBe(true); // back under the cap: the allowance is spent
+    reader.batcher.flush();
+    for (let turn = 0; turn < 100; turn++) {
+      reader.conn.enqueue(live);
+      reader.batcher.flush();
+    }
+    // Stuck again later, it is cut at the cap itself, not the cap plus the list.
+    expect(reader.overflowed).toEqual([reader.conn]);
+    expect(reads.writableLength).toBeLessThanOrEqual(cap + live.length);
+
+    const stuck = stuckSocket();
+    const idle = connectionOn(stuck);
+    // Two big rooms joined in a row: the larger allowance stands, not their sum.
+    idle.conn.allowJoinAnswer(answer);
+    idle.conn.enqueue(new Uint8Array(answer));
+    idle.batcher.flush();
+    idle.conn.allowJoinAnswer(answer);
+    idle.conn.enqueue(new Uint8Array(answer));
+    idle.batcher.flush();
+    expect(idle.overflowed).toEqual([idle.conn]);
+    expect(stuck.writableLength).toBeLessThanOrEqual(cap + 2 * answer);
+    expect(idle.conn.enqueue(live)).toBe(false);
+  });
 });

@@ -27,7 +27,7 @@ import { ROOMY_LIMITS } from '../../helpers/net.js';
 class FakeSocket {
   readonly remoteAddress = '127.0.0.1';
   readonly remotePort = 40000;
-  readonly writableLength = 0;
+  readonly writableLength: number = 0;
   writable = true;
   destroyed = false;
   ended = false;
@@ -206,5 +206,64 @@ describe('Relay, nicks', () => {
     expect(socket.frames.map(label)).toEqual(['WELCOME', 'ERROR BAD_NICK']);
     expect(socket.frames[1]).toMatchObject({ rid: 5, fatal: false });
     expect(r.rooms.size).toBe(0);
+  });
+});
+
+/** A peer whose kernel buffer starts small: what is written stays in the stream until `read`. */
+class SlowStartSocket extends FakeSocket {
+  override writableLength = 0;
+  override write(buf: Uint8Array): boolean {
+    this.writableLength += buf.length;
+    return super.write(buf);
+  }
+  read(): void {
+    this.writableLength = 0;
+  }
+}
+
+describe('Relay, joining a big room', () => {
+  it('the member list of 9,999 (570 KB, over the 256 KiB send queue) reaches the joiner, who is not cut off for it', async () => {
+    const r = new Relay(
+      { ...DEFAULT_LIMITS, ...ROOMY_LIMITS, sendQueueBytes: DEFAULT_LIMITS.sendQueueBytes },
+      new FakeClock(),
+      pino({ level: 'silent' }),
+      (n) => crypto.getRandomValues(new Uint8Array(n)),
+      new NoHistory(),
+    );
+    const room = new Uint8Array(16).fill(21);
+    const first = await joined(r, room, 'first');
+    const open = first.conn.memberships[0]?.room;
+    if (open === undefined) throw new Error('no room');
+    // The rest of the room as 9,998 JOINs would leave it (without the n² notices between them).
+    const key = new Uint8Array(32).fill(1);
+    for (let i = 1; i < 9999; i++) {
+      const conn = r.open(new FakeSocket() as unknown as Socket);
+      const nick = `m${String(i).padStart(23, '0')}`; // 24 bytes, the longest nick
+      const m = { conn, room: open, nick, nickBytes: Buffer.from(nick), key };
+      open.members.push(m);
+      conn.memberships.push(m);
+    }
+    const socket = new SlowStartSocket();
+    const conn = r.open(socket as unknown as Socket);
+    const id = newIdentity();
+    r.receive(conn, encodeFrame({ type: 'hello', version: 1, agent: 'test' }));
+    const proof = signJoinProof(id, joinProofMessage(conn.challenge, room, 'newcomer'));
+    r.receive(conn, encodeFrame({ type: 'join', rid: 5, room, nick: 'newcomer', key: id.publicKey, proof }));
+    await turn();
+    expect(socket.writableLength).toBeGreaterThan(DEFAULT_LIMITS.sendQueueBytes);
+    expect(r.stats.dropped).toEqual({});
+    const listed = socket.frames.flatMap((f) =>
+      f.type === 'member-list' || f.type === 'joined' ? f.members.map((m) => m.nick) : [],
+    );
+    expect(listed).toHaveLength(9999);
+    // It reads the list, and then hears the room like anyone else.
+    socket.read();
+    r.receive(
+      first.conn,
+      encodeFrame({ type: 'send', rid: 2, room, mid: new Uint8Array(16).fill(2), body: new Uint8Array(10) }),
+    );
+    await turn();
+    expect(socket.frames.at(-1)?.type).toBe('deliver');
+    expect(r.stats.dropped).toEqual({});
   });
 });
