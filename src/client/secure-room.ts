@@ -104,6 +104,8 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   missed: Missed;
   /** Messages left unacknowledged by an earlier session, sent again at join. */
   resent: { count: number };
+  /** One of those was refused for good (too large for this server, say), and is dropped from the outbox. */
+  'resend-failed': ClientError;
   /** Something went wrong that stops nothing: the room's state could not be written (SAVE_FAILED). */
   error: ClientError;
 }
@@ -130,6 +132,11 @@ const DAMAGED = new Set<RejectReasonValue>([
 ]);
 
 const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
+
+/** Whether a send that failed with `err` stays in the outbox, to be sent at the next join. */
+function keptForLater(err: unknown, resend: boolean): boolean {
+  return err instanceof ClientError && (KEEP_IN_OUTBOX.has(err.code) || (resend && err.code === 'OUTBOX_FULL'));
+}
 
 /** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
 export const FINGERPRINT_CACHE = 4096;
@@ -164,6 +171,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly backlog: number | undefined;
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
+  private refusedResends = 0;
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
   /**
@@ -258,10 +266,20 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         continue;
       }
       resent++;
-      this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).catch(() => undefined);
+      this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).catch((err: unknown) => {
+        // Nobody awaits a resend: one that is gone for good must still be told.
+        if (!(err instanceof ClientError) || keptForLater(err, true)) return;
+        this.refusedResends++;
+        this.emit('resend-failed', err);
+      });
     }
     if (resent > 0) this.emit('resent', { count: resent });
     return result;
+  }
+
+  /** Messages left by an earlier session that were refused for good when sent again (each also a `resend-failed`). */
+  get resendsRefused(): number {
+    return this.refusedResends;
   }
 
   /** Our nick in the room (what we sign as). */
@@ -395,9 +413,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       (err: unknown) => {
         this.inFlight.delete(mid);
         // Still deliverable later (closed, cut off, server disk full): it stays for the next session.
-        const keep =
-          err instanceof ClientError && (KEEP_IN_OUTBOX.has(err.code) || (resend && err.code === 'OUTBOX_FULL'));
-        if (!keep) this.state.outboxDone(mid);
+        if (!keptForLater(err, resend)) this.state.outboxDone(mid);
         throw err;
       },
     );

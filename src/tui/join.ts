@@ -109,5 +109,6 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   }
   await Promise.race([client.settled(), interruption]);
   room.state.flush();
-  return finish(failed > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
+  // A message of an earlier session refused when sent again fails this run as a new one would.
+  return finish(failed + room.resendsRefused > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
 }

@@ -215,6 +215,14 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
   room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
+  room.on('resend-failed', (e) =>
+    emit({
+      type: 'error',
+      code: e.code,
+      message: `a message left unsent by your last session was refused, and is dropped: ${e.message}`,
+      ts: Date.now(),
+    }),
+  );
   room.on('join', (m) => emit(shown({ type: 'join' as const }, m, { ts: Date.now() })));
   room.on('leave', (p) => emit({ type: 'leave', nick: p.nick, reason: p.reason, ts: Date.now() }));
   room.on('rejected', (r) => emit({ type: 'rejected', ...r, ts: Date.now() }));

@@ -22,7 +22,7 @@ export async function secureMember(
   port: number,
   secret: Uint8Array,
   nick: string,
-  options: { identity?: Identity; state?: RoomState } = {},
+  options: { identity?: Identity; state?: RoomState; before?: (room: SecureRoom) => void } = {},
 ): Promise<SecureMember> {
   const client = await connect({
     host: '127.0.0.1',
@@ -64,6 +64,7 @@ export async function secureMember(
     m.log.push(`key-changed:${x.nick}`);
   });
   room.on('join', (x) => m.joins.push(x));
+  options.before?.(room);
   await room.join();
   return m;
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
+import type { ClientError } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
@@ -556,6 +557,24 @@ describe('the outbox in the home', () => {
     expect(bob.messages[0]).toMatchObject({ nick: 'alice2', text: 'sent while the disk was full' });
     expect(bob.rejected).toEqual([]);
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
+  });
+
+  it('a resent message refused for good (too large for the server it meets next) is reported, not dropped in silence', async () => {
+    const { secret, home, roomHex, identity } = await leftInOutbox(`too large: ${'x'.repeat(4000)}`);
+    const smaller = await server({ limits: { maxBody: 2000 } });
+    const refused: ClientError[] = [];
+    const again = await secureMember(smaller.port, secret, 'alice', {
+      identity,
+      state: RoomState.load(home, roomHex),
+      // Before the join: a resend this client itself can tell is too large fails within it.
+      before: (room) => room.on('resend-failed', (e) => refused.push(e)),
+    });
+    cleanup.push(() => again.close());
+    await until(() => refused.length === 1);
+    expect(refused[0]).toMatchObject({ code: 'BODY_TOO_LARGE' });
+    expect(again.room.resendsRefused).toBe(1);
+    again.room.state.flush();
+    expect(RoomState.load(home, roomHex).outbox()).toEqual([]); // refused for good: not tried again
   });
 
   it('spends no number on a message it could not write down again, and sends it at the next join', async () => {
