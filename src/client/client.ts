@@ -594,6 +594,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * after a while; live messages wait meanwhile (up to MAX_HELD).
    */
   private fetchFailed(rid: number, err: ClientError): boolean {
+    // Rid 0 is the connection's own (a fatal error), never a FETCH's, though a room waiting to fetch again holds it.
+    if (rid === WAITING_TO_FETCH) return false;
     for (const state of this.rooms.values()) {
       if (state.fetchRid !== rid) continue;
       state.fetchRid = WAITING_TO_FETCH; // live messages that arrive meanwhile wait, and don't ask again

@@ -183,6 +183,26 @@ describe('a hostile server', () => {
     expect(lost).toEqual([]);
   });
 
+  it('that refuses a catch-up FETCH and then shuts down: the fatal ERROR (rid 0) is the disconnect reason, not taken for the FETCH', async () => {
+    const port = await hostile((socket, type, frame) => {
+      const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
+      if (type === 0x02) {
+        socket.write(encodeFrame({ type: 'joined', rid, room: room(3), nick: 'alice', seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({ type: 'deliver', room: room(3), seq: 5, ts: 1, nick: 'mallory', body: new Uint8Array(8) }),
+        );
+      } else if (type === 0x05) {
+        // Refused: the client waits to ask again, and meanwhile the server goes.
+        socket.write(encodeFrame({ type: 'error', rid, code: 18, fatal: false, message: 'later' }));
+        socket.end(encodeFrame({ type: 'error', rid: 0, code: 19, fatal: true, message: 'server shutting down' }));
+      }
+    });
+    const { client: c, lost } = await client(port);
+    await c.join(room(3), 'alice');
+    await until(() => lost.length > 0);
+    expect(lost[0]).toEqual({ code: 'SERVER_SHUTDOWN', message: 'server shutting down' });
+  });
+
   it('that announces 10,000 newcomers in one burst: each is pinned, and the room file is written per burst, not per member', async () => {
     const secret = new Uint8Array(32).fill(7);
     const roomId = roomKeys(secret).roomId;
