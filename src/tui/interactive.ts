@@ -46,8 +46,10 @@ export async function runInteractive(options: JoinOptions, io: TtyIO): Promise<n
 
   // Until the screen starts, the terminal is in its usual mode: Ctrl-C is a signal.
   let signalled: number | null = null;
+  const entering = new AbortController();
   const onEarlySignal = (signal: NodeJS.Signals): void => {
     signalled = signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED;
+    entering.abort();
   };
   process.once('SIGINT', onEarlySignal);
   process.once('SIGTERM', onEarlySignal);
@@ -56,7 +58,7 @@ export async function runInteractive(options: JoinOptions, io: TtyIO): Promise<n
   let show = (event: ChatEvent): void => {
     early.push(event);
   };
-  const entered = await enter(session, (event) => show(event), io.stderr);
+  const entered = await enter(session, (event) => show(event), io.stderr, entering.signal);
   process.off('SIGINT', onEarlySignal);
   process.off('SIGTERM', onEarlySignal);
   if (typeof entered === 'number') return signalled ?? entered;

@@ -45,8 +45,10 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   let wake: () => void = () => {};
   const interruption = new Promise<void>((resolve) => (wake = resolve));
   let stopReading = (): void => {};
+  const entering = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     interrupted = signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED;
+    entering.abort();
     wake();
     stopReading();
     io.stdin.destroy();
@@ -74,7 +76,7 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     if (notice !== null) io.stderr.write(`${notice}\n`);
   };
 
-  const entered = await enter(session, emit, io.stderr);
+  const entered = await enter(session, emit, io.stderr, entering.signal);
   if (typeof entered === 'number') return finish(entered);
   const { client, room } = entered;
   if (!options.json) {

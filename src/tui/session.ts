@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import {
   ClientError,
-  connect,
+  ConfabClient,
   ensureHome,
   formatInvite,
   IdentityFileError,
@@ -17,7 +17,7 @@ import {
   SecureRoom,
   shortFingerprint,
 } from '../client/index.js';
-import type { ConfabClient, Identity, Invite, Member } from '../client/index.js';
+import type { Identity, Invite, Member } from '../client/index.js';
 import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
@@ -155,13 +155,37 @@ export async function enter(
   session: Session,
   emit: (event: ChatEvent) => void,
   stderr: Writable,
+  cancel?: AbortSignal,
 ): Promise<Entered | number> {
   const { invite, identity } = session;
-  let client: ConfabClient;
+  const client = new ConfabClient({ host: invite.host, port: invite.port, identity });
+  // Ctrl-C while connecting or joining: closing the client ends either wait at once
+  // (a server that accepts and never answers would otherwise hold it for good).
+  const stop = (): void => void client.close();
+  cancel?.addEventListener('abort', stop, { once: true });
   try {
-    client = await connect({ host: invite.host, port: invite.port, identity });
+    return await joinRoom(session, client, emit, stderr, cancel);
+  } finally {
+    cancel?.removeEventListener('abort', stop);
+  }
+}
+
+async function joinRoom(
+  session: Session,
+  client: ConfabClient,
+  emit: (event: ChatEvent) => void,
+  stderr: Writable,
+  cancel: AbortSignal | undefined,
+): Promise<Entered | number> {
+  const { invite, identity } = session;
+  // A function, not a value: the signal changes under the awaits.
+  const aborted = (): boolean => cancel?.aborted === true;
+  try {
+    if (aborted()) throw new ClientError('CLOSED', 'interrupted');
+    await client.open();
   } catch (e) {
-    complain(stderr, e instanceof Error ? e.message : String(e));
+    if (!aborted()) complain(stderr, e instanceof Error ? e.message : String(e));
+    await client.close();
     return ExitCode.FAILURE;
   }
   const room = new SecureRoom(client, {
@@ -190,7 +214,7 @@ export async function enter(
     await room.join();
   } catch (e) {
     const code = e instanceof ClientError ? `${e.code}: ` : '';
-    complain(stderr, `could not join: ${code}${e instanceof Error ? e.message : String(e)}`);
+    if (!aborted()) complain(stderr, `could not join: ${code}${e instanceof Error ? e.message : String(e)}`);
     await client.close();
     return ExitCode.FAILURE;
   }

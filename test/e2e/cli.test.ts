@@ -1,8 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inviteRoomId, parseInvite } from '../../src/client/index.js';
+import { encodeFrame, FrameDecoder, FrameType, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { RawPeer, rawJoin, until } from '../helpers/net.js';
 
@@ -177,6 +180,51 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     server.kill('SIGTERM');
     expect(await server.exited).toBe(0);
     await alice.line(/connection lost \(server shutting down\); reconnecting/, 'stderr');
+  });
+
+  it.each([
+    ['connecting (no WELCOME comes)', false],
+    ['joining (WELCOME, then no answer to the JOIN)', true],
+  ])('Ctrl-C while %s exits 130 at once', async (_stage, welcome) => {
+    let heard = 0;
+    const mute = createServer((socket) => {
+      socket.on('error', () => {});
+      const decoder = new FrameDecoder();
+      socket.on('data', (chunk: Buffer) => {
+        for (const frame of decoder.push(chunk)) {
+          heard = frame[0] as number;
+          if (frame[0] === FrameType.HELLO && welcome) {
+            socket.write(
+              encodeFrame({
+                type: 'welcome',
+                version: PROTOCOL_VERSION,
+                agent: 'mute',
+                maxFrame: 65_536,
+                maxBody: 64_000,
+                heartbeatMs: 15_000,
+                challenge: new Uint8Array(32),
+                rateBurst: 10,
+                rateIntervalMs: 200,
+              }),
+            );
+          }
+        }
+      });
+    });
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (mute.address() as AddressInfo).port;
+      const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+      await until(() => heard === (welcome ? FrameType.JOIN : FrameType.HELLO), 10_000);
+      const asked = Date.now();
+      alice.kill('SIGINT');
+      // Before, it waited out the 10 s connect timeout, or for good for a JOIN nobody answers.
+      const late = new Promise<string>((resolve) => setTimeout(() => resolve('still running after 3 s'), 3000).unref());
+      expect(await Promise.race([alice.exited, late])).toBe(130);
+      expect(Date.now() - asked).toBeLessThan(3000);
+    } finally {
+      mute.close();
+    }
   });
 
   it('serve refuses a port in use with a clear error', async () => {
