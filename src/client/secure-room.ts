@@ -138,6 +138,15 @@ function keptForLater(err: unknown, resend: boolean): boolean {
   return err instanceof ClientError && (KEEP_IN_OUTBOX.has(err.code) || (resend && err.code === 'OUTBOX_FULL'));
 }
 
+/**
+ * Whether a message whose `send` failed with `err` is still in the room's
+ * outbox, and goes out at the next join (this session's, after a rename or a
+ * reconnect, or the next one's): not delivered yet, rather than not sent.
+ */
+export function keptInOutbox(err: unknown): boolean {
+  return keptForLater(err, false);
+}
+
 /** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
 export const FINGERPRINT_CACHE = 4096;
 

@@ -3,6 +3,7 @@ import {
   ClientError,
   groupDigits,
   isValidNick,
+  keptInOutbox,
   markVerified,
   safetyNumber,
   shortFingerprint,
@@ -283,7 +284,12 @@ class Chat {
         const code = e instanceof ClientError ? `${e.code}: ` : '';
         const first = text.split('\n')[0] ?? '';
         const shown = first.length > 40 ? `${first.slice(0, 40)}…` : first;
-        this.warn(`not sent ("${inert(shown)}"): ${code}${inert(e instanceof Error ? e.message : String(e))}`);
+        const why = `${code}${inert(e instanceof Error ? e.message : String(e))}`;
+        // Still in the outbox (a /nick that left first, a lost connection): it goes out at the next join,
+        // and "not sent" would have the user type it again, twice for everyone.
+        if (keptInOutbox(e))
+          this.warn(`not delivered yet ("${inert(shown)}"): ${why}; kept, and sent when you are back in the room`);
+        else this.warn(`not sent ("${inert(shown)}"): ${why}`);
         this.updatePrompt();
       },
     );

@@ -393,6 +393,36 @@ describe('confab join in a terminal (the interactive client)', () => {
     }
   });
 
+  it('a message still unacknowledged at a /nick is kept for the next join, and said to be so, not "not sent"; the others get it once', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(new Tty(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+    const invite = (await alice.line(/\* invite: confab:\/\//)).replace(/^.*invite: /, '');
+    const bob = track(new Proc(['join', invite, '--nick', 'bob', '--json', '--home', tempHome()]));
+    await alice.line(/\* bob \d{5}-\d{5} joined$/);
+    server.kill('SIGSTOP'); // a stall: nothing is acknowledged
+    try {
+      alice.type('during stall\r');
+      await alice.line(/<alice> during stall$/);
+      alice.type('/nick alice2\r');
+      // /nick waits 5 s for the acknowledgement, then leaves: the message stays in the outbox.
+      await alice.line(
+        /! not delivered yet \("during stall"\): DISCONNECTED: .*; kept, and sent when you are back in the room$/,
+        10_000,
+      );
+    } finally {
+      server.kill('SIGCONT');
+    }
+    await alice.line(/\* you are now alice2 \(was alice\)$/, 15_000);
+    // The server had read it before the stall's LEAVE: the resend under the new nick has its id, and is not relayed again.
+    await bob.line(/"text":"during stall"/, 'stdout', 15_000);
+    await bob.line(/"type":"join","nick":"alice2"/);
+    alice.type('after\r');
+    await bob.line(/"text":"after"/);
+    expect(alice.lines().some((l) => /not sent \("during stall"\)/.test(l))).toBe(false);
+    expect(texts(bob)).toEqual(['during stall', 'after']);
+  });
+
   it('colours each nick (stably), highlights a mention and rings with --bell; NO_COLOR and a terminal without colours turn it off', async () => {
     const { alice, bob } = await room({ args: ['--bell'], env: { NO_COLOR: undefined } });
     bob.write('hi there\n');
