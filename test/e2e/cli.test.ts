@@ -5,9 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inviteRoomId, parseInvite } from '../../src/client/index.js';
-import { encodeFrame, FrameDecoder, FrameType, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { FrameDecoder, FrameType } from '../../src/protocol/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
-import { RawPeer, rawJoin, until } from '../helpers/net.js';
+import { RawPeer, rawJoin, until, welcomeFrame } from '../helpers/net.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -194,19 +194,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
         for (const frame of decoder.push(chunk)) {
           heard = frame[0] as number;
           if (frame[0] === FrameType.HELLO && welcome) {
-            socket.write(
-              encodeFrame({
-                type: 'welcome',
-                version: PROTOCOL_VERSION,
-                agent: 'mute',
-                maxFrame: 65_536,
-                maxBody: 64_000,
-                heartbeatMs: 15_000,
-                challenge: new Uint8Array(32),
-                rateBurst: 10,
-                rateIntervalMs: 200,
-              }),
-            );
+            socket.write(welcomeFrame({ agent: 'mute' }));
           }
         }
       });

@@ -9,7 +9,7 @@ import {
   parseServerFrame,
   PROTOCOL_VERSION,
 } from '../../src/protocol/index.js';
-import type { ServerFrame } from '../../src/protocol/index.js';
+import type { ServerFrame, WelcomeFrame } from '../../src/protocol/index.js';
 import { startServer } from '../../src/server/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 
@@ -153,4 +153,20 @@ export async function joinProof(
   const welcome = peer.frames.find((f) => f.type === 'welcome');
   if (welcome?.type !== 'welcome') throw new Error('no WELCOME');
   return signJoinProof(signer, joinProofMessage(welcome.challenge, room, nick));
+}
+
+/** The WELCOME a fake server sends: a default server's limits, a zero challenge, and `overrides`. */
+export function welcomeFrame(overrides: Partial<Omit<WelcomeFrame, 'type'>> = {}): Uint8Array {
+  return encodeFrame({
+    type: 'welcome',
+    version: PROTOCOL_VERSION,
+    agent: 'fake',
+    maxFrame: 65_536,
+    maxBody: 64_000,
+    heartbeatMs: 15_000,
+    challenge: new Uint8Array(32),
+    rateBurst: 10,
+    rateIntervalMs: 200,
+    ...overrides,
+  });
 }

@@ -12,10 +12,10 @@ import {
 } from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
 import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
-import { encodeFrame, FrameDecoder, parseClientFrame, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { encodeFrame, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
-import { until } from '../helpers/net.js';
+import { until, welcomeFrame } from '../helpers/net.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testScope } from '../helpers/scope.js';
@@ -36,20 +36,7 @@ async function hostile(
     socket.on('data', (chunk: Buffer) => {
       for (const frame of decoder.push(chunk)) {
         if (frame[0] === 0x01) {
-          socket.write(
-            encodeFrame({
-              type: 'welcome',
-              version: PROTOCOL_VERSION,
-              agent: 'hostile',
-              maxFrame: 65_536,
-              maxBody: 64_000,
-              heartbeatMs: 15_000,
-              challenge: new Uint8Array(32),
-              rateBurst: 10,
-              rateIntervalMs: 200,
-              ...welcome,
-            }),
-          );
+          socket.write(welcomeFrame({ agent: 'hostile', ...welcome }));
         }
         attack(socket, frame[0] as number, frame);
       }
