@@ -52,8 +52,6 @@ export class Connection implements Flushable {
   private out: Uint8Array | Uint8Array[] | null = null;
   /** Bytes it may hold past the cap while a JOIN's answer goes out (see `allowJoinAnswer`). */
   private allowance = 0;
-  /** Whether the allowance was given this turn, before the flush that writes what it is for. */
-  private allowanceFresh = false;
   private readonly batcher: Batcher<Connection>;
   private readonly sendQueueBytes: number;
   private readonly onOverflow: (conn: Connection) => void;
@@ -112,7 +110,6 @@ export class Connection implements Flushable {
   takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
     this.out = null;
-    this.allowanceFresh = false;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
     return out;
   }
@@ -154,21 +151,22 @@ export class Connection implements Flushable {
    * Lets the connection hold up to `bytes` past the send-queue cap until it
    * is back under the cap: a JOIN's answer (the member list of a big room,
    * up to 570 KB for 10,000 members) is queued at once, and a joiner whose
-   * kernel buffer starts small would otherwise be cut off for it. The larger
-   * of two allowances stands, not their sum, so a client that joins big rooms
-   * and reads nothing holds at most the cap plus one member list.
+   * kernel buffer starts small would otherwise be cut off for it. Called once
+   * the answer is queued. The larger of two allowances stands, not their sum,
+   * so a client that joins big rooms and reads nothing holds at most the cap
+   * plus one member list.
    */
   allowJoinAnswer(bytes: number): void {
     if (bytes > this.allowance) this.allowance = bytes;
-    this.allowanceFresh = true;
   }
 
   /** Whether what the stream holds from earlier turns is past the cap (and any allowance). */
   private overCap(): boolean {
     const held = this.socket.writableLength;
     if (held <= this.sendQueueBytes) {
-      // Back under the cap once the answer it was for has been written: the allowance is spent.
-      if (!this.allowanceFresh) this.allowance = 0;
+      // Back under the cap with nothing of this turn's waiting (the answer is
+      // written, not still queued): the allowance is spent.
+      if (this.allowance !== 0 && this.out === null) this.allowance = 0;
       return false;
     }
     return held > this.sendQueueBytes + this.allowance;

@@ -619,14 +619,18 @@ export class Relay {
     room.add(member);
     conn.memberships.push(member);
     // Long lists go out in MEMBER_LIST frames first; JOINED carries the last part.
-    const answer: Uint8Array[] = [];
+    let bytes = 0;
+    const answer = (buf: Uint8Array): void => {
+      bytes += buf.length;
+      conn.enqueue(buf);
+    };
     let from = 0;
     while (others.length - from > MEMBERS_PER_FRAME) {
       const part = others.slice(from, from + MEMBERS_PER_FRAME);
-      answer.push(encodeFrame({ type: 'member-list', rid: frame.rid, room: room.id, members: part }));
+      answer(encodeFrame({ type: 'member-list', rid: frame.rid, room: room.id, members: part }));
       from += MEMBERS_PER_FRAME;
     }
-    answer.push(
+    answer(
       encodeFrame({
         type: 'joined',
         rid: frame.rid,
@@ -638,10 +642,7 @@ export class Relay {
     );
     // A big room's list would pass the send-queue cap by itself (10,000 members
     // are about 570 KB): the joiner is given the time to read it.
-    let bytes = 0;
-    for (const buf of answer) bytes += buf.length;
-    if (answer.length > 1) conn.allowJoinAnswer(bytes);
-    for (const buf of answer) conn.enqueue(buf);
+    conn.allowJoinAnswer(bytes);
     this.log.debug({ conn: conn.id, room: roomLabel(room.id), members: room.members.length }, 'join');
   }
 

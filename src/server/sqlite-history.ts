@@ -516,12 +516,10 @@ export class SqliteHistory implements HistoryStore {
   }
 
   lookupRoom(room: Uint8Array): RoomLookup {
-    try {
+    return storeRead('cannot read the room', () => {
       const row = this.getLatest.get(room);
       return { latest: Math.max(row?.latest ?? 0, this.maxSeq.get(room)?.seq ?? 0), stored: row !== undefined };
-    } catch (err) {
-      throw storeError(err, 'cannot read the room');
-    }
+    });
   }
 
   /** The room's latest sequence number (0 for a room never written to). */
@@ -604,7 +602,7 @@ export class SqliteHistory implements HistoryStore {
   read(room: Uint8Array, after: number, limit: number, maxBytes: number): HistoryPage {
     const messages: StoredMessage[] = [];
     let bytes = 0;
-    try {
+    return storeRead('cannot read the history', () => {
       for (const row of this.page.iterate(room, after, limit)) {
         bytes += row.body.length + row.nick.length + 40;
         if (messages.length > 0 && bytes > maxBytes) break;
@@ -612,17 +610,11 @@ export class SqliteHistory implements HistoryStore {
       }
       const first = this.first.get(room)?.seq ?? null;
       return { messages, oldest: first ?? this.latest(room) + 1 };
-    } catch (err) {
-      throw storeError(err, 'cannot read the history');
-    }
+    });
   }
 
   nickOwner(nick: string): Uint8Array | undefined {
-    try {
-      return this.owner.get(nick.toLowerCase())?.key;
-    } catch (err) {
-      throw storeError(err, 'cannot read the nick');
-    }
+    return storeRead('cannot read the nick', () => this.owner.get(nick.toLowerCase())?.key);
   }
 
   claimNick(nick: string, key: Uint8Array, now = Date.now()): Uint8Array {
@@ -750,6 +742,15 @@ interface RoomSize {
 
 function isFull(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 'SQLITE_FULL';
+}
+
+/** `read()`, with whatever it throws (an I/O error, a damaged file) as a `StoreError`. */
+function storeRead<T>(what: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw storeError(err, what);
+  }
 }
 
 function storeError(err: unknown, what: string): StoreError {

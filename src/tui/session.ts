@@ -157,6 +157,7 @@ export async function enter(
   stderr: Writable,
   cancel?: AbortSignal,
 ): Promise<Entered | number> {
+  if (cancel?.aborted === true) return ExitCode.FAILURE; // interrupted before it began
   const { invite, identity } = session;
   const client = new ConfabClient({ host: invite.host, port: invite.port, identity });
   // Ctrl-C while connecting or joining: closing the client ends either wait at once
@@ -181,7 +182,6 @@ async function joinRoom(
   // A function, not a value: the signal changes under the awaits.
   const aborted = (): boolean => cancel?.aborted === true;
   try {
-    if (aborted()) throw new ClientError('CLOSED', 'interrupted');
     await client.open();
   } catch (e) {
     if (!aborted()) complain(stderr, e instanceof Error ? e.message : String(e));

@@ -108,8 +108,8 @@ describe('Connection send queue', () => {
     const live = new Uint8Array(8000);
     const reads = stuckSocket();
     const reader = connectionOn(reads);
-    reader.conn.allowJoinAnswer(answer);
     expect(reader.conn.enqueue(new Uint8Array(answer))).toBe(true);
+    reader.conn.allowJoinAnswer(answer);
     reader.batcher.flush();
     expect(reader.overflowed).toEqual([]); // held past the cap, within the allowance
     expect(reader.conn.enqueue(live)).toBe(true); // the room goes on while it reads
@@ -128,11 +128,11 @@ describe('Connection send queue', () => {
     const stuck = stuckSocket();
     const idle = connectionOn(stuck);
     // Two big rooms joined in a row: the larger allowance stands, not their sum.
-    idle.conn.allowJoinAnswer(answer);
     idle.conn.enqueue(new Uint8Array(answer));
+    idle.conn.allowJoinAnswer(answer);
     idle.batcher.flush();
-    idle.conn.allowJoinAnswer(answer);
     idle.conn.enqueue(new Uint8Array(answer));
+    idle.conn.allowJoinAnswer(answer);
     idle.batcher.flush();
     expect(idle.overflowed).toEqual([idle.conn]);
     expect(stuck.writableLength).toBeLessThanOrEqual(cap + 2 * answer);
