@@ -406,6 +406,24 @@ export class Relay {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
+    this.commitBatch(batch);
+  }
+
+  /**
+   * Commits, ahead of the turn's end, the messages this turn has sent to a room
+   * someone is leaving: the others hear them before they hear that the sender
+   * left, and the sender gets its ACKs before its LEFT. Only that room's: its
+   * frames are flushed at once by the leave, while another room's DELIVERs
+   * would wait for the turn's end behind a FETCH answer that holds them.
+   */
+  private commitRoom(room: Room): void {
+    const batch = this.pending.filter((p) => p.member.room === room);
+    if (batch.length === 0) return;
+    this.pending = this.pending.filter((p) => p.member.room !== room);
+    this.commitBatch(batch);
+  }
+
+  private commitBatch(batch: PendingSend[]): void {
     // Numbers are handed out tentatively and kept only if the commit succeeds.
     for (const p of batch) p.member.room.tentative = p.member.room.seq;
     let results: AppendResult[];
@@ -438,7 +456,7 @@ export class Relay {
       // the room, so every member sees the room's numbers in order.
       room.broadcast(encodeDeliver(room.id, r.seq, r.ts, p.member.nickBytes, p.body), p.conn, ack);
       this.stats.messagesIn++;
-      this.stats.deliveries += room.members.length - (p.conn.memberships.includes(p.member) ? 1 : 0);
+      this.stats.deliveries += room.members.length - 1; // the sender is still a member (see removeMember)
     }
   }
 
@@ -661,9 +679,13 @@ export class Relay {
   }
 
   private removeMember(member: Member, reason: number): void {
+    const room = member.room;
+    if (this.pending.length > 0) this.commitRoom(room);
+    // The room's frames so far go out while the leaver is a member in every
+    // sense: it hears the others' and not its own.
+    room.flush();
     const list = member.conn.memberships;
     list.splice(list.indexOf(member), 1);
-    const room = member.room;
     room.remove(member, reason);
     if (room.members.length === 0) {
       room.flush();

@@ -115,17 +115,14 @@ export class Room implements Flushable {
       if (sender !== null && sender !== undefined) senders.add(sender);
     }
     const forSender = new Map<Connection, Buffer>();
+    // Every sender is still a member: the relay flushes a room before anyone leaves it.
     for (const sender of senders) {
-      // One that left during this turn gets its ACKs, and nothing more of the room.
-      const member = sender.memberships.some((m) => m.room === this);
       const mine: Uint8Array[] = [];
       for (let i = 0; i < frames.length; i++) {
-        if (from[i] !== sender) {
-          if (member) mine.push(frames[i] as Uint8Array);
-        } else if (owns[i] !== null) mine.push(owns[i] as Uint8Array);
+        if (from[i] !== sender) mine.push(frames[i] as Uint8Array);
+        else if (owns[i] !== null) mine.push(owns[i] as Uint8Array);
       }
-      if (member) forSender.set(sender, Buffer.concat(mine));
-      else if (mine.length > 0) sender.enqueue(Buffer.concat(mine));
+      forSender.set(sender, Buffer.concat(mine));
     }
     for (const m of members) {
       const buf = forSender.size > 0 ? (forSender.get(m.conn) ?? all) : all;

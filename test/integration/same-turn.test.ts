@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { encodeFrame, errorCodeName, LeaveReason } from '../../src/protocol/index.js';
 import type { ServerFrame } from '../../src/protocol/index.js';
 import { room, text } from '../helpers/clients.js';
-import { RawPeer, rawJoin, until } from '../helpers/net.js';
+import { newIdentity } from '../../src/crypto/index.js';
+import { joinProof, RawPeer, rawJoin, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
 
 // Frames that reach the server in one read, or from several connections read in
@@ -71,12 +72,12 @@ describe('one turn: a connection that ends', () => {
     expect(after(c, c0)).toEqual(['DELIVER seq=1', 'DELIVER seq=2', `MEMBER_LEFT ${LeaveReason.DISCONNECTED}`]);
   });
 
-  it('dropped after SEND and LEAVE in the same read: still gets its ACK before the ERROR', async () => {
+  it('dropped after SEND and LEAVE in the same read: its ACK, its LEFT, then the ERROR', async () => {
     const { r, a, c, a0, c0 } = await aliceAndCarol(2);
     a.write(Buffer.concat([send(2, r, 'one'), encodeFrame({ type: 'leave', rid: 3, room: r }), UNKNOWN]));
     await until(() => a.closed && c.frames.length - c0 >= 2);
-    expect(after(a, a0)).toEqual(['LEFT 3', 'ACK 2 seq=1', 'ERROR UNKNOWN_FRAME_TYPE fatal']);
-    expect(after(c, c0)).toEqual([`MEMBER_LEFT ${LeaveReason.LEFT}`, 'DELIVER seq=1']);
+    expect(after(a, a0)).toEqual(['ACK 2 seq=1', 'LEFT 3', 'ERROR UNKNOWN_FRAME_TYPE fatal']);
+    expect(after(c, c0)).toEqual(['DELIVER seq=1', `MEMBER_LEFT ${LeaveReason.LEFT}`]);
   });
 
   // When the end of the stream is read in the same turn as the SEND is a matter of timing
@@ -114,7 +115,47 @@ describe('one turn: a connection that ends', () => {
   });
 });
 
-describe('one turn: nothing is committed in its middle', () => {
+describe('one turn: a member that leaves', () => {
+  it('is heard saying its last words before it is heard leaving, and gets its ACKs before its LEFT', async () => {
+    const { r, a, c, a0, c0 } = await aliceAndCarol(7);
+    a.write(Buffer.concat([send(2, r, 'one'), send(3, r, 'two'), encodeFrame({ type: 'leave', rid: 4, room: r })]));
+    await until(() => a.frames.length - a0 >= 3 && c.frames.length - c0 >= 3);
+    expect(after(a, a0)).toEqual(['ACK 2 seq=1', 'ACK 3 seq=2', 'LEFT 4']);
+    expect(after(c, c0)).toEqual(['DELIVER seq=1', 'DELIVER seq=2', `MEMBER_LEFT ${LeaveReason.LEFT}`]);
+  });
+
+  it('commits only the room it leaves early: a FETCH in another room still gets no answer ahead of a message', async () => {
+    const s = await server();
+    const r = room(8);
+    const elsewhere = room(9);
+    const alice = newIdentity();
+    const a = await RawPeer.open(s.port);
+    cleanup.push(() => a.destroy());
+    await rawJoin(a, r, 'alice', alice);
+    const proof = await joinProof(a, alice, elsewhere, 'alice');
+    a.write(encodeFrame({ type: 'join', rid: 3, room: elsewhere, nick: 'alice', key: alice.publicKey, proof }));
+    await until(() => a.frames.filter((f) => f.type === 'joined').length === 2);
+    const b = await peer(s.port, elsewhere, 'bob');
+    const c = await peer(s.port, r, 'carol');
+    const [a0, b0, c0] = [a.frames.length, b.frames.length, c.frames.length];
+    // Bob's FETCH comes after Alice's leave in the turn; her message to his
+    // room is committed at the turn's end, after the FETCH is answered.
+    a.write(
+      Buffer.concat([
+        send(4, elsewhere, 'to bob'),
+        send(5, r, 'to carol'),
+        encodeFrame({ type: 'leave', rid: 6, room: r }),
+      ]),
+    );
+    b.write(encodeFrame({ type: 'fetch', rid: 9, room: elsewhere, after: 0, limit: 100 }));
+    await until(() => a.frames.length - a0 >= 3 && b.frames.length - b0 >= 2 && c.frames.length - c0 >= 2);
+    expect(after(a, a0)).toEqual(['ACK 5 seq=1', 'LEFT 6', 'ACK 4 seq=1']);
+    expect(after(c, c0)).toEqual(['DELIVER seq=1', `MEMBER_LEFT ${LeaveReason.LEFT}`]);
+    expect(after(b, b0)).toEqual(['FETCHED latest=0', 'DELIVER seq=1']);
+  });
+});
+
+describe('one turn: nothing else is committed in its middle', () => {
   it('a connection dropped in the turn does not put a FETCH answer ahead of a message it does not hold', async () => {
     const s = await server();
     const r = room(5);
