@@ -316,22 +316,24 @@ export class ConfabClient extends Emitter<ClientEvents> {
     }
   }
 
-  /** Leaves a room; its unacknowledged messages are dropped with DISCONNECTED. */
+  /**
+   * Leaves a room. Its messages already written are answered first (the
+   * server answers a connection's frames in order, ACKs before LEFT); the
+   * rest fail with DISCONNECTED.
+   */
   async leave(room: Uint8Array): Promise<void> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
     if (state === undefined) return;
     this.rooms.delete(key);
-    for (const s of [...this.sends.values()]) {
-      if (s.roomKey === key) {
-        this.takeSend(s.rid);
-        s.reject(new ClientError('DISCONNECTED', 'left the room before the message was acknowledged'));
-      }
+    const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
+    this.failSends(key, left, (s) => !s.written);
+    if (this.connected && state.joined) {
+      const rid = this.rid();
+      await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
+    this.failSends(key, left);
     this.pump(); // its messages in flight no longer hold back other rooms'
-    if (!this.connected || !state.joined) return;
-    const rid = this.rid();
-    await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
   }
 
   /**
@@ -992,8 +994,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const key = roomKey(state.id);
     if (this.rooms.get(key) !== state) return;
     this.rooms.delete(key);
+    this.failSends(key, err);
+  }
+
+  /** Fails the room's messages waiting for their acknowledgement (those `which` picks). */
+  private failSends(key: string, err: ClientError, which: (s: PendingSend) => boolean = () => true): void {
     for (const s of [...this.sends.values()]) {
-      if (s.roomKey === key) {
+      if (s.roomKey === key && which(s)) {
         this.takeSend(s.rid);
         s.reject(err);
       }

@@ -125,6 +125,23 @@ describe('relay: rooms, fan-out, presence', () => {
     expect(alice.events.leave[0]).toMatchObject({ nick: 'bob', reason: 'left' });
   });
 
+  it('a message sent just before leaving is acknowledged, and the others hear it before they hear of the leave', async () => {
+    const s = await server();
+    const r = room(18);
+    const alice = track(await member(s.port, r, 'alice'));
+    const order: string[] = [];
+    alice.client.on('message', (m) => order.push(`message ${m.seq}`));
+    alice.client.on('leave', (l) => order.push(`leave ${l.nick}`));
+    const bob = track(await member(s.port, r, 'bob'));
+    // Written before the LEAVE, so read with it: the server answers both in one turn.
+    const sent = bob.client.send(r, text('last words'));
+    await bob.client.leave(r);
+    expect(await sent).toMatchObject({ seq: 1 });
+    await until(() => order.length === 2);
+    expect(order).toEqual(['message 1', 'leave bob']);
+    expect(alice.texts()).toEqual(['bob: last words']);
+  });
+
   it('removes a member whose connection drops without closing, and frees its nick', async () => {
     const s = await server();
     const r = room(9);
