@@ -263,7 +263,8 @@ export class RoomState extends Emitter<RoomStateEvents> {
    * reuse its number.
    */
   sealed(hash: string, entry: OutboxEntry): void {
-    this.data.myPrev = hash;
+    // One sealed again under its old number is our latest only if nothing followed it.
+    if (entry.seq === undefined || entry.seq === this.data.mySeq) this.data.myPrev = hash;
     const i = this.data.outbox.findIndex((e) => e.mid === entry.mid);
     if (i >= 0) this.data.outbox[i] = entry;
     else this.data.outbox.push(entry);

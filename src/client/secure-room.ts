@@ -181,6 +181,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
   private refusedResends = 0;
+  /** Drops the resend that waits for the last join's catch-up (see join). */
+  private stopWaiting: () => void = () => undefined;
+  /** While messages left under another nick wait to be sealed again (see join): new ones wait for them. */
+  private resealing: Promise<void> | null = null;
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
   /**
@@ -243,6 +247,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * fingerprints and trust.
    */
   async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
+    this.stopWaiting();
     const cursor = this.state.cursor();
     this.joining = true;
     this.joinedMembers = null;
@@ -258,12 +263,76 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const members = this.joinedMembers ?? this.resetMembers(joined.members);
     this.joinedMembers = null;
     const result = { nick: joined.nick, members, seq: joined.seq };
-    const waiting = this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
+    const waiting = this.waiting();
+    const first = waiting.findIndex((e) => !this.signedAsNow(e));
+    this.resend(first < 0 ? waiting : waiting.slice(0, first));
+    if (first >= 0) {
+      // One signed under another nick may be stored already, its ACK lost:
+      // its copy is then in the history that follows the cursor, and settles
+      // it (see receive). Sealed again before that, it would go out under a
+      // new number that nobody gets (the server keeps the first copy of an
+      // id), and the others would see a gap.
+      // Our new messages wait for it too: sealed first, they would take the
+      // numbers after the old ones' and reach the others before them.
+      let done = (): void => undefined;
+      const resealing = new Promise<void>((resolve) => (done = resolve));
+      this.resealing = resealing;
+      const finish = (): void => {
+        if (this.resealing === resealing) this.resealing = null;
+        done();
+      };
+      this.afterCatchUp(
+        joined.seq,
+        () => {
+          this.resend(this.waiting());
+          finish();
+        },
+        finish,
+      );
+    }
+    return result;
+  }
+
+  /** Outbox entries not being sent now, oldest first. */
+  private waiting(): OutboxEntry[] {
+    return this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
+  }
+
+  private signedAsNow(e: OutboxEntry): boolean {
+    return (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase();
+  }
+
+  /** Runs `then` once the cursor has reached `latest` (at once if it has), or `dropped` if the next join comes first. */
+  private afterCatchUp(latest: number, then: () => void, dropped: () => void): void {
+    if ((this.state.cursor() ?? 0) >= latest) {
+      then();
+      return;
+    }
+    const stop = (): void => {
+      this.client.off('cursor', check);
+      this.stopWaiting = () => undefined;
+    };
+    const check = (c: { room: Uint8Array; seq: number }): void => {
+      if (!this.mine(c.room) || c.seq < latest) return;
+      stop();
+      then();
+    };
+    this.client.on('cursor', check);
+    this.stopWaiting = () => {
+      stop();
+      dropped();
+    };
+  }
+
+  /** Sends outbox entries again, in order, sealed again if signed under another nick. */
+  private resend(entries: readonly OutboxEntry[]): void {
     let resent = 0;
-    for (const e of waiting) {
+    // Once one is sealed again, every later one is too: each names the hash of the one before.
+    const renewed = new Map<string, string>();
+    for (const e of entries) {
       let body: Uint8Array;
       try {
-        body = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase() ? unb64(e.body) : this.reseal(e);
+        body = this.signedAsNow(e) && renewed.size === 0 ? unb64(e.body) : this.reseal(e, renewed);
       } catch (err) {
         // We are in the room by now (and said so): a message that can't be signed
         // again is not a failed join. One damaged so that it no longer opens can
@@ -283,7 +352,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       });
     }
     if (resent > 0) this.emit('resent', { count: resent });
-    return result;
   }
 
   /** Messages left by an earlier session that were refused for good when sent again (each also a `resend-failed`). */
@@ -301,8 +369,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * back under the new name, with the same key and sequence numbers. If the new
    * nick is refused (NICK_TAKEN, BAD_NICK), joins again as before and rethrows;
    * if that fails too, we are out of the room and it throws NOT_IN_ROOM (call
-   * `rename` or `join` again to come back). Wait for `settled()` first: what is
-   * unacknowledged when we leave is dropped.
+   * `rename` or `join` again to come back). Messages already written are
+   * answered before we leave; those still waiting to be written stay in the
+   * outbox and are sent, signed under the new nick, once we are back.
    */
   async rename(nick: string): Promise<{ nick: string; members: Member[]; seq: number }> {
     const old = this.currentNick;
@@ -343,6 +412,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * @throws ClientError KEY_CHANGED while a key change is unaccepted
    */
   async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
+    while (this.resealing !== null) await this.resealing;
     const blocked = this.blockedBy();
     if (blocked.length > 0) {
       throw new ClientError(
@@ -372,16 +442,28 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /**
    * Spends our next sequence number on the envelope `make` seals after
-   * `prevHash`, and writes it to the outbox before it is sent. All or nothing:
-   * if sealing or the write fails (a full disk), no number is spent and the
-   * state is as it was; otherwise the next message would follow one nobody
-   * received, and a resend of this one would reuse a number.
+   * `prevHash` (or reuses `at`'s, for a message sealed again), and writes it
+   * to the outbox before it is sent. All or nothing: if sealing or the write
+   * fails (a full disk), no number is spent and the state is as it was;
+   * otherwise the next message would follow one nobody received, and a resend
+   * of this one would reuse a number.
    */
-  private sealNext(make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string }): Uint8Array {
+  private sealNext(
+    make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string },
+    at?: { seq: number; prevHash: Uint8Array },
+  ): Uint8Array {
     const undo = this.state.undoPoint();
     try {
-      const { seq, prev } = this.state.nextSeq();
-      const { envelope, mid } = make(seq, prev === '' ? NO_PREVIOUS : unb64(prev));
+      let seq: number;
+      let prevHash: Uint8Array;
+      if (at === undefined) {
+        const next = this.state.nextSeq();
+        seq = next.seq;
+        prevHash = next.prev === '' ? NO_PREVIOUS : unb64(next.prev);
+      } else {
+        ({ seq, prevHash } = at);
+      }
+      const { envelope, mid } = make(seq, prevHash);
       const hash = envelopeHash(envelope);
       this.state.sealed(hash, { mid, body: b64(envelope), nick: this.nick, seq, hash });
       return envelope;
@@ -392,17 +474,31 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   }
 
   /**
-   * An unsent message signed under an earlier nick, sealed again as who we are
-   * now (receivers refuse a message signed as one nick and relayed as another).
-   * Same message id: if the old copy did reach the server, this one is
-   * recognised as its resend.
+   * An unsent message signed under an earlier nick (or chained to one sealed
+   * again), sealed again as who we are now: receivers refuse a message signed
+   * as one nick and relayed as another. Same message id: if the old copy did
+   * reach the server, this one is recognised as its resend. It keeps its
+   * number unless something of ours after it was acknowledged, so receivers
+   * see no gap; `renewed` maps the hashes of the envelopes sealed again in
+   * this pass to their new copies', to chain it to the new copy of the last.
    */
-  private reseal(entry: OutboxEntry): Uint8Array {
+  private reseal(entry: OutboxEntry, renewed: Map<string, string>): Uint8Array {
     const old = openEnvelope(this.keys, unb64(entry.body));
-    return this.sealNext((seq, prevHash) => ({
-      envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
-      mid: entry.mid,
-    }));
+    const mark = this.state.sender(b64(this.client.identity.publicKey));
+    const prev = renewed.get(b64(old.prevHash));
+    const at =
+      mark !== undefined && old.seq <= mark.seq
+        ? undefined
+        : { seq: old.seq, prevHash: prev === undefined ? old.prevHash : unb64(prev) };
+    const envelope = this.sealNext(
+      (seq, prevHash) => ({
+        envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
+        mid: entry.mid,
+      }),
+      at,
+    );
+    renewed.set(b64(old.hash), envelopeHash(envelope));
+    return envelope;
   }
 
   /** Keeps an outbox entry until its message is acknowledged, or refused for good. */
@@ -454,10 +550,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (roomSeq > (this.state.cursor() ?? 0)) this.state.ownAheadAdd(roomSeq, hash);
   }
 
-  /** Whether `body` is a message of ours still waiting for its acknowledgement (in the outbox, or being sent). */
-  private unacknowledged(body: Uint8Array): boolean {
+  /** The outbox entry of `body`, if it is a message of ours still waiting for its acknowledgement. */
+  private unacknowledged(body: Uint8Array): OutboxEntry | undefined {
     const text = b64(body);
-    return this.state.outbox().some((e) => e.body === text);
+    return this.state.outbox().find((e) => e.body === text);
   }
 
   /** Accepts the new key of `nick` after a key change; false if none is pending. */
@@ -569,11 +665,17 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const keyText = b64(opened.senderKey);
     const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
     if (own && m.history) {
-      if (this.unacknowledged(m.body) || this.state.ownAheadAt(m.seq) === b64(opened.hash)) {
+      const entry = this.unacknowledged(m.body);
+      if (entry !== undefined || this.state.ownAheadAt(m.seq) === b64(opened.hash)) {
         // Ours, already shown when it was sent: the server stored it, and the
         // catch-up after a reconnect brings it before the ACK that was lost
-        // with the connection (the resend's ACK settles it), or before the
-        // cursor passed it. Never shown twice.
+        // with the connection, or before the cursor passed it. Never shown
+        // twice. One being resent is settled by the resend's ACK; one not
+        // (waiting to be sealed under our new nick) is settled here.
+        if (entry !== undefined && !this.inFlight.has(entry.mid)) {
+          this.ownAcked(entry.mid, m.seq);
+          this.state.outboxDone(entry.mid);
+        }
         this.state.ownAheadUpTo(m.seq);
         return;
       }

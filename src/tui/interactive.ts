@@ -403,7 +403,8 @@ class Chat {
     }
     const old = this.room.nick;
     const work = (async (): Promise<void> => {
-      // Leaving drops what is unacknowledged: let it arrive first.
+      // What the client has not written when we leave waits for the join and is
+      // sealed again under the new nick: let it go out as it is first.
       if (this.client.pending > 0) await Promise.race([this.client.settled(), delay(QUIT_WAIT_MS)]);
       await this.room.rename(nick);
     })();

@@ -6,12 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import type { ClientError } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
-import { encodeFrame, errorCodeName } from '../../src/protocol/index.js';
+import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
 import type { HistoryStore, PruneStep, RoomLookup } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { Mitm } from '../helpers/mitm.js';
 import { mountTmpfs } from '../helpers/tmpfs.js';
 import { secureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
@@ -557,6 +558,39 @@ describe('the outbox in the home', () => {
     expect(bob.messages[0]).toMatchObject({ nick: 'alice2', text: 'sent while the disk was full' });
     expect(bob.rejected).toEqual([]);
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
+  });
+
+  it('a message stored with its ACK lost, back under another nick: settled by the history, not sealed again, shown once, no gap for the others', async () => {
+    const s = await server();
+    const secret = newRoomSecret();
+    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    const identity = newIdentity();
+    const bob = await secureMember(s.port, secret, 'bob');
+    cleanup.push(() => bob.close());
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    const alice = await secureMember(mitm.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
+    mitm.onServerFrame = (f) => (f[0] === FrameType.ACK ? [] : [f]); // stored and relayed, never acknowledged
+    const kept = alice.room.send('first').catch((e: unknown) => e);
+    await until(() => bob.messages.length === 1);
+    await alice.close();
+    expect(await kept).toMatchObject({ code: 'CLOSED' });
+    expect(RoomState.load(home, roomHex).outbox()).toHaveLength(1);
+
+    const again = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
+    cleanup.push(() => again.close());
+    await until(() => again.room.state.outbox().length === 0);
+    await again.room.send('second');
+    await until(() => bob.messages.length === 2);
+    // Before, "first" was sealed again as alice2 under our next number and sent
+    // at once: the server kept its first copy, so bob saw a gap before
+    // "second", and alice2 was shown "first" again from the history.
+    expect(bob.texts()).toEqual(['alice: first', 'alice2: second']);
+    expect(bob.gaps).toEqual([]);
+    expect(bob.rejected).toEqual([]);
+    expect(again.messages).toEqual([]);
+    expect(s.stats.duplicates).toBe(0); // not sent again at all
   });
 
   it('a resent message refused for good (too large for the server it meets next) is reported, not dropped in silence', async () => {
