@@ -328,11 +328,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.rooms.delete(key);
     const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
     this.failSends(key, left, (s) => !s.written);
+    // Only these: a send of a join of the room made meanwhile is that join's.
+    const written = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
     if (this.connected && state.joined) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
-    this.failSends(key, left);
+    this.failSends(key, left, (s) => written.has(s));
     this.pump(); // its messages in flight no longer hold back other rooms'
   }
 

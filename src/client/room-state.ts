@@ -50,6 +50,8 @@ export interface OutboxEntry {
   /** Our sequence number in it, and its hash (base64url): our replay mark once it is acknowledged. */
   seq?: number;
   hash?: string;
+  /** The hashes of its earlier copies, when it was sealed again (base64url): one the server had stored may come back as history. */
+  was?: string[];
 }
 
 interface Data {
@@ -268,6 +270,22 @@ export class RoomState extends Emitter<RoomStateEvents> {
     const i = this.data.outbox.findIndex((e) => e.mid === entry.mid);
     if (i >= 0) this.data.outbox[i] = entry;
     else this.data.outbox.push(entry);
+    this.save();
+  }
+
+  /**
+   * The server had stored an earlier copy of outbox entry `mid`, our message
+   * `seq` whose hash is `hash`: that is the copy the others have, so it is
+   * what our replay mark and our next message must name, if nothing of ours
+   * followed it yet.
+   */
+  delivered(mid: string, seq: number, hash: string): void {
+    const entry = this.data.outbox.find((e) => e.mid === mid);
+    if (entry?.seq !== seq) return;
+    if (entry.seq !== undefined && entry.seq === this.data.mySeq && this.data.myPrev === entry.hash) {
+      this.data.myPrev = hash;
+    }
+    entry.hash = hash;
     this.save();
   }
 

@@ -181,10 +181,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
   private refusedResends = 0;
-  /** Drops the resend that waits for the last join's catch-up (see join). */
-  private stopWaiting: () => void = () => undefined;
-  /** While messages left under another nick wait to be sealed again (see join): new ones wait for them. */
-  private resealing: Promise<void> | null = null;
+  /**
+   * Settles when the join or rename under way is done: a message sent
+   * meanwhile waits for it, so that it follows what the join sends again,
+   * under the number after theirs.
+   */
+  private busy: Promise<void> | null = null;
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
   /**
@@ -247,7 +249,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * fingerprints and trust.
    */
   async join(): Promise<{ nick: string; members: Member[]; seq: number }> {
-    this.stopWaiting();
+    return this.exclusive(() => this.joinNow());
+  }
+
+  private async joinNow(): Promise<{ nick: string; members: Member[]; seq: number }> {
     const cursor = this.state.cursor();
     this.joining = true;
     this.joinedMembers = null;
@@ -262,77 +267,35 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     }
     const members = this.joinedMembers ?? this.resetMembers(joined.members);
     this.joinedMembers = null;
-    const result = { nick: joined.nick, members, seq: joined.seq };
-    const waiting = this.waiting();
-    const first = waiting.findIndex((e) => !this.signedAsNow(e));
-    this.resend(first < 0 ? waiting : waiting.slice(0, first));
-    if (first >= 0) {
-      // One signed under another nick may be stored already, its ACK lost:
-      // its copy is then in the history that follows the cursor, and settles
-      // it (see receive). Sealed again before that, it would go out under a
-      // new number that nobody gets (the server keeps the first copy of an
-      // id), and the others would see a gap.
-      // Our new messages wait for it too: sealed first, they would take the
-      // numbers after the old ones' and reach the others before them.
-      let done = (): void => undefined;
-      const resealing = new Promise<void>((resolve) => (done = resolve));
-      this.resealing = resealing;
-      const finish = (): void => {
-        if (this.resealing === resealing) this.resealing = null;
-        done();
-      };
-      this.afterCatchUp(
-        joined.seq,
-        () => {
-          this.resend(this.waiting());
-          finish();
-        },
-        finish,
-      );
-    }
-    return result;
+    this.resend(this.state.outbox().filter((e) => !this.inFlight.has(e.mid)));
+    return { nick: joined.nick, members, seq: joined.seq };
   }
 
-  /** Outbox entries not being sent now, oldest first. */
-  private waiting(): OutboxEntry[] {
-    return this.state.outbox().filter((e) => !this.inFlight.has(e.mid));
-  }
-
-  private signedAsNow(e: OutboxEntry): boolean {
-    return (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase();
-  }
-
-  /** Runs `then` once the cursor has reached `latest` (at once if it has), or `dropped` if the next join comes first. */
-  private afterCatchUp(latest: number, then: () => void, dropped: () => void): void {
-    if ((this.state.cursor() ?? 0) >= latest) {
-      then();
-      return;
-    }
-    const stop = (): void => {
-      this.client.off('cursor', check);
-      this.stopWaiting = () => undefined;
-    };
-    const check = (c: { room: Uint8Array; seq: number }): void => {
-      if (!this.mine(c.room) || c.seq < latest) return;
-      stop();
-      then();
-    };
-    this.client.on('cursor', check);
-    this.stopWaiting = () => {
-      stop();
-      dropped();
-    };
+  /** Runs a join or a rename, which `send` waits for. */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const running = work();
+    const done = running.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.busy = done;
+    void done.then(() => {
+      if (this.busy === done) this.busy = null;
+    });
+    return running;
   }
 
   /** Sends outbox entries again, in order, sealed again if signed under another nick. */
   private resend(entries: readonly OutboxEntry[]): void {
     let resent = 0;
-    // Once one is sealed again, every later one is too: each names the hash of the one before.
-    const renewed = new Map<string, string>();
+    // Once one is sealed again, every later one is too: each names the hash of
+    // the one before. Once one takes a new number, every later one does too.
+    const pass = { resealed: false, renumbered: false };
     for (const e of entries) {
       let body: Uint8Array;
       try {
-        body = this.signedAsNow(e) && renewed.size === 0 ? unb64(e.body) : this.reseal(e, renewed);
+        const signedAsNow = (e.nick ?? this.nick).toLowerCase() === this.nick.toLowerCase();
+        body = signedAsNow && !pass.resealed ? unb64(e.body) : this.reseal(e, pass);
       } catch (err) {
         // We are in the room by now (and said so): a message that can't be signed
         // again is not a failed join. One damaged so that it no longer opens can
@@ -373,17 +336,21 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * answered before we leave; those still waiting to be written stay in the
    * outbox and are sent, signed under the new nick, once we are back.
    */
-  async rename(nick: string): Promise<{ nick: string; members: Member[]; seq: number }> {
+  rename(nick: string): Promise<{ nick: string; members: Member[]; seq: number }> {
+    return this.exclusive(() => this.renameNow(nick));
+  }
+
+  private async renameNow(nick: string): Promise<{ nick: string; members: Member[]; seq: number }> {
     const old = this.currentNick;
     await this.client.leave(this.keys.roomId);
     this.members.clear();
     this.currentNick = nick;
     try {
-      return await this.join();
+      return await this.joinNow();
     } catch (err) {
       this.currentNick = old;
       try {
-        await this.join();
+        await this.joinNow();
       } catch (again) {
         const why = again instanceof Error ? again.message : String(again);
         throw new ClientError('NOT_IN_ROOM', `left the room, and could not join again as ${old}: ${why}`, false, {
@@ -412,7 +379,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * @throws ClientError KEY_CHANGED while a key change is unaccepted
    */
   async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
-    while (this.resealing !== null) await this.resealing;
+    while (this.busy !== null) await this.busy;
     const blocked = this.blockedBy();
     if (blocked.length > 0) {
       throw new ClientError(
@@ -442,30 +409,32 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /**
    * Spends our next sequence number on the envelope `make` seals after
-   * `prevHash` (or reuses `at`'s, for a message sealed again), and writes it
-   * to the outbox before it is sent. All or nothing: if sealing or the write
-   * fails (a full disk), no number is spent and the state is as it was;
+   * `prevHash` (or, for a message sealed again, keeps `again`'s), and writes
+   * it to the outbox before it is sent. All or nothing: if sealing or the
+   * write fails (a full disk), no number is spent and the state is as it was;
    * otherwise the next message would follow one nobody received, and a resend
    * of this one would reuse a number.
    */
   private sealNext(
     make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string },
-    at?: { seq: number; prevHash: Uint8Array },
+    again?: { seq: number; prevHash: Uint8Array; was: string[] } | { was: string[] },
   ): Uint8Array {
     const undo = this.state.undoPoint();
     try {
       let seq: number;
       let prevHash: Uint8Array;
-      if (at === undefined) {
+      if (again !== undefined && 'seq' in again) {
+        ({ seq, prevHash } = again);
+      } else {
         const next = this.state.nextSeq();
         seq = next.seq;
         prevHash = next.prev === '' ? NO_PREVIOUS : unb64(next.prev);
-      } else {
-        ({ seq, prevHash } = at);
       }
       const { envelope, mid } = make(seq, prevHash);
       const hash = envelopeHash(envelope);
-      this.state.sealed(hash, { mid, body: b64(envelope), nick: this.nick, seq, hash });
+      const entry: OutboxEntry = { mid, body: b64(envelope), nick: this.nick, seq, hash };
+      if (again !== undefined) entry.was = again.was;
+      this.state.sealed(hash, entry);
       return envelope;
     } catch (err) {
       undo();
@@ -477,28 +446,37 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * An unsent message signed under an earlier nick (or chained to one sealed
    * again), sealed again as who we are now: receivers refuse a message signed
    * as one nick and relayed as another. Same message id: if the old copy did
-   * reach the server, this one is recognised as its resend. It keeps its
-   * number unless something of ours after it was acknowledged, so receivers
-   * see no gap; `renewed` maps the hashes of the envelopes sealed again in
-   * this pass to their new copies', to chain it to the new copy of the last.
+   * reach the server, this one is recognised as its resend (and the old
+   * copy, should the history bring it back, as ours). It keeps its number,
+   * chained to what the others will have as the message before it, so they
+   * see no gap; unless something of ours after it was acknowledged already,
+   * when it, and every later one of the `pass`, takes the next.
    */
-  private reseal(entry: OutboxEntry, renewed: Map<string, string>): Uint8Array {
+  private reseal(entry: OutboxEntry, pass: { resealed: boolean; renumbered: boolean }): Uint8Array {
     const old = openEnvelope(this.keys, unb64(entry.body));
+    const was = [...(entry.was ?? []), b64(old.hash)];
     const mark = this.state.sender(b64(this.client.identity.publicKey));
-    const prev = renewed.get(b64(old.prevHash));
-    const at =
-      mark !== undefined && old.seq <= mark.seq
-        ? undefined
-        : { seq: old.seq, prevHash: prev === undefined ? old.prevHash : unb64(prev) };
+    if (mark !== undefined && old.seq <= mark.seq) pass.renumbered = true;
     const envelope = this.sealNext(
       (seq, prevHash) => ({
         envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
         mid: entry.mid,
       }),
-      at,
+      pass.renumbered ? { was } : { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash, was },
     );
-    renewed.set(b64(old.hash), envelopeHash(envelope));
+    pass.resealed = true;
     return envelope;
+  }
+
+  /**
+   * The hash of our message `seq - 1` as the others will have it, when it may
+   * not be the one the message names: the copy waiting in the outbox (sealed
+   * again, maybe at an earlier join), or the acknowledged one.
+   */
+  private copyBefore(seq: number, mark: { seq: number; hash: string } | undefined): Uint8Array | undefined {
+    const before = this.state.outbox().find((e) => e.seq === seq - 1);
+    const hash = before?.hash ?? (mark?.seq === seq - 1 ? mark.hash : undefined);
+    return hash === undefined ? undefined : unb64(hash);
   }
 
   /** Keeps an outbox entry until its message is acknowledged, or refused for good. */
@@ -548,12 +526,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const mark = this.state.sender(key);
     if (mark === undefined || seq > mark.seq) this.state.markSender(key, { seq, hash, at: roomSeq });
     if (roomSeq > (this.state.cursor() ?? 0)) this.state.ownAheadAdd(roomSeq, hash);
-  }
-
-  /** The outbox entry of `body`, if it is a message of ours still waiting for its acknowledgement. */
-  private unacknowledged(body: Uint8Array): OutboxEntry | undefined {
-    const text = b64(body);
-    return this.state.outbox().find((e) => e.body === text);
   }
 
   /** Accepts the new key of `nick` after a key change; false if none is pending. */
@@ -665,17 +637,17 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const keyText = b64(opened.senderKey);
     const own = equalBytes(opened.senderKey, this.client.identity.publicKey);
     if (own && m.history) {
-      const entry = this.unacknowledged(m.body);
-      if (entry !== undefined || this.state.ownAheadAt(m.seq) === b64(opened.hash)) {
+      const hash = b64(opened.hash);
+      const text = b64(m.body);
+      const entry = this.state.outbox().find((e) => e.body === text || (Array.isArray(e.was) && e.was.includes(hash)));
+      if (entry !== undefined || this.state.ownAheadAt(m.seq) === hash) {
         // Ours, already shown when it was sent: the server stored it, and the
         // catch-up after a reconnect brings it before the ACK that was lost
-        // with the connection, or before the cursor passed it. Never shown
-        // twice. One being resent is settled by the resend's ACK; one not
-        // (waiting to be sealed under our new nick) is settled here.
-        if (entry !== undefined && !this.inFlight.has(entry.mid)) {
-          this.ownAcked(entry.mid, m.seq);
-          this.state.outboxDone(entry.mid);
-        }
+        // with the connection (the resend's ACK settles it), or before the
+        // cursor passed it. Never shown twice; nor the copy we had signed
+        // under our old nick, which is the one the others have: the resend,
+        // its new copy, will be recognised by its id and not delivered.
+        if (entry !== undefined && entry.body !== text) this.state.delivered(entry.mid, opened.seq, hash);
         this.state.ownAheadUpTo(m.seq);
         return;
       }

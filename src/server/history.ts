@@ -54,7 +54,8 @@ export interface RoomLookup {
  * Where the relay keeps rooms' recent messages (as ciphertext) and nick
  * ownership. Every method is synchronous: the relay calls it once per
  * event-loop turn with the whole turn's batch, so the cost is one transaction
- * per turn, not per message.
+ * per turn, not per message (and one more for a room someone leaves in the
+ * middle of a turn with messages waiting).
  *
  * A write that fails (disk full, read-only) throws `StoreError` and changes
  * nothing; the next call tries again. A read that fails (an I/O error, a

@@ -247,8 +247,8 @@ export class Relay {
    * Ends a connection once this turn's flush is written, not now: the SENDs it
    * had accepted this turn are committed, relayed and acknowledged with
    * everyone else's while it is still a member, so their ACKs go out ahead of
-   * its ERROR, and nothing is committed in the middle of a turn, ahead of
-   * frames other connections are owed. Nothing more it sends is read.
+   * its ERROR, and nothing is committed in the middle of a turn for it,
+   * ahead of frames other connections are owed. Nothing more it sends is read.
    */
   private end(conn: Connection, frame: Uint8Array | null, reason: number): void {
     conn.state = ConnState.ENDING;
@@ -389,6 +389,7 @@ export class Relay {
     // Stored with the rest of this turn's messages in one transaction before
     // anyone hears of it: no ACK, and no DELIVER, without a commit.
     if (this.pending.length === 0) this.batcher.touch();
+    member.room.sending++;
     this.pending.push({
       room: member.room.id,
       ts: this.clock.now(),
@@ -425,7 +426,10 @@ export class Relay {
 
   private commitBatch(batch: PendingSend[]): void {
     // Numbers are handed out tentatively and kept only if the commit succeeds.
-    for (const p of batch) p.member.room.tentative = p.member.room.seq;
+    for (const p of batch) {
+      p.member.room.tentative = p.member.room.seq;
+      p.member.room.sending = 0;
+    }
     let results: AppendResult[];
     this.committing = batch;
     try {
@@ -680,7 +684,7 @@ export class Relay {
 
   private removeMember(member: Member, reason: number): void {
     const room = member.room;
-    if (this.pending.length > 0) this.commitRoom(room);
+    if (room.sending > 0) this.commitRoom(room);
     // The room's frames so far go out while the leaver is a member in every
     // sense: it hears the others' and not its own.
     room.flush();

@@ -27,6 +27,8 @@ export class Room implements Flushable {
   seq = 0;
   /** The last number the commit under way has handed out (the relay's, kept only if the commit succeeds). */
   tentative = 0;
+  /** This turn's SENDs to it waiting for the commit (the relay's count). */
+  sending = 0;
   readonly members: Member[] = [];
   private readonly byNick = new Map<string, Member>();
   // This turn's frames fill these three from 0 to `pendingCount`; they are

@@ -560,7 +560,8 @@ describe('the outbox in the home', () => {
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
   });
 
-  it('a message stored with its ACK lost, back under another nick: settled by the history, not sealed again, shown once, no gap for the others', async () => {
+  /** A home whose outbox holds `texts`, signed as alice; `stored`: the server took them, and the ACKs were lost. */
+  async function aliceLeft(texts: string[], stored: boolean) {
     const s = await server();
     const secret = newRoomSecret();
     const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
@@ -571,26 +572,81 @@ describe('the outbox in the home', () => {
     const mitm = await Mitm.start(s.port);
     cleanup.push(() => mitm.close());
     const alice = await secureMember(mitm.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
-    mitm.onServerFrame = (f) => (f[0] === FrameType.ACK ? [] : [f]); // stored and relayed, never acknowledged
-    const kept = alice.room.send('first').catch((e: unknown) => e);
-    await until(() => bob.messages.length === 1);
+    if (stored) mitm.onServerFrame = (f) => (f[0] === FrameType.ACK ? [] : [f]);
+    else mitm.hold(); // never reach the server
+    const kept = texts.map((t) => alice.room.send(t).catch((e: unknown) => e));
+    if (stored) await until(() => bob.messages.length === texts.length);
+    else await until(() => RoomState.load(home, roomHex).outbox().length === texts.length);
     await alice.close();
-    expect(await kept).toMatchObject({ code: 'CLOSED' });
-    expect(RoomState.load(home, roomHex).outbox()).toHaveLength(1);
+    for (const k of kept) expect(await k).toMatchObject({ code: 'CLOSED' });
+    expect(RoomState.load(home, roomHex).outbox()).toHaveLength(texts.length);
+    return { s, secret, home, roomHex, identity, bob };
+  }
 
+  it('messages never sent, back under another nick: sealed again under their own numbers, so the others see no gap', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['one', 'two', 'three'], false);
+    await bob.room.send('meanwhile');
+    const again = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
+    cleanup.push(() => again.close());
+    await again.room.send('four');
+    await until(() => bob.messages.length === 4);
+    // Before, each took a new number (4, 5, 6) and bob was told of 3 missing.
+    expect(bob.texts()).toEqual(['alice2: one', 'alice2: two', 'alice2: three', 'alice2: four']);
+    expect(bob.messages.map((m) => m.senderSeq)).toEqual([1, 2, 3, 4]);
+    expect(bob.gaps).toEqual([]);
+    expect(bob.rejected).toEqual([]);
+    expect(bob.messages.map((m) => m.warning)).toEqual([undefined, undefined, undefined, undefined]);
+  });
+
+  it('a message stored with its ACK lost, back under another nick: the old copy from the history is known as ours, not shown again; the others get it once, no gap, no warning', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['first'], true);
     const again = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
     cleanup.push(() => again.close());
     await until(() => again.room.state.outbox().length === 0);
     await again.room.send('second');
     await until(() => bob.messages.length === 2);
-    // Before, "first" was sealed again as alice2 under our next number and sent
-    // at once: the server kept its first copy, so bob saw a gap before
-    // "second", and alice2 was shown "first" again from the history.
     expect(bob.texts()).toEqual(['alice: first', 'alice2: second']);
     expect(bob.gaps).toEqual([]);
     expect(bob.rejected).toEqual([]);
-    expect(again.messages).toEqual([]);
-    expect(s.stats.duplicates).toBe(0); // not sent again at all
+    // The next message names the copy bob has, not the new one nobody got.
+    expect(bob.messages.map((m) => m.warning)).toEqual([undefined, undefined]);
+    expect(again.messages).toEqual([]); // before, alice2 was shown "first" again, from the history
+    expect(s.stats.duplicates).toBe(1); // the new copy, recognised by its id
+  });
+
+  it('a message sent while the join is under way waits for the join’s resends: the others get them in order', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['first'], false);
+    const client = await connect({ host: '127.0.0.1', port: s.port, identity });
+    cleanup.push(() => client.close());
+    const room = new SecureRoom(client, { secret, nick: 'alice2', state: RoomState.load(home, roomHex) });
+    const joining = room.join();
+    const second = room.send('second');
+    await joining;
+    await second;
+    await until(() => bob.messages.length + bob.rejected.length >= 2);
+    expect(bob.texts()).toEqual(['alice2: first', 'alice2: second']);
+    expect(bob.rejected).toEqual([]);
+  });
+
+  it('a full disk in the middle of sealing again: the next join chains the rest to the copy the others have', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['one', 'two'], false);
+    const state = RoomState.load(home, roomHex);
+    const sealed = state.sealed.bind(state);
+    let calls = 0;
+    state.sealed = (hash, entry) => {
+      if (++calls === 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      sealed(hash, entry);
+    };
+    const second = await secureMember(s.port, secret, 'alice2', { identity, state });
+    await until(() => bob.messages.length === 1);
+    second.room.state.flush();
+    await second.close();
+    const third = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
+    cleanup.push(() => third.close());
+    await until(() => bob.messages.length + bob.rejected.length >= 2);
+    expect(bob.texts()).toEqual(['alice2: one', 'alice2: two']);
+    expect(bob.messages.map((m) => m.warning)).toEqual([undefined, undefined]);
+    expect(bob.gaps).toEqual([]);
   });
 
   it('a resent message refused for good (too large for the server it meets next) is reported, not dropped in silence', async () => {

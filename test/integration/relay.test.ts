@@ -142,6 +142,21 @@ describe('relay: rooms, fan-out, presence', () => {
     expect(alice.texts()).toEqual(['bob: last words']);
   });
 
+  it('a leave followed at once by a join of the same room: a message to the new membership is its own, not failed by the leave', async () => {
+    const s = await server();
+    const r = room(19);
+    const alice = track(await member(s.port, r, 'alice'));
+    const bob = track(await member(s.port, r, 'bob'));
+    const leaving = bob.client.leave(r);
+    const joining = bob.client.join(r, 'bob2');
+    const sent = bob.client.send(r, text('hello from bob2'));
+    await leaving;
+    await joining;
+    expect(await sent).toMatchObject({ seq: 1 });
+    await until(() => alice.texts().length === 1);
+    expect(alice.texts()).toEqual(['bob2: hello from bob2']);
+  });
+
   it('removes a member whose connection drops without closing, and frees its nick', async () => {
     const s = await server();
     const r = room(9);
