@@ -526,19 +526,24 @@ describe('disk trouble', () => {
 });
 
 describe('the outbox in the home', () => {
+  /** A server (with `store`), bob in a new room, and an empty home with an identity for alice. */
+  async function bobAndAHome(store?: HistoryStore) {
+    const s = await server(store === undefined ? {} : { store });
+    const secret = newRoomSecret();
+    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    const bob = await secureMember(s.port, secret, 'bob');
+    cleanup.push(() => bob.close());
+    return { s, secret, home, roomHex, identity: newIdentity(), bob };
+  }
+
   /**
    * bob and alice in a room; alice sends `text` while the server's disk is full,
    * and goes: the message stays in her home's outbox. The disk has room again.
    */
   async function leftInOutbox(text: string) {
     const store = new FailingStore();
-    const s = await server({ store });
-    const secret = newRoomSecret();
-    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
-    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
-    const identity = newIdentity();
-    const bob = await secureMember(s.port, secret, 'bob');
-    cleanup.push(() => bob.close());
+    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome(store);
     const alice = await secureMember(s.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
     store.failing = true;
     const kept = alice.room.send(text).catch((e: unknown) => e);
@@ -562,13 +567,7 @@ describe('the outbox in the home', () => {
 
   /** A home whose outbox holds `texts`, signed as alice; `stored`: the server took them, and the ACKs were lost. */
   async function aliceLeft(texts: string[], stored: boolean) {
-    const s = await server();
-    const secret = newRoomSecret();
-    const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
-    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
-    const identity = newIdentity();
-    const bob = await secureMember(s.port, secret, 'bob');
-    cleanup.push(() => bob.close());
+    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome();
     const mitm = await Mitm.start(s.port);
     cleanup.push(() => mitm.close());
     const alice = await secureMember(mitm.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
