@@ -165,6 +165,8 @@ interface PendingSend {
   roomKey: string;
   /** Written on the current connection (and not refused since). */
   written: boolean;
+  /** Written on the current connection, refused since or not: the server answers it before a later LEFT. */
+  answerDue: boolean;
   resolve: (ack: { seq: number; ts: number }) => void;
   reject: (err: ClientError) => void;
 }
@@ -327,7 +329,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if (state === undefined) return;
     this.rooms.delete(key);
     const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
-    this.failSends(key, left, (s) => !s.written);
+    this.failSends(key, left, (s) => !s.answerDue);
     // Only these: a send of a join of the room made meanwhile is that join's.
     const written = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
     if (this.connected && state.joined) {
@@ -346,12 +348,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
   send(room: Uint8Array, body: Uint8Array, mid?: Uint8Array): Promise<{ seq: number; ts: number }> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
-    if (this.dead !== null) return Promise.reject(this.dead);
-    if (state === undefined) return Promise.reject(new ClientError('NOT_IN_ROOM', 'join the room first'));
-    if (this.sends.size >= this.opts.maxPending) {
-      return Promise.reject(
-        new ClientError('OUTBOX_FULL', `${this.sends.size} messages are waiting for acknowledgement`),
-      );
+    const refused = this.refusal(room);
+    if (refused !== undefined || state === undefined) {
+      return Promise.reject(refused ?? new ClientError('NOT_IN_ROOM', 'join the room first'));
     }
     const maxBody = this.welcome?.maxBody;
     if (maxBody !== undefined && body.length > maxBody) {
@@ -363,11 +362,25 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const rid = this.rid();
     const frame = encodeFrame({ type: 'send', rid, room: state.id, mid: mid ?? this.opts.rng(MSG_ID_LEN), body });
     return new Promise((resolve, reject) => {
-      const pending: PendingSend = { rid, frame, roomKey: key, written: false, resolve, reject };
+      const pending: PendingSend = { rid, frame, roomKey: key, written: false, answerDue: false, resolve, reject };
       this.sends.set(rid, pending);
       this.unsent.push(pending);
       this.pump();
     });
+  }
+
+  /**
+   * The error a `send` to `room` would fail with at once, whatever its body
+   * (closed, not in the room, too many waiting), or undefined: so a caller can
+   * find out before it spends anything on the message.
+   */
+  refusal(room: Uint8Array): ClientError | undefined {
+    if (this.dead !== null) return this.dead;
+    if (!this.rooms.has(roomKey(room))) return new ClientError('NOT_IN_ROOM', 'join the room first');
+    if (this.sends.size >= this.opts.maxPending) {
+      return new ClientError('OUTBOX_FULL', `${this.sends.size} messages are waiting for acknowledgement`);
+    }
+    return undefined;
   }
 
   /**
@@ -491,6 +504,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       }
       this.unsent.splice(i, 1);
       s.written = true;
+      s.answerDue = true;
       this.write(s.frame);
     }
   }
@@ -913,7 +927,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.bucket = null;
     this.resync = null;
     this.unsent = [...this.sends.values()];
-    for (const s of this.unsent) s.written = false;
+    for (const s of this.unsent) {
+      s.written = false;
+      s.answerDue = false;
+    }
     for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', 'connection lost'));
     this.requests.clear();
     if (this.closed || !wasConnected) return;

@@ -50,8 +50,14 @@ export interface OutboxEntry {
   /** Our sequence number in it, and its hash (base64url): our replay mark once it is acknowledged. */
   seq?: number;
   hash?: string;
-  /** The hashes of its earlier copies, when it was sealed again (base64url): one the server had stored may come back as history. */
-  was?: string[];
+  /**
+   * When it was sealed again: its earlier copies (our number in each and its
+   * hash, base64url), of which the server may have stored one (its ACK lost),
+   * and the room's number at the join it was sealed again after. A copy
+   * stored by then is an earlier one.
+   */
+  was?: { seq: number; hash: string }[];
+  after?: number;
 }
 
 interface Data {
@@ -281,12 +287,12 @@ export class RoomState extends Emitter<RoomStateEvents> {
    */
   delivered(mid: string, seq: number, hash: string): void {
     const entry = this.data.outbox.find((e) => e.mid === mid);
-    if (entry?.seq !== seq) return;
-    if (entry.seq !== undefined && entry.seq === this.data.mySeq && this.data.myPrev === entry.hash) {
-      this.data.myPrev = hash;
-    }
+    if (entry?.seq !== seq || entry.hash === hash) return;
+    if (entry.seq === this.data.mySeq && this.data.myPrev === entry.hash) this.data.myPrev = hash;
     entry.hash = hash;
-    this.save();
+    // Not saved now: this runs as a frame is read, where a full disk must not
+    // end the connection; if it is lost, our next message names the other copy.
+    this.later();
   }
 
   /** Messages sealed and not yet acknowledged, oldest first. */

@@ -133,6 +133,11 @@ const DAMAGED = new Set<RejectReasonValue>([
 
 const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
 
+/** The earlier copy of an outbox entry (sealed again since) whose hash is `hash`, if it is one. */
+function earlierCopy(e: OutboxEntry, hash: string): { seq: number; hash: string } | undefined {
+  return Array.isArray(e.was) ? e.was.find((w) => w.hash === hash) : undefined;
+}
+
 /** Whether a send that failed with `err` stays in the outbox, to be sent at the next join. */
 function keptForLater(err: unknown, resend: boolean): boolean {
   return err instanceof ClientError && (KEEP_IN_OUTBOX.has(err.code) || (resend && err.code === 'OUTBOX_FULL'));
@@ -186,7 +191,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * meanwhile waits for it, so that it follows what the join sends again,
    * under the number after theirs.
    */
-  private busy: Promise<void> | null = null;
+  private busy: Promise<unknown> | null = null;
   /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
   private missedReported = false;
   /**
@@ -267,16 +272,20 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     }
     const members = this.joinedMembers ?? this.resetMembers(joined.members);
     this.joinedMembers = null;
-    this.resend(this.state.outbox().filter((e) => !this.inFlight.has(e.mid)));
+    this.resend(
+      this.state.outbox().filter((e) => !this.inFlight.has(e.mid)),
+      joined.seq,
+    );
     return { nick: joined.nick, members, seq: joined.seq };
   }
 
   /** Runs a join or a rename, which `send` waits for. */
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
     const running = work();
+    // Settles with what the work failed with, if it did.
     const done = running.then(
       () => undefined,
-      () => undefined,
+      (err: unknown) => err,
     );
     this.busy = done;
     void done.then(() => {
@@ -285,12 +294,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     return running;
   }
 
-  /** Sends outbox entries again, in order, sealed again if signed under another nick. */
-  private resend(entries: readonly OutboxEntry[]): void {
+  /** Sends outbox entries again, in order, sealed again if signed under another nick; `after`: the JOINED's room number. */
+  private resend(entries: readonly OutboxEntry[], after: number): void {
     let resent = 0;
     // Once one is sealed again, every later one is too: each names the hash of
     // the one before. Once one takes a new number, every later one does too.
-    const pass = { resealed: false, renumbered: false };
+    const pass = { resealed: false, renumbered: false, after };
     for (const e of entries) {
       let body: Uint8Array;
       try {
@@ -379,7 +388,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * @throws ClientError KEY_CHANGED while a key change is unaccepted
    */
   async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
-    while (this.busy !== null) await this.busy;
+    let joinFailed: unknown;
+    while (this.busy !== null) joinFailed = await this.busy;
     const blocked = this.blockedBy();
     if (blocked.length > 0) {
       throw new ClientError(
@@ -392,6 +402,18 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       // Refused before a sequence number is spent, so receivers see no false gap.
       throw new ClientError('BODY_TOO_LARGE', `message of ${body.length} bytes; the limit is ${MAX_TEXT}`);
     }
+    // Refused before a number is spent (as above), unless it is kept for the
+    // next join: the client is closed, or the join it waited for was cut off
+    // (as a message sent just before would be). Not in the room otherwise (the
+    // join was refused), it is refused, and not written down.
+    const refused = this.client.refusal(this.keys.roomId);
+    const keptBy =
+      refused === undefined || keptForLater(refused, false)
+        ? refused
+        : joinFailed instanceof ClientError && keptForLater(joinFailed, false)
+          ? joinFailed
+          : undefined;
+    if (refused !== undefined && keptBy === undefined) throw refused;
     const type: MessageTypeValue = kind === 'action' ? MessageType.ACTION : MessageType.TEXT;
     let mid: Uint8Array = new Uint8Array(0);
     const envelope = this.sealNext((seq, prevHash) => {
@@ -404,6 +426,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       mid = this.rng(MSG_ID_LEN);
       return { envelope: sealed, mid: b64(mid) };
     });
+    if (keptBy !== undefined) throw keptBy; // in the outbox now
     return this.track(b64(mid), this.client.send(this.keys.roomId, envelope, mid));
   }
 
@@ -417,13 +440,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private sealNext(
     make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string },
-    again?: { seq: number; prevHash: Uint8Array; was: string[] } | { was: string[] },
+    again?: { seq?: number; prevHash?: Uint8Array; was: { seq: number; hash: string }[]; after: number },
   ): Uint8Array {
     const undo = this.state.undoPoint();
     try {
       let seq: number;
       let prevHash: Uint8Array;
-      if (again !== undefined && 'seq' in again) {
+      if (again?.seq !== undefined && again.prevHash !== undefined) {
         ({ seq, prevHash } = again);
       } else {
         const next = this.state.nextSeq();
@@ -433,7 +456,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       const { envelope, mid } = make(seq, prevHash);
       const hash = envelopeHash(envelope);
       const entry: OutboxEntry = { mid, body: b64(envelope), nick: this.nick, seq, hash };
-      if (again !== undefined) entry.was = again.was;
+      if (again !== undefined) {
+        entry.was = again.was;
+        entry.after = again.after;
+      }
       this.state.sealed(hash, entry);
       return envelope;
     } catch (err) {
@@ -452,9 +478,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * see no gap; unless something of ours after it was acknowledged already,
    * when it, and every later one of the `pass`, takes the next.
    */
-  private reseal(entry: OutboxEntry, pass: { resealed: boolean; renumbered: boolean }): Uint8Array {
+  private reseal(entry: OutboxEntry, pass: { resealed: boolean; renumbered: boolean; after: number }): Uint8Array {
     const old = openEnvelope(this.keys, unb64(entry.body));
-    const was = [...(entry.was ?? []), b64(old.hash)];
+    const was = [...(entry.was ?? []), { seq: old.seq, hash: b64(old.hash) }];
     const mark = this.state.sender(b64(this.client.identity.publicKey));
     if (mark !== undefined && old.seq <= mark.seq) pass.renumbered = true;
     const envelope = this.sealNext(
@@ -462,7 +488,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
         mid: entry.mid,
       }),
-      pass.renumbered ? { was } : { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash, was },
+      pass.renumbered
+        ? { was, after: pass.after }
+        : { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash, was, after: pass.after },
     );
     pass.resealed = true;
     return envelope;
@@ -511,6 +539,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private ownAcked(mid: string, roomSeq: number): void {
     const entry = this.state.outbox().find((e) => e.mid === mid);
     if (entry === undefined) return;
+    const copies = Array.isArray(entry.was) ? entry.was : [];
+    if (entry.after !== undefined && roomSeq <= entry.after && copies.length === 1) {
+      // Stored before the join this copy was sealed after: the server had the
+      // earlier one (its ACK lost), and that is what the others have. (Of two
+      // or more earlier copies we can't tell which.)
+      const earlier = copies[0] as { seq: number; hash: string };
+      this.state.delivered(mid, earlier.seq, earlier.hash);
+    }
     let { seq, hash } = entry;
     if (seq === undefined || hash === undefined) {
       // Written down by a version that did not keep them: read them from the envelope.
@@ -639,7 +675,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (own && m.history) {
       const hash = b64(opened.hash);
       const text = b64(m.body);
-      const entry = this.state.outbox().find((e) => e.body === text || (Array.isArray(e.was) && e.was.includes(hash)));
+      const entry = this.state.outbox().find((e) => e.body === text || earlierCopy(e, hash) !== undefined);
       if (entry !== undefined || this.state.ownAheadAt(m.seq) === hash) {
         // Ours, already shown when it was sent: the server stored it, and the
         // catch-up after a reconnect brings it before the ACK that was lost

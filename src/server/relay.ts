@@ -247,8 +247,8 @@ export class Relay {
    * Ends a connection once this turn's flush is written, not now: the SENDs it
    * had accepted this turn are committed, relayed and acknowledged with
    * everyone else's while it is still a member, so their ACKs go out ahead of
-   * its ERROR, and nothing is committed in the middle of a turn for it,
-   * ahead of frames other connections are owed. Nothing more it sends is read.
+   * its ERROR (another member leaving one of its rooms may commit them
+   * earlier, as a member still). Nothing more it sends is read.
    */
   private end(conn: Connection, frame: Uint8Array | null, reason: number): void {
     conn.state = ConnState.ENDING;

@@ -8,7 +8,7 @@ import type { ClientError } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
 import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
-import type { HistoryStore, PruneStep, RoomLookup } from '../../src/server/index.js';
+import type { HistoryStore, PruneStep, RoomLookup, ServerOptions } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
@@ -526,9 +526,9 @@ describe('disk trouble', () => {
 });
 
 describe('the outbox in the home', () => {
-  /** A server (with `store`), bob in a new room, and an empty home with an identity for alice. */
-  async function bobAndAHome(store?: HistoryStore) {
-    const s = await server(store === undefined ? {} : { store });
+  /** A server, bob in a new room, and an empty home with an identity for alice. */
+  async function bobAndAHome(options: ServerOptions = {}) {
+    const s = await server(options);
     const secret = newRoomSecret();
     const home = mkdtempSync(join(tmpdir(), 'confab-outbox-'));
     const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
@@ -543,7 +543,7 @@ describe('the outbox in the home', () => {
    */
   async function leftInOutbox(text: string) {
     const store = new FailingStore();
-    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome(store);
+    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome({ store });
     const alice = await secureMember(s.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
     store.failing = true;
     const kept = alice.room.send(text).catch((e: unknown) => e);
@@ -565,14 +565,19 @@ describe('the outbox in the home', () => {
     await until(() => RoomState.load(home, roomHex).outbox().length === 0);
   });
 
-  /** A home whose outbox holds `texts`, signed as alice; `stored`: the server took them, and the ACKs were lost. */
-  async function aliceLeft(texts: string[], stored: boolean) {
-    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome();
+  /**
+   * A home whose outbox holds `texts`, signed as alice; `stored`: the server
+   * took them and relayed them to bob, and the ACKs were lost.
+   */
+  async function aliceLeft(texts: string[], stored: boolean, unread: string[] = [], options: ServerOptions = {}) {
+    const { s, secret, home, roomHex, identity, bob } = await bobAndAHome(options);
     const mitm = await Mitm.start(s.port);
     cleanup.push(() => mitm.close());
     const alice = await secureMember(mitm.port, secret, 'alice', { identity, state: RoomState.load(home, roomHex) });
-    if (stored) mitm.onServerFrame = (f) => (f[0] === FrameType.ACK ? [] : [f]);
+    // She hears neither her ACKs nor bob's messages (`unread`, sent first): her cursor stays behind them.
+    if (stored) mitm.onServerFrame = (f) => (f[0] === FrameType.ACK || f[0] === FrameType.DELIVER ? [] : [f]);
     else mitm.hold(); // never reach the server
+    for (const t of unread) await bob.room.send(t);
     const kept = texts.map((t) => alice.room.send(t).catch((e: unknown) => e));
     if (stored) await until(() => bob.messages.length === texts.length);
     else await until(() => RoomState.load(home, roomHex).outbox().length === texts.length);
@@ -611,6 +616,100 @@ describe('the outbox in the home', () => {
     expect(bob.messages.map((m) => m.warning)).toEqual([undefined, undefined]);
     expect(again.messages).toEqual([]); // before, alice2 was shown "first" again, from the history
     expect(s.stats.duplicates).toBe(1); // the new copy, recognised by its id
+  });
+
+  it('the resend’s ACK before the old copy’s page of history: the next message still names the copy the others have', async () => {
+    // One message a page: bob's two, which alice never read, come before her
+    // old copy, so the resend's ACK arrives before the page that holds it.
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['first'], true, ['b1', 'b2'], {
+      limits: { fetchMessages: 1 },
+    });
+    const again = await secureMember(s.port, secret, 'alice2', { identity, state: RoomState.load(home, roomHex) });
+    cleanup.push(() => again.close());
+    await until(() => again.room.state.outbox().length === 0);
+    expect(s.stats.duplicates).toBe(1);
+    await again.room.send('second');
+    await until(() => bob.messages.length === 2);
+    expect(bob.texts()).toEqual(['alice: first', 'alice2: second']);
+    expect(bob.messages.map((m) => m.warning)).toEqual([undefined, undefined]);
+    expect([...bob.gaps, ...bob.rejected, ...again.rejected]).toEqual([]);
+  });
+
+  it('a full disk as the old copy is recognised: reported, and the client goes on', async () => {
+    const { s, secret, home, roomHex, identity, bob } = await aliceLeft(['first'], true);
+    const state = RoomState.load(home, roomHex);
+    // The disk fills as the old copy comes back from the history.
+    let full = false;
+    const save = (state as unknown as { save: () => void }).save.bind(state);
+    (state as unknown as { save: () => void }).save = () => {
+      if (full) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      save();
+    };
+    const delivered = state.delivered.bind(state);
+    state.delivered = (mid, seq, hash) => {
+      full = true;
+      delivered(mid, seq, hash);
+    };
+    const errors: Error[] = [];
+    const again = await secureMember(s.port, secret, 'alice2', {
+      identity,
+      state,
+      before: (room) => room.on('error', (e) => errors.push(e)),
+    });
+    cleanup.push(() => again.close());
+    await until(() => errors.length > 0);
+    expect(errors[0]?.message).toMatch(/could not write this room's state/);
+    full = false;
+    // Before, the write was made as the frame was read, and its error ended
+    // the client for good (a fatal PROTOCOL error): this send failed.
+    await again.room.send('second');
+    await until(() => bob.messages.length === 2);
+    expect(bob.texts()).toEqual(['alice: first', 'alice2: second']);
+  });
+
+  it('a message sent while a join is under way that is cut off: kept for the next join, with no number the others never get', async () => {
+    const { s, secret, bob } = await bobAndAHome();
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    const client = await connect({ host: '127.0.0.1', port: mitm.port, backoff: { baseMs: 20, maxMs: 50 } });
+    cleanup.push(() => client.close());
+    const alice = new SecureRoom(client, { secret, nick: 'alice' });
+    await alice.join();
+    await alice.send('zero');
+    await client.leave(alice.keys.roomId);
+    mitm.hold(); // the JOIN does not reach the server
+    const joining = alice.join().catch((e: unknown) => e);
+    const first = alice.send('first').catch((e: unknown) => e);
+    await until(() => mitm.clients.size > 0);
+    for (const c of mitm.clients) c.destroy();
+    expect(await joining).toMatchObject({ code: 'DISCONNECTED' });
+    expect(await first).toMatchObject({ code: 'DISCONNECTED' });
+    mitm.release();
+    await until(() => client.connected);
+    await alice.join();
+    await alice.send('second');
+    await until(() => bob.messages.length === 3);
+    expect(bob.texts()).toEqual(['alice: zero', 'alice: first', 'alice: second']);
+    expect(bob.gaps).toEqual([]);
+  });
+
+  it('a message sent while a join is under way that is refused: refused too, and spends no number', async () => {
+    const { s, secret, bob } = await bobAndAHome({ limits: { maxRoomsPerConnection: 1 } });
+    const client = await connect({ host: '127.0.0.1', port: s.port });
+    cleanup.push(() => client.close());
+    await client.join(room(42), 'alice'); // its one room
+    const alice = new SecureRoom(client, { secret, nick: 'alice' });
+    const joining = alice.join().catch((e: unknown) => e);
+    const first = alice.send('first').catch((e: unknown) => e);
+    expect(await joining).toMatchObject({ code: 'TOO_MANY_ROOMS' });
+    expect(await first).toMatchObject({ code: 'NOT_IN_ROOM' });
+    expect(alice.state.outbox()).toEqual([]);
+    await client.leave(room(42));
+    await alice.join();
+    await alice.send('second');
+    await until(() => bob.messages.length === 1);
+    expect(bob.messages[0]).toMatchObject({ text: 'second', senderSeq: 1 });
+    expect(bob.gaps).toEqual([]);
   });
 
   it('a message sent while the join is under way waits for the join’s resends: the others get them in order', async () => {

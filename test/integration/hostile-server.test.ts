@@ -12,7 +12,7 @@ import {
 } from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
 import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
-import { encodeFrame, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
+import { encodeFrame, ErrorCode, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { until, welcomeFrame } from '../helpers/net.js';
@@ -536,5 +536,54 @@ describe('a joined listener that throws', () => {
     // The throw itself is the connection's problem, as in any other listener.
     await until(() => lost.length > 0);
     expect(lost[0]).toMatchObject({ code: 'PROTOCOL' });
+  });
+});
+
+// Not an attack: a server scripted to answer in an order an honest one can
+// (a SEND's refusal goes out at once, an accepted one's ACK after the turn's
+// commit), to reach a window a real server opens only by chance.
+describe('leaving during a rate-limit resync', () => {
+  it('a message the server took before refusing the next is answered before the LEFT, not failed at once', async () => {
+    const rids: number[] = [];
+    let pinged = false;
+    const port = await hostile((socket, type, frame) => {
+      if (type === 0x01) return;
+      const f = parseClientFrame(frame);
+      if (f.type === 'join') {
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+      } else if (f.type === 'send') {
+        rids.push(f.rid);
+        if (rids.length === 2) {
+          socket.write(
+            encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: false, message: 'too fast' }),
+          );
+        }
+      } else if (f.type === 'ping') {
+        pinged = true; // the client's resync: both sends are back in its line
+      } else if (f.type === 'leave') {
+        socket.write(
+          Buffer.concat([
+            encodeFrame({ type: 'ack', rid: rids[0] ?? 0, room: f.room, seq: 1, ts: 0 }),
+            encodeFrame({ type: 'left', rid: f.rid, room: f.room }),
+          ]),
+        );
+      }
+    });
+    const { client: c } = await client(port);
+    const r = room(7);
+    await c.join(r, 'alice');
+    const outcome = (p: Promise<{ seq: number }>): Promise<number | string> =>
+      p.then(
+        (a) => a.seq,
+        (e: { code?: string }) => e.code ?? '?',
+      );
+    const one = outcome(c.send(r, new TextEncoder().encode('one')));
+    const two = outcome(c.send(r, new TextEncoder().encode('two')));
+    await until(() => pinged);
+    await c.leave(r);
+    // Before, both failed with DISCONNECTED at the leave: "one", stored and
+    // relayed by the server, would have been sent again at the next join.
+    expect(await one).toBe(1);
+    expect(await two).toBe('DISCONNECTED');
   });
 });
