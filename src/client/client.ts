@@ -970,11 +970,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
-        this.emit('error', err);
         if (JOIN_FINAL_CODES.has(err.code)) {
+          // Given up before it is reported: whoever hears of it finds us out of the room.
           this.abandon(state, err);
+          this.emit('error', err);
           continue;
         }
+        this.emit('error', err);
         // Most likely NICK_TAKEN: the server still holds our old connection
         // until it notices the drop (up to its heartbeat deadline). Keep
         // trying that room with backoff.
@@ -993,8 +995,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
           (e: unknown) => {
             if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
             if (JOIN_FINAL_CODES.has(e.code)) {
-              this.emit('error', e);
               this.abandon(state, e);
+              this.emit('error', e);
               return;
             }
             this.retryJoin(state, attempt + 1);

@@ -133,9 +133,19 @@ const DAMAGED = new Set<RejectReasonValue>([
 
 const KEEP_IN_OUTBOX = new Set<string>(['DISCONNECTED', 'CLOSED', 'STORE_FAILED', 'CONNECT_FAILED', 'NICK_OWNED']);
 
-/** The earlier copy of an outbox entry (sealed again since) whose hash is `hash`, if it is one. */
-function earlierCopy(e: OutboxEntry, hash: string): { seq: number; hash: string } | undefined {
-  return Array.isArray(e.was) ? e.was.find((w) => w.hash === hash) : undefined;
+type Copy = { seq: number; hash: string };
+
+/** An outbox entry's earlier copies, those well formed (the file may be damaged or edited by hand). */
+function earlierCopies(e: OutboxEntry): Copy[] {
+  if (!Array.isArray(e.was)) return [];
+  return (e.was as unknown[]).filter(
+    (w): w is Copy =>
+      typeof w === 'object' &&
+      w !== null &&
+      Number.isSafeInteger((w as Partial<Copy>).seq) &&
+      typeof (w as Partial<Copy>).hash === 'string' &&
+      unb64((w as Copy).hash).length === 32,
+  );
 }
 
 /** Whether a send that failed with `err` stays in the outbox, to be sent at the next join. */
@@ -423,6 +433,11 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         { type, nick: this.nick, seq, sentAt: this.now(), prevHash, body },
         this.rng,
       );
+      // Refused before a number is spent, as above, by the server's limit too.
+      const maxBody = this.client.server?.maxBody;
+      if (maxBody !== undefined && sealed.length > maxBody) {
+        throw new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`);
+      }
       mid = this.rng(MSG_ID_LEN);
       return { envelope: sealed, mid: b64(mid) };
     });
@@ -480,7 +495,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private reseal(entry: OutboxEntry, pass: { resealed: boolean; renumbered: boolean; after: number }): Uint8Array {
     const old = openEnvelope(this.keys, unb64(entry.body));
-    const was = [...(entry.was ?? []), { seq: old.seq, hash: b64(old.hash) }];
+    const was = [...earlierCopies(entry), { seq: old.seq, hash: b64(old.hash) }];
     const mark = this.state.sender(b64(this.client.identity.publicKey));
     if (mark !== undefined && old.seq <= mark.seq) pass.renumbered = true;
     const envelope = this.sealNext(
@@ -539,12 +554,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private ownAcked(mid: string, roomSeq: number): void {
     const entry = this.state.outbox().find((e) => e.mid === mid);
     if (entry === undefined) return;
-    const copies = Array.isArray(entry.was) ? entry.was : [];
-    if (entry.after !== undefined && roomSeq <= entry.after && copies.length === 1) {
+    const copies = earlierCopies(entry);
+    const earlier = copies[0];
+    if (typeof entry.after === 'number' && roomSeq <= entry.after && copies.length === 1 && earlier !== undefined) {
       // Stored before the join this copy was sealed after: the server had the
       // earlier one (its ACK lost), and that is what the others have. (Of two
       // or more earlier copies we can't tell which.)
-      const earlier = copies[0] as { seq: number; hash: string };
       this.state.delivered(mid, earlier.seq, earlier.hash);
     }
     let { seq, hash } = entry;
@@ -675,7 +690,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (own && m.history) {
       const hash = b64(opened.hash);
       const text = b64(m.body);
-      const entry = this.state.outbox().find((e) => e.body === text || earlierCopy(e, hash) !== undefined);
+      const entry = this.state.outbox().find((e) => e.body === text || earlierCopies(e).some((w) => w.hash === hash));
       if (entry !== undefined || this.state.ownAheadAt(m.seq) === hash) {
         // Ours, already shown when it was sent: the server stored it, and the
         // catch-up after a reconnect brings it before the ACK that was lost

@@ -397,7 +397,8 @@ class Chat {
       this.say([`${shown} is taken in this room`]);
       return;
     }
-    if (this.renaming !== null || this.link !== 'connected') {
+    // The connection, not the room: out of the room, this is the way back in.
+    if (this.renaming !== null || !this.client.connected) {
       this.say([this.renaming !== null ? 'already changing nick' : 'you can change nick once the connection is back']);
       return;
     }

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { Tty } from '../helpers/pty.js';
+import { until } from '../helpers/net.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
 
@@ -98,6 +99,11 @@ class Link {
 
   get port(): number {
     return (this.server.address() as AddressInfo).port;
+  }
+
+  /** Connections through the link now (both ends of each). */
+  get open(): number {
+    return this.sockets.size;
   }
 
   cut(): void {
@@ -433,6 +439,58 @@ describe('confab join in a terminal (the interactive client)', () => {
     expect(lines.some((l) => /not sent \(/.test(l))).toBe(false);
     // Each shown to alice once: none comes back to her as history.
     for (const t of typed) expect(lines.filter((l) => l.endsWith(` ${t}`))).toHaveLength(1);
+  });
+
+  it('out of the room after a rejoin refused for good (NICK_OWNED): told so, and /nick joins as someone else', async () => {
+    const data = tempHome();
+    const { proc: server, port } = await serve(['--data', data]);
+    track(server);
+    const link = await Link.open(port);
+    try {
+      const alice = track(new Tty(['join', `127.0.0.1:${link.port}`, '--nick', 'alice', '--home', tempHome()]));
+      const invite = (await alice.line(/\* invite: confab:\/\//)).replace(/^.*invite: /, '');
+      link.cut();
+      await alice.prompt('', 'reconnecting');
+      // The operator frees "alice", and another key takes it.
+      expect(confab('admin', 'release-nick', 'alice', '--data', data).status).toBe(0);
+      const direct = invite.replace(`:${link.port}/`, `:${port}/`);
+      const other = track(new Proc(['join', direct, '--nick', 'alice', '--json', '--home', tempHome()]));
+      await other.line(/"type":"joined"/);
+      link.mend();
+      await alice.line(/! NICK_OWNED: the nick "alice" belongs to another key/, 20_000);
+      // Before, the warning was never shown (the error came before the client
+      // gave the room up), and /nick waited for a connection that was back.
+      await alice.line(/you are out of the room: the server refused to let you back in/);
+      alice.type('/nick alice2\r');
+      await alice.line(/\* you are now alice2 \(was alice\)$/, 10_000);
+      expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
+    } finally {
+      await link.close();
+    }
+  });
+
+  it('a /nick cut off by a lost connection: /nick again joins once the connection is back', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const link = await Link.open(port);
+    try {
+      const alice = track(new Tty(['join', `127.0.0.1:${link.port}`, '--nick', 'alice', '--home', tempHome()]));
+      await alice.line(/\* invite: confab:\/\//);
+      server.kill('SIGSTOP'); // the LEAVE is not answered
+      alice.type('/nick alice2\r');
+      await new Promise((r) => setTimeout(r, 300));
+      link.cut();
+      server.kill('SIGCONT');
+      await alice.line(/could not change nick: NOT_IN_ROOM/, 10_000);
+      link.mend();
+      await until(() => link.open > 0, 10_000);
+      alice.type('/nick alice3\r');
+      await alice.line(/\* you are now alice3 \(was alice\)$/, 10_000);
+      expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
+    } finally {
+      server.kill('SIGCONT');
+      await link.close();
+    }
   });
 
   it('colours each nick (stably), highlights a mention and rings with --bell; NO_COLOR and a terminal without colours turn it off', async () => {

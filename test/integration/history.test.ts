@@ -1,4 +1,13 @@
-import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -710,6 +719,57 @@ describe('the outbox in the home', () => {
     await until(() => bob.messages.length === 1);
     expect(bob.messages[0]).toMatchObject({ text: 'second', senderSeq: 1 });
     expect(bob.gaps).toEqual([]);
+  });
+
+  /** Rewrites the room file's outbox, as a hand edit or a damaged file would. */
+  function editOutbox(home: string, roomHex: string, edit: (outbox: Record<string, unknown>[]) => void): void {
+    const path = join(home, 'rooms', `${roomHex}.json`);
+    const data = JSON.parse(readFileSync(path, 'utf8')) as { outbox: Record<string, unknown>[] };
+    edit(data.outbox);
+    writeFileSync(path, JSON.stringify(data));
+  }
+
+  it('earlier copies written down wrong (a damaged or edited file) are ignored: nothing ends the client, nothing stays behind', async () => {
+    const stored = await aliceLeft(['first'], true);
+    editOutbox(stored.home, stored.roomHex, (o) => {
+      (o[0] as { was?: unknown }).was = [null, { seq: 'x' }, { seq: 1, hash: 'short' }];
+    });
+    const again = await secureMember(stored.s.port, stored.secret, 'alice2', {
+      identity: stored.identity,
+      state: RoomState.load(stored.home, stored.roomHex),
+    });
+    cleanup.push(() => again.close());
+    await again.room.send('second'); // before, reading the old copy back ended the client (PROTOCOL)
+    await until(() => stored.bob.messages.length === 2);
+
+    const unsent = await aliceLeft(['one', 'two'], false);
+    editOutbox(unsent.home, unsent.roomHex, (o) => {
+      (o[0] as { was?: unknown }).was = {};
+    });
+    const other = await secureMember(unsent.s.port, unsent.secret, 'alice2', {
+      identity: unsent.identity,
+      state: RoomState.load(unsent.home, unsent.roomHex),
+    });
+    cleanup.push(() => other.close());
+    await other.room.send('three');
+    // Before, the entry and every later one stayed in the outbox, never sent.
+    await until(() => unsent.bob.messages.length === 3);
+    expect(unsent.bob.texts()).toEqual(['alice2: one', 'alice2: two', 'alice2: three']);
+    expect(other.room.state.outbox()).toEqual([]);
+  });
+
+  it('a text over the server’s limit (under the client’s own) is refused before it spends a number', async () => {
+    const { s, secret, bob } = await bobAndAHome({ limits: { maxBody: 2000 } });
+    const alice = await secureMember(s.port, secret, 'alice');
+    cleanup.push(() => alice.close());
+    await alice.room.send('one');
+    expect(await alice.room.send('x'.repeat(3000)).catch((e: unknown) => e)).toMatchObject({
+      code: 'BODY_TOO_LARGE',
+    });
+    await alice.room.send('two');
+    await until(() => bob.messages.length === 2);
+    expect(bob.texts()).toEqual(['alice: one', 'alice: two']);
+    expect(bob.gaps).toEqual([]); // before: one missing, the number the refused text took
   });
 
   it('a message sent while the join is under way waits for the join’s resends: the others get them in order', async () => {
