@@ -134,7 +134,14 @@ class Chat {
       this.finish = resolve;
       for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, this.onSignal);
       this.client.on('reconnect', (r) => {
-        if (!r.rooms.some((x) => b64(x.room) === b64(this.room.keys.roomId))) return;
+        if (!r.rooms.some((x) => b64(x.room) === b64(this.room.keys.roomId))) {
+          // Out of the room (a /nick cut off): the connection alone is back, and /nick is the way in.
+          if (this.inRoom || this.renaming !== null) return;
+          this.link = 'connected';
+          this.info('reconnected, but not in the room: /nick NAME joins it again');
+          this.updatePrompt();
+          return;
+        }
         this.link = 'connected';
         const here = this.room.who();
         this.info(
