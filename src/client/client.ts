@@ -228,6 +228,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   readonly identity: Identity;
   private socket: Socket | null = null;
   private welcome: WelcomeFrame | null = null;
+  /** The last server's `maxBody`, kept while disconnected: what is sent meanwhile meets it on the next connection. */
+  private lastMaxBody: number | undefined;
   private readonly rooms = new Map<string, RoomState>();
   private readonly sends = new Map<number, PendingSend>();
   private readonly requests = new Map<number, PendingRequest>();
@@ -282,6 +284,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /** The server's announced limits, once connected. */
   get server(): WelcomeFrame | null {
     return this.welcome;
+  }
+
+  /** The largest body the server takes, as it last said (kept while disconnected), or undefined before it has. */
+  get maxBody(): number | undefined {
+    return this.lastMaxBody;
   }
 
   /**
@@ -352,7 +359,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if (refused !== undefined || state === undefined) {
       return Promise.reject(refused ?? new ClientError('NOT_IN_ROOM', 'join the room first'));
     }
-    const maxBody = this.welcome?.maxBody;
+    const maxBody = this.lastMaxBody;
     if (maxBody !== undefined && body.length > maxBody) {
       return Promise.reject(new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`));
     }
@@ -721,6 +728,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
             const frame = parseServerFrame(raw);
             if (frame.type === 'welcome') {
               this.welcome = frame;
+              this.lastMaxBody = frame.maxBody;
               // Pace under the server's limit, with a margin: half its burst and
               // a quarter slower, so its bucket keeps spare tokens for network
               // jitter. A refusal would put that message out of order.
@@ -989,7 +997,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private retryJoin(state: RoomState, attempt: number): void {
     this.opts.clock.setTimer(
       () => {
-        if (this.closed || !this.connected || state.joined || !this.rooms.has(roomKey(state.id))) return;
+        // Not if the room was left (or left and joined again: another state) meanwhile.
+        if (this.closed || !this.connected || state.joined || this.rooms.get(roomKey(state.id)) !== state) return;
         this.requestJoin(state).then(
           (r) => this.emit('reconnect', { rooms: [r] }),
           (e: unknown) => {

@@ -434,7 +434,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         this.rng,
       );
       // Refused before a number is spent, as above, by the server's limit too.
-      const maxBody = this.client.server?.maxBody;
+      const maxBody = this.client.maxBody;
       if (maxBody !== undefined && sealed.length > maxBody) {
         throw new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`);
       }

@@ -404,8 +404,10 @@ class Chat {
       this.say([`${shown} is taken in this room`]);
       return;
     }
-    // The connection, not the room: out of the room, this is the way back in.
-    if (this.renaming !== null || !this.client.connected) {
+    // In the room, once it is rejoined after a reconnect (a rename during the
+    // rejoin's retries would race them); out of it, the connection is enough:
+    // this is the way back in.
+    if (this.renaming !== null || !(this.inRoom ? this.link === 'connected' : this.client.connected)) {
       this.say([this.renaming !== null ? 'already changing nick' : 'you can change nick once the connection is back']);
       return;
     }
@@ -420,6 +422,7 @@ class Chat {
     try {
       await work;
       this.inRoom = true;
+      this.link = 'connected'; // joined just now, whatever a reconnect had said
       this.ctx.me = this.room.nick;
       this.info(`you are now ${styleNick(this.ctx.c, this.room.nick)} (was ${inert(old)})`);
     } catch (e) {

@@ -1,8 +1,7 @@
-import { connect, createServer } from 'node:net';
-import type { AddressInfo, Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
+import { Link } from '../helpers/link.js';
 import { Tty } from '../helpers/pty.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
@@ -62,58 +61,6 @@ async function room(options: { cols?: number; rows?: number; args?: string[]; en
   await bob.line(/"type":"joined"/);
   await alice.line(/^\d\d:\d\d \* bob \d{5}-\d{5} joined$/);
   return { server, port, invite, alice, bob, data };
-}
-
-/** A TCP link to the server that a test can cut (and keep cut) and mend. */
-class Link {
-  private readonly sockets = new Set<Socket>();
-  private up = true;
-
-  readonly server: Server;
-
-  private constructor(server: Server) {
-    this.server = server;
-  }
-
-  static async open(upstream: number): Promise<Link> {
-    const link = new Link(createServer());
-    link.server.on('connection', (client) => {
-      if (!link.up) {
-        client.destroy();
-        return;
-      }
-      const server = connect({ host: '127.0.0.1', port: upstream });
-      link.sockets.add(client).add(server);
-      client.pipe(server).pipe(client);
-      const end = (): void => {
-        client.destroy();
-        server.destroy();
-      };
-      client.on('close', end).on('error', end);
-      server.on('close', end).on('error', end);
-    });
-    await new Promise<void>((resolve) => link.server.listen(0, '127.0.0.1', resolve));
-    return link;
-  }
-
-  get port(): number {
-    return (this.server.address() as AddressInfo).port;
-  }
-
-  cut(): void {
-    this.up = false;
-    for (const s of this.sockets) s.destroy();
-    this.sockets.clear();
-  }
-
-  mend(): void {
-    this.up = true;
-  }
-
-  close(): Promise<void> {
-    this.cut();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
 }
 
 describe('confab join in a terminal (the interactive client)', () => {

@@ -1,11 +1,12 @@
 import { connect, SecureRoom } from '../../src/client/index.js';
-import type { Gap, KeyChange, Member, Rejection, SecureMessage } from '../../src/client/index.js';
+import type { ConfabClient, Gap, KeyChange, Member, Rejection, SecureMessage } from '../../src/client/index.js';
 import type { Identity } from '../../src/crypto/index.js';
 import type { RoomState } from '../../src/client/index.js';
 
 /** An end-to-end member over a real connection, recording what it sees. */
 export interface SecureMember {
   room: SecureRoom;
+  client: ConfabClient;
   identity: Identity;
   close: () => Promise<void>;
   messages: SecureMessage[];
@@ -37,6 +38,7 @@ export async function secureMember(
   });
   const m: SecureMember = {
     room,
+    client,
     identity: client.identity,
     close: () => client.close(),
     messages: [],

@@ -21,6 +21,7 @@ import type { HistoryStore, PruneStep, RoomLookup, ServerOptions } from '../../s
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
 import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.js';
+import { Link } from '../helpers/link.js';
 import { Mitm } from '../helpers/mitm.js';
 import { mountTmpfs } from '../helpers/tmpfs.js';
 import { secureMember } from '../helpers/secure.js';
@@ -758,18 +759,24 @@ describe('the outbox in the home', () => {
     expect(other.room.state.outbox()).toEqual([]);
   });
 
-  it('a text over the server’s limit (under the client’s own) is refused before it spends a number', async () => {
+  it('a text over the server’s limit (under the client’s own) is refused before it spends a number, connected or not', async () => {
     const { s, secret, bob } = await bobAndAHome({ limits: { maxBody: 2000 } });
-    const alice = await secureMember(s.port, secret, 'alice');
+    const link = await Link.open(s.port);
+    cleanup.push(() => link.close());
+    const alice = await secureMember(link.port, secret, 'alice');
     cleanup.push(() => alice.close());
     await alice.room.send('one');
-    expect(await alice.room.send('x'.repeat(3000)).catch((e: unknown) => e)).toMatchObject({
-      code: 'BODY_TOO_LARGE',
-    });
+    const tooLarge = { code: 'BODY_TOO_LARGE' };
+    expect(await alice.room.send('x'.repeat(3000)).catch((e: unknown) => e)).toMatchObject(tooLarge);
+    link.cut();
+    await until(() => !alice.client.connected);
+    // Offline, the server's limit as it last said it.
+    expect(await alice.room.send('y'.repeat(3000)).catch((e: unknown) => e)).toMatchObject(tooLarge);
+    link.mend();
     await alice.room.send('two');
     await until(() => bob.messages.length === 2);
     expect(bob.texts()).toEqual(['alice: one', 'alice: two']);
-    expect(bob.gaps).toEqual([]); // before: one missing, the number the refused text took
+    expect(bob.gaps).toEqual([]); // before: one missing for each number a refused text took
   });
 
   it('a message sent while the join is under way waits for the join’s resends: the others get them in order', async () => {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/index.js';
 import { newIdentity } from '../../src/crypto/index.js';
 import { expectBurstInOrder, member, recorder, room, text } from '../helpers/clients.js';
+import { Link } from '../helpers/link.js';
 import { testServer, until } from '../helpers/net.js';
 import { testScope } from '../helpers/scope.js';
 import { fanoutAddon } from '../../src/server/direct-write.js';
@@ -193,6 +194,25 @@ describe('relay: rooms, fan-out, presence', () => {
     const r = room(12);
     const alice = track(await member(s.port, r, 'alice'));
     await expect(alice.client.join(r, 'alice2')).rejects.toBeInstanceOf(ClientError);
+  });
+});
+
+describe('relay: a rejoin retried while the server holds the old connection', () => {
+  it('a leave and a join under another nick during the retries stop them: no more JOINs under the old nick', async () => {
+    const s = await server();
+    const link = await Link.open(s.port);
+    cleanup.push(() => link.close());
+    const r = room(20);
+    const alice = track(await member(link.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 100 } }));
+    link.drop(); // the server keeps alice's old connection, and her nick in the room
+    await until(() => alice.events.error.some((e) => e.code === 'NICK_TAKEN'));
+    await alice.client.leave(r);
+    await alice.client.join(r, 'alice2');
+    const sent = link.sent;
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // Before, the retry went on under the old nick every 50-100 ms, each JOIN
+    // refused (ALREADY_JOINED) in silence and costing a join token.
+    expect(link.sent - sent).toBe(0);
   });
 });
 
