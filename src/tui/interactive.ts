@@ -404,10 +404,10 @@ class Chat {
       this.say([`${shown} is taken in this room`]);
       return;
     }
-    // In the room, once it is rejoined after a reconnect (a rename during the
-    // rejoin's retries would race them); out of it, the connection is enough:
-    // this is the way back in.
-    if (this.renaming !== null || !(this.inRoom ? this.link === 'connected' : this.client.connected)) {
+    // The connection is enough, rejoined or not: out of the room, or while
+    // the rejoin is refused (NICK_TAKEN, maybe for good: the same key uses the
+    // nick elsewhere), this is the way back in, and it ends the retries.
+    if (this.renaming !== null || !this.client.connected) {
       this.say([this.renaming !== null ? 'already changing nick' : 'you can change nick once the connection is back']);
       return;
     }

@@ -410,6 +410,32 @@ describe('confab join in a terminal (the interactive client)', () => {
     }
   });
 
+  it('a rejoin refused while the same key holds the nick elsewhere (NICK_TAKEN, retried): /nick is the way out', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const link = await Link.open(port);
+    try {
+      const home = tempHome();
+      const alice = track(new Tty(['join', `127.0.0.1:${link.port}`, '--nick', 'alice', '--home', home]));
+      const invite = (await alice.line(/\* invite: confab:\/\//)).replace(/^.*invite: /, '');
+      link.cut();
+      await alice.prompt('', 'reconnecting');
+      // The same identity (another terminal, the same home) takes "alice" meanwhile.
+      const direct = invite.replace(`:${link.port}/`, `:${port}/`);
+      const other = track(new Proc(['join', direct, '--nick', 'alice', '--json', '--home', home]));
+      await other.line(/"type":"joined"/);
+      link.mend();
+      await alice.line(/NICK_TAKEN/, 20_000); // back, and the rejoin is refused (and retried)
+      alice.type('/nick alice2\r');
+      await alice.line(/\* you are now alice2 \(was alice\)$/, 10_000);
+      await alice.prompt('', 'connected');
+      await other.line(/"type":"join","nick":"alice2"/);
+      expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
+    } finally {
+      await link.close();
+    }
+  });
+
   it('a /nick cut off by a lost connection: /nick again joins once the connection is back', async () => {
     const { proc: server, port } = await serve();
     track(server);

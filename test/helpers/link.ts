@@ -31,7 +31,11 @@ export class Link {
       client.pipe(server).pipe(client);
       client.on('data', (chunk: Buffer) => (link.sent += chunk.length));
       client.on('error', () => client.destroy());
-      server.on('close', () => client.destroy()).on('error', () => server.destroy());
+      server.on('close', () => {
+        link.servers.delete(server);
+        client.destroy();
+      });
+      server.on('error', () => server.destroy());
       client.on('close', () => link.clients.delete(client));
     });
     await new Promise<void>((resolve) => link.server.listen(0, '127.0.0.1', resolve));
