@@ -286,9 +286,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.welcome;
   }
 
-  /** The largest body the server takes, as it last said (kept while disconnected), or undefined before it has. */
-  get maxBody(): number | undefined {
-    return this.lastMaxBody;
+  /** BODY_TOO_LARGE if the server, as it last said (kept while disconnected), takes no body of `bytes`. */
+  tooLarge(bytes: number): ClientError | undefined {
+    const max = this.lastMaxBody;
+    return max !== undefined && bytes > max
+      ? new ClientError('BODY_TOO_LARGE', `message over ${max} bytes`)
+      : undefined;
   }
 
   /**
@@ -338,12 +341,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
     this.failSends(key, left, (s) => !s.answerDue);
     // Only these: a send of a join of the room made meanwhile is that join's.
-    const written = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
+    const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
     if (this.connected && state.joined) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
-    this.failSends(key, left, (s) => written.has(s));
+    this.failSends(key, left, (s) => due.has(s));
     this.pump(); // its messages in flight no longer hold back other rooms'
   }
 
@@ -355,13 +358,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
   send(room: Uint8Array, body: Uint8Array, mid?: Uint8Array): Promise<{ seq: number; ts: number }> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
-    const refused = this.refusal(room);
+    const refused = this.refusal(room) ?? this.tooLarge(body.length);
     if (refused !== undefined || state === undefined) {
       return Promise.reject(refused ?? new ClientError('NOT_IN_ROOM', 'join the room first'));
-    }
-    const maxBody = this.lastMaxBody;
-    if (maxBody !== undefined && body.length > maxBody) {
-      return Promise.reject(new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`));
     }
     if (mid !== undefined && mid.length !== MSG_ID_LEN) {
       return Promise.reject(new ClientError('BAD_ARGUMENT', `a message id is ${MSG_ID_LEN} bytes`));

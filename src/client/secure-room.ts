@@ -417,13 +417,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // (as a message sent just before would be). Not in the room otherwise (the
     // join was refused), it is refused, and not written down.
     const refused = this.client.refusal(this.keys.roomId);
-    const keptBy =
-      refused === undefined || keptForLater(refused, false)
-        ? refused
-        : joinFailed instanceof ClientError && keptForLater(joinFailed, false)
-          ? joinFailed
-          : undefined;
-    if (refused !== undefined && keptBy === undefined) throw refused;
+    let keptBy: ClientError | undefined;
+    if (refused !== undefined) {
+      if (keptForLater(refused, false)) keptBy = refused;
+      else if (joinFailed instanceof ClientError && keptForLater(joinFailed, false)) keptBy = joinFailed;
+      else throw refused;
+    }
     const type: MessageTypeValue = kind === 'action' ? MessageType.ACTION : MessageType.TEXT;
     let mid: Uint8Array = new Uint8Array(0);
     const envelope = this.sealNext((seq, prevHash) => {
@@ -434,10 +433,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         this.rng,
       );
       // Refused before a number is spent, as above, by the server's limit too.
-      const maxBody = this.client.maxBody;
-      if (maxBody !== undefined && sealed.length > maxBody) {
-        throw new ClientError('BODY_TOO_LARGE', `message over ${maxBody} bytes`);
-      }
+      const tooLarge = this.client.tooLarge(sealed.length);
+      if (tooLarge !== undefined) throw tooLarge;
       mid = this.rng(MSG_ID_LEN);
       return { envelope: sealed, mid: b64(mid) };
     });
@@ -455,20 +452,17 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private sealNext(
     make: (seq: number, prevHash: Uint8Array) => { envelope: Uint8Array; mid: string },
-    again?: { seq?: number; prevHash?: Uint8Array; was: { seq: number; hash: string }[]; after: number },
+    again?: { was: Copy[]; after: number; at?: { seq: number; prevHash: Uint8Array } },
   ): Uint8Array {
     const undo = this.state.undoPoint();
     try {
-      let seq: number;
-      let prevHash: Uint8Array;
-      if (again?.seq !== undefined && again.prevHash !== undefined) {
-        ({ seq, prevHash } = again);
-      } else {
+      let at = again?.at;
+      if (at === undefined) {
         const next = this.state.nextSeq();
-        seq = next.seq;
-        prevHash = next.prev === '' ? NO_PREVIOUS : unb64(next.prev);
+        at = { seq: next.seq, prevHash: next.prev === '' ? NO_PREVIOUS : unb64(next.prev) };
       }
-      const { envelope, mid } = make(seq, prevHash);
+      const { seq } = at;
+      const { envelope, mid } = make(seq, at.prevHash);
       const hash = envelopeHash(envelope);
       const entry: OutboxEntry = { mid, body: b64(envelope), nick: this.nick, seq, hash };
       if (again !== undefined) {
@@ -505,7 +499,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       }),
       pass.renumbered
         ? { was, after: pass.after }
-        : { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash, was, after: pass.after },
+        : { was, after: pass.after, at: { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash } },
     );
     pass.resealed = true;
     return envelope;

@@ -685,12 +685,11 @@ export class Relay {
   private removeMember(member: Member, reason: number): void {
     const room = member.room;
     if (room.sending > 0) this.commitRoom(room);
-    // The room's frames so far go out while the leaver is a member in every
-    // sense: it hears the others' and not its own.
-    room.flush();
+    // Before the membership goes: the room's frames so far, which `remove`
+    // flushes first, reach the leaver as a member (the others', not its own).
+    room.remove(member, reason);
     const list = member.conn.memberships;
     list.splice(list.indexOf(member), 1);
-    room.remove(member, reason);
     if (room.members.length === 0) {
       room.flush();
       // Kept until the turn's flush: a message sent to it this turn is numbered
