@@ -185,6 +185,8 @@ interface RoomState {
   joined: boolean;
   /** The rid of the JOIN under way. */
   joinRid: number;
+  /** The answer to the latest JOIN (`joinRid`): a leave while it is on its way waits for it. */
+  joining: Promise<ServerFrame> | null;
   /** Last sequence number seen (or skipped knowingly); null before the first JOINED. */
   cursor: number | null;
   backlog: number;
@@ -311,6 +313,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       nick,
       joined: false,
       joinRid: 0,
+      joining: null,
       cursor: options.cursor ?? null,
       backlog,
       fetchRid: null,
@@ -342,6 +345,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.failSends(key, left, (s) => !s.answerDue);
     // Only these: a send of a join of the room made meanwhile is that join's.
     const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
+    if (!state.joined && state.joining !== null && this.requests.has(state.joinRid)) {
+      // A JOIN on its way (a rejoin being retried) that the server takes would
+      // leave it holding the room, under the old nick, for good. Otherwise the
+      // LEAVE goes out now, before anything the caller sends next.
+      state.joined = await state.joining.then(
+        (r) => r.type === 'joined',
+        () => false,
+      );
+    }
     if (this.connected && state.joined) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
@@ -466,7 +478,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
       key: this.identity.publicKey,
       proof,
     });
-    return this.request(rid, frame).then((reply) => {
+    state.joining = this.request(rid, frame);
+    return state.joining.then((reply) => {
       if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
       this.pump();
       return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
@@ -973,7 +986,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const results: JoinResult[] = [];
     for (const state of [...this.rooms.values()]) {
       try {
-        results.push(await this.requestJoin(state));
+        const result = await this.requestJoin(state);
+        if (this.rooms.get(roomKey(state.id)) === state) results.push(result); // not if left meanwhile
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
@@ -999,7 +1013,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
         // Not if the room was left (or left and joined again: another state) meanwhile.
         if (this.closed || !this.connected || state.joined || this.rooms.get(roomKey(state.id)) !== state) return;
         this.requestJoin(state).then(
-          (r) => this.emit('reconnect', { rooms: [r] }),
+          (r) => {
+            if (this.rooms.get(roomKey(state.id)) === state) this.emit('reconnect', { rooms: [r] });
+          },
           (e: unknown) => {
             if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
             if (JOIN_FINAL_CODES.has(e.code)) {

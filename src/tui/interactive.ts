@@ -84,6 +84,8 @@ class Chat {
   private readonly joins = new JoinBurst((count) => this.info(moreJoinedText(count, ' (/who lists who is here)')));
   private link: Link = 'connected';
   private inRoom = true;
+  /** The refusal that put us out of the room was just shown: the reconnect that follows needs no notice of its own. */
+  private refusalShown = false;
   /** While /nick leaves and rejoins, sends wait for it (never rejects). */
   private renaming: Promise<void> | null = null;
   private quitting = false;
@@ -138,7 +140,8 @@ class Chat {
           // Out of the room (a /nick cut off): the connection alone is back, and /nick is the way in.
           if (this.inRoom || this.renaming !== null) return;
           this.link = 'connected';
-          this.info('reconnected, but not in the room: /nick NAME joins it again');
+          if (!this.refusalShown) this.info('reconnected, but not in the room: /nick NAME joins it again');
+          this.refusalShown = false;
           this.updatePrompt();
           return;
         }
@@ -164,7 +167,10 @@ class Chat {
     // The notice of the lost connection that follows says it.
     if (event.type === 'error' && event.code === 'SERVER_SHUTDOWN') return;
     if (!this.joins.admit(event)) return;
-    if (event.type === 'disconnect') this.link = event.reconnecting ? 'reconnecting' : 'offline';
+    if (event.type === 'disconnect') {
+      this.link = event.reconnecting ? 'reconnecting' : 'offline';
+      this.refusalShown = false;
+    }
     const shown = renderEvent(event, this.ctx);
     if (shown !== null) this.screen.print(shown.lines, this.options.bell === true && shown.mention);
     if (
@@ -175,6 +181,7 @@ class Chat {
     ) {
       // The server would not take us back into the room after a reconnect: the client gave it up.
       this.inRoom = false;
+      this.refusalShown = true;
       this.warn(
         'you are out of the room: the server refused to let you back in. /nick NAME joins as someone else; /quit leaves.',
       );

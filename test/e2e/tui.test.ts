@@ -405,6 +405,8 @@ describe('confab join in a terminal (the interactive client)', () => {
       alice.type('/nick alice2\r');
       await alice.line(/\* you are now alice2 \(was alice\)$/, 10_000);
       expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
+      // The refusal said it all: the reconnect behind it adds no second notice.
+      expect(alice.lines().filter((l) => /not in the room|out of the room/.test(l))).toHaveLength(1);
     } finally {
       await link.close();
     }

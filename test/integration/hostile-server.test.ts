@@ -587,3 +587,50 @@ describe('leaving during a rate-limit resync', () => {
     expect(await two).toBe('DISCONNECTED');
   });
 });
+
+describe('leaving while a rejoin is retried', () => {
+  it('a JOIN on its way that the server then takes is left too: the server is not left holding the old nick', async () => {
+    const joins: number[] = [];
+    const held: { socket: Socket; rid: number; room: Uint8Array; nick: string }[] = [];
+    const leaves: number[] = [];
+    const port = await hostile((socket, type, frame) => {
+      if (type === 0x01) return;
+      const f = parseClientFrame(frame);
+      if (f.type === 'join') {
+        joins.push(f.rid);
+        if (joins.length === 1) {
+          socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+          setImmediate(() => socket.destroy()); // the link drops: the client rejoins
+        } else if (joins.length === 2) {
+          // The server still holds the old connection's nick: refused, retried.
+          socket.write(
+            encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.NICK_TAKEN, fatal: false, message: 'taken' }),
+          );
+        } else {
+          held.push({ socket, rid: f.rid, room: f.room, nick: f.nick }); // answered once the client has left
+        }
+      } else if (f.type === 'leave') {
+        leaves.push(f.rid);
+        socket.write(encodeFrame({ type: 'left', rid: f.rid, room: f.room }));
+      }
+    });
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 2, maxMs: 4 } });
+    cleanup.push(() => c.close());
+    const back: number[] = [];
+    c.on('reconnect', (e) => back.push(e.rooms.length));
+    const r = room(8);
+    await c.join(r, 'alice');
+    await until(() => held.length > 0);
+    const leaving = c.leave(r);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const [h] = held;
+    h?.socket.write(encodeFrame({ type: 'joined', rid: h.rid, room: h.room, nick: h.nick, seq: 0, members: [] }));
+    await leaving;
+    // Before, the leave sent nothing (the room was not joined yet), and the
+    // server's JOINED then put the client back in the room under "alice".
+    expect(leaves).toHaveLength(1);
+    expect(c.isMember(r)).toBe(false);
+    // The reconnect (no room back yet) is told; the rejoin answered after the leave is not.
+    expect(back).toEqual([0]);
+  });
+});
