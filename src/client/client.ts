@@ -185,8 +185,6 @@ interface RoomState {
   joined: boolean;
   /** The rid of the JOIN under way. */
   joinRid: number;
-  /** The answer to the latest JOIN (`joinRid`): a leave while it is on its way waits for it. */
-  joining: Promise<ServerFrame> | null;
   /** Last sequence number seen (or skipped knowingly); null before the first JOINED. */
   cursor: number | null;
   backlog: number;
@@ -313,7 +311,6 @@ export class ConfabClient extends Emitter<ClientEvents> {
       nick,
       joined: false,
       joinRid: 0,
-      joining: null,
       cursor: options.cursor ?? null,
       backlog,
       fetchRid: null,
@@ -345,16 +342,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.failSends(key, left, (s) => !s.answerDue);
     // Only these: a send of a join of the room made meanwhile is that join's.
     const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
-    if (!state.joined && state.joining !== null && this.requests.has(state.joinRid)) {
-      // A JOIN on its way (a rejoin being retried) that the server takes would
-      // leave it holding the room, under the old nick, for good. Otherwise the
-      // LEAVE goes out now, before anything the caller sends next.
-      state.joined = await state.joining.then(
-        (r) => r.type === 'joined',
-        () => false,
-      );
-    }
-    if (this.connected && state.joined) {
+    // A JOIN still on its way (a rejoin being retried) that the server takes
+    // would leave it holding the room, under the old nick, for good. The server
+    // answers a connection's frames in order: a LEAVE written now follows that
+    // JOIN (and is refused with NOT_IN_ROOM if the JOIN was), and goes out
+    // before anything the caller sends next, a join of the room included.
+    if (this.connected && (state.joined || this.requests.has(state.joinRid))) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
@@ -478,8 +471,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       key: this.identity.publicKey,
       proof,
     });
-    state.joining = this.request(rid, frame);
-    return state.joining.then((reply) => {
+    return this.request(rid, frame).then((reply) => {
       if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
       this.pump();
       return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
@@ -985,6 +977,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     }
     const results: JoinResult[] = [];
     for (const state of [...this.rooms.values()]) {
+      // Not a room left (or left and joined again) while an earlier one was rejoined.
+      if (this.rooms.get(roomKey(state.id)) !== state) continue;
       try {
         const result = await this.requestJoin(state);
         if (this.rooms.get(roomKey(state.id)) === state) results.push(result); // not if left meanwhile

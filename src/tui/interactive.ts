@@ -435,6 +435,11 @@ class Chat {
     } catch (e) {
       const code = e instanceof ClientError ? e.code : '';
       if (code === 'NOT_IN_ROOM') this.inRoom = false;
+      else {
+        // Any other refusal: back in under the old nick, joined just now.
+        this.inRoom = true;
+        if (this.client.connected) this.link = 'connected';
+      }
       const why = e instanceof Error ? e.message : String(e);
       this.warn(
         code === 'NICK_TAKEN'

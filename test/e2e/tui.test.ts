@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
+import { inOrderServer } from '../helpers/in-order-server.js';
 import { Link } from '../helpers/link.js';
+import { until } from '../helpers/net.js';
 import { Tty } from '../helpers/pty.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
@@ -435,6 +437,35 @@ describe('confab join in a terminal (the interactive client)', () => {
       expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
     } finally {
       await link.close();
+    }
+  });
+
+  it('a /nick refused while the rejoin is retried, and back in under the old nick: the prompt says connected', async () => {
+    // JOIN 1 taken; after the drop the rejoin is refused (the server's ghost), the
+    // retry held on its way; then "bob" is someone else's, and the way back is taken.
+    const s = await inOrderServer((join, n) =>
+      n === 2 ? 'taken' : n === 3 ? 'hold' : join.nick === 'bob' ? 'owned' : 'take',
+    );
+    try {
+      const alice = track(new Tty(['join', `127.0.0.1:${s.port}`, '--nick', 'alice', '--home', tempHome()]));
+      await alice.prompt('');
+      s.drop();
+      await alice.line(/NICK_TAKEN/, 10_000);
+      await until(() => s.holding());
+      alice.type('/nick bob\r');
+      await until(() => s.waiting() === 1); // the LEAVE, behind the held JOIN
+      s.release('take');
+      await alice.line(/could not change nick: NICK_OWNED/, 10_000);
+      expect(s.log.slice(2)).toEqual([
+        'JOIN alice -> JOINED',
+        'LEAVE -> LEFT',
+        'JOIN bob -> NICK_OWNED',
+        'JOIN alice -> JOINED',
+      ]);
+      // Before, it said reconnecting for good: the rejoin it waited for was left.
+      await alice.prompt('', 'connected');
+    } finally {
+      s.close();
     }
   });
 

@@ -15,6 +15,8 @@ import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '.
 import { encodeFrame, ErrorCode, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
+import { inOrderServer } from '../helpers/in-order-server.js';
+import type { InOrderServer, JoinAnswer } from '../helpers/in-order-server.js';
 import { until, welcomeFrame } from '../helpers/net.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -589,48 +591,61 @@ describe('leaving during a rate-limit resync', () => {
 });
 
 describe('leaving while a rejoin is retried', () => {
-  it('a JOIN on its way that the server then takes is left too: the server is not left holding the old nick', async () => {
-    const joins: number[] = [];
-    const held: { socket: Socket; rid: number; room: Uint8Array; nick: string }[] = [];
-    const leaves: number[] = [];
-    const port = await hostile((socket, type, frame) => {
-      if (type === 0x01) return;
-      const f = parseClientFrame(frame);
-      if (f.type === 'join') {
-        joins.push(f.rid);
-        if (joins.length === 1) {
-          socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-          setImmediate(() => socket.destroy()); // the link drops: the client rejoins
-        } else if (joins.length === 2) {
-          // The server still holds the old connection's nick: refused, retried.
-          socket.write(
-            encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.NICK_TAKEN, fatal: false, message: 'taken' }),
-          );
-        } else {
-          held.push({ socket, rid: f.rid, room: f.room, nick: f.nick }); // answered once the client has left
-        }
-      } else if (f.type === 'leave') {
-        leaves.push(f.rid);
-        socket.write(encodeFrame({ type: 'left', rid: f.rid, room: f.room }));
-      }
-    });
-    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 2, maxMs: 4 } });
+  /**
+   * Alice in `rooms` on a server that then drops her and answers her next JOINs
+   * by `then` (the rest it takes), until one is held on its way.
+   */
+  async function retrying(
+    rooms: Uint8Array[],
+    then: JoinAnswer[] = ['taken', 'hold'], // the server's ghost of her, then the retry
+  ): Promise<{ s: InOrderServer; c: ConfabClient; back: number[] }> {
+    const s = await inOrderServer((_join, n) => (n <= rooms.length ? 'take' : (then[n - rooms.length - 1] ?? 'take')));
+    cleanup.push(() => s.close());
+    const c = await connect({ host: '127.0.0.1', port: s.port, backoff: { baseMs: 2, maxMs: 4 } });
     cleanup.push(() => c.close());
     const back: number[] = [];
     c.on('reconnect', (e) => back.push(e.rooms.length));
+    for (const r of rooms) await c.join(r, 'alice');
+    s.drop();
+    await until(() => s.holding());
+    return { s, c, back };
+  }
+
+  it('a JOIN on its way that the server then takes is left too: the server is not left holding the old nick', async () => {
     const r = room(8);
-    await c.join(r, 'alice');
-    await until(() => held.length > 0);
+    const { s, c, back } = await retrying([r]);
     const leaving = c.leave(r);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    const [h] = held;
-    h?.socket.write(encodeFrame({ type: 'joined', rid: h.rid, room: h.room, nick: h.nick, seq: 0, members: [] }));
+    s.release('take');
     await leaving;
     // Before, the leave sent nothing (the room was not joined yet), and the
-    // server's JOINED then put the client back in the room under "alice".
-    expect(leaves).toHaveLength(1);
+    // server's JOINED then kept the room under "alice" for the connection.
+    expect(s.log.slice(-2)).toEqual(['JOIN alice -> JOINED', 'LEAVE -> LEFT']);
+    expect(s.rooms()).toEqual([]);
     expect(c.isMember(r)).toBe(false);
     // The reconnect (no room back yet) is told; the rejoin answered after the leave is not.
     expect(back).toEqual([0]);
+  });
+
+  it('a join of the room right behind the leave (a rename) is taken under the new nick', async () => {
+    const r = room(8);
+    const { s, c } = await retrying([r]);
+    const leaving = c.leave(r);
+    const joining = c.join(r, 'alice2');
+    s.release('take');
+    await leaving;
+    expect((await joining).nick).toBe('alice2');
+    expect(s.rooms()).toEqual([`${Buffer.from(r).toString('hex').slice(0, 4)}:alice2`]);
+  });
+
+  it('a room left while another is rejoined is not joined again', async () => {
+    const [a, b] = [room(8), room(9)];
+    const { s, c, back } = await retrying([a, b], ['hold']); // a's rejoin on its way
+    await c.leave(b); // its rejoin not written yet: nothing to leave
+    s.release('take');
+    await until(() => back.length === 1);
+    expect(back).toEqual([1]);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(s.rooms()).toEqual([`${Buffer.from(a).toString('hex').slice(0, 4)}:alice`]);
+    expect(c.isMember(b)).toBe(false);
   });
 });
