@@ -195,6 +195,7 @@ class Meter {
   summary() {
     const n = Math.min(this.count, this.expected);
     const sorted = this.latencies.slice(0, n).sort();
+    this.sorted = sorted;
     const out = { p50: round(percentile(sorted, 50)), p99: round(percentile(sorted, 99)) };
     if (this.stamps === null) return out;
     // Per message: its first delivery (how soon the server started on it) and
@@ -425,7 +426,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
   const detail = probe?.();
   system.close([...rx, tx]);
   await system.stop();
-  return {
+  return withSamples(meter, {
     workload: 'a',
     system: system.name,
     receivers,
@@ -437,7 +438,7 @@ async function fanoutBurst(system, receivers, messages, window = 64) {
     serverCpuSecondsPerMillionDeliveries: round(cpu / (meter.count / 1e6)),
     serverMemoryPerConnectionBytes: Math.round((rssLoaded - rssBefore) / (receivers + 1)),
     ...(detail && { cpuPercent: detail }),
-  };
+  });
 }
 
 /**
@@ -537,7 +538,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
   tx.close();
   system.close(rx);
   await system.stop();
-  return {
+  return withSamples(meter, {
     workload: 'b',
     system: system.name,
     reader: reader === null ? 'js' : 'c',
@@ -559,7 +560,7 @@ async function fanoutRate(system, receivers, rate, seconds) {
         p99: round(percentile(late, 99)),
       },
     }),
-  };
+  });
 }
 
 /**
@@ -792,6 +793,31 @@ if (values.pin) {
 
 const print = (o) => console.log(JSON.stringify(o));
 
+/** Each (a) and (b) result's latencies, sorted, kept for the run's pooled p99 (not printed). */
+const samples = new WeakMap();
+
+/** `result`, its meter's sorted latencies kept (call after `meter.summary()`). */
+function withSamples(meter, result) {
+  samples.set(result, meter.sorted);
+  return result;
+}
+
+/**
+ * The p99 of every delivery of every round together: the run's own p99, as one
+ * long round would measure it, beside the median of the rounds' ratios.
+ */
+function pooledP99(runs) {
+  const all = runs.map((r) => samples.get(r));
+  if (all.some((s) => s === undefined)) return null;
+  const pooled = new Float64Array(all.reduce((n, s) => n + s.length, 0));
+  let at = 0;
+  for (const s of all) {
+    pooled.set(s, at);
+    at += s.length;
+  }
+  return round(percentile(pooled.sort(), 99));
+}
+
 /** One round's p99 of confab over the other system's. */
 const p99Ratio = ([a, b]) => a.latencyMs.p99 / b.latencyMs.p99;
 
@@ -865,17 +891,24 @@ function overRounds(runs) {
 
 /**
  * The workload's last line: the medians of the per-round ratios confab /
- * Redis (or confab-b), and each system's figures over the rounds, lost
- * messages summed, so that the targets (CPU ratio at most 1 with nothing
- * lost) read off one line.
+ * Redis (or confab-b), the ratio of the two systems' p99 over all their
+ * rounds' deliveries pooled, and each system's figures over the rounds (the
+ * medians; lost messages summed), so that the targets (CPU ratio at most 1
+ * with nothing lost) read off one line.
  */
 function printVs(head, pairs) {
   const v = ratios(pairs);
+  const [a, b] = [pooledP99(pairs.map(([x]) => x)), pooledP99(pairs.map(([, y]) => y))];
   print({
     ...head,
     rounds: pairs.length,
     [`ratioConfabTo${vs}CpuPerMillionDeliveries`]: v.cpu,
     [`ratioConfabTo${vs}P99`]: v.p99,
+    ...(a !== null &&
+      b !== null && {
+        [`ratioConfabTo${vs}PooledP99`]: round(a / b),
+        pooledP99Ms: { [pairs[0][0].system]: a, [pairs[0][1].system]: b },
+      }),
     perRound: v.perRound,
     overRounds: {
       [pairs[0][0].system]: overRounds(pairs.map(([a]) => a)),
