@@ -853,6 +853,7 @@ async function compare(workload, run) {
       print({ ...results[k], round: i });
     }
     const [c, r, n] = results;
+    samples.delete(n); // pooled for confab and Redis only
     if (r !== null) vsPairs.push([c, r]);
     if (n !== null) storePairs.push([c, n]);
   }

@@ -985,6 +985,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
+        if (this.rooms.get(roomKey(state.id)) !== state) continue; // left meanwhile: nothing to report or retry
         if (JOIN_FINAL_CODES.has(err.code)) {
           // Given up before it is reported: whoever hears of it finds us out of the room.
           this.abandon(state, err);
@@ -1002,16 +1003,20 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   private retryJoin(state: RoomState, attempt: number): void {
+    const socket = this.socket;
     this.opts.clock.setTimer(
       () => {
         // Not if the room was left (or left and joined again: another state) meanwhile.
         if (this.closed || !this.connected || state.joined || this.rooms.get(roomKey(state.id)) !== state) return;
+        // Not from a connection since lost (the new one's rejoin has its own chain), nor over a JOIN on its way.
+        if (this.socket !== socket || this.requests.has(state.joinRid)) return;
         this.requestJoin(state).then(
           (r) => {
             if (this.rooms.get(roomKey(state.id)) === state) this.emit('reconnect', { rooms: [r] });
           },
           (e: unknown) => {
             if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
+            if (this.rooms.get(roomKey(state.id)) !== state) return; // left meanwhile
             if (JOIN_FINAL_CODES.has(e.code)) {
               this.abandon(state, e);
               this.emit('error', e);

@@ -434,12 +434,9 @@ class Chat {
       this.info(`you are now ${styleNick(this.ctx.c, this.room.nick)} (was ${inert(old)})`);
     } catch (e) {
       const code = e instanceof ClientError ? e.code : '';
-      if (code === 'NOT_IN_ROOM') this.inRoom = false;
-      else {
-        // Any other refusal: back in under the old nick, joined just now.
-        this.inRoom = true;
-        if (this.client.connected) this.link = 'connected';
-      }
+      // Refused, and back in under the old nick (joined just now), or out of the room.
+      this.inRoom = this.client.isMember(this.room.keys.roomId);
+      if (this.inRoom && this.client.connected) this.link = 'connected';
       const why = e instanceof Error ? e.message : String(e);
       this.warn(
         code === 'NICK_TAKEN'

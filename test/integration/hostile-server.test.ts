@@ -598,17 +598,19 @@ describe('leaving while a rejoin is retried', () => {
   async function retrying(
     rooms: Uint8Array[],
     then: JoinAnswer[] = ['taken', 'hold'], // the server's ghost of her, then the retry
-  ): Promise<{ s: InOrderServer; c: ConfabClient; back: number[] }> {
+  ): Promise<{ s: InOrderServer; c: ConfabClient; back: number[]; errors: string[] }> {
     const s = await inOrderServer((_join, n) => (n <= rooms.length ? 'take' : (then[n - rooms.length - 1] ?? 'take')));
     cleanup.push(() => s.close());
     const c = await connect({ host: '127.0.0.1', port: s.port, backoff: { baseMs: 2, maxMs: 4 } });
     cleanup.push(() => c.close());
     const back: number[] = [];
+    const errors: string[] = [];
     c.on('reconnect', (e) => back.push(e.rooms.length));
+    c.on('error', (e) => errors.push(e.code));
     for (const r of rooms) await c.join(r, 'alice');
     s.drop();
     await until(() => s.holding());
-    return { s, c, back };
+    return { s, c, back, errors };
   }
 
   it('a JOIN on its way that the server then takes is left too: the server is not left holding the old nick', async () => {
@@ -647,5 +649,40 @@ describe('leaving while a rejoin is retried', () => {
     await new Promise((resolve) => setTimeout(resolve, 30));
     expect(s.rooms()).toEqual([`${Buffer.from(a).toString('hex').slice(0, 4)}:alice`]);
     expect(c.isMember(b)).toBe(false);
+  });
+
+  it('a rejoin refused for good after the leave is not reported: the room is no longer ours', async () => {
+    const r = room(8);
+    const { s, c, errors } = await retrying([r]);
+    const leaving = c.leave(r);
+    s.release('owned');
+    await leaving;
+    expect(s.log.slice(-2)).toEqual(['JOIN alice -> NICK_OWNED', 'LEAVE -> NOT_IN_ROOM']);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Before, NICK_OWNED about the old nick was reported in the middle of the rename.
+    expect(errors).toEqual(['NICK_TAKEN']);
+  });
+
+  it("a retry scheduled on a connection since lost does not JOIN again over the next connection's rejoin", async () => {
+    // JOIN 2 (the rejoin) refused: a retry is due in 200 ms; that connection drops
+    // at once, and the next one's rejoin (JOIN 3) is held past the retry's time.
+    const s = await inOrderServer((_join, n) => (n === 2 ? 'taken' : n === 3 ? 'hold' : 'take'));
+    cleanup.push(() => s.close());
+    const c = await connect({ host: '127.0.0.1', port: s.port, backoff: { baseMs: 200, maxMs: 400 }, random: () => 0 });
+    cleanup.push(() => c.close());
+    const r = room(4);
+    await c.join(r, 'alice');
+    s.drop();
+    await until(() => s.log.includes('JOIN alice -> NICK_TAKEN'));
+    s.drop();
+    await until(() => s.holding());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Before, the old retry wrote a second JOIN here: taken behind the first, it
+    // got ALREADY_JOINED, was retried for ever, and the room was never joined.
+    expect(s.waiting()).toBe(0);
+    s.release('take');
+    await c.leave(r);
+    expect((await c.join(r, 'alice2')).nick).toBe('alice2');
+    expect(s.log.slice(2)).toEqual(['JOIN alice -> JOINED', 'LEAVE -> LEFT', 'JOIN alice2 -> JOINED']);
   });
 });
