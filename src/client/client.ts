@@ -297,7 +297,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /**
    * Joins a room under `nick` and catches up on its history: the backlog on a
    * first visit, or everything after `options.cursor`. Rejects with the
-   * server's error (NICK_TAKEN, NICK_OWNED, BAD_NICK, ...).
+   * server's error (NICK_TAKEN, NICK_OWNED, BAD_NICK, ...), or NOT_IN_ROOM
+   * when the room is left before the server answers.
    */
   async join(room: Uint8Array, nick: string, options: JoinOptions = {}): Promise<JoinResult> {
     const key = roomKey(room);
@@ -320,7 +321,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     };
     this.rooms.set(key, state);
     try {
-      return await this.requestJoin(state);
+      const joined = await this.requestJoin(state);
+      // Left while the JOIN was on its way: the leave went out behind it, and took it back.
+      if (this.rooms.get(key) !== state)
+        throw new ClientError('NOT_IN_ROOM', 'left the room before the join was answered');
+      return joined;
     } catch (err) {
       // Messages sent to it while it was joining fail with it, or they would wait forever.
       this.abandon(state, err instanceof ClientError ? err : new ClientError('DISCONNECTED', 'the join failed'));

@@ -685,4 +685,23 @@ describe('leaving while a rejoin is retried', () => {
     expect((await c.join(r, 'alice2')).nick).toBe('alice2');
     expect(s.log.slice(2)).toEqual(['JOIN alice -> JOINED', 'LEAVE -> LEFT', 'JOIN alice2 -> JOINED']);
   });
+
+  it('a first join left before it is answered fails (NOT_IN_ROOM) instead of resolving', async () => {
+    const s = await inOrderServer(() => 'hold');
+    cleanup.push(() => s.close());
+    const c = await connect({ host: '127.0.0.1', port: s.port });
+    cleanup.push(() => c.close());
+    const r = room(3);
+    const joining = c.join(r, 'alice').then(
+      () => 'joined',
+      (e: { code?: string }) => e.code,
+    );
+    await until(() => s.holding());
+    const leaving = c.leave(r);
+    s.release('take');
+    await leaving;
+    expect(await joining).toBe('NOT_IN_ROOM');
+    expect(s.log).toEqual(['JOIN alice -> JOINED', 'LEAVE -> LEFT']);
+    expect(c.isMember(r)).toBe(false);
+  });
 });
