@@ -297,8 +297,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /**
    * Joins a room under `nick` and catches up on its history: the backlog on a
    * first visit, or everything after `options.cursor`. Rejects with the
-   * server's error (NICK_TAKEN, NICK_OWNED, BAD_NICK, ...), or NOT_IN_ROOM
-   * when the room is left before the server answers.
+   * server's error (NICK_TAKEN, NICK_OWNED, BAD_NICK, ...), or NOT_IN_ROOM if
+   * the room is left before the server answers.
    */
   async join(room: Uint8Array, nick: string, options: JoinOptions = {}): Promise<JoinResult> {
     const key = roomKey(room);
@@ -321,11 +321,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     };
     this.rooms.set(key, state);
     try {
-      const joined = await this.requestJoin(state);
-      // Left while the JOIN was on its way: the leave went out behind it, and took it back.
+      const result = await this.requestJoin(state);
+      // Left (and maybe joined again) before the answer: the leave undid it.
       if (this.rooms.get(key) !== state)
         throw new ClientError('NOT_IN_ROOM', 'left the room before the join was answered');
-      return joined;
+      return result;
     } catch (err) {
       // Messages sent to it while it was joining fail with it, or they would wait forever.
       this.abandon(state, err instanceof ClientError ? err : new ClientError('DISCONNECTED', 'the join failed'));
@@ -342,9 +342,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
     if (state === undefined) return;
-    this.rooms.delete(key);
+    const joinOnItsWay = state.joined || this.requests.has(state.joinRid);
+    this.forget(state);
     const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
     this.failSends(key, left, (s) => !s.answerDue);
+    // Those left wait for their answer (ACK, or the LEFT): put back in line by a
+    // resync, they must not be written again, in a join of the room made meanwhile.
+    this.unsent = this.unsent.filter((s) => s.roomKey !== key);
     // Only these: a send of a join of the room made meanwhile is that join's.
     const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
     // A JOIN still on its way (a rejoin being retried) that the server takes
@@ -352,7 +356,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     // answers a connection's frames in order: a LEAVE written now follows that
     // JOIN (and is refused with NOT_IN_ROOM if the JOIN was), and goes out
     // before anything the caller sends next, a join of the room included.
-    if (this.connected && (state.joined || this.requests.has(state.joinRid))) {
+    if (this.connected && joinOnItsWay) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
@@ -563,7 +567,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: latest + 1 });
       this.moveCursor(state, Math.max(0, latest - state.backlog));
     }
-    if ((state.cursor ?? 0) < latest) this.fetch(state);
+    if (state.joined && (state.cursor ?? 0) < latest) this.fetch(state);
   }
 
   /** Asks for what follows the cursor, up to the first live message held (that one is shown live). */
@@ -616,10 +620,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.held = state.held
       .filter((h) => h.seq > (state.cursor ?? 0) && h.seq <= frame.latest)
       .sort((a, b) => a.seq - b.seq);
-    while (state.held.length > 0 && (state.held[0] as DeliverFrame).seq === state.cursor + 1) {
+    while (state.joined && state.held.length > 0 && (state.held[0] as DeliverFrame).seq === state.cursor + 1) {
       this.advance(state, state.held.shift() as DeliverFrame, false);
     }
-    if (state.cursor < frame.latest || state.held.length > 0) this.fetch(state);
+    // Not if a listener left the room meanwhile.
+    if (state.joined && (state.cursor < frame.latest || state.held.length > 0)) this.fetch(state);
   }
 
   /**
@@ -638,7 +643,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
       const socket = this.socket;
       this.opts.clock.setTimer(
         () => {
-          if (this.socket === socket && state.joined && state.fetchRid === WAITING_TO_FETCH) this.fetch(state);
+          if (this.socket !== socket || this.rooms.get(roomKey(state.id)) !== state) return;
+          if (state.joined && state.fetchRid === WAITING_TO_FETCH) this.fetch(state);
         },
         backoffDelay(1 + state.fetchFailures++, this.opts.random(), this.opts.backoff),
       );
@@ -734,6 +740,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
         try {
           frames = decoder.push(chunk);
           for (const raw of frames) {
+            // Nothing after a fatal ERROR (or anything else that ended this connection) counts.
+            if (this.socket !== socket) return;
             const frame = parseServerFrame(raw);
             if (frame.type === 'welcome') {
               this.welcome = frame;
@@ -873,8 +881,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
         return;
       case 'error': {
         const err = ClientError.fromWire(frame.code, frame.message, frame.fatal);
-        if (err.code === 'RATE_LIMITED' && !frame.fatal && this.sends.has(frame.rid)) {
-          this.resend(0); // too fast: not a failure, just later
+        if (err.code === 'RATE_LIMITED' && this.sends.has(frame.rid)) {
+          // Too fast: not a failure, just later; after the flood's fatal one, on the next connection.
+          if (frame.fatal) this.lost(socket, err);
+          else this.resend(0);
           return;
         }
         if (err.code === 'STORE_FAILED' && !frame.fatal && this.sends.has(frame.rid)) {
@@ -980,6 +990,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.scheduleRetry();
       return;
     }
+    const socket = this.socket;
     const results: JoinResult[] = [];
     for (const state of [...this.rooms.values()]) {
       // Not a room left (or left and joined again) while an earlier one was rejoined.
@@ -1004,6 +1015,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.retryJoin(state, 1);
       }
     }
+    if (this.closed || this.socket !== socket || !this.connected) return; // closed, or lost again, meanwhile
     this.emit('reconnect', { rooms: results });
   }
 
@@ -1042,8 +1054,16 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private abandon(state: RoomState, err: ClientError): void {
     const key = roomKey(state.id);
     if (this.rooms.get(key) !== state) return;
-    this.rooms.delete(key);
+    this.forget(state);
     this.failSends(key, err);
+  }
+
+  /** Out of the room: nothing more of it is fetched or reported (a FETCH retry, held messages). */
+  private forget(state: RoomState): void {
+    this.rooms.delete(roomKey(state.id));
+    state.joined = false;
+    state.fetchRid = null;
+    state.held = [];
   }
 
   /** Fails the room's messages waiting for their acknowledgement (those `which` picks). */
