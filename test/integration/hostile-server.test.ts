@@ -13,6 +13,7 @@ import {
 import type { ConfabClient } from '../../src/client/index.js';
 import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, ErrorCode, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
+import type { ClientFrame } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { inOrderServer } from '../helpers/in-order-server.js';
@@ -75,6 +76,19 @@ function answeringJoin(
     if (type !== 0x02) return; // JOIN
     const join = parseClientFrame(frame);
     if (join.type === 'join') socket.write(Buffer.concat(frames(join)));
+  };
+}
+
+/** An attack that takes every JOIN (JOINED, seq 0, nobody else) and hands every other client frame to `rest`. */
+function takingJoins(
+  rest: (socket: Socket, f: ClientFrame) => void,
+): (socket: Socket, type: number, frame: Uint8Array) => void {
+  return (socket, type, frame) => {
+    if (type === 0x01) return; // HELLO: answered by hostile()
+    const f = parseClientFrame(frame);
+    if (f.type === 'join') {
+      socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+    } else rest(socket, f);
   };
 }
 
@@ -548,29 +562,33 @@ describe('leaving during a rate-limit resync', () => {
   it('a message the server took before refusing the next is answered before the LEFT, not failed at once', async () => {
     const rids: number[] = [];
     let pinged = false;
-    const port = await hostile((socket, type, frame) => {
-      if (type === 0x01) return;
-      const f = parseClientFrame(frame);
-      if (f.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-      } else if (f.type === 'send') {
-        rids.push(f.rid);
-        if (rids.length === 2) {
+    const port = await hostile(
+      takingJoins((socket, f) => {
+        if (f.type === 'send') {
+          rids.push(f.rid);
+          if (rids.length === 2) {
+            socket.write(
+              encodeFrame({
+                type: 'error',
+                rid: f.rid,
+                code: ErrorCode.RATE_LIMITED,
+                fatal: false,
+                message: 'too fast',
+              }),
+            );
+          }
+        } else if (f.type === 'ping') {
+          pinged = true; // the client's resync: both sends are back in its line
+        } else if (f.type === 'leave') {
           socket.write(
-            encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: false, message: 'too fast' }),
+            Buffer.concat([
+              encodeFrame({ type: 'ack', rid: rids[0] ?? 0, room: f.room, seq: 1, ts: 0 }),
+              encodeFrame({ type: 'left', rid: f.rid, room: f.room }),
+            ]),
           );
         }
-      } else if (f.type === 'ping') {
-        pinged = true; // the client's resync: both sends are back in its line
-      } else if (f.type === 'leave') {
-        socket.write(
-          Buffer.concat([
-            encodeFrame({ type: 'ack', rid: rids[0] ?? 0, room: f.room, seq: 1, ts: 0 }),
-            encodeFrame({ type: 'left', rid: f.rid, room: f.room }),
-          ]),
-        );
-      }
-    });
+      }),
+    );
     const { client: c } = await client(port);
     const r = room(7);
     await c.join(r, 'alice');
@@ -613,12 +631,21 @@ describe('leaving while a rejoin is retried', () => {
     return { s, c, back, errors };
   }
 
+  /** Alice leaves room `r` while her retried rejoin is on its way, which the server then answers with `answer`. */
+  async function leftWhileRetrying(
+    r: Uint8Array,
+    answer: 'take' | 'owned',
+  ): Promise<{ s: InOrderServer; c: ConfabClient; back: number[]; errors: string[] }> {
+    const retried = await retrying([r]);
+    const leaving = retried.c.leave(r);
+    retried.s.release(answer);
+    await leaving;
+    return retried;
+  }
+
   it('a JOIN on its way that the server then takes is left too: the server is not left holding the old nick', async () => {
     const r = room(8);
-    const { s, c, back } = await retrying([r]);
-    const leaving = c.leave(r);
-    s.release('take');
-    await leaving;
+    const { s, c, back } = await leftWhileRetrying(r, 'take');
     // Before, the leave sent nothing (the room was not joined yet), and the
     // server's JOINED then kept the room under "alice" for the connection.
     expect(s.log.slice(-2)).toEqual(['JOIN alice -> JOINED', 'LEAVE -> LEFT']);
@@ -652,11 +679,7 @@ describe('leaving while a rejoin is retried', () => {
   });
 
   it('a rejoin refused for good after the leave is not reported: the room is no longer ours', async () => {
-    const r = room(8);
-    const { s, c, errors } = await retrying([r]);
-    const leaving = c.leave(r);
-    s.release('owned');
-    await leaving;
+    const { s, errors } = await leftWhileRetrying(room(8), 'owned');
     expect(s.log.slice(-2)).toEqual(['JOIN alice -> NICK_OWNED', 'LEAVE -> NOT_IN_ROOM']);
     await new Promise((resolve) => setTimeout(resolve, 20));
     // Before, NICK_OWNED about the old nick was reported in the middle of the rename.
@@ -768,19 +791,17 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
 
   it('a SEND refused by the fatal flood RATE_LIMITED is sent again on the next connection, not failed', async () => {
     const sends: string[] = [];
-    const port = await hostile((socket, type, frame) => {
-      if (type === 0x01) return;
-      const f = parseClientFrame(frame);
-      if (f.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-      } else if (f.type === 'send') {
-        sends.push(new TextDecoder().decode(f.body));
-        if (sends.length === 1) {
-          const message = '100 messages in a row over the rate limit';
-          socket.end(encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: true, message }));
-        } else socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: f.room, seq: 1, ts: 0 }));
-      }
-    });
+    const port = await hostile(
+      takingJoins((socket, f) => {
+        if (f.type === 'send') {
+          sends.push(new TextDecoder().decode(f.body));
+          if (sends.length === 1) {
+            const message = '100 messages in a row over the rate limit';
+            socket.end(encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: true, message }));
+          } else socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: f.room, seq: 1, ts: 0 }));
+        }
+      }),
+    );
     const { c } = await fast(port);
     const r = room(13);
     await c.join(r, 'alice');
