@@ -167,6 +167,8 @@ interface PendingSend {
   written: boolean;
   /** Written on the current connection, refused since or not: the server answers it before a later LEFT. */
   answerDue: boolean;
+  /** Its room was left: it only waits for its answer (ACK or the LEFT), and is never written again. */
+  leaving?: boolean;
   resolve: (ack: { seq: number; ts: number }) => void;
   reject: (err: ClientError) => void;
 }
@@ -351,6 +353,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.unsent = this.unsent.filter((s) => s.roomKey !== key);
     // Only these: a send of a join of the room made meanwhile is that join's.
     const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
+    // Nor put back in line by a resync before the LEFT (a refusal of one of them, read after this).
+    for (const s of due) s.leaving = true;
     // A JOIN still on its way (a rejoin being retried) that the server takes
     // would leave it holding the room, under the old nick, for good. The server
     // answers a connection's frames in order: a LEAVE written now follows that
@@ -541,7 +545,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const token = (this.nextRid * 2654435761) >>> 0;
     this.resync = token;
     this.bucket?.drain(this.opts.clock.now());
-    this.unsent = [...this.sends.values()];
+    this.unsent = [...this.sends.values()].filter((s) => s.leaving !== true);
     for (const s of this.unsent) s.written = false;
     this.cancelPump?.();
     this.cancelPump = null;
@@ -895,7 +899,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
           }
           return;
         }
-        if (this.fetchFailed(frame.rid, err)) return;
+        if (!frame.fatal && this.fetchFailed(frame.rid, err)) return;
         const s = this.takeSend(frame.rid);
         const r = this.requests.get(frame.rid);
         if (s !== undefined) {

@@ -920,4 +920,83 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
     expect(outcome).toBe('DISCONNECTED');
     expect(joined).toEqual([]);
   });
+
+  it('a message refused after the leave is written, then resynced, is not written into a join made right after', async () => {
+    const log: string[] = [];
+    let first = -1;
+    let leave: { rid: number; room: Uint8Array } | null = null;
+    let rejoin: { rid: number; nick: string } | null = null;
+    const port = await hostile((socket, type, frame) => {
+      if (type === 0x01) return;
+      const f = parseClientFrame(frame);
+      log.push(f.type === 'send' ? `send ${f.rid}` : f.type);
+      if (f.type === 'join' && f.nick === 'alice') {
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+      } else if (f.type === 'send' && first < 0) {
+        first = f.rid; // answered at the LEAVE
+      } else if (f.type === 'leave') {
+        leave = { rid: f.rid, room: f.room };
+        const refusal = {
+          type: 'error',
+          rid: first,
+          code: ErrorCode.RATE_LIMITED,
+          fatal: false,
+          message: 'slow',
+        } as const;
+        socket.write(encodeFrame(refusal));
+      } else if (f.type === 'join') {
+        rejoin = { rid: f.rid, nick: f.nick };
+      } else if (f.type === 'ping' && leave !== null && rejoin !== null) {
+        // LEFT, JOINED and PONG together, late: the client has a token to write with again.
+        const [l, j] = [leave, rejoin];
+        const late = Buffer.concat([
+          encodeFrame({ type: 'left', rid: l.rid, room: l.room }),
+          encodeFrame({ type: 'joined', rid: j.rid, room: l.room, nick: j.nick, seq: 0, members: [] }),
+          encodeFrame({ type: 'pong', token: f.token }),
+        ]);
+        setTimeout(() => socket.write(late), 600);
+      }
+    });
+    const { c } = await fast(port);
+    const r = room(17);
+    await c.join(r, 'alice');
+    const one = c.send(r, text('one')).then(
+      () => 'ack',
+      (e: { code?: string }) => e.code,
+    );
+    await until(() => first > 0);
+    const leaving = c.leave(r);
+    const joining = c.join(r, 'bob');
+    await leaving;
+    await joining;
+    await sleep(100);
+    expect(await one).toBe('DISCONNECTED'); // kept by SecureRoom, for the next join
+    expect(log.filter((l) => l === `send ${first}`)).toHaveLength(1);
+  });
+
+  it('a fatal ERROR answering a FETCH ends the connection with it, and nothing after it is handled', async () => {
+    const port = await hostile((socket, type, frame) => {
+      if (type === 0x01) return;
+      const f = parseClientFrame(frame);
+      if (f.type === 'join') {
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 5, members: [] }));
+      } else if (f.type === 'fetch') {
+        const message = '100 FETCHes in a row over the rate limit';
+        socket.end(
+          Buffer.concat([
+            encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: true, message }),
+            encodeFrame({ type: 'member-joined', room: f.room, nick: 'mallory', key: new Uint8Array(32) }),
+          ]),
+        );
+      }
+    });
+    const c = await connect({ host: '127.0.0.1', port, reconnect: false });
+    cleanup.push(() => c.close());
+    const seen: string[] = [];
+    c.on('disconnect', (d) => seen.push(`disconnect ${d.error?.code}`));
+    c.on('join', (j) => seen.push(`join ${j.nick}`));
+    await c.join(room(18), 'alice');
+    await until(() => seen.some((x) => x.startsWith('disconnect')));
+    expect(seen).toEqual(['disconnect RATE_LIMITED']);
+  });
 });
