@@ -325,8 +325,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     try {
       const result = await this.requestJoin(state);
       // Left (and maybe joined again) before the answer: the leave undid it.
-      if (this.rooms.get(key) !== state)
-        throw new ClientError('NOT_IN_ROOM', 'left the room before the join was answered');
+      if (!this.holds(state)) throw new ClientError('NOT_IN_ROOM', 'left the room before the join was answered');
       return result;
     } catch (err) {
       // Messages sent to it while it was joining fail with it, or they would wait forever.
@@ -344,27 +343,25 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const key = roomKey(room);
     const state = this.rooms.get(key);
     if (state === undefined) return;
-    const joinOnItsWay = state.joined || this.requests.has(state.joinRid);
+    const held = state.joined || this.requests.has(state.joinRid);
     this.forget(state);
     const left = new ClientError('DISCONNECTED', 'left the room before the message was acknowledged');
     this.failSends(key, left, (s) => !s.answerDue);
-    // Those left wait for their answer (ACK, or the LEFT): put back in line by a
-    // resync, they must not be written again, in a join of the room made meanwhile.
-    this.unsent = this.unsent.filter((s) => s.roomKey !== key);
-    // Only these: a send of a join of the room made meanwhile is that join's.
-    const due = new Set([...this.sends.values()].filter((s) => s.roomKey === key));
-    // Nor put back in line by a resync before the LEFT (a refusal of one of them, read after this).
-    for (const s of due) s.leaving = true;
+    // The rest only wait for their answer (ACK, or the LEFT): never written
+    // again, nor put back in line by a resync, into a join of the room made
+    // meanwhile (whose sends are its own).
+    for (const s of this.sends.values()) if (s.roomKey === key) s.leaving = true;
+    this.unsent = this.unsent.filter((s) => s.leaving !== true);
     // A JOIN still on its way (a rejoin being retried) that the server takes
     // would leave it holding the room, under the old nick, for good. The server
     // answers a connection's frames in order: a LEAVE written now follows that
     // JOIN (and is refused with NOT_IN_ROOM if the JOIN was), and goes out
     // before anything the caller sends next, a join of the room included.
-    if (this.connected && joinOnItsWay) {
+    if (this.connected && held) {
       const rid = this.rid();
       await this.request(rid, encodeFrame({ type: 'leave', rid, room: state.id })).catch(() => undefined);
     }
-    this.failSends(key, left, (s) => due.has(s));
+    this.failSends(key, left, (s) => s.leaving === true);
     this.pump(); // its messages in flight no longer hold back other rooms'
   }
 
@@ -545,7 +542,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const token = (this.nextRid * 2654435761) >>> 0;
     this.resync = token;
     this.bucket?.drain(this.opts.clock.now());
-    this.unsent = [...this.sends.values()].filter((s) => s.leaving !== true);
+    this.unsent = this.toResend();
     for (const s of this.unsent) s.written = false;
     this.cancelPump?.();
     this.cancelPump = null;
@@ -647,8 +644,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       const socket = this.socket;
       this.opts.clock.setTimer(
         () => {
-          if (this.socket !== socket || this.rooms.get(roomKey(state.id)) !== state) return;
-          if (state.joined && state.fetchRid === WAITING_TO_FETCH) this.fetch(state);
+          if (this.socket === socket && state.joined && state.fetchRid === WAITING_TO_FETCH) this.fetch(state);
         },
         backoffDelay(1 + state.fetchFailures++, this.opts.random(), this.opts.backoff),
       );
@@ -957,7 +953,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.cancelPump = null;
     this.bucket = null;
     this.resync = null;
-    this.unsent = [...this.sends.values()];
+    this.unsent = this.toResend();
     for (const s of this.unsent) {
       s.written = false;
       s.answerDue = false;
@@ -998,14 +994,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const results: JoinResult[] = [];
     for (const state of [...this.rooms.values()]) {
       // Not a room left (or left and joined again) while an earlier one was rejoined.
-      if (this.rooms.get(roomKey(state.id)) !== state) continue;
+      if (!this.holds(state)) continue;
       try {
         const result = await this.requestJoin(state);
-        if (this.rooms.get(roomKey(state.id)) === state) results.push(result); // not if left meanwhile
+        if (this.holds(state)) results.push(result); // not if left meanwhile
       } catch (err) {
         if (!(err instanceof ClientError)) throw err;
         if (err.code === 'DISCONNECTED') return; // dropped again; lost() has scheduled the next try
-        if (this.rooms.get(roomKey(state.id)) !== state) continue; // left meanwhile: nothing to report or retry
+        if (!this.holds(state)) continue; // left meanwhile: nothing to report or retry
         if (JOIN_FINAL_CODES.has(err.code)) {
           // Given up before it is reported: whoever hears of it finds us out of the room.
           this.abandon(state, err);
@@ -1019,7 +1015,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.retryJoin(state, 1);
       }
     }
-    if (this.closed || this.socket !== socket || !this.connected) return; // closed, or lost again, meanwhile
+    if (this.closed || this.socket !== socket) return; // closed, or lost again, meanwhile
     this.emit('reconnect', { rooms: results });
   }
 
@@ -1028,16 +1024,16 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.opts.clock.setTimer(
       () => {
         // Not if the room was left (or left and joined again: another state) meanwhile.
-        if (this.closed || !this.connected || state.joined || this.rooms.get(roomKey(state.id)) !== state) return;
         // Not from a connection since lost (the new one's rejoin has its own chain), nor over a JOIN on its way.
-        if (this.socket !== socket || this.requests.has(state.joinRid)) return;
+        if (this.closed || this.socket !== socket || state.joined || !this.holds(state)) return;
+        if (this.requests.has(state.joinRid)) return;
         this.requestJoin(state).then(
           (r) => {
-            if (this.rooms.get(roomKey(state.id)) === state) this.emit('reconnect', { rooms: [r] });
+            if (this.holds(state)) this.emit('reconnect', { rooms: [r] });
           },
           (e: unknown) => {
             if (!(e instanceof ClientError) || e.code === 'DISCONNECTED') return;
-            if (this.rooms.get(roomKey(state.id)) !== state) return; // left meanwhile
+            if (!this.holds(state)) return; // left meanwhile
             if (JOIN_FINAL_CODES.has(e.code)) {
               this.abandon(state, e);
               this.emit('error', e);
@@ -1056,10 +1052,20 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * another key): out of the room, its sends failed.
    */
   private abandon(state: RoomState, err: ClientError): void {
+    if (!this.holds(state)) return;
     const key = roomKey(state.id);
-    if (this.rooms.get(key) !== state) return;
     this.forget(state);
     this.failSends(key, err);
+  }
+
+  /** Every send to write again, in order: all waiting, but those of a room being left (they only wait for their answer). */
+  private toResend(): PendingSend[] {
+    return [...this.sends.values()].filter((s) => s.leaving !== true);
+  }
+
+  /** Whether `state` is still the room's: not left, nor left and joined again (another state). */
+  private holds(state: RoomState): boolean {
+    return this.rooms.get(roomKey(state.id)) === state;
   }
 
   /** Out of the room: nothing more of it is fetched or reported (a FETCH retry, held messages). */

@@ -497,9 +497,11 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         envelope: sealEnvelope(this.keys, this.client.identity, { ...old, nick: this.nick, seq, prevHash }, this.rng),
         mid: entry.mid,
       }),
-      pass.renumbered
-        ? { was, after: pass.after }
-        : { was, after: pass.after, at: { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash } },
+      {
+        was,
+        after: pass.after,
+        ...(!pass.renumbered && { at: { seq: old.seq, prevHash: this.copyBefore(old.seq, mark) ?? old.prevHash } }),
+      },
     );
     pass.resealed = true;
     return envelope;

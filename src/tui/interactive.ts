@@ -428,15 +428,10 @@ class Chat {
     this.renaming = work.catch(() => undefined);
     try {
       await work;
-      this.inRoom = true;
-      this.link = 'connected'; // joined just now, whatever a reconnect had said
       this.ctx.me = this.room.nick;
       this.info(`you are now ${styleNick(this.ctx.c, this.room.nick)} (was ${inert(old)})`);
     } catch (e) {
       const code = e instanceof ClientError ? e.code : '';
-      // Refused, and back in under the old nick (joined just now), or out of the room.
-      this.inRoom = this.client.isMember(this.room.keys.roomId);
-      if (this.inRoom && this.client.connected) this.link = 'connected';
       const why = e instanceof Error ? e.message : String(e);
       this.warn(
         code === 'NICK_TAKEN'
@@ -444,6 +439,10 @@ class Chat {
           : `could not change nick: ${code === '' ? '' : `${code}: `}${inert(why)}`,
       );
     } finally {
+      // In the room under the new nick, or refused and back under the old one
+      // (joined just now, whatever a reconnect had said), or out of it.
+      this.inRoom = this.client.isMember(this.room.keys.roomId);
+      if (this.inRoom && this.client.connected) this.link = 'connected';
       this.renaming = null;
       this.updatePrompt();
     }

@@ -743,6 +743,26 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
     return { c, errors };
   }
 
+  /**
+   * Alice sends "one" to `r` and, once `ready()`, leaves `r` and joins it again
+   * as `nick` at once (a rename not waiting for the leave); what "one" came to.
+   */
+  async function sendThenRejoin(port: number, r: Uint8Array, ready: () => boolean, nick: string): Promise<string> {
+    const { c } = await fast(port);
+    await c.join(r, 'alice');
+    const one = c.send(r, text('one')).then(
+      () => 'ack',
+      (e: { code?: string }) => e.code ?? '?',
+    );
+    await until(ready);
+    const leaving = c.leave(r);
+    const joining = c.join(r, nick);
+    await leaving;
+    await joining;
+    await sleep(100);
+    return one;
+  }
+
   it('a FETCH refused and due again is not sent once the room is left', async () => {
     const log: string[] = [];
     const joined = new Set<string>();
@@ -839,21 +859,9 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         left = encodeFrame({ type: 'left', rid: f.rid, room: f.room });
       }
     });
-    const { c } = await fast(port);
-    const r = room(14);
-    await c.join(r, 'alice');
-    const one = c.send(r, text('one')).then(
-      () => 'ack',
-      (e: { code?: string }) => e.code,
-    );
-    await until(() => seen.includes('PING'));
-    const leaving = c.leave(r);
-    const joining = c.join(r, 'alice2');
-    await leaving;
-    await joining;
-    await sleep(50);
+    const one = await sendThenRejoin(port, room(14), () => seen.includes('PING'), 'alice2');
     // It belongs to the membership left: failed (SecureRoom keeps it), and not also sent as alice2.
-    expect(await one).toBe('DISCONNECTED');
+    expect(one).toBe('DISCONNECTED');
     expect(seen.slice(seen.indexOf('JOIN alice2'))).toEqual(['JOIN alice2']);
   });
 
@@ -957,20 +965,8 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         setTimeout(() => socket.write(late), 600);
       }
     });
-    const { c } = await fast(port);
-    const r = room(17);
-    await c.join(r, 'alice');
-    const one = c.send(r, text('one')).then(
-      () => 'ack',
-      (e: { code?: string }) => e.code,
-    );
-    await until(() => first > 0);
-    const leaving = c.leave(r);
-    const joining = c.join(r, 'bob');
-    await leaving;
-    await joining;
-    await sleep(100);
-    expect(await one).toBe('DISCONNECTED'); // kept by SecureRoom, for the next join
+    const one = await sendThenRejoin(port, room(17), () => first > 0, 'bob');
+    expect(one).toBe('DISCONNECTED'); // kept by SecureRoom, for the next join
     expect(log.filter((l) => l === `send ${first}`)).toHaveLength(1);
   });
 
