@@ -14,7 +14,12 @@ export interface BackoffOptions {
  */
 export function backoffDelay(attempt: number, random: number, options: BackoffOptions = {}): number {
   const base = options.baseMs ?? 250;
-  const max = options.maxMs ?? 10_000;
+  const max = longestDelay(options);
   const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
   return Math.round(ceiling / 2 + (ceiling / 2) * random);
+}
+
+/** The largest ceiling a delay can have: `maxMs`, 10,000 by default. */
+export function longestDelay(options: BackoffOptions = {}): number {
+  return options.maxMs ?? 10_000;
 }

@@ -29,7 +29,7 @@ import type {
   ServerFrame,
   WelcomeFrame,
 } from '../protocol/index.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay, longestDelay } from './backoff.js';
 import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientError } from './errors.js';
@@ -131,7 +131,10 @@ export interface DisconnectEvent {
   error: ClientError | undefined;
   /** Whether the client will try again by itself. */
   willReconnect: boolean;
-  /** How many retries came before this one (0 on the first drop). */
+  /**
+   * How many retries in a row came before this one: since the last connection
+   * that lasted the backoff's longest delay (0 on a first drop).
+   */
   attempt: number;
 }
 
@@ -237,6 +240,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private readonly requests = new Map<number, PendingRequest>();
   private nextRid = 1;
   private attempt = 0;
+  /** When the current connection's WELCOME came: the retry count starts over once a connection has lasted. */
+  private welcomedAt: number | null = null;
   private closed = false;
   /** Set when the connection is gone for good: sends fail at once instead of waiting. */
   private dead: ClientError | null = null;
@@ -754,7 +759,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
                 Math.ceil(Math.max(1, frame.rateIntervalMs) * 1.25),
                 clock.now(),
               );
-              this.attempt = 0;
+              this.welcomedAt = clock.now();
               this.startHeartbeat(frame.heartbeatMs);
               settle();
               continue;
@@ -939,6 +944,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private lost(socket: Socket, error: ClientError | undefined): void {
     if (this.socket !== socket) return;
     const wasConnected = this.connected;
+    // Not at WELCOME: a server that ends every connection soon after it (a fatal
+    // error answering each SEND) would otherwise be redialled at the first
+    // retry's delay for ever. A connection that lasted the longest delay has
+    // earned a fresh start.
+    if (this.welcomedAt !== null && this.opts.clock.now() - this.welcomedAt >= longestDelay(this.opts.backoff)) {
+      this.attempt = 0;
+    }
+    this.welcomedAt = null;
     this.socket = null;
     this.welcome = null;
     this.stopHeartbeat();

@@ -830,6 +830,31 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
     expect(sends).toEqual(['one', 'one']);
   });
 
+  it('a server that ends every connection at its first SEND is redialled with a growing delay, not at the first one', async () => {
+    let redials = -1;
+    const flooded = takingJoins((socket, f) => {
+      if (f.type !== 'send') return;
+      const message = '100 messages in a row over the rate limit';
+      socket.end(encodeFrame({ type: 'error', rid: f.rid, code: ErrorCode.RATE_LIMITED, fatal: true, message }));
+    });
+    const port = await hostile((socket, type, frame) => {
+      if (type === 0x01) redials++; // HELLO
+      flooded(socket, type, frame);
+    });
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 20, maxMs: 5_000 } });
+    cleanup.push(() => c.close());
+    const r = room(17);
+    await c.join(r, 'alice');
+    const attempts: number[] = [];
+    c.on('disconnect', (d) => attempts.push(d.attempt));
+    void c.send(r, text('one')).catch(() => {});
+    await sleep(700);
+    // Delays of 10-20, 20-40, 40-80, 80-160, 160-320, 320-640 ms: at most 6 redials in 700 ms.
+    // Before, the count started over at each WELCOME: every redial 10-20 ms after the last drop, 30 or more.
+    expect(attempts.slice(0, 4)).toEqual([0, 1, 2, 3]);
+    expect(redials).toBeLessThanOrEqual(6);
+  });
+
   it('a message put back in line by a resync before a leave is not written into a join of the room made right after', async () => {
     const seen: string[] = [];
     let pong: Uint8Array | null = null;
