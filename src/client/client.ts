@@ -172,6 +172,8 @@ interface PendingSend {
   answerDue: boolean;
   /** Its room was left: it only waits for its answer (ACK or the LEFT), and is never written again. */
   leaving?: boolean;
+  /** When it was last written, for the answer deadline. */
+  writtenAt: number;
   resolve: (ack: { seq: number; ts: number }) => void;
   reject: (err: ClientError) => void;
 }
@@ -179,6 +181,8 @@ interface PendingSend {
 interface PendingRequest {
   resolve: (frame: ServerFrame) => void;
   reject: (err: ClientError) => void;
+  /** When it was written, for the answer deadline. */
+  since: number;
   /** Members from MEMBER_LIST frames that precede this request's JOINED. */
   members?: MemberInfo[];
 }
@@ -195,6 +199,8 @@ interface RoomState {
   backlog: number;
   /** The FETCH under way (0: one is waiting to be retried), if any. */
   fetchRid: number | null;
+  /** When the FETCH under way was written, for the answer deadline. */
+  fetchSince: number;
   /** FETCHes refused in a row, for the retry delay. */
   fetchFailures: number;
   /** Live messages that arrived ahead of the cursor, waiting for the gap before them to be fetched. */
@@ -257,6 +263,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private cancelPump: (() => void) | null = null;
   /** Token of the PING that ends a rate-limit resync, while one is under way. */
   private resync: number | null = null;
+  /** When that PING was written (null until it is), for the answer deadline. */
+  private resyncSince: number | null = null;
   /** STORE_FAILED refusals in a row, for the retry backoff. */
   private storeFailures = 0;
   /** A member announced under an impossible nick was reported: a server sending thousands gets one line. */
@@ -322,6 +330,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       cursor: options.cursor ?? null,
       backlog,
       fetchRid: null,
+      fetchSince: 0,
       fetchFailures: 0,
       held: [],
       own: new Set(),
@@ -388,7 +397,16 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const rid = this.rid();
     const frame = encodeFrame({ type: 'send', rid, room: state.id, mid: mid ?? this.opts.rng(MSG_ID_LEN), body });
     return new Promise((resolve, reject) => {
-      const pending: PendingSend = { rid, frame, roomKey: key, written: false, answerDue: false, resolve, reject };
+      const pending: PendingSend = {
+        rid,
+        frame,
+        roomKey: key,
+        written: false,
+        answerDue: false,
+        writtenAt: 0,
+        resolve,
+        reject,
+      };
       this.sends.set(rid, pending);
       this.unsent.push(pending);
       this.pump();
@@ -499,7 +517,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         reject(new ClientError('DISCONNECTED', 'not connected'));
         return;
       }
-      this.requests.set(rid, { resolve, reject });
+      this.requests.set(rid, { resolve, reject, since: this.opts.clock.now() });
       this.write(frame);
     });
   }
@@ -531,6 +549,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.unsent.splice(i, 1);
       s.written = true;
       s.answerDue = true;
+      s.writtenAt = now;
       this.write(s.frame);
     }
   }
@@ -552,10 +571,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.cancelPump?.();
     this.cancelPump = null;
     const socket = this.socket;
-    if (delayMs === 0) this.write(encodeFrame({ type: 'ping', token }));
+    const ping = (): void => {
+      this.resyncSince = this.opts.clock.now();
+      this.write(encodeFrame({ type: 'ping', token }));
+    };
+    this.resyncSince = null;
+    if (delayMs === 0) ping();
     else
       this.opts.clock.setTimer(() => {
-        if (this.socket === socket && this.resync === token) this.write(encodeFrame({ type: 'ping', token }));
+        if (this.socket === socket && this.resync === token) ping();
       }, delayMs);
   }
 
@@ -583,6 +607,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     for (const h of state.held) limit = Math.min(limit, h.seq - 1 - after);
     const rid = this.rid();
     state.fetchRid = rid;
+    state.fetchSince = this.opts.clock.now();
     this.write(encodeFrame({ type: 'fetch', rid, room: state.id, after, limit: Math.max(1, limit) }));
   }
 
@@ -971,7 +996,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
       s.written = false;
       s.answerDue = false;
     }
-    for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', 'connection lost'));
+    const why = error === undefined ? 'connection lost' : `connection lost: ${error.message}`;
+    for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', why));
     this.requests.clear();
     if (this.closed || !wasConnected) return;
     const willReconnect = this.opts.reconnect && (error === undefined || !FINAL_CODES.has(error.code));
@@ -1146,13 +1172,40 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const check = (): void => {
       const socket = this.socket;
       if (socket === null) return;
-      if (clock.now() - this.lastHeard > heartbeatMs * 3) {
+      const now = clock.now();
+      if (now - this.lastHeard > heartbeatMs * 3) {
         this.lost(socket, new ClientError('HEARTBEAT_TIMEOUT', 'server silent for too long'));
+        return;
+      }
+      // Alive (it pings) but not answering: a request would wait for ever.
+      const owed = this.oldestOwed();
+      if (owed !== null && now - owed.since > heartbeatMs * 3) {
+        const ms = now - owed.since;
+        const waited = (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
+        this.lost(
+          socket,
+          new ClientError('ANSWER_TIMEOUT', `the server left a ${owed.what} unanswered for ${waited} s`),
+        );
         return;
       }
       this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
     };
     this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
+  }
+
+  /** The answer the server has owed longest on this connection, if any. */
+  private oldestOwed(): { since: number; what: string } | null {
+    let oldest: { since: number; what: string } | null = null;
+    const owe = (since: number, what: string): void => {
+      if (oldest === null || since < oldest.since) oldest = { since, what };
+    };
+    for (const r of this.requests.values()) owe(r.since, 'JOIN or LEAVE');
+    for (const state of this.rooms.values()) {
+      if (state.fetchRid !== null && state.fetchRid !== WAITING_TO_FETCH) owe(state.fetchSince, 'FETCH');
+    }
+    for (const s of this.sends.values()) if (s.written) owe(s.writtenAt, 'message');
+    if (this.resync !== null && this.resyncSince !== null) owe(this.resyncSince, 'PING');
+    return oldest;
   }
 
   private stopHeartbeat(): void {

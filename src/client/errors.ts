@@ -7,6 +7,11 @@ export const ClientErrorCode = {
   CONNECT_FAILED: 'CONNECT_FAILED',
   /** The connection dropped and the request could not be completed. */
   DISCONNECTED: 'DISCONNECTED',
+  /**
+   * The server, alive (it pings), left a request or a message unanswered for
+   * 3 × its heartbeat: the connection is dropped and made again.
+   */
+  ANSWER_TIMEOUT: 'ANSWER_TIMEOUT',
   /** The client was closed by its owner. */
   CLOSED: 'CLOSED',
   /** Too many unacknowledged messages are waiting. */

@@ -131,6 +131,66 @@ describe('a hostile server', () => {
     expect(silent.lost.map((l) => l.code)).toEqual(['HEARTBEAT_TIMEOUT']);
   });
 
+  /** A server that pings every 30 ms (heartbeat 100 ms) and hands the rest to `attack`. */
+  async function pinging(attack: (socket: Socket, type: number, frame: Uint8Array) => void): Promise<number> {
+    const ping = encodeFrame({ type: 'ping', token: 7 });
+    return hostile(
+      (socket, type, frame) => {
+        if (type === 0x01) {
+          const timer = setInterval(() => socket.write(ping), 30);
+          socket.on('close', () => clearInterval(timer));
+        }
+        attack(socket, type, frame);
+      },
+      { heartbeatMs: 100 },
+    );
+  }
+
+  it('that pings but never answers a JOIN: the connection is given up (ANSWER_TIMEOUT), the join fails', async () => {
+    const { client: c, lost } = await client(await pinging(() => {}));
+    const joining = c.join(room(18), 'alice').then(
+      () => 'joined',
+      (e: { code?: string; message?: string }) => `${e.code}: ${e.message}`,
+    );
+    await until(() => lost.length > 0);
+    expect(lost.map((l) => l.code)).toEqual(['ANSWER_TIMEOUT']);
+    expect(lost[0]?.message).toMatch(/^the server left a JOIN or LEAVE unanswered for \d+\.\d s$/);
+    expect(await joining).toMatch(/^DISCONNECTED: connection lost: the server left a JOIN or LEAVE unanswered/);
+  });
+
+  it('that pings, takes the JOIN with history to catch up and never answers the FETCH: the connection is given up', async () => {
+    const port = await pinging((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN
+      const f = parseClientFrame(frame);
+      if (f.type === 'join') {
+        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 5, members: [] }));
+      }
+    });
+    const { client: c, lost } = await client(port);
+    await c.join(room(20), 'alice');
+    await until(() => lost.length > 0);
+    expect(lost.map((l) => `${l.code}: ${l.message}`)).toEqual([
+      expect.stringMatching(/^ANSWER_TIMEOUT: the server left a FETCH unanswered for \d+\.\d s$/),
+    ]);
+  });
+
+  it('that pings, takes the JOIN and never answers a message: the connection is given up, the message kept', async () => {
+    const port = await pinging(takingJoins(() => {}));
+    const c = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 5_000, maxMs: 5_000 } });
+    cleanup.push(() => c.close());
+    const lost: string[] = [];
+    c.on('disconnect', (d) => lost.push(`${d.error?.code} ${d.willReconnect}`));
+    const r = room(19);
+    await c.join(r, 'alice');
+    let settled = false;
+    const settle = (): void => void (settled = true);
+    void c.send(r, new TextEncoder().encode('one')).then(settle, settle);
+    await until(() => lost.length > 0);
+    // Reconnected later and sent again (PROTOCOL.md section 4.8), not failed.
+    expect(lost).toEqual(['ANSWER_TIMEOUT true']);
+    expect(settled).toBe(false);
+  });
+
   it('that pings and never reads the PONGs: the client stops answering, its queue bounded', async () => {
     const ping = encodeFrame({ type: 'ping', token: 1 });
     const batch = Buffer.concat(Array.from({ length: 10_000 }, () => ping));
