@@ -252,6 +252,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /** Set when the connection is gone for good: sends fail at once instead of waiting. */
   private dead: ClientError | null = null;
   private lastHeard = 0;
+  /**
+   * When something other than a PING last came (a frame, or part of one): an
+   * answer still arriving on a slow link is progress, a server that only pings
+   * while a request waits is not.
+   */
+  private lastProgress = 0;
   private cancelHeartbeat: (() => void) | null = null;
   private cancelRetry: (() => void) | null = null;
   private corked = false;
@@ -769,10 +775,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
         let frames: Uint8Array[];
         try {
           frames = decoder.push(chunk);
+          if (frames.length === 0) this.lastProgress = this.lastHeard; // part of a frame
           for (const raw of frames) {
             // Nothing after a fatal ERROR (or anything else that ended this connection) counts.
             if (this.socket !== socket) return;
             const frame = parseServerFrame(raw);
+            if (frame.type !== 'ping') this.lastProgress = this.lastHeard;
             if (frame.type === 'welcome') {
               this.welcome = frame;
               this.lastMaxBody = frame.maxBody;
@@ -1148,7 +1156,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /** No more reconnects: what is waiting fails now, and so will later sends. */
   private giveUp(err: ClientError): void {
     this.dead = err;
-    this.failAll(err);
+    // Whether the server took them is not known: DISCONNECTED, which SecureRoom
+    // keeps in its outbox for the next join, whatever ended the connection.
+    this.failAll(
+      err.code === 'DISCONNECTED' ? err : new ClientError('DISCONNECTED', `connection lost: ${err.message}`),
+    );
   }
 
   private failAll(err: ClientError): void {
@@ -1177,15 +1189,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.lost(socket, new ClientError('HEARTBEAT_TIMEOUT', 'server silent for too long'));
         return;
       }
-      // Alive (it pings) but not answering: a request would wait for ever.
+      // Alive (it pings) but sending nothing else while an answer is owed: a
+      // request would wait for ever. An answer that is arriving, however slowly
+      // (a long member list, a page of history on a slow link), is not this.
       const owed = this.oldestOwed();
-      if (owed !== null && now - owed.since > heartbeatMs * 3) {
-        const ms = now - owed.since;
-        const waited = (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
-        this.lost(
-          socket,
-          new ClientError('ANSWER_TIMEOUT', `the server left a ${owed.what} unanswered for ${waited} s`),
-        );
+      const idle = owed === null ? 0 : now - Math.max(owed.since, this.lastProgress);
+      if (owed !== null && idle > heartbeatMs * 3) {
+        const waited = (idle / 1000).toFixed(idle < 10_000 ? 1 : 0);
+        const message = `the server sent nothing but PINGs for ${waited} s while a ${owed.what} waited for its answer`;
+        this.lost(socket, new ClientError('ANSWER_TIMEOUT', message));
         return;
       }
       this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
