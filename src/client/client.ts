@@ -5,6 +5,7 @@ import type { Identity, Rng } from '../crypto/index.js';
 import {
   encodeFrame,
   FrameDecoder,
+  FrameType,
   joinProofMessage,
   DEFAULT_BACKLOG,
   LeaveReason,
@@ -208,6 +209,15 @@ interface RoomState {
   /** Our own messages' sequence numbers past the cursor (we get no DELIVER for them). */
   own: Set<number>;
 }
+
+/**
+ * Heartbeats an answer may be owed while the server sends nothing but PINGs.
+ * Longer than an honest server with default limits can take to read what we
+ * wrote and answer it: our bytes may sit in a stalled uplink while it pings,
+ * and it drops us itself after 3 heartbeats of read silence, then gives a
+ * frame that has started arriving 30 s more (`frameTimeoutMs`).
+ */
+const ANSWER_HEARTBEATS = 6;
 
 /** `fetchRid` while a refused FETCH waits to be asked again (request ids start at 1). */
 const WAITING_TO_FETCH = 0;
@@ -775,7 +785,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
         let frames: Uint8Array[];
         try {
           frames = decoder.push(chunk);
-          if (frames.length === 0) this.lastProgress = this.lastHeard; // part of a frame
+          // Part of a frame that is not a PING: an answer arriving on a slow link.
+          const partial = decoder.partialType;
+          if (partial !== null && partial !== FrameType.PING) this.lastProgress = this.lastHeard;
           for (const raw of frames) {
             // Nothing after a fatal ERROR (or anything else that ended this connection) counts.
             if (this.socket !== socket) return;
@@ -1158,9 +1170,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.dead = err;
     // Whether the server took them is not known: DISCONNECTED, which SecureRoom
     // keeps in its outbox for the next join, whatever ended the connection.
-    this.failAll(
-      err.code === 'DISCONNECTED' ? err : new ClientError('DISCONNECTED', `connection lost: ${err.message}`),
-    );
+    const why = err.message.startsWith('connection lost') ? err.message : `connection lost: ${err.message}`;
+    this.failAll(new ClientError('DISCONNECTED', why));
   }
 
   private failAll(err: ClientError): void {
@@ -1194,7 +1205,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       // (a long member list, a page of history on a slow link), is not this.
       const owed = this.oldestOwed();
       const idle = owed === null ? 0 : now - Math.max(owed.since, this.lastProgress);
-      if (owed !== null && idle > heartbeatMs * 3) {
+      if (owed !== null && idle > heartbeatMs * ANSWER_HEARTBEATS) {
         const waited = (idle / 1000).toFixed(idle < 10_000 ? 1 : 0);
         const message = `the server sent nothing but PINGs for ${waited} s while a ${owed.what} waited for its answer`;
         this.lost(socket, new ClientError('ANSWER_TIMEOUT', message));

@@ -41,6 +41,11 @@ export class FrameDecoder {
     return this.headerFilled > 0 || this.partial !== null;
   }
 
+  /** The type byte of the unfinished frame held, once it has arrived; else null. */
+  get partialType(): number | null {
+    return this.partial !== null && this.partialFilled > 0 ? (this.partial[0] ?? null) : null;
+  }
+
   /**
    * The error a bad length prefix raised after the frames the last `push`
    * returned, or null. Those frames came first on the stream, so the reader

@@ -100,6 +100,20 @@ describe('FrameDecoder', () => {
     expect(d.midFrame).toBe(true);
   });
 
+  it('names the type of the unfinished frame it holds once its type byte has come, and only then', () => {
+    const ping = encodeFrame({ type: 'ping', token: 7 });
+    const pong = encodeFrame({ type: 'pong', token: 7 });
+    const d = new FrameDecoder();
+    expect(d.push(ping.subarray(0, 4))).toEqual([]); // the length prefix alone
+    expect(d.partialType).toBeNull();
+    expect(d.push(ping.subarray(4, 6))).toEqual([]);
+    expect(d.partialType).toBe(0x10);
+    expect(d.push(concat([ping.subarray(6), pong.subarray(0, 5)]))).toHaveLength(1);
+    expect(d.partialType).toBe(0x11);
+    expect(d.push(pong.subarray(5))).toHaveLength(1);
+    expect(d.partialType).toBeNull();
+  });
+
   it('honours a smaller configured limit', () => {
     const frame = encodeFrame({ type: 'ping', token: 1 }); // length 5
     expect(() => new FrameDecoder(4).push(frame)).toThrow(
