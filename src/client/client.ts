@@ -212,10 +212,11 @@ interface RoomState {
 
 /**
  * Heartbeats an answer may be owed while the server sends nothing but PINGs.
- * Longer than an honest server with default limits can take to read what we
- * wrote and answer it: our bytes may sit in a stalled uplink while it pings,
- * and it drops us itself after 3 heartbeats of read silence, then gives a
- * frame that has started arriving 30 s more (`frameTimeoutMs`).
+ * Longer than an honest server with default limits takes to read what we
+ * wrote and answer it once a stalled uplink moves again: it drops us itself
+ * after 3 heartbeats of read silence, then gives a frame that has started
+ * arriving 30 s more (`frameTimeoutMs`). An uplink that passes a few bytes a
+ * minute can take longer; that one is treated as broken.
  */
 const ANSWER_HEARTBEATS = 6;
 

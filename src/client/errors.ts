@@ -8,8 +8,9 @@ export const ClientErrorCode = {
   /** The connection dropped and the request could not be completed. */
   DISCONNECTED: 'DISCONNECTED',
   /**
-   * The server, alive (it pings), left a request or a message unanswered for
-   * 3 × its heartbeat: the connection is dropped and made again.
+   * A request or a message waits for its answer and the server, alive, has
+   * sent nothing but PINGs for 6 × its heartbeat: the connection is dropped
+   * and made again.
    */
   ANSWER_TIMEOUT: 'ANSWER_TIMEOUT',
   /** The client was closed by its owner. */

@@ -90,12 +90,16 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   stopReading = () => lines.close();
 
   let failed = 0;
+  // Each line's own outcome, counted: the client's settled() can resolve before
+  // the rejection of the last one has reached its handler here (it passes
+  // through SecureRoom), and the exit code would miss it.
+  const outcomes = new Set<Promise<void>>();
   try {
     for await (const line of lines) {
       if (line.trim() === '') continue;
       if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
       if (interrupted !== null) break;
-      room.send(line).then(
+      const outcome = room.send(line).then(
         (ack) => {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });
         },
@@ -105,11 +109,14 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
           emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() });
         },
       );
+      outcomes.add(outcome);
+      void outcome.then(() => outcomes.delete(outcome));
     }
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
   }
   await Promise.race([client.settled(), interruption]);
+  await Promise.race([Promise.all(outcomes), interruption]);
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
   return finish(failed + room.resendsRefused > 0 ? ExitCode.FAILURE : ExitCode.OK, client);

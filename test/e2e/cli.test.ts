@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inviteRoomId, parseInvite } from '../../src/client/index.js';
-import { FrameDecoder, FrameType } from '../../src/protocol/index.js';
+import { encodeFrame, ErrorCode, FrameDecoder, FrameType, parseClientFrame } from '../../src/protocol/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { RawPeer, rawJoin, until, welcomeFrame } from '../helpers/net.js';
 
@@ -212,6 +212,47 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       expect(Date.now() - asked).toBeLessThan(3000);
     } finally {
       mute.close();
+    }
+  });
+
+  it.each([
+    ['refused by the server (NOT_IN_ROOM)', 'NOT_IN_ROOM', true],
+    ['lost when the client stops reconnecting (a frame it cannot read)', 'DISCONNECTED', false],
+  ])('the last line %s while input has ended: exit 1', async (_how, code, refuse) => {
+    const scripted = createServer((socket) => {
+      socket.on('error', () => {});
+      const decoder = new FrameDecoder();
+      socket.on('data', (chunk: Buffer) => {
+        for (const raw of decoder.push(chunk)) {
+          const f = parseClientFrame(raw);
+          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
+          else if (f.type === 'join') {
+            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+          } else if (f.type === 'send') {
+            const message = 'join the room before sending to it';
+            const refusal = encodeFrame({
+              type: 'error',
+              rid: f.rid,
+              code: ErrorCode.NOT_IN_ROOM,
+              fatal: false,
+              message,
+            });
+            socket.write(refuse ? refusal : Buffer.from([0, 0, 0, 1, 0x7f])); // 0x7f: no such frame type
+          }
+        }
+      });
+    });
+    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (scripted.address() as AddressInfo).port;
+      const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', tempHome()]));
+      alice.write('build 1234 passed\n');
+      alice.end();
+      // Before, the exit code was decided before this line's failure was counted: 0.
+      expect(await alice.exited).toBe(1);
+      expect(alice.stdout.map((l) => (JSON.parse(l) as { type: string; code?: string }).code)).toContain(code);
+    } finally {
+      scripted.close();
     }
   });
 
