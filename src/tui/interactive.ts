@@ -301,8 +301,9 @@ class Chat {
         const why = `${code}${inert(e instanceof Error ? e.message : String(e))}`;
         // Still in the outbox (a /nick that left first, a lost connection): it goes out at the next join,
         // and "not sent" would have the user type it again, twice for everyone.
-        if (keptInOutbox(e))
-          this.warn(`not delivered yet ("${inert(shown)}"): ${why}; kept, and sent when you are back in the room`);
+        // Offline: the client no longer reconnects, so not before the next confab join.
+        const when = this.link === 'offline' ? 'when you next join this room' : 'when you are back in the room';
+        if (keptInOutbox(e)) this.warn(`not delivered yet ("${inert(shown)}"): ${why}; kept, and sent ${when}`);
         else this.warn(`not sent ("${inert(shown)}"): ${why}`);
         this.updatePrompt();
       },

@@ -1,9 +1,12 @@
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
+import { encodeFrame, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { inOrderServer } from '../helpers/in-order-server.js';
 import { Link } from '../helpers/link.js';
-import { until } from '../helpers/net.js';
+import { until, welcomeFrame } from '../helpers/net.js';
 import { Tty } from '../helpers/pty.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
@@ -466,6 +469,35 @@ describe('confab join in a terminal (the interactive client)', () => {
       await alice.prompt('', 'connected');
     } finally {
       s.close();
+    }
+  });
+
+  it('a message lost when the client stops reconnecting: kept, and sent at the next confab join, it says', async () => {
+    // A SEND answered with a frame type no server sends: a protocol error, which reconnecting would only repeat.
+    const scripted = createServer((socket) => {
+      socket.on('error', () => {});
+      const decoder = new FrameDecoder();
+      socket.on('data', (chunk: Buffer) => {
+        for (const raw of decoder.push(chunk)) {
+          const f = parseClientFrame(raw);
+          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
+          else if (f.type === 'join') {
+            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+          } else if (f.type === 'send') socket.write(Buffer.from([0, 0, 0, 1, 0x7f]));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (scripted.address() as AddressInfo).port;
+      const alice = track(new Tty(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
+      await alice.prompt('');
+      alice.type('hello\r');
+      // Before, "when you are back in the room", which never comes in this session.
+      await alice.line(/not delivered yet \("hello"\): DISCONNECTED: .*; kept, and sent when you next join this room/);
+      await alice.prompt('', 'offline');
+    } finally {
+      scripted.close();
     }
   });
 
