@@ -106,6 +106,8 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   resent: { count: number };
   /** One of those was refused for good (too large for this server, say), and is dropped from the outbox. */
   'resend-failed': ClientError;
+  /** One of those failed again in a way that keeps it in the outbox (the connection lost, NICK_OWNED...): it goes out at the next join. */
+  'resend-kept': ClientError;
   /** Something went wrong that stops nothing: the room's state could not be written (SAVE_FAILED). */
   error: ClientError;
 }
@@ -196,6 +198,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
   private refusedResends = 0;
+  private keptResends = 0;
+  private readonly resendOutcomes = new Set<Promise<void>>();
   /**
    * Settles when the join or rename under way is done: a message sent
    * meanwhile waits for it, so that it follows what the join sends again,
@@ -326,12 +330,23 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         continue;
       }
       resent++;
-      this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).catch((err: unknown) => {
-        // Nobody awaits a resend: one that is gone for good must still be told.
-        if (!(err instanceof ClientError) || keptForLater(err, true)) return;
-        this.refusedResends++;
-        this.emit('resend-failed', err);
-      });
+      const outcome = this.track(e.mid, this.client.send(this.keys.roomId, body, unb64(e.mid)), true).then(
+        () => undefined,
+        (err: unknown) => {
+          // Nobody awaits a resend: one that is gone for good must still be told,
+          // and so must one still not delivered (unless the owner closed the client).
+          if (!(err instanceof ClientError) || err.code === 'CLOSED') return;
+          if (keptForLater(err, true)) {
+            this.keptResends++;
+            this.emit('resend-kept', err);
+            return;
+          }
+          this.refusedResends++;
+          this.emit('resend-failed', err);
+        },
+      );
+      this.resendOutcomes.add(outcome);
+      void outcome.then(() => this.resendOutcomes.delete(outcome));
     }
     if (resent > 0) this.emit('resent', { count: resent });
   }
@@ -339,6 +354,19 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Messages left by an earlier session that were refused for good when sent again (each also a `resend-failed`). */
   get resendsRefused(): number {
     return this.refusedResends;
+  }
+
+  /**
+   * Messages left by an earlier session, sent again, that failed again in a
+   * way that keeps them in the outbox for the next join (each also a `resend-kept`).
+   */
+  get resendsKept(): number {
+    return this.keptResends;
+  }
+
+  /** Settles once every resend of an earlier session's message under way has been acknowledged, refused or kept, and reported. */
+  resendsSettled(): Promise<void> {
+    return Promise.all(this.resendOutcomes).then(() => undefined);
   }
 
   /** Our nick in the room (what we sign as). */

@@ -104,9 +104,17 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });
         },
         (e: unknown) => {
-          if (!(e instanceof ClientError) || e.code === 'CLOSED') return;
+          if (e instanceof ClientError && e.code === 'CLOSED') return;
           failed++;
-          emit({ type: 'error', code: e.code, message: e.message, ts: Date.now() });
+          // Not a ClientError: the outbox entry could not be written (a full disk), so it was not sent.
+          const code = e instanceof ClientError ? e.code : 'SAVE_FAILED';
+          const message = e instanceof Error ? e.message : String(e);
+          emit({
+            type: 'error',
+            code,
+            message: e instanceof ClientError ? message : `not sent: ${message}`,
+            ts: Date.now(),
+          });
         },
       );
       outcomes.add(outcome);
@@ -116,8 +124,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     // stdin destroyed by a signal: fall through to a clean leave
   }
   await Promise.race([client.settled(), interruption]);
-  await Promise.race([Promise.all(outcomes), interruption]);
+  await Promise.race([Promise.all([...outcomes, room.resendsSettled()]), interruption]);
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
-  return finish(failed + room.resendsRefused > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
+  // ... and so does one kept again, not delivered this run either.
+  return finish(failed + room.resendsRefused + room.resendsKept > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
 }

@@ -239,6 +239,14 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
   room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
+  room.on('resend-kept', (e) =>
+    emit({
+      type: 'error',
+      code: e.code,
+      message: `a message left unsent by your last session is still not delivered; kept, and sent at the next join: ${e.message}`,
+      ts: Date.now(),
+    }),
+  );
   room.on('resend-failed', (e) =>
     emit({
       type: 'error',

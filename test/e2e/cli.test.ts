@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,6 +16,9 @@ afterEach(async () => {
     await p.exited;
   }
 });
+/** Where a home keeps its rooms' state files. */
+const tempHomeRooms = (home: string): string => join(home, 'rooms');
+
 function track(p: Proc): Proc {
   procs.push(p);
   return p;
@@ -251,6 +254,71 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       // Before, the exit code was decided before this line's failure was counted: 0.
       expect(await alice.exited).toBe(1);
       expect(alice.stdout.map((l) => (JSON.parse(l) as { type: string; code?: string }).code)).toContain(code);
+    } finally {
+      scripted.close();
+    }
+  });
+
+  it('a line whose outbox entry cannot be written (the state file cannot be saved): reported, not sent, exit 1', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = tempHome();
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', home]));
+    await alice.line(/"type":"joined"/);
+    const events = (): { type: string; code?: string; link?: string; message?: string }[] =>
+      alice.stdout.map((l) => JSON.parse(l) as { type: string });
+    const link = events().find((e) => e.type === 'invite')?.link as string;
+    const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
+    // The entry is written through `<state>.<pid>.tmp`: a directory there fails the write (EISDIR), as a full disk would.
+    mkdirSync(join(tempHomeRooms(home), `${hex}.json.${alice.child.pid}.tmp`));
+    alice.write('build 1234 passed\n');
+    alice.end();
+    // Before, the failure was not a ClientError, and line mode let it pass: nothing said, exit 0.
+    expect(await alice.exited).toBe(1);
+    expect(events().some((e) => e.type === 'sent')).toBe(false);
+    const failed = events().find(
+      (e) => e.type === 'error' && e.code === 'SAVE_FAILED' && e.message?.startsWith('not sent: '),
+    );
+    expect(failed?.message).toMatch(/^not sent: .*EISDIR/);
+  });
+
+  it("an earlier run's message kept again (the client stops reconnecting): an error event, exit 1", async () => {
+    const scripted = createServer((socket) => {
+      socket.on('error', () => {});
+      const decoder = new FrameDecoder();
+      socket.on('data', (chunk: Buffer) => {
+        for (const raw of decoder.push(chunk)) {
+          const f = parseClientFrame(raw);
+          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
+          else if (f.type === 'join') {
+            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+          } else if (f.type === 'send') socket.write(Buffer.from([0, 0, 0, 1, 0x7f])); // no such frame type
+        }
+      });
+    });
+    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (scripted.address() as AddressInfo).port;
+      const home = tempHome();
+      const events = (p: Proc): { type: string; code?: string; link?: string }[] =>
+        p.stdout.map((l) => JSON.parse(l) as { type: string });
+      const first = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', home]));
+      first.write('build 1234 passed\n');
+      first.end();
+      expect(await first.exited).toBe(1);
+      const link = events(first).find((e) => e.type === 'invite')?.link as string;
+      const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
+      const outbox = (): unknown[] =>
+        (JSON.parse(readFileSync(join(tempHomeRooms(home), `${hex}.json`), 'utf8')) as { outbox: unknown[] }).outbox;
+      expect(outbox()).toHaveLength(1);
+      // Nothing new to send: the kept message goes out at the join, and is lost, and kept, the same way.
+      const second = track(new Proc(['join', link, '--nick', 'alice', '--json', '--home', home]));
+      second.end();
+      // Before, it exited 0 without a word.
+      expect(await second.exited).toBe(1);
+      expect(events(second).map((e) => e.type)).toContain('resent');
+      expect(events(second)).toContainEqual(expect.objectContaining({ type: 'error', code: 'DISCONNECTED' }));
+      expect(outbox()).toHaveLength(1);
     } finally {
       scripted.close();
     }
