@@ -5,9 +5,10 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inviteRoomId, parseInvite } from '../../src/client/index.js';
-import { encodeFrame, ErrorCode, FrameDecoder, FrameType, parseClientFrame } from '../../src/protocol/index.js';
+import { encodeFrame, ErrorCode, FrameDecoder, FrameType } from '../../src/protocol/index.js';
 import { CLI, confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { RawPeer, rawJoin, until, welcomeFrame } from '../helpers/net.js';
+import { sendAnswering, UNREADABLE_FRAME } from '../helpers/send-answering.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -222,32 +223,12 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     ['refused by the server (NOT_IN_ROOM)', 'NOT_IN_ROOM', true],
     ['lost when the client stops reconnecting (a frame it cannot read)', 'DISCONNECTED', false],
   ])('the last line %s while input has ended: exit 1', async (_how, code, refuse) => {
-    const scripted = createServer((socket) => {
-      socket.on('error', () => {});
-      const decoder = new FrameDecoder();
-      socket.on('data', (chunk: Buffer) => {
-        for (const raw of decoder.push(chunk)) {
-          const f = parseClientFrame(raw);
-          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
-          else if (f.type === 'join') {
-            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-          } else if (f.type === 'send') {
-            const message = 'join the room before sending to it';
-            const refusal = encodeFrame({
-              type: 'error',
-              rid: f.rid,
-              code: ErrorCode.NOT_IN_ROOM,
-              fatal: false,
-              message,
-            });
-            socket.write(refuse ? refusal : Buffer.from([0, 0, 0, 1, 0x7f])); // 0x7f: no such frame type
-          }
-        }
-      });
-    });
-    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    const message = 'join the room before sending to it';
+    const refusal = (rid: number): Uint8Array =>
+      encodeFrame({ type: 'error', rid, code: ErrorCode.NOT_IN_ROOM, fatal: false, message });
+    const scripted = await sendAnswering((rid) => (refuse ? refusal(rid) : UNREADABLE_FRAME));
     try {
-      const port = (scripted.address() as AddressInfo).port;
+      const { port } = scripted;
       const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', tempHome()]));
       alice.write('build 1234 passed\n');
       alice.end();
@@ -283,22 +264,9 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   });
 
   it("an earlier run's message kept again (the client stops reconnecting): an error event, exit 1", async () => {
-    const scripted = createServer((socket) => {
-      socket.on('error', () => {});
-      const decoder = new FrameDecoder();
-      socket.on('data', (chunk: Buffer) => {
-        for (const raw of decoder.push(chunk)) {
-          const f = parseClientFrame(raw);
-          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
-          else if (f.type === 'join') {
-            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-          } else if (f.type === 'send') socket.write(Buffer.from([0, 0, 0, 1, 0x7f])); // no such frame type
-        }
-      });
-    });
-    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    const scripted = await sendAnswering(() => UNREADABLE_FRAME);
     try {
-      const port = (scripted.address() as AddressInfo).port;
+      const { port } = scripted;
       const home = tempHome();
       const events = (p: Proc): { type: string; code?: string; link?: string }[] =>
         p.stdout.map((l) => JSON.parse(l) as { type: string });

@@ -1,13 +1,11 @@
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
-import { encodeFrame, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
 import { inOrderServer } from '../helpers/in-order-server.js';
 import { Link } from '../helpers/link.js';
-import { until, welcomeFrame } from '../helpers/net.js';
+import { until } from '../helpers/net.js';
 import { Tty } from '../helpers/pty.js';
+import { sendAnswering, UNREADABLE_FRAME } from '../helpers/send-answering.js';
 import { secureMember } from '../helpers/secure.js';
 import type { SecureMember } from '../helpers/secure.js';
 
@@ -474,22 +472,9 @@ describe('confab join in a terminal (the interactive client)', () => {
 
   it('a message lost when the client stops reconnecting: kept, and sent at the next confab join, it says', async () => {
     // A SEND answered with a frame type no server sends: a protocol error, which reconnecting would only repeat.
-    const scripted = createServer((socket) => {
-      socket.on('error', () => {});
-      const decoder = new FrameDecoder();
-      socket.on('data', (chunk: Buffer) => {
-        for (const raw of decoder.push(chunk)) {
-          const f = parseClientFrame(raw);
-          if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
-          else if (f.type === 'join') {
-            socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
-          } else if (f.type === 'send') socket.write(Buffer.from([0, 0, 0, 1, 0x7f]));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+    const scripted = await sendAnswering(() => UNREADABLE_FRAME);
     try {
-      const port = (scripted.address() as AddressInfo).port;
+      const { port } = scripted;
       const alice = track(new Tty(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', tempHome()]));
       await alice.prompt('');
       alice.type('hello\r');
