@@ -1017,14 +1017,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
       s.written = false;
       s.answerDue = false;
     }
-    const why = error === undefined ? 'connection lost' : `connection lost: ${error.message}`;
-    for (const r of this.requests.values()) r.reject(new ClientError('DISCONNECTED', why));
+    for (const r of this.requests.values()) r.reject(connectionLost(error));
     this.requests.clear();
     if (this.closed || !wasConnected) return;
     const willReconnect = this.opts.reconnect && (error === undefined || !FINAL_CODES.has(error.code));
     this.emit('disconnect', { error, willReconnect, attempt: this.attempt });
     if (willReconnect) this.scheduleRetry();
-    else this.giveUp(error ?? new ClientError('DISCONNECTED', 'connection lost'));
+    else this.giveUp(error);
   }
 
   private scheduleRetry(): void {
@@ -1166,13 +1165,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return s;
   }
 
-  /** No more reconnects: what is waiting fails now, and so will later sends. */
-  private giveUp(err: ClientError): void {
-    this.dead = err;
+  /** No more reconnects (`cause`: why, when known): what is waiting fails now, and so will later sends. */
+  private giveUp(cause: ClientError | undefined): void {
+    const lost = connectionLost(cause);
+    this.dead = cause ?? lost;
     // Whether the server took them is not known: DISCONNECTED, which SecureRoom
     // keeps in its outbox for the next join, whatever ended the connection.
-    const why = err.message.startsWith('connection lost') ? err.message : `connection lost: ${err.message}`;
-    this.failAll(new ClientError('DISCONNECTED', why));
+    this.failAll(lost);
   }
 
   private failAll(err: ClientError): void {
@@ -1249,6 +1248,11 @@ export async function connect(options: ConnectOptions): Promise<ConfabClient> {
   const client = new ConfabClient(options);
   await client.open();
   return client;
+}
+
+/** What a request or a message in flight fails with when the connection goes: DISCONNECTED, naming the cause. */
+function connectionLost(cause: ClientError | undefined): ClientError {
+  return new ClientError('DISCONNECTED', cause === undefined ? 'connection lost' : `connection lost: ${cause.message}`);
 }
 
 function roomKey(room: Uint8Array): string {

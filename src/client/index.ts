@@ -22,6 +22,7 @@ export type { Invite } from './invite.js';
 export { ensureHome, resolveHome } from './home.js';
 export { isValidNick } from './nick.js';
 export { keptInOutbox, SecureRoom } from './secure-room.js';
+export { Outcomes } from './outcomes.js';
 export type {
   Gap,
   KeyChange,

@@ -18,6 +18,7 @@ import { MSG_ID_LEN } from '../protocol/index.js';
 import type { MemberInfo } from '../protocol/index.js';
 import type { ConfabClient, JoinEvent, LeaveEvent, MessageEvent } from './client.js';
 import { Emitter } from './emitter.js';
+import { Outcomes } from './outcomes.js';
 import { ClientError } from './errors.js';
 import { isValidNick } from './nick.js';
 import { RoomState } from './room-state.js';
@@ -199,7 +200,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly inFlight = new Set<string>();
   private refusedResends = 0;
   private keptResends = 0;
-  private readonly resendOutcomes = new Set<Promise<void>>();
+  /** What became of the resends of an earlier session's messages, each reported. */
+  private readonly resendOutcomes = new Outcomes();
   /**
    * Settles when the join or rename under way is done: a message sent
    * meanwhile waits for it, so that it follows what the join sends again,
@@ -346,7 +348,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         },
       );
       this.resendOutcomes.add(outcome);
-      void outcome.then(() => this.resendOutcomes.delete(outcome));
     }
     if (resent > 0) this.emit('resent', { count: resent });
   }
@@ -366,7 +367,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   /** Settles once every resend of an earlier session's message under way has been acknowledged, refused or kept, and reported. */
   resendsSettled(): Promise<void> {
-    return Promise.all(this.resendOutcomes).then(() => undefined);
+    return this.resendOutcomes.settled();
   }
 
   /** Our nick in the room (what we sign as). */

@@ -1,6 +1,6 @@
 import { createInterface } from 'node:readline';
 import { ReadStream, WriteStream } from 'node:tty';
-import { ClientError } from '../client/index.js';
+import { ClientError, Outcomes } from '../client/index.js';
 import type { ConfabClient } from '../client/index.js';
 import { formatLine, formatNotice, JoinBurst, moreJoinedText } from './events.js';
 import type { ChatEvent } from './events.js';
@@ -93,7 +93,7 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Each line's own outcome, counted: the client's settled() can resolve before
   // the rejection of the last one has reached its handler here (it passes
   // through SecureRoom), and the exit code would miss it.
-  const outcomes = new Set<Promise<void>>();
+  const outcomes = new Outcomes();
   try {
     for await (const line of lines) {
       if (line.trim() === '') continue;
@@ -118,13 +118,12 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
         },
       );
       outcomes.add(outcome);
-      void outcome.then(() => outcomes.delete(outcome));
     }
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
   }
-  await Promise.race([client.settled(), interruption]);
-  await Promise.race([Promise.all([...outcomes, room.resendsSettled()]), interruption]);
+  // Every send of this run is a line's or a resend's: once both have settled, so has the client.
+  await Promise.race([Promise.all([outcomes.settled(), room.resendsSettled()]), interruption]);
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
   // ... and so does one kept again, not delivered this run either.
