@@ -142,6 +142,7 @@ function program(): Command {
         target: string,
         opts: { nick?: string; json: boolean; home?: string; bell: boolean; backlog?: number },
       ) => {
+        process.stdout.off('error', endOnEpipe); // line mode handles its own
         process.exitCode = await runJoin(
           {
             target,
@@ -190,11 +191,13 @@ function program(): Command {
   return cli;
 }
 
-// stdout may be a pipe that closes early (`| head`): that ends us quietly.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+// stdout may be a pipe that closes early (`| head`): that ends us quietly, but
+// for `confab join`, which still sends its input (see runJoin).
+function endOnEpipe(err: NodeJS.ErrnoException): void {
   if (err.code === 'EPIPE') process.exit(0);
   throw err;
-});
+}
+process.stdout.on('error', endOnEpipe);
 
 try {
   await program().parseAsync(process.argv);

@@ -461,7 +461,9 @@ class Chat {
       this.info(`delivering ${this.client.pending} message${this.client.pending === 1 ? '' : 's'}…`);
       await Promise.race([this.client.settled(), delay(QUIT_WAIT_MS)]);
     }
-    const unsent = this.client.pending;
+    // The outbox, not the client's count: once the client has stopped reconnecting
+    // it holds no sends, and the room's unacknowledged messages are all kept there.
+    const unsent = this.room.state.outbox().length;
     const lines: string[] = [];
     if (unsent > 0)
       lines.push(

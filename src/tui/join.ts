@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { ReadStream, WriteStream } from 'node:tty';
 import { ClientError, Outcomes } from '../client/index.js';
@@ -6,7 +7,7 @@ import { formatLine, formatNotice, JoinBurst, moreJoinedText } from './events.js
 import type { ChatEvent } from './events.js';
 import { runInteractive } from './interactive.js';
 import { inert } from './sanitize.js';
-import { enter, ExitCode, prepare } from './session.js';
+import { complain, enter, ExitCode, prepare } from './session.js';
 import type { JoinIO, JoinOptions } from './session.js';
 
 export { ExitCode } from './session.js';
@@ -30,6 +31,14 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
   return runLines(options, io);
 }
 
+function isDirectory(fd: number): boolean {
+  try {
+    return fstatSync(fd).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Line mode. Resolves once input has ended and every message sent is
  * acknowledged.
@@ -37,6 +46,11 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
 async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   const session = prepare(options, io);
   if (typeof session === 'number') return session;
+  // Node reads a directory on stdin (`< /tmp`) as empty input: say so rather than join and send nothing.
+  if (io.stdin === process.stdin && isDirectory(0)) {
+    complain(io.stderr, 'could not read the input: standard input is a directory');
+    return ExitCode.FAILURE;
+  }
   const { nick } = session;
   // Ctrl-C / SIGTERM at any point: stop reading, don't wait for
   // acknowledgements, leave cleanly. Listening from the start, so a signal
@@ -64,7 +78,19 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     return interrupted ?? code;
   };
 
+  // Whoever read our output has gone (`| head -1`, taking the invite link):
+  // nothing more is shown, but the input is still sent, as it would be into
+  // /dev/null, and the exit code still says whether all of it was delivered.
+  let outputGone = false;
+  const onOutputError = (err: NodeJS.ErrnoException): void => {
+    if (err.code !== 'EPIPE') throw err;
+    outputGone = true;
+  };
+  // Left in place when the run ends: a write's EPIPE can come after it.
+  io.stdout.on('error', onOutputError);
+
   const emit = (event: ChatEvent): void => {
+    if (outputGone) return;
     if (options.json) {
       io.stdout.write(`${JSON.stringify(event)}\n`);
       return;
@@ -85,8 +111,16 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     );
   }
 
+  // readline ends its lines, without an error, when its input fails (EIO): kept here.
+  const input: { failed: Error | null } = { failed: null };
+  io.stdin.on('error', (err: Error) => {
+    input.failed ??= err;
+    stopReading();
+  });
   const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
-  if (interrupted !== null) lines.close();
+  // A readline closed before its iteration starts is never done iterating: not started at all then.
+  const reading = interrupted === null;
+  if (!reading) lines.close();
   stopReading = () => lines.close();
 
   let failed = 0;
@@ -95,7 +129,7 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // through SecureRoom), and the exit code would miss it.
   const outcomes = new Outcomes();
   try {
-    for await (const line of lines) {
+    for await (const line of reading ? lines : []) {
       if (line.trim() === '') continue;
       if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
       if (interrupted !== null) break;
@@ -121,6 +155,17 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     }
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
+  }
+  if (input.failed !== null) {
+    // Input that could not be read is a run that did not send what it was given:
+    // the lines read before are still delivered, and it exits 1.
+    failed++;
+    emit({
+      type: 'error',
+      code: 'INPUT_FAILED',
+      message: `could not read the input: ${input.failed.message}`,
+      ts: Date.now(),
+    });
   }
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   await Promise.race([Promise.all([outcomes.settled(), room.resendsSettled()]), interruption]);

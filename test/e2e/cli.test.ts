@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -289,6 +289,59 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       expect(outbox()).toHaveLength(1);
     } finally {
       scripted.close();
+    }
+  });
+
+  it('output closed early (`| head -1` for the invite link): the input is still sent, exit 0', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = tempHome();
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', home]));
+    alice.write('build 1234 passed\n');
+    alice.end();
+    const link = (JSON.parse(await alice.line(/"type":"invite"/)) as { link: string }).link;
+    alice.child.stdout.destroy(); // the reader has gone: alice's next write (joined) fails with EPIPE
+    // Before, that EPIPE ended the run at once with 0, the line neither sent nor kept.
+    expect(await alice.exited).toBe(0);
+    const bob = track(new Proc(['join', link, '--nick', 'bob', '--json', '--home', tempHome()]));
+    await bob.line(/"type":"message".*"text":"build 1234 passed"/);
+    bob.end();
+    expect(await bob.exited).toBe(0);
+  });
+
+  it('output closed early, the line refused by the server: exit 1', async () => {
+    const refusal = (rid: number): Uint8Array =>
+      encodeFrame({ type: 'error', rid, code: ErrorCode.NOT_IN_ROOM, fatal: false, message: 'not in the room' });
+    const scripted = await sendAnswering(refusal);
+    try {
+      const alice = track(
+        new Proc(['join', `127.0.0.1:${scripted.port}`, '--nick', 'alice', '--json', '--home', tempHome()]),
+      );
+      await alice.line(/"type":"joined"/);
+      alice.child.stdout.destroy();
+      alice.write('build 1234 passed\n');
+      alice.end();
+      // Before, the EPIPE of the refusal's error event ended the run at once with 0.
+      expect(await alice.exited).toBe(1);
+    } finally {
+      scripted.close();
+    }
+  });
+
+  it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
+    const fd = openSync(tempHome(), 'r');
+    try {
+      // Port 1: nothing listens there, so a run that tried to connect would say CONNECT_FAILED.
+      const run = spawnSync(process.execPath, [CLI, 'join', '127.0.0.1:1', '--nick', 'alice', '--home', tempHome()], {
+        stdio: [fd, 'pipe', 'pipe'],
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      // Before, Node read the directory as empty input: joined, sent nothing, exit 0.
+      expect(run.status).toBe(1);
+      expect(run.stderr).toBe('confab: could not read the input: standard input is a directory\n');
+    } finally {
+      closeSync(fd);
     }
   });
 

@@ -481,6 +481,10 @@ describe('confab join in a terminal (the interactive client)', () => {
       // Before, "when you are back in the room", which never comes in this session.
       await alice.line(/not delivered yet \("hello"\): DISCONNECTED: .*; kept, and sent when you next join this room/);
       await alice.prompt('', 'offline');
+      alice.type('/quit\r');
+      // Before, /quit counted the client's sends, none once it has stopped reconnecting, and said nothing.
+      await alice.line(/1 message is not delivered yet: kept, and sent when you next join this room/);
+      expect(await alice.exited).toBe(0);
     } finally {
       scripted.close();
     }
