@@ -139,6 +139,73 @@ export function unpaste(line: string): string {
 
 export type Paste = Extract<Segment, { kind: 'paste' }>;
 
+export type KeyRun = { kind: 'keys'; text: string } | { kind: 'text'; text: string };
+
+/** Where `KeyRuns` is in the terminal's input: between keys, or inside an escape sequence. */
+const Escape = { NONE: 0, ESC: 1, CSI: 2, SS3: 3, STRING: 4, STRING_ESC: 5 } as const;
+type EscapeState = (typeof Escape)[keyof typeof Escape];
+
+/**
+ * Splits keys into runs of plain characters typed together (`text`) and the
+ * rest (`keys`: control keys and escape sequences, which may be cut anywhere:
+ * where one is in the middle of is kept from one chunk to the next). Node 20's
+ * readline appends every character of a chunk but its last to the end of the
+ * line, wherever the cursor is, so `abc` typed fast (an input method's commit,
+ * a slow link) in mid-line came out scrambled; a `text` run goes to readline
+ * as one insertion at the cursor instead, as a paste does. Pure, so it is
+ * tested character by character.
+ */
+export class KeyRuns {
+  private state: EscapeState = Escape.NONE;
+
+  feed(chunk: string): KeyRun[] {
+    const out: KeyRun[] = [];
+    let run = '';
+    let kind: KeyRun['kind'] = 'keys';
+    const put = (k: KeyRun['kind'], ch: string): void => {
+      if (k !== kind && run !== '') {
+        out.push({ kind, text: run });
+        run = '';
+      }
+      kind = k;
+      run += ch;
+    };
+    for (const ch of chunk) {
+      const code = ch.codePointAt(0) ?? 0;
+      switch (this.state) {
+        case Escape.NONE:
+          if (code === 0x1b) this.state = Escape.ESC;
+          put(code < 0x20 || (code >= 0x7f && code < 0xa0) ? 'keys' : 'text', ch);
+          continue;
+        case Escape.ESC:
+          // ESC ESC is Alt with an escape sequence: still at its start.
+          if (ch === '[') this.state = Escape.CSI;
+          else if (ch === 'O') this.state = Escape.SS3;
+          else if (ch === ']' || ch === 'P' || ch === '_' || ch === '^') this.state = Escape.STRING;
+          else if (code !== 0x1b) this.state = Escape.NONE; // Alt and a key
+          break;
+        case Escape.CSI:
+          if (code >= 0x40 && code <= 0x7e) this.state = Escape.NONE;
+          break;
+        case Escape.SS3:
+          this.state = Escape.NONE;
+          break;
+        case Escape.STRING:
+          if (code === 0x07) this.state = Escape.NONE;
+          else if (code === 0x1b) this.state = Escape.STRING_ESC;
+          break;
+        case Escape.STRING_ESC:
+          this.state = ch === '\\' ? Escape.NONE : Escape.STRING;
+          break;
+      }
+      put('keys', ch);
+    }
+    if (run !== '') out.push({ kind, text: run });
+    // One character alone is a key like any other.
+    return out.map((r) => (r.kind === 'text' && [...r.text].length === 1 ? { kind: 'keys', text: r.text } : r));
+  }
+}
+
 /** Where the terminal says the cursor is, 1-based. */
 export interface CursorReport {
   row: number;
@@ -155,6 +222,7 @@ export class TtyInput extends Readable {
   readonly isTTY = true;
   private readonly source: ReadStream;
   private readonly parser = new PasteParser();
+  private readonly runs = new KeyRuns();
   private readonly decoder = new StringDecoder('utf8');
   private timer: NodeJS.Timeout | null = null;
   private cursorWaiter: ((pos: CursorReport | null) => void) | null = null;
@@ -187,6 +255,11 @@ export class TtyInput extends Readable {
 
   onPaste(listener: (paste: Paste) => void): void {
     this.on('paste', listener);
+  }
+
+  /** Plain characters that arrived together, to insert at the cursor in one go (see `KeyRuns`). */
+  onText(listener: (text: string) => void): void {
+    this.on('text', listener);
   }
 
   /**
@@ -244,7 +317,10 @@ export class TtyInput extends Readable {
           this.settleCursor({ row: Number(report[1]), col: Number(report[2]) });
         }
       }
-      if (text !== '') this.emit('data', Buffer.from(text, 'utf8'));
+      for (const run of this.runs.feed(text)) {
+        if (run.kind === 'text') this.emit('text', run.text);
+        else this.emit('data', Buffer.from(run.text, 'utf8'));
+      }
     }
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;

@@ -130,6 +130,11 @@ export class Screen {
       if (!this.closed) options.onQuit('eof');
     });
     this.rl.on('SIGTSTP', () => this.suspend());
+    this.input.onText((text) => {
+      if (this.readlineClosed) return;
+      this.rl.write(text);
+      this.syncRow();
+    });
     this.input.onPaste((paste) => {
       if (this.readlineClosed) return;
       if (paste.text !== '') this.rl.write(paste.text);

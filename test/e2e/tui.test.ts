@@ -102,6 +102,25 @@ describe('confab join in a terminal (the interactive client)', () => {
     expect(alice.titles).toEqual([]);
   });
 
+  it('inserts keys that arrive together (an input method, a slow link) at the cursor, not at the end', async () => {
+    const { alice, bob } = await room({ cols: 80, rows: 24 });
+    alice.type('short input');
+    await alice.prompt('short input');
+    for (let i = 0; i < 5; i++) alice.type('\u001b[D'); // ← 5 times, one key at a time
+    await alice.until(
+      () => alice.term.buffer.active.cursorX === (alice.lines().at(-1) ?? '').length - 5,
+      'the cursor 5 back',
+    );
+    alice.type('abc'); // one read: Node's readline put all but the last at the end of the line
+    await alice.until(
+      () => (alice.lines().at(-1) ?? '').endsWith('> short abcinput'),
+      'the keys inserted at the cursor',
+    );
+    alice.type('\u0001xy\u0005!\r'); // Ctrl-A, two characters, Ctrl-E, one more, Enter: one read
+    // Before: "short incputab", then "xshort ...".
+    await bob.line(/"text":"xyshort abcinput!"/);
+  });
+
   // xterm.js leaves the cursor's lines as they are on resize (as VS Code's terminal does); tmux, which
   // rewraps them like most terminals, is in tui-tmux.test.ts.
   it('keeps a wrapped input line, and the cursor inside it, through messages and resizes', async () => {

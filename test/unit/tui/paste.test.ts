@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LINE_BREAK, MAX_PASTE, PasteParser, pasteText, unpaste } from '../../../src/tui/paste.js';
+import { KeyRuns, LINE_BREAK, MAX_PASTE, PasteParser, pasteText, unpaste } from '../../../src/tui/paste.js';
 import type { Segment } from '../../../src/tui/paste.js';
 
 const START = '\u001b[200~';
@@ -61,5 +61,35 @@ describe('pasteText', () => {
     expect(pasteText('x\ty')).toBe('x    y');
     expect(pasteText('\u001b[31mred\u001b[0m \u001b]0;title\u0007ok\u0000\u0008\u007f\u009b')).toBe('red ok');
     expect(unpaste(pasteText('one\ntwo'))).toBe('one\ntwo');
+  });
+});
+
+describe('KeyRuns', () => {
+  const feed = (...chunks: string[]): string[] => {
+    const runs = new KeyRuns();
+    return chunks.flatMap((c) => runs.feed(c)).map((r) => `${r.kind}:${JSON.stringify(r.text)}`);
+  };
+
+  it('gives plain characters typed together as one text run, and one alone as a key', () => {
+    expect(feed('abc')).toEqual(['text:"abc"']);
+    expect(feed('a')).toEqual(['keys:"a"']);
+    expect(feed('继续')).toEqual(['text:"继续"']);
+    expect(feed('😀')).toEqual(['keys:"😀"']); // one character of two UTF-16 units
+    expect(feed('hi\r')).toEqual(['text:"hi"', 'keys:"\\r"']);
+    expect(feed('\u0001ab\u0015cd')).toEqual(['keys:"\\u0001"', 'text:"ab"', 'keys:"\\u0015"', 'text:"cd"']);
+  });
+
+  it('keeps escape sequences whole, their letters included, wherever a chunk ends', () => {
+    const left = '\u001b[D';
+    expect(feed(`${left}${left}xy`)).toEqual([`keys:${JSON.stringify(left + left)}`, 'text:"xy"']);
+    // Cut inside the sequence: the D is still part of it.
+    expect(feed('\u001b[', 'Dxy')).toEqual(['keys:"\\u001b["', 'keys:"D"', 'text:"xy"']);
+    expect(feed('\u001b', '[1;5', 'Cab')).toEqual(['keys:"\\u001b"', 'keys:"[1;5"', 'keys:"C"', 'text:"ab"']);
+    // SS3 (F1, keypad), Alt and a key, Alt and an arrow, an OSC string (BEL or ST ended).
+    expect(feed('\u001bOPab')).toEqual(['keys:"\\u001bOP"', 'text:"ab"']);
+    expect(feed('\u001bbcd')).toEqual(['keys:"\\u001bb"', 'text:"cd"']);
+    expect(feed('\u001b\u001b[Dab')).toEqual(['keys:"\\u001b\\u001b[D"', 'text:"ab"']);
+    expect(feed('\u001b]11;rgb:0/0/0\u0007ab')).toEqual(['keys:"\\u001b]11;rgb:0/0/0\\u0007"', 'text:"ab"']);
+    expect(feed('\u001b]11;x\u001b\\ab')).toEqual(['keys:"\\u001b]11;x\\u001b\\\\"', 'text:"ab"']);
   });
 });
