@@ -71,6 +71,10 @@ export class Checkpointer {
    * files open, and the last connection to close is the one that removes them.
    */
   close(): Promise<void> {
+    // Unref'd so that it never keeps a server alive by itself; but once asked to
+    // close, the process waits for it (else the loop could drain first, and a
+    // `confab serve` awaiting this exits 13, an unsettled top-level await).
+    this.worker.ref();
     this.worker.postMessage('close');
     return this.exited;
   }

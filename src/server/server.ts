@@ -18,6 +18,7 @@ import { Relay } from './relay.js';
 import { PRUNE_ROOMS_PER_STEP, SqliteHistory } from './sqlite-history.js';
 import type { Eviction } from './sqlite-history.js';
 import type { RelayStats } from './relay.js';
+import { lockDataDir } from './data-lock.js';
 
 /** A running relay server. */
 export interface ConfabServer {
@@ -46,10 +47,19 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const opts = resolveOptions(options);
   const log: Logger = options.logger ?? createLogger();
   if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const store = openStore(opts, (e) => {
-    relay.stats.evicted += e.messages;
-    log.warn(e, 'history store full: evicted the oldest messages of the rooms that hold the most');
-  });
+  // One server per store: taken before the store opens, given up after it closes.
+  const lock =
+    opts.dataDir !== undefined && opts.store === undefined && !opts.noHistory ? lockDataDir(opts.dataDir) : null;
+  let store: HistoryStore;
+  try {
+    store = openStore(opts, (e) => {
+      relay.stats.evicted += e.messages;
+      log.warn(e, 'history store full: evicted the oldest messages of the rooms that hold the most');
+    });
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
   const relay = new Relay(
     opts.limits,
     opts.clock,
@@ -133,6 +143,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     // thread goes on its own once closed; waiting for it here would be waiting
     // on a thread that keeps nothing else alive.
     if (opts.store === undefined) store.close();
+    lock?.release();
     throw err;
   }
   net.on('error', (err) => log.error({ err }, 'listener error'));
@@ -181,7 +192,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
         net.close(() => {
           store.close();
           // Resolved once the store has finished closing, its background thread included.
-          (store.closed?.() ?? Promise.resolve()).then(resolve, resolve);
+          const done = (): void => {
+            lock?.release();
+            resolve();
+          };
+          (store.closed?.() ?? Promise.resolve()).then(done, done);
         });
         const bye = encodeFrame({
           type: 'error',

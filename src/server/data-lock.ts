@@ -1,0 +1,45 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+
+/** The file in `--data` whose lock says a server is using the directory. */
+export const LOCK_FILE = 'server.lock';
+
+/** Another server holds the data directory. */
+export class DataDirInUseError extends Error {
+  override readonly name = 'DataDirInUseError';
+}
+
+/** Held while a server uses a data directory; `release` gives it up. */
+export interface DataLock {
+  release(): void;
+}
+
+/**
+ * Takes the data directory for this process: an exclusive SQLite lock on
+ * `server.lock` inside it, held until `release` or the process's end (the
+ * kernel drops it however the process goes, so a crash leaves nothing stale).
+ * Two servers on one store each numbered the same rooms from their own memory:
+ * the second's commits broke the first's (SQLITE_CONSTRAINT), which then
+ * refused every message to those rooms until it was restarted.
+ * `confab admin` does not take it: it works beside a running server.
+ * @throws DataDirInUseError if another process holds it
+ */
+export function lockDataDir(dir: string): DataLock {
+  const db = new Database(join(dir, LOCK_FILE), { timeout: 0 });
+  try {
+    // In exclusive locking mode a connection keeps the lock of its first write until it closes.
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE; COMMIT');
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      throw new DataDirInUseError(`another confab server is using the data directory ${dir}`);
+    }
+    throw err;
+  }
+  return {
+    release: () => {
+      if (db.open) db.close();
+    },
+  };
+}
