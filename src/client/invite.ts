@@ -40,7 +40,14 @@ export function parseInvite(link: string): Invite {
 /** Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`. @throws InviteError */
 export function parseAddress(text: string): { host: string; port: number } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(text);
-  if (m === null) throw new InviteError(`"${text}" is not HOST or HOST:PORT`);
+  if (m === null) {
+    // A mistyped invite (`CONFAB://`, a leading space) lands here: its secret is never echoed.
+    const hash = text.indexOf('#');
+    if (hash < 0) throw new InviteError(`"${text}" is not HOST or HOST:PORT`);
+    throw new InviteError(
+      `"${text.slice(0, hash)}#…" is neither HOST[:PORT] nor an invite link (confab://HOST:PORT/#SECRET)`,
+    );
+  }
   const host = m[1] ?? m[2] ?? '';
   const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);
   if (port < 1 || port > 65535) throw new InviteError(`port ${port} is out of range 1-65535`);

@@ -48,6 +48,21 @@ describe('invite links', () => {
     expect(() => parseAddress('')).toThrow(InviteError);
   });
 
+  it('never echoes a secret in what it says of a mistyped invite', () => {
+    const secret = 'A'.repeat(43);
+    for (const typo of [`CONFAB://h:1/#${secret}`, ` confab://h:1/#${secret}`, `h:1/#${secret}`]) {
+      let message = '';
+      try {
+        parseAddress(typo);
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      // Before: '"CONFAB://h:1/#AAAA…" is not HOST or HOST:PORT', secret and all.
+      expect(message).toMatch(/#…" is neither HOST\[:PORT\] nor an invite link/);
+      expect(message).not.toContain(secret.slice(0, 8));
+    }
+  });
+
   it('makes a fresh secret per room from the injected rng, and a 16-byte room id', () => {
     let n = 0;
     const rng = (len: number): Uint8Array => new Uint8Array(len).fill(++n);
