@@ -115,7 +115,11 @@ export class RoomState extends Emitter<RoomStateEvents> {
     return new RoomState(undefined, empty());
   }
 
-  /** Loads (or starts) the state of `roomIdHex` under `home`. */
+  /**
+   * Loads (or starts) the state of `roomIdHex` under `home`.
+   * @throws Error naming the file if it exists and can't be read or parsed
+   * (never taken for a fresh start: its pins are what make a key change show)
+   */
   static load(home: string, roomIdHex: string): RoomState {
     const dir = join(home, 'rooms');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -125,7 +129,13 @@ export class RoomState extends Emitter<RoomStateEvents> {
       const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<Data>;
       if (parsed.v === 1) data = { ...empty(), ...parsed, outbox: Array.isArray(parsed.outbox) ? parsed.outbox : [] };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        const why = err instanceof Error ? err.message : String(err);
+        throw new Error(
+          `cannot read this room's state file ${path} (${why}): move it away to start the room afresh, losing its pinned keys and unsent messages`,
+          { cause: err },
+        );
+      }
     }
     return new RoomState(path, data);
   }

@@ -181,6 +181,15 @@ async function joinRoom(
   const { invite, identity } = session;
   // A function, not a value: the signal changes under the awaits.
   const aborted = (): boolean => cancel?.aborted === true;
+  // Read before connecting: a file that can't be read ends the run with nothing to undo.
+  let state: RoomState;
+  try {
+    state = RoomState.load(session.home, session.roomHex);
+  } catch (e) {
+    complain(stderr, e instanceof Error ? e.message : String(e));
+    await client.close();
+    return ExitCode.FAILURE;
+  }
   try {
     await client.open();
   } catch (e) {
@@ -191,7 +200,7 @@ async function joinRoom(
   const room = new SecureRoom(client, {
     secret: invite.secret,
     nick: session.nick,
-    state: RoomState.load(session.home, session.roomHex),
+    state,
     ...(session.backlog !== undefined ? { backlog: session.backlog } : {}),
   });
   if (session.created) emit({ type: 'invite', link: session.link, ts: Date.now() });

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -378,6 +378,30 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     } finally {
       closeSync(fd);
     }
+  });
+
+  it("a room's state file that can't be parsed: one line naming it, exit 1, at once", async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = tempHome();
+    const first = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', home]));
+    first.write('first\n');
+    first.end();
+    expect(await first.exited).toBe(0);
+    const link = (JSON.parse(first.stdout[0] ?? '') as { link: string }).link;
+    const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
+    const file = join(tempHomeRooms(home), `${hex}.json`);
+    writeFileSync(file, '{"v":1,');
+    const again = track(new Proc(['join', link, '--nick', 'alice', '--home', home]));
+    again.write('second\n');
+    again.end();
+    // Before, it printed the parser's error and then stayed connected for good, deaf to the first SIGINT and SIGTERM.
+    expect(await again.exited).toBe(1);
+    expect(again.stderr).toEqual([
+      expect.stringMatching(/^confab: cannot read this room's state file .*\.json \(.*JSON.*\): move it away/),
+    ]);
+    expect(again.stderr[0]).toContain(file);
+    expect(readFileSync(file, 'utf8')).toBe('{"v":1,'); // left as it was, for its owner to look at
   });
 
   it('serve refuses a port in use with a clear error', async () => {
