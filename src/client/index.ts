@@ -38,7 +38,7 @@ export { RoomState } from './room-state.js';
 export type { OutboxEntry, RoomStateEvents } from './room-state.js';
 export { DEFAULT_BACKLOG, MAX_BACKLOG } from '../protocol/index.js';
 export { IdentityFileError, identityPath, loadIdentity } from './identity-store.js';
-export { fingerprint, groupDigits, safetyNumber, shortFingerprint } from '../crypto/index.js';
+export { fingerprint, groupDigits, MAX_TEXT, safetyNumber, shortFingerprint } from '../crypto/index.js';
 export { acceptKeyChange, markVerified, rejectKeyChange, roomStateFor, verifyInfo } from './trust.js';
 export type { VerifyInfo } from './trust.js';
 export type { Identity } from '../crypto/index.js';

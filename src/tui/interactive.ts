@@ -1,5 +1,6 @@
 import type { ReadStream, WriteStream } from 'node:tty';
 import {
+  MAX_TEXT,
   ClientError,
   groupDigits,
   isValidNick,
@@ -126,7 +127,9 @@ class Chat {
       onLine: (line) => this.onLine(line),
       onQuit: (reason) => void this.quit(reason === 'interrupt' ? ExitCode.INTERRUPTED : ExitCode.OK, reason === 'eof'),
       onPaste: (paste) => {
-        if (paste.truncated) this.warn(`the paste was cut to its first ${MAX_PASTE} characters`);
+        if (paste.truncated) {
+          this.warn(`the paste was cut to the longest message: ${MAX_PASTE} characters or ${MAX_TEXT} bytes`);
+        }
       },
     });
   }

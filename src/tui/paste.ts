@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type { ReadStream } from 'node:tty';
+import { MAX_TEXT } from '../client/index.js';
 
 /** Terminal modes: bracketed paste on and off (xterm; most terminals and tmux follow). */
 export const BRACKETED_PASTE_ON = '\u001b[?2004h';
@@ -15,8 +16,21 @@ export const PASTE_END = '\u001b[201~';
  */
 export const LINE_BREAK = '␤';
 
-/** Longest paste kept, in characters; readline edits one line, and the server takes 64,000 bytes. */
+/**
+ * Longest paste kept, in characters: readline edits one line. It is also cut
+ * to the longest message, MAX_TEXT (60,000) bytes of UTF-8, which 16,000
+ * characters of four bytes each (emoji) pass.
+ */
 export const MAX_PASTE = 16_000;
+
+/** `text` cut to at most `bytes` bytes of UTF-8, between two characters. */
+function cutToBytes(text: string, bytes: number): string {
+  const encoded = Buffer.from(text, 'utf8');
+  if (encoded.length <= bytes) return text;
+  let end = bytes;
+  while (end > 0 && ((encoded[end] ?? 0) & 0xc0) === 0x80) end--; // not inside a character
+  return encoded.subarray(0, end).toString('utf8');
+}
 
 export type Segment = { kind: 'keys'; text: string } | { kind: 'paste'; text: string; truncated: boolean };
 
@@ -104,12 +118,9 @@ export class PasteParser {
     const raw = this.paste ?? '';
     this.paste = null;
     const text = pasteText(raw);
-    const cut = [...text].length > MAX_PASTE;
-    return {
-      kind: 'paste',
-      text: cut ? [...text].slice(0, MAX_PASTE).join('') : text,
-      truncated: this.truncated || cut,
-    };
+    const chars = [...text].length > MAX_PASTE ? [...text].slice(0, MAX_PASTE).join('') : text;
+    const kept = cutToBytes(chars, MAX_TEXT);
+    return { kind: 'paste', text: kept, truncated: this.truncated || kept !== text };
   }
 }
 

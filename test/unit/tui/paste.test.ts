@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { MAX_TEXT } from '../../../src/client/index.js';
 import { KeyRuns, LINE_BREAK, MAX_PASTE, PasteParser, pasteText, unpaste } from '../../../src/tui/paste.js';
 import type { Segment } from '../../../src/tui/paste.js';
 
@@ -52,6 +53,11 @@ describe('PasteParser', () => {
     expect(parser.release()).toEqual([{ kind: 'paste', text: 'half', truncated: false }]);
     const big = run(`${START}${'y'.repeat(MAX_PASTE * 3)}${END}`, 4096);
     expect(big).toEqual([{ kind: 'paste', text: 'y'.repeat(MAX_PASTE), truncated: true }]);
+    // 16,000 emoji are 64,000 bytes: cut to the longest message the client sends, between two characters.
+    const [emoji] = run(`${START}${'😀'.repeat(MAX_PASTE + 10)}${END}`, 4096);
+    expect(emoji).toEqual({ kind: 'paste', text: '😀'.repeat(MAX_TEXT / 4), truncated: true });
+    const [mixed] = run(`${START}a${'😀'.repeat(MAX_TEXT / 4)}${END}`, 4096);
+    expect(mixed).toEqual({ kind: 'paste', text: `a${'😀'.repeat(MAX_TEXT / 4 - 1)}`, truncated: true });
   });
 });
 
