@@ -6,6 +6,8 @@ export interface Command {
   name: string;
   /** Arguments as shown in help, '' for none. */
   args: string;
+  /** Most words it takes after its name (the rest of the line, for /me). */
+  maxArgs: number;
   summary: string;
   /** More lines for `/help NAME`. */
   details: readonly string[];
@@ -15,12 +17,14 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'help',
     args: '[COMMAND]',
+    maxArgs: 1,
     summary: 'list the commands, or explain one',
     details: ['Tab completes commands and nicks; ↑ and ↓ recall what you typed before.'],
   },
   {
     name: 'who',
     args: '',
+    maxArgs: 0,
     summary: 'who is here, with key fingerprints (✓ verified)',
     details: [
       'Each member is shown with the start of their key fingerprint. ✓ means you compared',
@@ -30,12 +34,14 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'me',
     args: 'ACTION',
+    maxArgs: Infinity,
     summary: 'send an action: /me waves shows as "* alice waves"',
     details: [],
   },
   {
     name: 'nick',
     args: 'NEW',
+    maxArgs: 1,
     summary: 'change your nick: leaves the room and joins again as NEW',
     details: [
       'Others see you leave and join again under the new name, with the same key.',
@@ -45,12 +51,14 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'invite',
     args: '',
+    maxArgs: 0,
     summary: "print this room's invite link",
     details: ['Anyone with the link can join and read the room: send it over a channel you trust.'],
   },
   {
     name: 'verify',
     args: 'NICK [yes]',
+    maxArgs: 2,
     summary: 'show your safety number with NICK; yes: mark verified',
     details: [
       'Compare the 60 digits with NICK in person or by voice: they see the same number.',
@@ -61,20 +69,23 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'accept',
     args: 'NICK',
+    maxArgs: 1,
     summary: "accept NICK's changed key, so you can send again",
     details: [
       'When a known nick comes back with another key, confab refuses its messages and blocks',
       'your sending until you decide. Compare safety numbers first (/verify NICK).',
     ],
   },
-  { name: 'clear', args: '', summary: 'clear the screen (also Ctrl-L)', details: [] },
-  { name: 'quit', args: '', summary: 'leave the room and exit (also Ctrl-D, Ctrl-C)', details: [] },
+  { name: 'clear', args: '', maxArgs: 0, summary: 'clear the screen (also Ctrl-L)', details: [] },
+  { name: 'quit', args: '', maxArgs: 0, summary: 'leave the room and exit (also Ctrl-D, Ctrl-C)', details: [] },
 ];
 
 export type Input =
   | { kind: 'empty' }
   | { kind: 'text'; text: string }
   | { kind: 'command'; name: string; args: string[]; rest: string }
+  /** A command given more words than it takes: not run (`/nick a b` is not `/nick a`). */
+  | { kind: 'usage'; name: string; usage: string }
   | { kind: 'unknown'; name: string; suggestion: string | null };
 
 /**
@@ -88,8 +99,12 @@ export function parseInput(line: string): Input {
   const m = /^\/(\S*)\s*(.*)$/s.exec(line);
   const name = (m?.[1] ?? '').toLowerCase();
   const rest = m?.[2] ?? '';
-  if (COMMANDS.some((c) => c.name === name)) {
-    return { kind: 'command', name, args: rest.split(/\s+/).filter((a) => a !== ''), rest };
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (cmd !== undefined) {
+    const args = rest.split(/\s+/).filter((a) => a !== '');
+    if (args.length > cmd.maxArgs)
+      return { kind: 'usage', name, usage: `usage: /${name}${cmd.args === '' ? '' : ` ${cmd.args}`}` };
+    return { kind: 'command', name, args, rest };
   }
   return { kind: 'unknown', name: m?.[1] ?? '', suggestion: suggest(name) };
 }
@@ -151,7 +166,8 @@ export function complete(line: string, nicks: readonly string[]): [string[], str
     list.filter((x) => x.toLowerCase().startsWith(word.toLowerCase()));
   if (/^\/\S*$/.test(line)) {
     const hits = COMMANDS.filter((c) => `/${c.name}`.startsWith(line.toLowerCase()));
-    return [hits.map((c) => `/${c.name}${c.args === '' ? '' : ' '}`), line];
+    // The space goes in with the one completion, not into the list readline shows for several.
+    return [hits.map((c) => `/${c.name}${c.args === '' || hits.length > 1 ? '' : ' '}`), line];
   }
   const help = /^\/help\s+\/?(\S*)$/i.exec(line);
   if (help !== null) {
@@ -177,8 +193,10 @@ export function complete(line: string, nicks: readonly string[]): [string[], str
     const nickArg = NICK_ARG.has(name) && words.length === 1;
     if (!nickArg && name !== 'me') return [[], token];
   }
-  const suffix = before === '' && at === '' ? ': ' : '';
   // What readline inserts is written to the terminal as it is: a nick a
   // server made up with escapes in it must never be a candidate.
-  return [byPrefix(nicks.filter(isValidNick), word).map((n) => `${at}${n}${suffix}`), token];
+  const hits = byPrefix(nicks.filter(isValidNick), word);
+  // "nick: " only for the one completion; a list of several shows the nicks alone.
+  const suffix = before === '' && at === '' && hits.length === 1 ? ': ' : '';
+  return [hits.map((n) => `${at}${n}${suffix}`), token];
 }

@@ -232,8 +232,11 @@ class Chat {
       case 'unknown':
         this.warn(
           `unknown command /${inert(input.name)}${input.suggestion !== null ? ` (did you mean /${input.suggestion}?)` : ''}: ` +
-            `not sent. /help lists commands; //${inert(input.name)} sends it as text.`,
+            `not sent. /help lists commands; ${input.name === '' ? 'a line that starts with // is sent as text, without one /' : `//${inert(input.name)} sends it as text`}.`,
         );
+        return;
+      case 'usage':
+        this.warn(`${input.usage} (not run: too many words)`);
         return;
       case 'command':
         void this.command(input.name, input.args, input.rest);
@@ -315,6 +318,8 @@ class Chat {
 
   private whoLines(): string[] {
     const { c } = this.ctx;
+    // The last list heard is not the room's any more once we are out of it.
+    if (!this.inRoom) return ['you are not in the room. /nick NAME joins it again; /quit leaves.'];
     const members = this.room.who().sort((a, b) => a.nick.localeCompare(b.nick));
     const lines = [
       `${members.length + 1} here:`,

@@ -424,11 +424,18 @@ describe('confab join in a terminal (the interactive client)', () => {
       // Before, the warning was never shown (the error came before the client
       // gave the room up), and /nick waited for a connection that was back.
       await alice.line(/you are out of the room: the server refused to let you back in/);
+      // Before, /who listed alice "(you)" among the members last heard of.
+      alice.type('/who\r');
+      await alice.line(/^ {2}you are not in the room\. \/nick NAME joins it again/);
+      expect(alice.lines().some((l) => /\(you\)/.test(l))).toBe(false);
+      // Before, this renamed to "alice2" and dropped the rest.
+      alice.type('/nick alice2 extra\r');
+      await alice.line(/usage: \/nick NEW \(not run: too many words\)/);
       alice.type('/nick alice2\r');
       await alice.line(/\* you are now alice2 \(was alice\)$/, 10_000);
       expect(alice.lines().some((l) => /once the connection is back/.test(l))).toBe(false);
-      // The refusal said it all: the reconnect behind it adds no second notice.
-      expect(alice.lines().filter((l) => /not in the room|out of the room/.test(l))).toHaveLength(1);
+      // The refusal said it all: the reconnect behind it adds no second notice (the other line is /who's).
+      expect(alice.lines().filter((l) => /not in the room|out of the room/.test(l))).toHaveLength(2);
     } finally {
       await link.close();
     }

@@ -23,6 +23,16 @@ describe('parseInput', () => {
     expect(parseInput('/inv')).toMatchObject({ kind: 'unknown', suggestion: 'invite' });
     expect(parseInput('/')).toMatchObject({ kind: 'unknown', name: '', suggestion: null });
   });
+
+  it('refuses a command given more words than it takes, rather than dropping the rest', () => {
+    // Before, /nick bad nick! renamed to "bad", and /accept carol extra accepted carol.
+    expect(parseInput('/nick bad nick!')).toEqual({ kind: 'usage', name: 'nick', usage: 'usage: /nick NEW' });
+    expect(parseInput('/accept carol extra')).toEqual({ kind: 'usage', name: 'accept', usage: 'usage: /accept NICK' });
+    expect(parseInput('/who is here')).toMatchObject({ kind: 'usage', usage: 'usage: /who' });
+    expect(parseInput('/verify bob yes please')).toMatchObject({ kind: 'usage', name: 'verify' });
+    expect(parseInput('/nick  bob ')).toMatchObject({ kind: 'command', args: ['bob'] });
+    expect(parseInput('/me waves at everyone')).toMatchObject({ kind: 'command', rest: 'waves at everyone' });
+  });
 });
 
 describe('complete (Tab)', () => {
@@ -37,7 +47,8 @@ describe('complete (Tab)', () => {
 
   it('completes nicks: "nick: " at the start, the bare nick inside a line, any case', () => {
     expect(complete('ca', nicks)).toEqual([['carol: '], 'ca']);
-    expect(complete('bo', nicks)).toEqual([['bob: ', 'Bobby: '], 'bo']);
+    // Several: the list shows the nicks alone (before, 'bob: ' and 'Bobby: ').
+    expect(complete('bo', nicks)).toEqual([['bob', 'Bobby'], 'bo']);
     expect(complete('hi CA', nicks)).toEqual([['carol'], 'CA']);
     expect(complete('hi @ca', nicks)).toEqual([['@carol'], '@ca']);
     expect(complete('@ca', nicks)).toEqual([['@carol'], '@ca']);
