@@ -208,6 +208,8 @@ interface RoomState {
   held: DeliverFrame[];
   /** Our own messages' sequence numbers past the cursor (we get no DELIVER for them). */
   own: Set<number>;
+  /** Told once nothing more is being fetched (see `caughtUp`). */
+  catchUp: (() => void)[];
 }
 
 /**
@@ -351,6 +353,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       fetchFailures: 0,
       held: [],
       own: new Set(),
+      catchUp: [],
     };
     this.rooms.set(key, state);
     try {
@@ -453,6 +456,24 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.stateOf(room) !== undefined;
   }
 
+  /**
+   * Resolves once the room has caught up: what was fetched after its join (the
+   * backlog, or what was said while we were away) has all been reported as
+   * `message` events. At once when nothing is being fetched; also when the
+   * room is left or the connection lost meanwhile (the rest comes after the
+   * next join). A FETCH refused and waiting to be asked again is still owed.
+   */
+  caughtUp(room: Uint8Array): Promise<void> {
+    const state = this.rooms.get(roomKey(room));
+    if (state === undefined || state.fetchRid === null) return Promise.resolve();
+    return new Promise((resolve) => state.catchUp.push(resolve));
+  }
+
+  private caughtUpNow(state: RoomState): void {
+    if (state.fetchRid !== null) return;
+    for (const tell of state.catchUp.splice(0)) tell();
+  }
+
   /** Resolves once no message is waiting for its acknowledgement. */
   settled(): Promise<void> {
     if (this.sends.size === 0) return Promise.resolve();
@@ -474,7 +495,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.cancelPump?.();
     this.stopHeartbeat();
     this.failAll(new ClientError('CLOSED', 'client closed'));
-    this.rooms.clear();
+    for (const state of this.rooms.values()) this.forget(state);
     if (socket !== null && !socket.destroyed) {
       this.uncork();
       await new Promise<void>((resolve) => {
@@ -673,6 +694,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     }
     // Not if a listener left the room meanwhile.
     if (state.joined && (state.cursor < frame.latest || state.held.length > 0)) this.fetch(state);
+    this.caughtUpNow(state);
   }
 
   /**
@@ -1006,6 +1028,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       state.joined = false;
       state.fetchRid = null;
       state.held = [];
+      this.caughtUpNow(state);
     }
     // Everything unacknowledged goes out again, in order, on the next connection.
     this.cancelPump?.();
@@ -1133,6 +1156,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.joined = false;
     state.fetchRid = null;
     state.held = [];
+    this.caughtUpNow(state);
   }
 
   /** Fails the room's messages waiting for their acknowledgement (those `which` picks). */

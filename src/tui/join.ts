@@ -168,7 +168,12 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     });
   }
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
-  await Promise.race([Promise.all([outcomes.settled(), room.resendsSettled()]), interruption]);
+  // And the history the join fetched (the backlog, or what was said while away) is all
+  // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
+  await Promise.race([
+    Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]),
+    interruption,
+  ]);
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
   // ... and so does one kept again, not delivered this run either.

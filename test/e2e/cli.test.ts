@@ -362,6 +362,30 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     }
   });
 
+  it('with no input, prints the whole backlog it fetched before it leaves (--backlog 1000 < /dev/null)', async () => {
+    const { proc: server, port } = await serve(['--limit', 'messageIntervalMs=1', '--limit', 'messageBurst=1000']);
+    track(server);
+    const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', tempHome()]));
+    const lines = Array.from({ length: 1000 }, (_, i) => `line ${i}`);
+    alice.write(lines.join('\n') + '\n');
+    alice.end();
+    expect(await alice.exited).toBe(0);
+    const link = (JSON.parse(alice.stdout[0] ?? '') as { link: string }).link;
+    for (let run = 0; run < 3; run++) {
+      const bob = track(
+        new Proc(['join', link, '--nick', `bob${run}`, '--json', '--backlog', '1000', '--home', tempHome()]),
+      );
+      bob.end();
+      expect(await bob.exited).toBe(0);
+      // Before, it left once its join was answered: 0, 64 or 100 of the 1,000, by the review's runs.
+      const got = bob.stdout
+        .map((l) => JSON.parse(l) as { type: string; text?: string })
+        .filter((e) => e.type === 'message')
+        .map((e) => e.text);
+      expect(got).toEqual(lines);
+    }
+  });
+
   it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
     const fd = openSync(tempHome(), 'r');
     try {
