@@ -1,7 +1,16 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../server/index.js';
-import { DEFAULT_BACKLOG, ExitCode, MAX_BACKLOG, runId, runJoin, runTrust, runVerify } from '../tui/index.js';
+import {
+  DEFAULT_BACKLOG,
+  ExitCode,
+  isValidNick,
+  MAX_BACKLOG,
+  runId,
+  runJoin,
+  runTrust,
+  runVerify,
+} from '../tui/index.js';
 import { releaseNick } from './admin.js';
 import { DEFAULT_SEMI_SPACE_MIB, serve } from './serve.js';
 
@@ -113,7 +122,7 @@ function program(): Command {
   admin
     .command('release-nick')
     .description('free a nick for the next key that uses it (after a member lost their key)')
-    .argument('<nick>', 'the nick to release')
+    .argument('<nick>', 'the nick to release', nickArgument)
     .requiredOption('--data <dir>', "the server's data directory")
     .action((nick: string, opts: { data: string }) => {
       process.exitCode = releaseNick(nick, opts.data, process.stdout, process.stderr);
@@ -170,7 +179,7 @@ function program(): Command {
   cli
     .command('trust')
     .description("decide about a member's changed key (accept it, or --reject to keep the old one) and send again")
-    .argument('<nick>', 'whose new key to accept')
+    .argument('<nick>', 'whose new key to accept', nickArgument)
     .option('--room <invite>', 'the room (default: the only room this home knows)')
     .option('--reject', 'keep the old key; messages signed by the new one stay rejected', false)
     .option('--home <dir>', homeOption)
@@ -181,7 +190,7 @@ function program(): Command {
   cli
     .command('verify')
     .description('show the safety number you share with a member; --yes marks their key verified')
-    .argument('<nick>', 'whom to verify')
+    .argument('<nick>', 'whom to verify', nickArgument)
     .option('--room <invite>', 'the room (default: the only room this home knows)')
     .option('--yes', 'you compared the numbers and they match', false)
     .option('--home <dir>', homeOption)
@@ -189,6 +198,12 @@ function program(): Command {
       process.exitCode = runVerify({ nick, ...opts }, io);
     });
   return cli;
+}
+
+/** A NICK argument, checked as `confab join --nick` checks it: a usage error (exit 2), not a nick nobody has. */
+function nickArgument(value: string): string {
+  if (!isValidNick(value)) throw new InvalidArgumentError('a nick is 1 to 24 of A-Z a-z 0-9 _ . -');
+  return value;
 }
 
 // stdout may be a pipe that closes early (`| head`): that ends us quietly, but

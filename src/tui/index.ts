@@ -3,4 +3,4 @@ export type { JoinIO, JoinOptions } from './join.js';
 export { inert } from './sanitize.js';
 export type { ChatEvent } from './events.js';
 export { runId, runTrust, runVerify } from './keys.js';
-export { DEFAULT_BACKLOG, MAX_BACKLOG } from '../client/index.js';
+export { DEFAULT_BACKLOG, isValidNick, MAX_BACKLOG } from '../client/index.js';

@@ -490,6 +490,10 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['frobnicate']],
     [['admin']],
     [['admin', 'frobnicate']],
+    // Before, exit 1: "nobody owns the nick", "no key is known for".
+    [['admin', 'release-nick', 'bad nick!', '--data', '/nonexistent']],
+    [['verify', 'bad nick']],
+    [['trust', 'bad nick']],
     [[]],
   ])('confab %j', (args) => {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
