@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../server/index.js';
+import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, holdLock } from '../server/index.js';
+import type { HeldLock } from '../server/index.js';
 import {
   DEFAULT_BACKLOG,
   ExitCode,
@@ -160,6 +161,11 @@ function program(): Command {
             ...(opts.backlog !== undefined ? { backlog: opts.backlog } : {}),
             ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
             ...(opts.home !== undefined ? { home: opts.home } : {}),
+            lock: (path) => {
+              const lock = holdLock(path);
+              if (lock !== null) held.push(lock); // a lock collected as garbage would be released
+              return lock !== null;
+            },
           },
           { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
         );
@@ -199,6 +205,9 @@ function program(): Command {
     });
   return cli;
 }
+
+/** Locks held until the process ends (the kernel drops them however it ends). */
+const held: HeldLock[] = [];
 
 /** A NICK argument, checked as `confab join --nick` checks it: a usage error (exit 2), not a nick nobody has. */
 function nickArgument(value: string): string {

@@ -9,32 +9,26 @@ export class DataDirInUseError extends Error {
   override readonly name = 'DataDirInUseError';
 }
 
-/** Held while a server uses a data directory; `release` gives it up. */
-export interface DataLock {
+/** A lock this process holds; `release` gives it up. */
+export interface HeldLock {
   release(): void;
 }
 
 /**
- * Takes the data directory for this process: an exclusive SQLite lock on
- * `server.lock` inside it, held until `release` or the process's end (the
- * kernel drops it however the process goes, so a crash leaves nothing stale).
- * Two servers on one store each numbered the same rooms from their own memory:
- * the second's commits broke the first's (SQLITE_CONSTRAINT), which then
- * refused every message to those rooms until it was restarted.
- * `confab admin` does not take it: it works beside a running server.
- * @throws DataDirInUseError if another process holds it
+ * Takes an exclusive lock on `path` (a small SQLite file, created if missing)
+ * for this process, until `release` or the process's end: the kernel drops it
+ * however the process goes, so a crash leaves nothing stale to clean up.
+ * Returns null if another process holds it.
  */
-export function lockDataDir(dir: string): DataLock {
-  const db = new Database(join(dir, LOCK_FILE), { timeout: 0 });
+export function holdLock(path: string): HeldLock | null {
+  const db = new Database(path, { timeout: 0 });
   try {
     // In exclusive locking mode a connection keeps the lock of its first write until it closes.
     db.pragma('locking_mode = EXCLUSIVE');
     db.exec('BEGIN EXCLUSIVE; COMMIT');
   } catch (err) {
     db.close();
-    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
-      throw new DataDirInUseError(`another confab server is using the data directory ${dir}`);
-    }
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') return null;
     throw err;
   }
   return {
@@ -42,4 +36,18 @@ export function lockDataDir(dir: string): DataLock {
       if (db.open) db.close();
     },
   };
+}
+
+/**
+ * Takes the data directory for this server: `server.lock` inside it. Two
+ * servers on one store each numbered the same rooms from their own memory: the
+ * second's commits broke the first's (SQLITE_CONSTRAINT), which then refused
+ * every message to those rooms until it was restarted. `confab admin` does not
+ * take it: it works beside a running server.
+ * @throws DataDirInUseError if another process holds it
+ */
+export function lockDataDir(dir: string): HeldLock {
+  const lock = holdLock(join(dir, LOCK_FILE));
+  if (lock === null) throw new DataDirInUseError(`another confab server is using the data directory ${dir}`);
+  return lock;
 }

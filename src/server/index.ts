@@ -1,4 +1,6 @@
 export { startServer } from './server.js';
+export { holdLock } from './data-lock.js';
+export type { HeldLock } from './data-lock.js';
 export type { ConfabServer } from './server.js';
 export { DEFAULT_HOST, DEFAULT_LIMITS } from './options.js';
 export type { ServerLimits, ServerOptions } from './options.js';

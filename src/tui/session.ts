@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import {
   ClientError,
@@ -32,6 +34,14 @@ export interface JoinOptions {
   bell?: boolean;
   /** Past messages to show on a first visit (default 100, at most 1,000). */
   backlog?: number;
+  /**
+   * Takes an exclusive lock on a file for the rest of the process, false if
+   * another process holds it (the CLI passes one; without it nothing is locked).
+   * The room's `rooms/<id>.lock` in the home: two runs of one home in one room
+   * would number their messages alike, and the others would reject one's as
+   * replays of the other's while both exited 0.
+   */
+  lock?: (path: string) => boolean;
 }
 
 /** The process's streams and environment, injected so tests can drive them. */
@@ -134,10 +144,22 @@ export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>
     }
     throw e;
   }
+  const roomHex = Buffer.from(inviteRoomId(invite)).toString('hex');
+  if (options.lock !== undefined) {
+    const rooms = join(home, 'rooms');
+    mkdirSync(rooms, { recursive: true, mode: 0o700 });
+    if (!options.lock(join(rooms, `${roomHex}.lock`))) {
+      complain(
+        io.stderr,
+        `this room is open in another confab join with this home (${home}): wait for it to end, or use another --home`,
+      );
+      return ExitCode.FAILURE;
+    }
+  }
   return {
     invite,
     link: formatInvite(invite),
-    roomHex: Buffer.from(inviteRoomId(invite)).toString('hex'),
+    roomHex,
     created,
     nick,
     home,

@@ -386,6 +386,35 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     }
   });
 
+  it('refuses a second run of one home in one room while the first runs; another room, or another home, is fine', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = tempHome();
+    const first = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', home]));
+    const link = (JSON.parse(await first.line(/"type":"invite"/)) as { link: string }).link;
+    await first.line(/"type":"joined"/);
+    // Another nick, so the server has no reason to refuse it: the same key signs both.
+    const second = track(new Proc(['join', link, '--nick', 'alice2', '--home', home]));
+    second.write('hello\n');
+    second.end();
+    // Before, both ran, numbered their messages alike, and the others rejected one's as replays while both exited 0.
+    expect(await second.exited).toBe(1);
+    expect(second.stderr).toEqual([
+      `confab: this room is open in another confab join with this home (${home}): wait for it to end, or use another --home`,
+    ]);
+    const elsewhere = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', home]));
+    elsewhere.end();
+    expect(await elsewhere.exited).toBe(0);
+    const otherHome = track(new Proc(['join', link, '--nick', 'bob', '--home', tempHome()]));
+    otherHome.end();
+    expect(await otherHome.exited).toBe(0);
+    first.end();
+    expect(await first.exited).toBe(0);
+    const third = track(new Proc(['join', link, '--nick', 'alice', '--home', home]));
+    third.end();
+    expect(await third.exited).toBe(0);
+  });
+
   it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
     const fd = openSync(tempHome(), 'r');
     try {
