@@ -854,7 +854,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       socket.on('error', (err: NodeJS.ErrnoException) => {
         const e = new ClientError(
           this.connected ? 'DISCONNECTED' : 'CONNECT_FAILED',
-          `${host}:${port}: ${err.code ?? err.message}`,
+          `${host.includes(':') ? `[${host}]` : host}:${port}: ${err.code ?? err.message}`,
           false,
           { cause: err },
         );

@@ -381,7 +381,7 @@ class Chat {
       `safety number with ${shown} (${shortFingerprint(key)}, ${pin.verified ? 'verified ✓' : 'not verified'}):`,
       ...rows,
       `Compare it with ${shown} in person or by voice: they see the same number.`,
-      `If it matches: /verify ${shown} yes`,
+      pin.verified ? 'You marked this key verified already.' : `If it matches: /verify ${shown} yes`,
     ]);
   }
 

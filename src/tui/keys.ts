@@ -98,7 +98,9 @@ export function runVerify(
     io.stdout.write(`safety number with ${nick} (${info.fingerprint}${info.pin.verified ? ', verified' : ''}):\n`);
     for (let i = 0; i < groups.length; i += 4) io.stdout.write(`  ${groups.slice(i, i + 4).join(' ')}\n`);
     io.stdout.write(
-      `Compare it with ${nick} in person or by voice; they see the same number. If it matches: confab verify ${nick} --yes\n`,
+      `Compare it with ${nick} in person or by voice; they see the same number. ${
+        info.pin.verified ? 'You marked this key verified already.' : `If it matches: confab verify ${nick} --yes`
+      }\n`,
     );
     return ExitCode.OK;
   });

@@ -90,7 +90,12 @@ describe('key change, trust and verify through the CLI', () => {
     expect(shown.status).toBe(0);
     expect(shown.stdout).toMatch(/safety number with bob/);
     expect(shown.stdout.match(/\b\d{5}\b/g)?.length).toBeGreaterThanOrEqual(12);
+    expect(shown.stdout).toMatch(/If it matches: confab verify bob --yes/);
     expect(confab('verify', 'bob', '--room', invite, '--home', aliceHome, '--yes').status).toBe(0);
+    // Before, a verified key was still told "If it matches: confab verify bob --yes".
+    expect(confab('verify', 'bob', '--room', invite, '--home', aliceHome).stdout).toMatch(
+      /verified\):\n[\s\S]*You marked this key verified already\.\n$/,
+    );
     other.write('now verified\n');
     await alice.line(/^<bob \d{5}-\d{5} ✓> now verified$/);
     expect(confab('trust', 'bob', '--room', invite, '--home', aliceHome).status).toBe(1); // nothing pending
