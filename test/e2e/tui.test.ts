@@ -1,3 +1,5 @@
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseInvite } from '../../src/client/index.js';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
@@ -451,9 +453,12 @@ describe('confab join in a terminal (the interactive client)', () => {
       const invite = (await alice.line(/\* invite: confab:\/\//)).replace(/^.*invite: /, '');
       link.cut();
       await alice.prompt('', 'reconnecting');
-      // The same identity (another terminal, the same home) takes "alice" meanwhile.
+      // The same identity takes "alice" meanwhile: its key copied to another home (the same home
+      // is refused while alice's run holds the room's lock).
+      const copy = tempHome();
+      copyFileSync(join(home, 'identity.json'), join(copy, 'identity.json'));
       const direct = invite.replace(`:${link.port}/`, `:${port}/`);
-      const other = track(new Proc(['join', direct, '--nick', 'alice', '--json', '--home', home]));
+      const other = track(new Proc(['join', direct, '--nick', 'alice', '--json', '--home', copy]));
       await other.line(/"type":"joined"/);
       link.mend();
       await alice.line(/NICK_TAKEN/, 20_000); // back, and the rejoin is refused (and retried)
