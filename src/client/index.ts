@@ -21,7 +21,7 @@ export { formatInvite, inviteRoomId, InviteError, newInvite, parseAddress, parse
 export type { Invite } from './invite.js';
 export { ensureHome, resolveHome } from './home.js';
 export { isValidNick } from './nick.js';
-export { keptInOutbox, SecureRoom } from './secure-room.js';
+export { keptInOutbox, SecureRoom, WITHHELD_MAX } from './secure-room.js';
 export { Outcomes } from './outcomes.js';
 export type {
   Gap,

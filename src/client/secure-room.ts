@@ -111,7 +111,16 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   'resend-kept': ClientError;
   /** Something went wrong that stops nothing: the room's state could not be written (SAVE_FAILED). */
   error: ClientError;
+  /**
+   * A changed key was accepted (here, or by `confab trust` in another process):
+   * the messages it signed while it waited, kept in memory, follow as `message`
+   * events, in order. `dropped`: those past WITHHELD_MAX, not kept.
+   */
+  released: { nick: string; count: number; dropped: number };
 }
+
+/** Most messages signed by unaccepted keys kept to show once a key is accepted (all nicks together). */
+export const WITHHELD_MAX = 100;
 
 export interface SecureRoomOptions {
   /** The invite secret (32 bytes). */
@@ -218,6 +227,15 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * one past it is.
    */
   private readonly pinnedAtJoin = new Map<string, number>();
+  /**
+   * Messages signed by a changed key not accepted yet, by nick (lower-cased)
+   * and that key: shown if it is accepted, forgotten if it is refused.
+   */
+  private readonly withheld = new Map<
+    string,
+    { nick: string; key: string; messages: MessageEvent[]; dropped: number }
+  >();
+  private withheldCount = 0;
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -429,6 +447,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   async send(text: string, kind: 'text' | 'action' = 'text'): Promise<{ seq: number; ts: number }> {
     let joinFailed: unknown;
     while (this.busy !== null) joinFailed = await this.busy;
+    this.release(); // a key accepted by `confab trust` meanwhile: what it signed is shown before ours
     const blocked = this.blockedBy();
     if (blocked.length > 0) {
       throw new ClientError(
@@ -604,9 +623,46 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (roomSeq > (this.state.cursor() ?? 0)) this.state.ownAheadAdd(roomSeq, hash);
   }
 
-  /** Accepts the new key of `nick` after a key change; false if none is pending. */
+  /** Accepts the new key of `nick` after a key change; false if none is pending. The messages it signed meanwhile follow (`released`). */
   accept(nick: string): boolean {
-    return acceptKeyChange(this.state, nick) !== undefined;
+    const accepted = acceptKeyChange(this.state, nick) !== undefined;
+    this.release();
+    return accepted;
+  }
+
+  /**
+   * Shows what was withheld under keys now accepted, and forgets what was
+   * withheld under keys now refused. The pins may have been decided by another
+   * process (`confab trust`): checked at each message and send while any wait.
+   */
+  private release(): void {
+    if (this.withheld.size === 0) return;
+    for (const [id, w] of [...this.withheld]) {
+      const pin = this.state.pin(w.nick);
+      if (pin?.pending === w.key) continue; // still undecided
+      this.withheld.delete(id);
+      this.withheldCount -= w.messages.length;
+      if (pin?.key !== w.key) continue; // refused, or changed again
+      this.emit('released', { nick: w.nick, count: w.messages.length, dropped: w.dropped });
+      for (const m of w.messages) this.receive(m);
+    }
+  }
+
+  /** Keeps `m` to show if `key` is accepted for `nick`; false past WITHHELD_MAX. */
+  private withhold(m: MessageEvent, nick: string, key: string): boolean {
+    const id = `${nick.toLowerCase()} ${key}`;
+    let w = this.withheld.get(id);
+    if (w === undefined) {
+      w = { nick, key, messages: [], dropped: 0 };
+      this.withheld.set(id, w);
+    }
+    if (this.withheldCount >= WITHHELD_MAX) {
+      w.dropped++;
+      return false;
+    }
+    w.messages.push(m);
+    this.withheldCount++;
+    return true;
   }
 
   /** The 60-digit safety number with `nick`'s pinned key, or undefined if none. */
@@ -686,6 +742,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   }
 
   private receive(m: MessageEvent): void {
+    // A key accepted by `confab trust` meanwhile: what it signed before comes first.
+    this.release();
     const reject = (reason: RejectReasonValue, message: string): void => {
       this.emit('rejected', { reason, nick: m.nick, seq: m.seq, ts: m.ts, message });
     };
@@ -766,8 +824,12 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     const member = this.judge(opened.nick, opened.senderKey, keyText, own);
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be
-      // anyone with the invite posing under this nick.
-      reject(RejectReason.KEY_CHANGED, `signed by a key that is not the one pinned for "${opened.nick}"`);
+      // anyone with the invite posing under this nick. Kept to show then.
+      const kept = this.withhold(m, opened.nick, keyText);
+      reject(
+        RejectReason.KEY_CHANGED,
+        `signed by a key that is not the one pinned for "${opened.nick}"${kept ? ' (shown if you accept it)' : ''}`,
+      );
       return;
     }
     let warning: SecureMessage['warning'];

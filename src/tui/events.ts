@@ -31,6 +31,7 @@ export type ChatEvent =
     } & Who)
   | { type: 'missed'; count: number; ts: number }
   | { type: 'resent'; count: number; ts: number }
+  | { type: 'released'; nick: string; count: number; dropped: number; ts: number }
   | { type: 'sent'; nick: string; text: string; seq: number; ts: number }
   | ({ type: 'join'; ts: number } & Who)
   | { type: 'leave'; nick: string; reason: 'left' | 'disconnected'; ts: number }
@@ -172,6 +173,8 @@ export function formatLine(event: ChatEvent, inert: (s: string) => string): stri
       return `! ${missedText(event.count)}`;
     case 'resent':
       return `* ${resentText(event.count)}`;
+    case 'released':
+      return `* ${releasedText(inert(event.nick), event.count, event.dropped)}`;
     case 'sent':
     case 'disconnect':
     case 'reconnect':
@@ -197,6 +200,12 @@ export function formatNotice(event: ChatEvent, inert: (s: string) => string): st
 }
 
 /** What a `resent` event says. */
+/** What a `released` event says: the messages a key signed before it was accepted, shown now. `nick`: made inert. */
+export function releasedText(nick: string, count: number, dropped: number): string {
+  const shown = `${count} message${count === 1 ? '' : 's'} ${nick} sent under the new key before you accepted it`;
+  return `${shown}${count > 0 ? ' follow' : ''}${dropped > 0 ? ` (${dropped} more were not kept)` : ''}`;
+}
+
 export function resentText(count: number): string {
   return `sending ${count} message${count === 1 ? '' : 's'} left unacknowledged by your last session`;
 }

@@ -1,6 +1,6 @@
 import type { WriteStream } from 'node:tty';
 import pc from 'picocolors';
-import { hereList, missedText, resentText } from './events.js';
+import { hereList, missedText, releasedText, resentText } from './events.js';
 import type { ChatEvent, Who } from './events.js';
 import { inert } from './sanitize.js';
 
@@ -180,6 +180,8 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
       return warn(missedText(event.count));
     case 'resent':
       return info(resentText(event.count));
+    case 'released':
+      return info(releasedText(inert(event.nick), event.count, event.dropped));
     case 'join':
       return info(`${tag(c, event)} joined`);
     case 'leave':

@@ -270,6 +270,7 @@ function forward(client: ConfabClient, room: SecureRoom, emit: (event: ChatEvent
   );
   room.on('missed', (m) => emit({ type: 'missed', count: m.count, ts: Date.now() }));
   room.on('resent', (r) => emit({ type: 'resent', count: r.count, ts: Date.now() }));
+  room.on('released', (r) => emit({ type: 'released', ...r, ts: Date.now() }));
   room.on('resend-kept', (e) =>
     emit({
       type: 'error',

@@ -85,6 +85,14 @@ describe('key change, trust and verify through the CLI', () => {
     expect(trust.stdout).toMatch(/^accepted the new key of bob \(\d{5}-\d{5}\)/);
     alice.write('ok, welcome\n');
     await other.line(/^<alice \d{5}-\d{5}> ok, welcome$/);
+    // What the new key signed while it waited is shown once it is accepted (before, it was gone for good),
+    // before alice's own next line goes out.
+    await alice.line(/^\* 1 message bob sent under the new key before you accepted it follow$/);
+    await alice.line(/^<bob \d{5}-\d{5}> trust me$/);
+    const out = alice.stdout;
+    expect(out.findIndex((l) => /> trust me$/.test(l))).toBeGreaterThan(
+      out.findIndex((l) => /before you accepted/.test(l)),
+    );
 
     const shown = confab('verify', 'bob', '--room', invite, '--home', aliceHome);
     expect(shown.status).toBe(0);

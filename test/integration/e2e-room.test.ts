@@ -2,7 +2,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ClientError, connect, markVerified, RoomState } from '../../src/client/index.js';
+import {
+  ClientError,
+  connect,
+  markVerified,
+  rejectKeyChange,
+  RoomState,
+  WITHHELD_MAX,
+} from '../../src/client/index.js';
 import {
   MessageType,
   newIdentity,
@@ -167,11 +174,44 @@ describe('trust on first use', () => {
     const state = RoomState.load(home, roomHex);
     expect(state.pin('bob')?.pending).toBeDefined();
 
+    const released: unknown[] = [];
+    alice.room.on('released', (r) => released.push(r));
     expect(alice.room.accept('bob')).toBe(true);
+    // What the accepted key signed while it waited is shown now, in order (before, it was gone for good).
+    expect(released).toEqual([{ nick: 'bob', count: 1, dropped: 0 }]);
+    expect(alice.messages[1]).toMatchObject({ text: 'it is me, bob', trust: 'known' });
     await alice.room.send('welcome back');
     await impostor.room.send('thanks');
+    await until(() => alice.messages.length === 3);
+    expect(alice.messages[2]).toMatchObject({ text: 'thanks', trust: 'known' });
+    expect(alice.rejected).toHaveLength(1); // the release is not a second rejection, nor a replay
+  });
+
+  it("keeps at most WITHHELD_MAX messages of an unaccepted key; a refused key's are forgotten", async () => {
+    const s = await server({ noHistory: true, limits: { messageBurst: 1000, messageIntervalMs: 1 } });
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await secureMember(s.port, secret, 'bob');
+    const carol = await secureMember(s.port, secret, 'carol');
+    await bob.room.send('first bob');
+    await carol.room.send('first carol');
     await until(() => alice.messages.length === 2);
-    expect(alice.messages[1]).toMatchObject({ text: 'thanks', trust: 'known' });
+    await bob.close();
+    await carol.close();
+    const newBob = await member(s.port, secret, 'bob', { identity: newIdentity() });
+    const newCarol = await member(s.port, secret, 'carol', { identity: newIdentity() });
+    await until(() => alice.keyChanges.length === 2);
+    for (let i = 0; i < WITHHELD_MAX + 5; i++) await newBob.room.send(`bob ${i}`);
+    await newCarol.room.send('carol, new');
+    await until(() => alice.rejected.length === WITHHELD_MAX + 6);
+    // Past the cap the rejection does not promise to show it.
+    expect(alice.rejected.filter((r) => /shown if you accept it/.test(r.message))).toHaveLength(WITHHELD_MAX);
+    const released: { nick: string; count: number; dropped: number }[] = [];
+    alice.room.on('released', (r) => released.push(r));
+    expect(rejectKeyChange(alice.room.state, 'carol')).toBe(true);
+    expect(alice.room.accept('bob')).toBe(true);
+    expect(released).toEqual([{ nick: 'bob', count: WITHHELD_MAX, dropped: 5 }]);
+    expect(alice.texts().slice(2)).toEqual(Array.from({ length: WITHHELD_MAX }, (_, i) => `bob: bob ${i}`));
   });
 
   it('a verified key is marked on every message', async () => {
