@@ -152,9 +152,37 @@ export type Paste = Extract<Segment, { kind: 'paste' }>;
 
 export type KeyRun = { kind: 'keys'; text: string } | { kind: 'text'; text: string };
 
-/** Where `KeyRuns` is in the terminal's input: between keys, or inside an escape sequence. */
-const Escape = { NONE: 0, ESC: 1, CSI: 2, SS3: 3, STRING: 4, STRING_ESC: 5 } as const;
+/**
+ * Where `KeyRuns` is in an escape sequence, counted as Node's readline counts
+ * (its `emitKeys`), so that both end each sequence at the same character:
+ * `ESC [ [ A` (the Linux console's F1) and `ESC O 2 P` (Shift+F1) included.
+ */
+const Escape = {
+  NONE: 0,
+  /** After ESC. */
+  ESC: 1,
+  /** After ESC ESC (Alt and a sequence). */
+  ESC2: 2,
+  /** After ESC O: one key, or a modifier digit and a key. */
+  SS3: 3,
+  SS3_KEY: 4,
+  /** After ESC [: a second [, or the first of up to three digits. */
+  CSI: 5,
+  /** Digits read so far (1 to 3), or after ESC [ [. */
+  CSI_DIGITS_0: 6,
+  CSI_DIGITS_1: 7,
+  CSI_DIGITS_2: 8,
+  CSI_DIGITS_3: 9,
+  /** After `;`: a modifier digit, then the final character. */
+  CSI_MODIFIER: 10,
+  CSI_FINAL: 11,
+} as const;
 type EscapeState = (typeof Escape)[keyof typeof Escape];
+
+/** How long readline waits for the rest of an escape sequence before it takes what came as keys (its default). */
+export const ESCAPE_TIMEOUT_MS = 500;
+
+const isDigit = (ch: string): boolean => ch >= '0' && ch <= '9';
 
 /**
  * Splits keys into runs of plain characters typed together (`text`) and the
@@ -169,6 +197,16 @@ type EscapeState = (typeof Escape)[keyof typeof Escape];
 export class KeyRuns {
   private state: EscapeState = Escape.NONE;
 
+  /** Input went quiet for ESCAPE_TIMEOUT_MS: readline has given up on a sequence begun, and so does this. */
+  reset(): void {
+    this.state = Escape.NONE;
+  }
+
+  /** Whether an escape sequence has begun and not ended. */
+  get inSequence(): boolean {
+    return this.state !== Escape.NONE;
+  }
+
   feed(chunk: string): KeyRun[] {
     const out: KeyRun[] = [];
     let run = '';
@@ -182,38 +220,53 @@ export class KeyRuns {
       run += ch;
     };
     for (const ch of chunk) {
-      const code = ch.codePointAt(0) ?? 0;
-      switch (this.state) {
-        case Escape.NONE:
-          if (code === 0x1b) this.state = Escape.ESC;
-          put(code < 0x20 || (code >= 0x7f && code < 0xa0) ? 'keys' : 'text', ch);
-          continue;
-        case Escape.ESC:
-          // ESC ESC is Alt with an escape sequence: still at its start.
-          if (ch === '[') this.state = Escape.CSI;
-          else if (ch === 'O') this.state = Escape.SS3;
-          else if (ch === ']' || ch === 'P' || ch === '_' || ch === '^') this.state = Escape.STRING;
-          else if (code !== 0x1b) this.state = Escape.NONE; // Alt and a key
-          break;
-        case Escape.CSI:
-          if (code >= 0x40 && code <= 0x7e) this.state = Escape.NONE;
-          break;
-        case Escape.SS3:
-          this.state = Escape.NONE;
-          break;
-        case Escape.STRING:
-          if (code === 0x07) this.state = Escape.NONE;
-          else if (code === 0x1b) this.state = Escape.STRING_ESC;
-          break;
-        case Escape.STRING_ESC:
-          this.state = ch === '\\' ? Escape.NONE : Escape.STRING;
-          break;
+      if (this.state === Escape.NONE) {
+        const code = ch.codePointAt(0) ?? 0;
+        if (code === 0x1b) this.state = Escape.ESC;
+        put(code < 0x20 || (code >= 0x7f && code < 0xa0) ? 'keys' : 'text', ch);
+        continue;
       }
+      this.state = this.next(ch);
       put('keys', ch);
     }
     if (run !== '') out.push({ kind, text: run });
     // One character alone is a key like any other.
     return out.map((r) => (r.kind === 'text' && [...r.text].length === 1 ? { kind: 'keys', text: r.text } : r));
+  }
+
+  /** Where `ch`, part of the sequence under way, leaves it. */
+  private next(ch: string): EscapeState {
+    switch (this.state) {
+      case Escape.ESC:
+      case Escape.ESC2:
+        if (ch === '[') return Escape.CSI;
+        if (ch === 'O') return Escape.SS3;
+        return ch === '\u001b' && this.state === Escape.ESC ? Escape.ESC2 : Escape.NONE; // Alt and a key
+      case Escape.SS3:
+        return isDigit(ch) ? Escape.SS3_KEY : Escape.NONE;
+      case Escape.CSI:
+        if (ch === '[') return Escape.CSI_DIGITS_0;
+        return this.digits(ch, 0);
+      case Escape.CSI_DIGITS_0:
+        return this.digits(ch, 0);
+      case Escape.CSI_DIGITS_1:
+        return this.digits(ch, 1);
+      case Escape.CSI_DIGITS_2:
+        return this.digits(ch, 2);
+      case Escape.CSI_DIGITS_3:
+        return this.digits(ch, 3);
+      case Escape.CSI_MODIFIER:
+        return isDigit(ch) ? Escape.CSI_FINAL : Escape.NONE;
+      default:
+        return Escape.NONE; // SS3_KEY, CSI_FINAL: the last character
+    }
+  }
+
+  /** A character after `read` digits of a CSI: up to three digits, then `;` and a modifier, or the final character. */
+  private digits(ch: string, read: number): EscapeState {
+    if (isDigit(ch) && read < 3)
+      return [Escape.CSI_DIGITS_1, Escape.CSI_DIGITS_2, Escape.CSI_DIGITS_3][read] as EscapeState;
+    return ch === ';' ? Escape.CSI_MODIFIER : Escape.NONE;
   }
 }
 
@@ -246,9 +299,14 @@ export class TtyInput extends Readable {
     this.emit('end');
   };
 
-  constructor(source: ReadStream) {
+  private readonly now: () => number;
+  private lastKeysAt = 0;
+
+  /** `now`: the clock that tells a sequence begun from one given up on (ESCAPE_TIMEOUT_MS). */
+  constructor(source: ReadStream, now: () => number = Date.now) {
     super();
     this.source = source;
+    this.now = now;
   }
 
   override _read(): void {
@@ -328,6 +386,9 @@ export class TtyInput extends Readable {
           this.settleCursor({ row: Number(report[1]), col: Number(report[2]) });
         }
       }
+      const at = this.now();
+      if (this.runs.inSequence && at - this.lastKeysAt > ESCAPE_TIMEOUT_MS) this.runs.reset();
+      this.lastKeysAt = at;
       for (const run of this.runs.feed(text)) {
         if (run.kind === 'text') this.emit('text', run.text);
         else this.emit('data', Buffer.from(run.text, 'utf8'));

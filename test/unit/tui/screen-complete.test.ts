@@ -55,3 +55,47 @@ describe('Screen: Tab with several candidates', () => {
     expect(after).not.toContain('\u001b[2J');
   });
 });
+
+describe('Screen: keys that arrive together go in at the cursor', () => {
+  const HOME = '\u001b[H';
+  /** Writes each chunk as one read (a number: waits that long), then Enter; resolves with the line sent. */
+  async function typed(chunks: (string | number)[]): Promise<string> {
+    const t = terminal();
+    const lines: string[] = [];
+    const screen = new Screen({
+      input: t.input,
+      output: t.output,
+      prompt: '> ',
+      completer: (line) => [['/nick '].filter((c) => c.startsWith(line)), line],
+      onLine: (l) => lines.push(l),
+      onQuit: () => {},
+    });
+    screen.start();
+    await turn();
+    for (const c of chunks) {
+      if (typeof c === 'number') await new Promise((resolve) => setTimeout(resolve, c));
+      else t.input.write(c);
+      await turn();
+    }
+    t.input.write('\r');
+    await turn();
+    screen.close();
+    return lines[0] ?? '';
+  }
+
+  it.each([
+    ['typing after Home', ['world', HOME, 'hello '], 'hello world'],
+    ['an emoji run after Home', ['world', HOME, '😀😀 '], '😀😀 world'],
+    // Alt+Shift+P and Alt+] are keys, not the start of a DCS or OSC string that would never end.
+    ['Alt+Shift+P, then typing after Home', ['world', HOME, '\u001bP', 'hello '], 'hello world'],
+    ['Alt+], then typing after Home', ['world', HOME, '\u001b]', 'x', 'world', HOME, 'hello '], 'hello xworldworld'],
+    // A lone Escape, then a pause past readline's 500 ms: what follows is typing, not a sequence.
+    ['a lone Escape, a pause, then typing', ['world', HOME, '\u001b', 700, 'Peter '], 'Peter world'],
+    // A key's sequence and typing in one read, ended where readline ends it.
+    ["Konsole's Shift+F1 and typing in one read", ['world', HOME, '\u001bO2Pab '], 'ab world'],
+    ["the Linux console's F1 and typing in one read", ['world', HOME, '\u001b[[Aab '], 'ab world'],
+    ['Tab completion typed fast', ['/ni\t'], '/nick '],
+  ])('%s', async (_what, chunks, line) => {
+    expect(await typed(chunks)).toBe(line);
+  });
+});
