@@ -1,5 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -130,8 +139,10 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const home = tempHome();
     const alice = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--home', home]));
     const invite = (await alice.line(/^\* invite: /)).replace('* invite: ', '');
-    // The same key twice (one home, two processes): the nick is in use.
-    const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', home]));
+    // The same key twice (copied to a second home; one home is refused by its room lock): the nick is in use.
+    const copy = tempHome();
+    copyFileSync(join(home, 'identity.json'), join(copy, 'identity.json'));
+    const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', copy]));
     expect(await alice2.exited).toBe(1);
     expect(alice2.stderr.join('\n')).toMatch(/NICK_TAKEN/);
   });
