@@ -111,13 +111,18 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
     );
   }
 
-  // readline ends its lines, without an error, when its input fails (EIO): kept here.
+  // Input that fails while read (ECONNRESET on a socket): readline passes the
+  // error on to its lines, which end the loop below; kept here for the exit code.
+  // Not closed from here: closing drops the loop's own listener before readline
+  // passes the error on, and an error nobody listens for ends the process.
   const input: { failed: Error | null } = { failed: null };
   io.stdin.on('error', (err: Error) => {
     input.failed ??= err;
-    stopReading();
   });
   const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
+  lines.on('error', (err: Error) => {
+    input.failed ??= err;
+  });
   // A readline closed before its iteration starts is never done iterating: not started at all then.
   const reading = interrupted === null;
   if (!reading) lines.close();

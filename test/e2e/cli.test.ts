@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync,
   copyFileSync,
@@ -9,7 +9,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -424,6 +424,50 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const third = track(new Proc(['join', link, '--nick', 'alice', '--home', home]));
     third.end();
     expect(await third.exited).toBe(0);
+  });
+
+  it('stdin that fails while read (a reset socket): the lines read are sent, INPUT_FAILED, exit 1', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const feeder = createServer((conn) => {
+      conn.write('one\ntwo\n');
+      setTimeout(() => conn.resetAndDestroy(), 500);
+    });
+    await new Promise<void>((resolve) => feeder.listen(0, '127.0.0.1', resolve));
+    const input = connect((feeder.address() as AddressInfo).port, '127.0.0.1');
+    await new Promise((resolve) => input.once('connect', resolve));
+    input.pause();
+    try {
+      const child = spawn(
+        process.execPath,
+        [CLI, 'join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--home', tempHome()],
+        {
+          stdio: [input, 'pipe', 'pipe'],
+          env: { ...process.env, CONFAB_LOG: 'warn' },
+        },
+      );
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise((resolve) => child.on('exit', resolve));
+      // Before, readline's error reached nobody: an unhandled 'error' event, no leave, exit 1 by a crash.
+      expect(err).not.toMatch(/Unhandled|ECONNRESET\n\s+at /);
+      expect(code).toBe(1);
+      const events = out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string; text?: string; code?: string; message?: string });
+      expect(events.filter((e) => e.type === 'sent').map((e) => e.text)).toEqual(['one', 'two']);
+      expect(events.at(-1)).toMatchObject({
+        type: 'error',
+        code: 'INPUT_FAILED',
+        message: 'could not read the input: read ECONNRESET',
+      });
+    } finally {
+      input.destroy();
+      feeder.close();
+    }
   });
 
   it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
