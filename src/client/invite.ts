@@ -37,16 +37,20 @@ export function parseInvite(link: string): Invite {
   return { host, port, secret: new Uint8Array(Buffer.from(encoded, 'base64url')) };
 }
 
+/** Text this long, with nothing to cut it at, could be a secret pasted alone (43 characters): never quoted. */
+const SECRET_LIKE = 40;
+
 /** Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`. @throws InviteError */
 export function parseAddress(text: string): { host: string; port: number } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(text);
   if (m === null) {
-    // A mistyped invite (`CONFAB://`, a leading space) lands here: its secret is never echoed.
-    const hash = text.indexOf('#');
-    if (hash < 0) throw new InviteError(`"${text}" is not HOST or HOST:PORT`);
-    throw new InviteError(
-      `"${text.slice(0, hash)}#…" is neither HOST[:PORT] nor an invite link (confab://HOST:PORT/#SECRET)`,
-    );
+    // A mistyped invite (`CONFAB://`, a leading space, `%23` for `#`, a bare
+    // secret) lands here: it is quoted only up to where a secret could start.
+    const cut = text.search(/[/#%?]/);
+    const head = cut < 0 ? text : text.slice(0, Math.max(cut, 1));
+    if (cut < 0 && head.length < SECRET_LIKE) throw new InviteError(`"${text}" is not HOST or HOST:PORT`);
+    const shown = head.length < SECRET_LIKE ? `"${head}…"` : 'that';
+    throw new InviteError(`${shown} is neither HOST[:PORT] nor an invite link (confab://HOST:PORT/#SECRET)`);
   }
   const host = m[1] ?? m[2] ?? '';
   const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);

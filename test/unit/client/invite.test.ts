@@ -50,7 +50,16 @@ describe('invite links', () => {
 
   it('never echoes a secret in what it says of a mistyped invite', () => {
     const secret = 'A'.repeat(43);
-    for (const typo of [`CONFAB://h:1/#${secret}`, ` confab://h:1/#${secret}`, `h:1/#${secret}`]) {
+    const typos = [
+      `CONFAB://h:1/#${secret}`,
+      ` confab://h:1/#${secret}`,
+      `h:1/#${secret}`,
+      `confab%3A%2F%2Fh%3A1%2F%23${secret}`,
+      `CONFAB://h:1/%23${secret}`,
+      `confab:h:1/${secret}`,
+      `${secret}_`,
+    ];
+    for (const typo of typos) {
       let message = '';
       try {
         parseAddress(typo);
@@ -58,7 +67,7 @@ describe('invite links', () => {
         message = (err as Error).message;
       }
       // Before: '"CONFAB://h:1/#AAAA…" is not HOST or HOST:PORT', secret and all.
-      expect(message).toMatch(/#…" is neither HOST\[:PORT\] nor an invite link/);
+      expect(message).toMatch(/ is neither HOST\[:PORT\] nor an invite link/);
       expect(message).not.toContain(secret.slice(0, 8));
     }
   });
