@@ -47,7 +47,14 @@ export function holdLock(path: string): HeldLock | null {
  * @throws DataDirInUseError if another process holds it
  */
 export function lockDataDir(dir: string): HeldLock {
-  const lock = holdLock(join(dir, LOCK_FILE));
+  const path = join(dir, LOCK_FILE);
+  let lock: HeldLock | null;
+  try {
+    lock = holdLock(path);
+  } catch (err) {
+    // A read-only directory, say: said with the file's name, as the store's own errors are.
+    throw new Error(`cannot open ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   if (lock === null) throw new DataDirInUseError(`another confab server is using the data directory ${dir}`);
   return lock;
 }

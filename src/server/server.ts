@@ -143,7 +143,9 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     // thread goes on its own once closed; waiting for it here would be waiting
     // on a thread that keeps nothing else alive.
     if (opts.store === undefined) store.close();
-    lock?.release();
+    // Once the store has closed for good (its thread may still hold the file), the directory is free.
+    const release = (): void => lock?.release();
+    (store.closed?.() ?? Promise.resolve()).then(release, release);
     throw err;
   }
   net.on('error', (err) => log.error({ err }, 'listener error'));

@@ -231,6 +231,15 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     track(third);
   });
 
+  it('serve says which file it could not open when the lock cannot be made', () => {
+    const data = tempHome();
+    mkdirSync(join(data, 'server.lock')); // as a read-only directory would, for a test run as root
+    const run = confab('serve', '--host', '127.0.0.1', '--port', '0', '--data', data);
+    expect(run.status).toBe(1);
+    // Before, "confab: unable to open database file", naming nothing.
+    expect(run.stderr).toBe(`confab: cannot open ${join(data, 'server.lock')}: unable to open database file\n`);
+  });
+
   it.each([
     ['connecting (no WELCOME comes)', false],
     ['joining (WELCOME, then no answer to the JOIN)', true],
