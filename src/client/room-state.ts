@@ -126,8 +126,18 @@ export class RoomState extends Emitter<RoomStateEvents> {
     const path = join(dir, `${roomIdHex}.json`);
     let data = empty();
     try {
-      const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<Data>;
-      if (parsed.v === 1) data = { ...empty(), ...parsed, outbox: Array.isArray(parsed.outbox) ? parsed.outbox : [] };
+      const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+      // Not a version-1 object (another version's file, an array, damage that
+      // still parses) is not a fresh start either: written over, it would lose
+      // the pins, and this key would number its messages from 1 again.
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || (parsed as Partial<Data>).v !== 1) {
+        const v = typeof parsed === 'object' && parsed !== null ? (parsed as { v?: unknown }).v : undefined;
+        throw new SyntaxError(
+          typeof v === 'number' && v > 1 ? `written by a newer confab (version ${v})` : 'not a room state',
+        );
+      }
+      const ok = parsed as Partial<Data>;
+      data = { ...empty(), ...ok, outbox: Array.isArray(ok.outbox) ? ok.outbox : [] };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         const why = err instanceof Error ? err.message : String(err);

@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -175,5 +184,26 @@ describe('RoomState on a disk that will not take it', () => {
     state.setCursor(4);
     expect(errors).toEqual(['SAVE_FAILED']);
     expect(state.cursor()).toBe(4);
+  });
+});
+
+describe('RoomState.load', () => {
+  it('starts afresh only when there is no file; a file it cannot take as version 1 is an error naming it', () => {
+    const dir = home();
+    expect(RoomState.load(dir, ROOM).nextSeq().seq).toBe(1);
+    const path = join(dir, 'rooms', `${ROOM}.json`);
+    for (const [text, why] of [
+      ['{"v":1,', /JSON/],
+      ['{"v":2,"mySeq":40}', /written by a newer confab \(version 2\)/],
+      ['[1]', /not a room state/],
+      ['{}', /not a room state/],
+      ['null', /not a room state/],
+    ] as const) {
+      writeFileSync(path, text);
+      // Before, all but the first were taken for a fresh room, written over, and our numbers started at 1 again.
+      expect(() => RoomState.load(dir, ROOM)).toThrow(new RegExp(`cannot read this room's state file ${path} \\(.*`));
+      expect(() => RoomState.load(dir, ROOM)).toThrow(why);
+      expect(readFileSync(path, 'utf8')).toBe(text);
+    }
   });
 });
