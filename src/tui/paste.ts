@@ -219,11 +219,16 @@ export class KeyRuns {
       kind = k;
       run += ch;
     };
+    let at = 0;
     for (const ch of chunk) {
+      at += ch.length;
       if (this.state === Escape.NONE) {
         const code = ch.codePointAt(0) ?? 0;
         if (code === 0x1b) this.state = Escape.ESC;
-        put(code < 0x20 || (code >= 0x7f && code < 0xa0) ? 'keys' : 'text', ch);
+        // A Tab with more after it in the read is part of text (a paste without
+        // brackets), as readline takes it: only the last key of a read completes.
+        const tabInText = ch === '\t' && at < chunk.length;
+        put((code < 0x20 && !tabInText) || (code >= 0x7f && code < 0xa0) ? 'keys' : 'text', ch);
         continue;
       }
       this.state = this.next(ch);

@@ -82,6 +82,9 @@ describe('KeyRuns', () => {
     expect(feed('继续')).toEqual(['text:"继续"']);
     expect(feed('😀')).toEqual(['keys:"😀"']); // one character of two UTF-16 units
     expect(feed('hi\r')).toEqual(['text:"hi"', 'keys:"\\r"']);
+    // Tab completes only as the last key of a read; inside one it is pasted text, as readline takes it.
+    expect(feed('/ni\t')).toEqual(['text:"/ni"', 'keys:"\\t"']);
+    expect(feed('a\tb')).toEqual(['text:"a\\tb"']);
     expect(feed('\u0001ab\u0015cd')).toEqual(['keys:"\\u0001"', 'text:"ab"', 'keys:"\\u0015"', 'text:"cd"']);
   });
 
