@@ -5,6 +5,7 @@ import type { HeldLock } from '../server/index.js';
 import {
   DEFAULT_BACKLOG,
   ExitCode,
+  GIVE_UP_MS,
   isValidNick,
   MAX_BACKLOG,
   runId,
@@ -147,10 +148,21 @@ function program(): Command {
         return Number(v);
       },
     )
+    .option(
+      '--give-up <seconds>',
+      'line mode, at the end of input: how long to wait without a connection to the server before giving up (0: for ever)',
+      (v) => {
+        if (!/^\d+$/.test(v) || Number(v) > MAX_GIVE_UP_S) {
+          throw new InvalidArgumentError(`expected a whole number of seconds from 0 to ${MAX_GIVE_UP_S}`);
+        }
+        return Number(v);
+      },
+      GIVE_UP_MS / 1000,
+    )
     .action(
       async (
         target: string,
-        opts: { nick?: string; json: boolean; home?: string; bell: boolean; backlog?: number },
+        opts: { nick?: string; json: boolean; home?: string; bell: boolean; backlog?: number; giveUp: number },
       ) => {
         process.stdout.off('error', endOnEpipe); // line mode handles its own
         process.exitCode = await runJoin(
@@ -158,6 +170,7 @@ function program(): Command {
             target,
             json: opts.json,
             bell: opts.bell,
+            giveUpMs: opts.giveUp * 1000,
             ...(opts.backlog !== undefined ? { backlog: opts.backlog } : {}),
             ...(opts.nick !== undefined ? { nick: opts.nick } : {}),
             ...(opts.home !== undefined ? { home: opts.home } : {}),
@@ -205,6 +218,9 @@ function program(): Command {
     });
   return cli;
 }
+
+/** Longest `--give-up`, a day (setTimeout takes at most 2^31 - 1 ms). */
+const MAX_GIVE_UP_S = 86_400;
 
 /** Locks held until the process ends (the kernel drops them however it ends). */
 const held: HeldLock[] = [];

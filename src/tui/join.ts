@@ -7,7 +7,7 @@ import { formatLine, formatNotice, JoinBurst, moreJoinedText } from './events.js
 import type { ChatEvent } from './events.js';
 import { runInteractive } from './interactive.js';
 import { inert } from './sanitize.js';
-import { complain, enter, ExitCode, prepare } from './session.js';
+import { complain, enter, ExitCode, GIVE_UP_MS, prepare } from './session.js';
 import type { JoinIO, JoinOptions } from './session.js';
 
 export { ExitCode } from './session.js';
@@ -29,6 +29,35 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
     return runInteractive(options, { ...io, stdin, stdout });
   }
   return runLines(options, io);
+}
+
+/**
+ * Settles once `client` has been without a connection for `ms` straight
+ * (counting from now if it is down now); never for 0.
+ */
+function offlineFor(client: ConfabClient, ms: number): { done: Promise<void>; stop(): void } {
+  let timer: NodeJS.Timeout | null = null;
+  let fire: () => void = () => {};
+  const done = new Promise<void>((resolve) => (fire = resolve));
+  const down = (): void => {
+    if (ms > 0 && timer === null) timer = setTimeout(fire, ms);
+  };
+  const up = (): void => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+  };
+  const onDisconnect = (): void => down();
+  client.on('disconnect', onDisconnect);
+  client.on('reconnect', up);
+  if (!client.connected) down();
+  return {
+    done,
+    stop: () => {
+      up();
+      client.off('disconnect', onDisconnect);
+      client.off('reconnect', up);
+    },
+  };
 }
 
 function isDirectory(fd: number): boolean {
@@ -175,10 +204,26 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   // And the history the join fetched (the backlog, or what was said while away) is all
   // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
-  await Promise.race([
-    Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]),
-    interruption,
+  // A server gone for longer than giveUpMs ends the wait: a script does not hang on it.
+  const offline = offlineFor(client, options.giveUpMs ?? GIVE_UP_MS);
+  const gaveUp = await Promise.race([
+    Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
+    interruption.then(() => false),
+    offline.done.then(() => true),
   ]);
+  offline.stop();
+  if (gaveUp && interrupted === null) {
+    const kept = room.state.outbox().length;
+    failed++;
+    emit({
+      type: 'error',
+      code: 'DISCONNECTED',
+      message:
+        `gave up after ${Math.round((options.giveUpMs ?? GIVE_UP_MS) / 1000)} s without a connection to the server` +
+        (kept > 0 ? `; ${kept} message${kept === 1 ? '' : 's'} kept, sent at the next confab join of this room` : ''),
+      ts: Date.now(),
+    });
+  }
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
   // ... and so does one kept again, not delivered this run either.

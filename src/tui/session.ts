@@ -35,6 +35,12 @@ export interface JoinOptions {
   /** Past messages to show on a first visit (default 100, at most 1,000). */
   backlog?: number;
   /**
+   * Line mode, at the end of input: how long to wait without a connection for
+   * what is still unacknowledged before giving up (it stays in the outbox), ms.
+   * 0 waits for ever. Default GIVE_UP_MS.
+   */
+  giveUpMs?: number;
+  /**
    * Takes an exclusive lock on a file for the rest of the process, false if
    * another process holds it (the CLI passes one; without it nothing is locked).
    * The room's `rooms/<id>.lock` in the home: two runs of one home in one room
@@ -51,6 +57,9 @@ export interface JoinIO {
   stderr: Writable;
   env: NodeJS.ProcessEnv;
 }
+
+/** Line mode's default `giveUpMs`: a minute without a server at the end of input. */
+export const GIVE_UP_MS = 60_000;
 
 export const ExitCode = {
   OK: 0,

@@ -479,6 +479,34 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     }
   });
 
+  it('gives up at the end of input after --give-up seconds without a server: exit 1, the line kept', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const home = tempHome();
+    const alice = track(
+      new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--give-up', '1', '--home', home]),
+    );
+    await alice.line(/"type":"joined"/);
+    server.kill('SIGKILL');
+    await server.exited;
+    await alice.line(/"type":"disconnect"/);
+    alice.write('build 1234 passed\n');
+    alice.end();
+    // Before, it waited for a server for ever: a script hung on it (and this test with it).
+    expect(await alice.exited).toBe(1);
+    const events = alice.stdout.map((l) => JSON.parse(l) as { type: string; code?: string; message?: string });
+    expect(events.at(-1)).toMatchObject({
+      type: 'error',
+      code: 'DISCONNECTED',
+      message:
+        'gave up after 1 s without a connection to the server; 1 message kept, sent at the next confab join of this room',
+    });
+    const link = (events.find((e) => e.type === 'invite') as { link?: string }).link ?? '';
+    const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
+    const state = JSON.parse(readFileSync(join(tempHomeRooms(home), `${hex}.json`), 'utf8')) as { outbox: unknown[] };
+    expect(state.outbox).toHaveLength(1);
+  });
+
   it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
     const fd = openSync(tempHome(), 'r');
     try {
@@ -576,6 +604,7 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['join', 'confab://h:1/#tooshort']],
     [['join', 'localhost', '--nick', 'bad nick']],
     [['join', 'localhost', '--bogus']],
+    [['join', 'localhost', '--give-up', '-1']],
     [['serve', '--port', '70000']],
     [['serve', '--port', 'abc']],
     [['serve', '--log-level', 'loud']],
