@@ -236,6 +236,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     { nick: string; key: string; messages: MessageEvent[]; dropped: number }
   >();
   private withheldCount = 0;
+  /** A release under way (see `release`). */
+  private releasing = false;
 
   constructor(client: ConfabClient, options: SecureRoomOptions) {
     super();
@@ -636,15 +638,25 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * process (`confab trust`): checked at each message and send while any wait.
    */
   private release(): void {
-    if (this.withheld.size === 0) return;
-    for (const [id, w] of [...this.withheld]) {
+    // Each message released passes through receive(), which calls this again:
+    // every decided key is taken out of the map first, so none is released twice.
+    if (this.withheld.size === 0 || this.releasing) return;
+    const accepted: { nick: string; key: string; messages: MessageEvent[]; dropped: number }[] = [];
+    for (const [id, w] of this.withheld) {
       const pin = this.state.pin(w.nick);
       if (pin?.pending === w.key) continue; // still undecided
       this.withheld.delete(id);
       this.withheldCount -= w.messages.length;
-      if (pin?.key !== w.key) continue; // refused, or changed again
-      this.emit('released', { nick: w.nick, count: w.messages.length, dropped: w.dropped });
-      for (const m of w.messages) this.receive(m);
+      if (pin?.key === w.key) accepted.push(w); // else refused, or changed again: forgotten
+    }
+    this.releasing = true;
+    try {
+      for (const w of accepted) {
+        this.emit('released', { nick: w.nick, count: w.messages.length, dropped: w.dropped });
+        for (const m of w.messages) this.receive(m);
+      }
+    } finally {
+      this.releasing = false;
     }
   }
 

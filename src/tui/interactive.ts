@@ -391,15 +391,16 @@ class Chat {
       return;
     }
     const shown = inert(nick);
-    if (!this.room.accept(nick)) {
+    const pending = this.room.state.pin(nick)?.pending;
+    if (pending === undefined) {
       this.say([`no key change is waiting for ${shown}`]);
       return;
     }
-    const pin = this.room.state.pin(nick);
-    const fp = pin === undefined ? '' : ` (${shortFingerprint(unb64(pin.key))})`;
+    // Said first: accepting shows at once what the key sent while it waited.
     this.say([
-      `accepted the new key of ${shown}${fp}; you can send again. It is not verified: compare safety numbers with /verify ${shown}`,
+      `accepted the new key of ${shown} (${shortFingerprint(unb64(pending))}); you can send again. It is not verified: compare safety numbers with /verify ${shown}`,
     ]);
+    this.room.accept(nick);
   }
 
   private async rename(nick: string | undefined): Promise<void> {

@@ -304,8 +304,17 @@ describe('confab join in a terminal (the interactive client)', () => {
     await alice.line(/^ {2}bob \d{5}-\d{5} ! key changed/);
     alice.type('/verify bob\r');
     await alice.line(/^ {2}the key of bob changed; the safety number for the NEW key/);
+    other.write('it is me, new laptop\n');
+    await alice.line(/! rejected a message relayed as bob .*shown if you accept it/);
     alice.type('/accept bob\r');
     await alice.line(/^ {2}accepted the new key of bob/);
+    // Then what the key sent while it waited, under a line that says so (before, never shown).
+    await alice.line(/<bob> it is me, new laptop$/);
+    const order = ['accepted the new key of bob', '1 message bob sent under the new key', '<bob> it is me'].map((t) =>
+      alice.lines().findIndex((l) => l.includes(t)),
+    );
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+    expect(order[0]).toBeGreaterThanOrEqual(0);
     // Caught up first: a live message that overtakes the catch-up comes to it as history.
     await other.line(/"text":"now verified"/);
     alice.type('welcome back\r');

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  acceptKeyChange,
   ClientError,
   connect,
   markVerified,
@@ -212,6 +213,37 @@ describe('trust on first use', () => {
     expect(alice.room.accept('bob')).toBe(true);
     expect(released).toEqual([{ nick: 'bob', count: WITHHELD_MAX, dropped: 5 }]);
     expect(alice.texts().slice(2)).toEqual(Array.from({ length: WITHHELD_MAX }, (_, i) => `bob: bob ${i}`));
+  });
+
+  it('two keys accepted before the next message are each released once, and the count stays true', async () => {
+    const s = await server({ noHistory: true, limits: { messageBurst: 1000, messageIntervalMs: 1 } });
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const old = await Promise.all(['bob', 'carol', 'dave'].map((nick) => secureMember(s.port, secret, nick)));
+    for (const m of old) await m.room.send(`first ${m.room.nick}`);
+    await until(() => alice.messages.length === 3);
+    for (const m of old) await m.close();
+    const [bob, carol] = [
+      await member(s.port, secret, 'bob', { identity: newIdentity() }),
+      await member(s.port, secret, 'carol', { identity: newIdentity() }),
+    ];
+    await until(() => alice.keyChanges.length === 2);
+    for (const m of [bob, carol]) for (const n of [1, 2]) await m.room.send(`${m.room.nick} ${n}`);
+    await until(() => alice.rejected.length === 4);
+    const released: { nick: string; count: number }[] = [];
+    alice.room.on('released', (r) => released.push(r));
+    acceptKeyChange(alice.room.state, 'carol'); // as `confab trust carol` in another process does
+    alice.room.accept('bob');
+    // Before, carol's were released a second time inside bob's release: a second event, two replays.
+    expect(released.map((r) => `${r.nick} ${r.count}`)).toEqual(['bob 2', 'carol 2']);
+    expect(alice.texts().slice(3)).toEqual(['bob: bob 1', 'bob: bob 2', 'carol: carol 1', 'carol: carol 2']);
+    expect(alice.rejected).toHaveLength(4);
+    // And the count of what is kept went below 0, so the cap no longer held.
+    const dave = await member(s.port, secret, 'dave', { identity: newIdentity() });
+    await until(() => alice.keyChanges.length === 3);
+    for (let i = 0; i <= WITHHELD_MAX; i++) await dave.room.send(`dave ${i}`);
+    await until(() => alice.rejected.length === 4 + WITHHELD_MAX + 1);
+    expect(alice.rejected.filter((r) => /shown if you accept it/.test(r.message))).toHaveLength(4 + WITHHELD_MAX);
   });
 
   it('a verified key is marked on every message', async () => {
