@@ -197,14 +197,18 @@ const isDigit = (ch: string): boolean => ch >= '0' && ch <= '9';
 export class KeyRuns {
   private state: EscapeState = Escape.NONE;
 
-  /** Input went quiet for ESCAPE_TIMEOUT_MS: readline has given up on a sequence begun, and so does this. */
+  /**
+   * Input went quiet for ESCAPE_TIMEOUT_MS after a read that ended in ESC:
+   * readline takes that ESC for a key then, and so does this. Only then:
+   * readline waits for the rest of `ESC [` or `ESC O` however long it takes.
+   */
   reset(): void {
-    this.state = Escape.NONE;
+    if (this.awaitingEscape) this.state = Escape.NONE;
   }
 
-  /** Whether an escape sequence has begun and not ended. */
-  get inSequence(): boolean {
-    return this.state !== Escape.NONE;
+  /** Whether the last character was ESC (or ESC ESC), which readline lets go of after ESCAPE_TIMEOUT_MS. */
+  get awaitingEscape(): boolean {
+    return this.state === Escape.ESC || this.state === Escape.ESC2;
   }
 
   feed(chunk: string): KeyRun[] {
@@ -235,8 +239,10 @@ export class KeyRuns {
       put('keys', ch);
     }
     if (run !== '') out.push({ kind, text: run });
-    // One character alone is a key like any other.
-    return out.map((r) => (r.kind === 'text' && [...r.text].length === 1 ? { kind: 'keys', text: r.text } : r));
+    // One character alone is a key like any other; but a Tab with more after it in the read stays text.
+    return out.map((r) =>
+      r.kind === 'text' && r.text !== '\t' && [...r.text].length === 1 ? { kind: 'keys', text: r.text } : r,
+    );
   }
 
   /** Where `ch`, part of the sequence under way, leaves it. */
@@ -392,7 +398,7 @@ export class TtyInput extends Readable {
         }
       }
       const at = this.now();
-      if (this.runs.inSequence && at - this.lastKeysAt > ESCAPE_TIMEOUT_MS) this.runs.reset();
+      if (this.runs.awaitingEscape && at - this.lastKeysAt > ESCAPE_TIMEOUT_MS) this.runs.reset();
       this.lastKeysAt = at;
       for (const run of this.runs.feed(text)) {
         if (run.kind === 'text') this.emit('text', run.text);

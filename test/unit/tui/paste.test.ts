@@ -85,6 +85,7 @@ describe('KeyRuns', () => {
     // Tab completes only as the last key of a read; inside one it is pasted text, as readline takes it.
     expect(feed('/ni\t')).toEqual(['text:"/ni"', 'keys:"\\t"']);
     expect(feed('a\tb')).toEqual(['text:"a\\tb"']);
+    expect(feed('\t\u001b[C')).toEqual(['text:"\\t"', 'keys:"\\u001b[C"']);
     expect(feed('\u0001ab\u0015cd')).toEqual(['keys:"\\u0001"', 'text:"ab"', 'keys:"\\u0015"', 'text:"cd"']);
   });
 
@@ -112,11 +113,19 @@ describe('KeyRuns', () => {
     }
   });
 
-  it('forgets a sequence begun once told input went quiet (readline gives up on it after 500 ms)', () => {
+  it('lets go of a read-ending ESC once told input went quiet (readline does after 500 ms), not of a sequence under way', () => {
     const runs = new KeyRuns();
     expect(runs.feed('\u001b')).toEqual([{ kind: 'keys', text: '\u001b' }]);
-    expect(runs.inSequence).toBe(true);
+    expect(runs.awaitingEscape).toBe(true);
     runs.reset();
     expect(runs.feed('[ab')).toEqual([{ kind: 'text', text: '[ab' }]);
+    // After ESC [ readline waits for the rest however long it takes: so does this.
+    expect(runs.feed('\u001b[')).toEqual([{ kind: 'keys', text: '\u001b[' }]);
+    expect(runs.awaitingEscape).toBe(false);
+    runs.reset();
+    expect(runs.feed('Dab')).toEqual([
+      { kind: 'keys', text: 'D' },
+      { kind: 'text', text: 'ab' },
+    ]);
   });
 });

@@ -95,6 +95,10 @@ describe('Screen: keys that arrive together go in at the cursor', () => {
     ["Konsole's Shift+F1 and typing in one read", ['world', HOME, '\u001bO2Pab '], 'ab world'],
     ["the Linux console's F1 and typing in one read", ['world', HOME, '\u001b[[Aab '], 'ab world'],
     ['Tab completion typed fast', ['/ni\t'], '/nick '],
+    // ESC [ then a pause: readline still waits for the rest of the sequence, and so must this.
+    ['ESC [, a pause, then the rest and typing', ['world', HOME, '\u001b[', 700, 'Dab '], 'ab world'],
+    // A Tab with more after it in one read is text, as readline has it; only a read-ending Tab completes.
+    ['a Tab and an arrow in one read', ['/ni', '\t\u001b[C'], '/ni\t'],
   ])('%s', async (_what, chunks, line) => {
     expect(await typed(chunks)).toBe(line);
   });
