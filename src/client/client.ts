@@ -461,7 +461,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * backlog, or what was said while we were away) has all been reported as
    * `message` events. At once when nothing is being fetched; also when the
    * room is left or the connection lost meanwhile (the rest comes after the
-   * next join). A FETCH refused and waiting to be asked again is still owed.
+   * next join), and when a FETCH is refused (an `error` event; it is asked
+   * again after a while, and what it brings is reported then).
    */
   caughtUp(room: Uint8Array): Promise<void> {
     const state = this.rooms.get(roomKey(room));
@@ -708,6 +709,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     for (const state of this.rooms.values()) {
       if (state.fetchRid !== rid) continue;
       state.fetchRid = WAITING_TO_FETCH; // live messages that arrive meanwhile wait, and don't ask again
+      // Refused (reported as an error): whoever waits for the catch-up is not kept waiting on retries.
+      for (const tell of state.catchUp.splice(0)) tell();
       // RATE_LIMITED here is flow control (several rooms catching up at once), not a fault.
       if (state.fetchFailures === 0 && err.code !== 'RATE_LIMITED') this.emit('error', err);
       const socket = this.socket;

@@ -42,6 +42,11 @@ const SECRET_LIKE = 40;
 
 /** Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`. @throws InviteError */
 export function parseAddress(text: string): { host: string; port: number } {
+  // A room's secret pasted alone (43 characters of base64url) would pass for a host name half
+  // the time: it would be looked up in DNS and printed in the connection's error.
+  if (/^[A-Za-z0-9_-]{43}$/.test(text)) {
+    throw new InviteError('that is a room secret, not a host: give the whole invite link, confab://HOST:PORT/#SECRET');
+  }
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(text);
   if (m === null) {
     // A mistyped invite (`CONFAB://`, a leading space, `%23` for `#`, a bare

@@ -137,6 +137,10 @@ export class RoomState extends Emitter<RoomStateEvents> {
         );
       }
       const ok = parsed as Partial<Data>;
+      const isRecord = (x: unknown): boolean => typeof x === 'object' && x !== null && !Array.isArray(x);
+      if ((ok.pins !== undefined && !isRecord(ok.pins)) || (ok.senders !== undefined && !isRecord(ok.senders))) {
+        throw new SyntaxError('its pins or senders are not what a room state holds');
+      }
       data = { ...empty(), ...ok, outbox: Array.isArray(ok.outbox) ? ok.outbox : [] };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {

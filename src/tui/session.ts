@@ -157,7 +157,16 @@ export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>
   if (options.lock !== undefined) {
     const rooms = join(home, 'rooms');
     mkdirSync(rooms, { recursive: true, mode: 0o700 });
-    if (!options.lock(join(rooms, `${roomHex}.lock`))) {
+    const lockPath = join(rooms, `${roomHex}.lock`);
+    let locked: boolean;
+    try {
+      locked = options.lock(lockPath);
+    } catch (e) {
+      // A read-only home, say: named, as the state file's own errors are.
+      complain(io.stderr, `cannot open ${lockPath}: ${e instanceof Error ? e.message : String(e)}`);
+      return ExitCode.FAILURE;
+    }
+    if (!locked) {
       complain(
         io.stderr,
         `this room is open in another confab join with this home (${home}): wait for it to end, or use another --home`,

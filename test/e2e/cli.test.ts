@@ -507,6 +507,23 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     expect(state.outbox).toHaveLength(1);
   });
 
+  it("a room lock that can't be made (a read-only home): one line naming it, exit 1, before connecting", () => {
+    const home = tempHome();
+    const link = `confab://127.0.0.1:1/#${'A'.repeat(43)}`;
+    const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
+    mkdirSync(join(home, 'rooms', `${hex}.lock`), { recursive: true }); // as a read-only home would, for a test run as root
+    const run = spawnSync(process.execPath, [CLI, 'join', link, '--nick', 'alice', '--home', home], {
+      input: '',
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    expect(run.status).toBe(1);
+    // Before, "confab: unable to open database file", naming nothing.
+    expect(run.stderr).toBe(
+      `confab: cannot open ${join(home, 'rooms', `${hex}.lock`)}: unable to open database file\n`,
+    );
+  });
+
   it('stdin that is a directory: one line on stderr, exit 1, before connecting', () => {
     const fd = openSync(tempHome(), 'r');
     try {

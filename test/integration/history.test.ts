@@ -395,7 +395,12 @@ describe('disk trouble', () => {
     await sendAll(alice, r, range(1, 5));
     store.failReads = true;
     const bob = track(await member(s.port, r, 'bob', { backoff: { baseMs: 50, maxMs: 100 } }, { backlog: 5 }));
+    let caughtUp = false;
+    void bob.client.caughtUp(r).then(() => (caughtUp = true));
     await until(() => bob.events.error.some((e) => e.code === 'STORE_FAILED'));
+    // Refused and reported: whoever waits for the catch-up (line mode at the end of input) is not kept
+    // waiting on the retries; before, it waited as long as the store could not be read.
+    await until(() => caughtUp);
     await alice.client.send(r, text('live while the history is unreadable'));
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(bob.events.message).toEqual([]); // held until the gap before it is filled

@@ -70,6 +70,10 @@ describe('invite links', () => {
       expect(message).toMatch(/ is neither HOST\[:PORT\] nor an invite link/);
       expect(message).not.toContain(secret.slice(0, 8));
     }
+    // A secret alone, without a _ (half of them), matched a host name: looked up, and printed with ENOTFOUND.
+    expect(() => parseAddress('lY3xFe-CRb40qwE4unKlGfk5QkSSm2bZ8lo4-yiKM9Y')).toThrow(
+      /that is a room secret, not a host/,
+    );
   });
 
   it('makes a fresh secret per room from the injected rng, and a 16-byte room id', () => {

@@ -198,6 +198,8 @@ describe('RoomState.load', () => {
       ['[1]', /not a room state/],
       ['{}', /not a room state/],
       ['null', /not a room state/],
+      ['{"v":1,"senders":null}', /pins or senders/],
+      ['{"v":1,"pins":[]}', /pins or senders/],
     ] as const) {
       writeFileSync(path, text);
       // Before, all but the first were taken for a fresh room, written over, and our numbers started at 1 again.
