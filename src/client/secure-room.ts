@@ -233,7 +233,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private readonly withheld = new Map<
     string,
-    { nick: string; key: string; messages: MessageEvent[]; dropped: number }
+    { nick: string; key: string; messages: MessageEvent[]; dropped: number; seqs: Set<number> }
   >();
   private withheldCount = 0;
   /** A release under way (see `release`). */
@@ -641,7 +641,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // Each message released passes through receive(), which calls this again:
     // every decided key is taken out of the map first, so none is released twice.
     if (this.withheld.size === 0 || this.releasing) return;
-    const accepted: { nick: string; key: string; messages: MessageEvent[]; dropped: number }[] = [];
+    const accepted: { nick: string; key: string; messages: MessageEvent[]; dropped: number; seqs: Set<number> }[] = [];
     for (const [id, w] of this.withheld) {
       const pin = this.state.pin(w.nick);
       if (pin?.pending === w.key) continue; // still undecided
@@ -653,7 +653,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     try {
       for (const w of accepted) {
         this.emit('released', { nick: w.nick, count: w.messages.length, dropped: w.dropped });
+        // Old news by now: a `missed` report under way is not undone by one that came live.
+        const missedReported = this.missedReported;
         for (const m of w.messages) this.receive(m);
+        this.missedReported = missedReported;
       }
     } finally {
       this.releasing = false;
@@ -661,17 +664,20 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   }
 
   /** Keeps `m` to show if `key` is accepted for `nick`; false past WITHHELD_MAX. */
-  private withhold(m: MessageEvent, nick: string, key: string): boolean {
+  private withhold(m: MessageEvent, nick: string, key: string, senderSeq: number): boolean {
     const id = `${nick.toLowerCase()} ${key}`;
     let w = this.withheld.get(id);
     if (w === undefined) {
-      w = { nick, key, messages: [], dropped: 0 };
+      w = { nick, key, messages: [], dropped: 0, seqs: new Set() };
       this.withheld.set(id, w);
     }
+    // A copy relayed again (its sender's number kept already) takes no second place.
+    if (w.seqs.has(senderSeq)) return true;
     if (this.withheldCount >= WITHHELD_MAX) {
       w.dropped++;
       return false;
     }
+    w.seqs.add(senderSeq);
     w.messages.push(m);
     this.withheldCount++;
     return true;
@@ -837,7 +843,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (member.trust === 'changed') {
       // Shown only once the user accepts the new key: until then it could be
       // anyone with the invite posing under this nick. Kept to show then.
-      const kept = this.withhold(m, opened.nick, keyText);
+      const kept = this.withhold(m, opened.nick, keyText, opened.seq);
       reject(
         RejectReason.KEY_CHANGED,
         `signed by a key that is not the one pinned for "${opened.nick}"${kept ? ' (shown if you accept it)' : ''}`,

@@ -246,6 +246,31 @@ describe('trust on first use', () => {
     expect(alice.rejected.filter((r) => /shown if you accept it/.test(r.message))).toHaveLength(4 + WITHHELD_MAX);
   });
 
+  it('a copy of a withheld message relayed again takes no second place, and is not released twice', async () => {
+    const s = await server({ noHistory: true });
+    const secret = newRoomSecret();
+    const alice = await member(s.port, secret, 'alice');
+    const bob = await secureMember(s.port, secret, 'bob');
+    await bob.room.send('first bob');
+    await until(() => alice.messages.length === 1);
+    await bob.close();
+    const newBob = await member(s.port, secret, 'bob', { identity: newIdentity() });
+    await until(() => alice.keyChanges.length === 1);
+    const bodies: Uint8Array[] = [];
+    alice.client.on('message', (m) => bodies.push(m.body));
+    await newBob.room.send('only once');
+    await until(() => bodies.length === 1);
+    // The same envelope again, as a relay replaying it would deliver it (a new number; no history to spot it).
+    await newBob.client.send(newBob.room.keys.roomId, bodies[0] as Uint8Array, new Uint8Array(16).fill(7));
+    await until(() => alice.rejected.length === 2);
+    const released: { count: number }[] = [];
+    alice.room.on('released', (r) => released.push(r));
+    alice.room.accept('bob');
+    expect(released).toEqual([{ nick: 'bob', count: 1, dropped: 0 }]);
+    expect(alice.texts()).toEqual(['bob: first bob', 'bob: only once']);
+    expect(alice.rejected).toHaveLength(2); // before, the copy came back as a third, a replay
+  });
+
   it('a verified key is marked on every message', async () => {
     const s = await server();
     const secret = newRoomSecret();
