@@ -470,8 +470,9 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return new Promise((resolve) => state.catchUp.push(resolve));
   }
 
-  private caughtUpNow(state: RoomState): void {
-    if (state.fetchRid !== null) return;
+  /** Tells whoever waits for the room's catch-up (see `caughtUp`) that it is over, if nothing is being fetched. */
+  private caughtUpNow(state: RoomState, refused = false): void {
+    if (state.fetchRid !== null && !refused) return;
     for (const tell of state.catchUp.splice(0)) tell();
   }
 
@@ -710,7 +711,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       if (state.fetchRid !== rid) continue;
       state.fetchRid = WAITING_TO_FETCH; // live messages that arrive meanwhile wait, and don't ask again
       // Refused (reported as an error): whoever waits for the catch-up is not kept waiting on retries.
-      for (const tell of state.catchUp.splice(0)) tell();
+      this.caughtUpNow(state, true);
       // RATE_LIMITED here is flow control (several rooms catching up at once), not a fault.
       if (state.fetchFailures === 0 && err.code !== 'RATE_LIMITED') this.emit('error', err);
       const socket = this.socket;

@@ -115,15 +115,20 @@ export class RoomState extends Emitter<RoomStateEvents> {
     return new RoomState(undefined, empty());
   }
 
+  /** The path of the room's file ending in `suffix` (`.json`, `.lock`) under `home`, its folder made if missing. */
+  static fileOf(home: string, roomIdHex: string, suffix: string): string {
+    const dir = join(home, 'rooms');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return join(dir, `${roomIdHex}${suffix}`);
+  }
+
   /**
    * Loads (or starts) the state of `roomIdHex` under `home`.
    * @throws Error naming the file if it exists and can't be read or parsed
    * (never taken for a fresh start: its pins are what make a key change show)
    */
   static load(home: string, roomIdHex: string): RoomState {
-    const dir = join(home, 'rooms');
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const path = join(dir, `${roomIdHex}.json`);
+    const path = RoomState.fileOf(home, roomIdHex, '.json');
     let data = empty();
     try {
       const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;

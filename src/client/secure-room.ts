@@ -119,6 +119,17 @@ export interface SecureRoomEvents extends Record<string, unknown> {
   released: { nick: string; count: number; dropped: number };
 }
 
+/** Messages signed by `key`, a changed key of `nick` not decided yet, kept to show if it is accepted. */
+interface Withheld {
+  nick: string;
+  key: string;
+  messages: MessageEvent[];
+  /** Those past WITHHELD_MAX, not kept. */
+  dropped: number;
+  /** The senders' numbers of `messages`: a copy relayed again takes no second place. */
+  seqs: Set<number>;
+}
+
 /** Most messages signed by unaccepted keys kept to show once a key is accepted (all nicks together). */
 export const WITHHELD_MAX = 100;
 
@@ -231,11 +242,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * Messages signed by a changed key not accepted yet, by nick (lower-cased)
    * and that key: shown if it is accepted, forgotten if it is refused.
    */
-  private readonly withheld = new Map<
-    string,
-    { nick: string; key: string; messages: MessageEvent[]; dropped: number; seqs: Set<number> }
-  >();
-  private withheldCount = 0;
+  private readonly withheld = new Map<string, Withheld>();
   /** A release under way (see `release`). */
   private releasing = false;
 
@@ -641,12 +648,11 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // Each message released passes through receive(), which calls this again:
     // every decided key is taken out of the map first, so none is released twice.
     if (this.withheld.size === 0 || this.releasing) return;
-    const accepted: { nick: string; key: string; messages: MessageEvent[]; dropped: number; seqs: Set<number> }[] = [];
+    const accepted: Withheld[] = [];
     for (const [id, w] of this.withheld) {
       const pin = this.state.pin(w.nick);
       if (pin?.pending === w.key) continue; // still undecided
       this.withheld.delete(id);
-      this.withheldCount -= w.messages.length;
       if (pin?.key === w.key) accepted.push(w); // else refused, or changed again: forgotten
     }
     this.releasing = true;
@@ -673,13 +679,15 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     }
     // A copy relayed again (its sender's number kept already) takes no second place.
     if (w.seqs.has(senderSeq)) return true;
-    if (this.withheldCount >= WITHHELD_MAX) {
+    // Counted, not kept in a counter: a few nicks at most, and nothing to fall out of step.
+    let kept = 0;
+    for (const other of this.withheld.values()) kept += other.messages.length;
+    if (kept >= WITHHELD_MAX) {
       w.dropped++;
       return false;
     }
     w.seqs.add(senderSeq);
     w.messages.push(m);
-    this.withheldCount++;
     return true;
   }
 

@@ -19,9 +19,15 @@ export interface HeldLock {
  * for this process, until `release` or the process's end: the kernel drops it
  * however the process goes, so a crash leaves nothing stale to clean up.
  * Returns null if another process holds it.
+ * @throws Error naming `path` if it can't be opened (a read-only directory)
  */
 export function holdLock(path: string): HeldLock | null {
-  const db = new Database(path, { timeout: 0 });
+  let db: Database.Database;
+  try {
+    db = new Database(path, { timeout: 0 });
+  } catch (err) {
+    throw new Error(`cannot open ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   try {
     // In exclusive locking mode a connection keeps the lock of its first write until it closes.
     db.pragma('locking_mode = EXCLUSIVE');
@@ -47,14 +53,7 @@ export function holdLock(path: string): HeldLock | null {
  * @throws DataDirInUseError if another process holds it
  */
 export function lockDataDir(dir: string): HeldLock {
-  const path = join(dir, LOCK_FILE);
-  let lock: HeldLock | null;
-  try {
-    lock = holdLock(path);
-  } catch (err) {
-    // A read-only directory, say: said with the file's name, as the store's own errors are.
-    throw new Error(`cannot open ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
+  const lock = holdLock(join(dir, LOCK_FILE));
   if (lock === null) throw new DataDirInUseError(`another confab server is using the data directory ${dir}`);
   return lock;
 }

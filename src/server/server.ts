@@ -143,9 +143,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
     // thread goes on its own once closed; waiting for it here would be waiting
     // on a thread that keeps nothing else alive.
     if (opts.store === undefined) store.close();
-    // Once the store has closed for good (its thread may still hold the file), the directory is free.
-    const release = (): void => lock?.release();
-    (store.closed?.() ?? Promise.resolve()).then(release, release);
+    afterClosed(store, () => lock?.release());
     throw err;
   }
   net.on('error', (err) => log.error({ err }, 'listener error'));
@@ -194,11 +192,10 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
         net.close(() => {
           store.close();
           // Resolved once the store has finished closing, its background thread included.
-          const done = (): void => {
+          afterClosed(store, () => {
             lock?.release();
             resolve();
-          };
-          (store.closed?.() ?? Promise.resolve()).then(done, done);
+          });
         });
         const bye = encodeFrame({
           type: 'error',
@@ -217,6 +214,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
       return closing;
     },
   };
+}
+
+/**
+ * Runs `then` once `store` has closed for good, its background thread included
+ * (the thread may hold the files until then): the data directory is free after.
+ */
+function afterClosed(store: HistoryStore, then: () => void): void {
+  (store.closed?.() ?? Promise.resolve()).then(then, then);
 }
 
 /** The history store the options ask for: SQLite in the data directory, in memory, or none. */

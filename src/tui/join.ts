@@ -142,12 +142,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
 
   // Input that fails while read (ECONNRESET on a socket): readline passes the
   // error on to its lines, which end the loop below; kept here for the exit code.
-  // Not closed from here: closing drops the loop's own listener before readline
-  // passes the error on, and an error nobody listens for ends the process.
+  // Not closed on it: closing drops the loop's own listener before readline has
+  // passed the error on, and an error nobody listens for ends the process.
   const input: { failed: Error | null } = { failed: null };
-  io.stdin.on('error', (err: Error) => {
-    input.failed ??= err;
-  });
   const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
   lines.on('error', (err: Error) => {
     input.failed ??= err;
@@ -158,6 +155,11 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   stopReading = () => lines.close();
 
   let failed = 0;
+  /** A failure of the run: an `error` event, and exit 1. */
+  const fail = (code: string, message: string): void => {
+    failed++;
+    emit({ type: 'error', code, message, ts: Date.now() });
+  };
   // Each line's own outcome, counted: the client's settled() can resolve before
   // the rejection of the last one has reached its handler here (it passes
   // through SecureRoom), and the exit code would miss it.
@@ -173,16 +175,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
         },
         (e: unknown) => {
           if (e instanceof ClientError && e.code === 'CLOSED') return;
-          failed++;
           // Not a ClientError: the outbox entry could not be written (a full disk), so it was not sent.
-          const code = e instanceof ClientError ? e.code : 'SAVE_FAILED';
-          const message = e instanceof Error ? e.message : String(e);
-          emit({
-            type: 'error',
-            code,
-            message: e instanceof ClientError ? message : `not sent: ${message}`,
-            ts: Date.now(),
-          });
+          if (e instanceof ClientError) fail(e.code, e.message);
+          else fail('SAVE_FAILED', `not sent: ${e instanceof Error ? e.message : String(e)}`);
         },
       );
       outcomes.add(outcome);
@@ -193,19 +188,14 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   if (input.failed !== null) {
     // Input that could not be read is a run that did not send what it was given:
     // the lines read before are still delivered, and it exits 1.
-    failed++;
-    emit({
-      type: 'error',
-      code: 'INPUT_FAILED',
-      message: `could not read the input: ${input.failed.message}`,
-      ts: Date.now(),
-    });
+    fail('INPUT_FAILED', `could not read the input: ${input.failed.message}`);
   }
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   // And the history the join fetched (the backlog, or what was said while away) is all
   // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
   // A server gone for longer than giveUpMs ends the wait: a script does not hang on it.
-  const offline = offlineFor(client, options.giveUpMs ?? GIVE_UP_MS);
+  const giveUpMs = options.giveUpMs ?? GIVE_UP_MS;
+  const offline = offlineFor(client, giveUpMs);
   const gaveUp = await Promise.race([
     Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
     interruption.then(() => false),
@@ -214,15 +204,11 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   offline.stop();
   if (gaveUp && interrupted === null) {
     const kept = room.state.outbox().length;
-    failed++;
-    emit({
-      type: 'error',
-      code: 'DISCONNECTED',
-      message:
-        `gave up after ${Math.round((options.giveUpMs ?? GIVE_UP_MS) / 1000)} s without a connection to the server` +
+    fail(
+      'DISCONNECTED',
+      `gave up after ${Math.round(giveUpMs / 1000)} s without a connection to the server` +
         (kept > 0 ? `; ${kept} message${kept === 1 ? '' : 's'} kept, sent at the next confab join of this room` : ''),
-      ts: Date.now(),
-    });
+    );
   }
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.

@@ -168,14 +168,11 @@ const Escape = {
   SS3_KEY: 4,
   /** After ESC [: a second [, or the first of up to three digits. */
   CSI: 5,
-  /** Digits read so far (1 to 3), or after ESC [ [. */
-  CSI_DIGITS_0: 6,
-  CSI_DIGITS_1: 7,
-  CSI_DIGITS_2: 8,
-  CSI_DIGITS_3: 9,
+  /** After ESC [ [, or among the digits (`KeyRuns.digitsRead` of them). */
+  CSI_DIGITS: 6,
   /** After `;`: a modifier digit, then the final character. */
-  CSI_MODIFIER: 10,
-  CSI_FINAL: 11,
+  CSI_MODIFIER: 7,
+  CSI_FINAL: 8,
 } as const;
 type EscapeState = (typeof Escape)[keyof typeof Escape];
 
@@ -196,6 +193,8 @@ const isDigit = (ch: string): boolean => ch >= '0' && ch <= '9';
  */
 export class KeyRuns {
   private state: EscapeState = Escape.NONE;
+  /** Digits of the CSI under way read so far (readline reads at most three). */
+  private digitsRead = 0;
 
   /**
    * Input went quiet for ESCAPE_TIMEOUT_MS after a read that ended in ESC:
@@ -256,16 +255,10 @@ export class KeyRuns {
       case Escape.SS3:
         return isDigit(ch) ? Escape.SS3_KEY : Escape.NONE;
       case Escape.CSI:
-        if (ch === '[') return Escape.CSI_DIGITS_0;
-        return this.digits(ch, 0);
-      case Escape.CSI_DIGITS_0:
-        return this.digits(ch, 0);
-      case Escape.CSI_DIGITS_1:
-        return this.digits(ch, 1);
-      case Escape.CSI_DIGITS_2:
-        return this.digits(ch, 2);
-      case Escape.CSI_DIGITS_3:
-        return this.digits(ch, 3);
+        this.digitsRead = 0;
+        return ch === '[' ? Escape.CSI_DIGITS : this.digits(ch);
+      case Escape.CSI_DIGITS:
+        return this.digits(ch);
       case Escape.CSI_MODIFIER:
         return isDigit(ch) ? Escape.CSI_FINAL : Escape.NONE;
       default:
@@ -273,10 +266,12 @@ export class KeyRuns {
     }
   }
 
-  /** A character after `read` digits of a CSI: up to three digits, then `;` and a modifier, or the final character. */
-  private digits(ch: string, read: number): EscapeState {
-    if (isDigit(ch) && read < 3)
-      return [Escape.CSI_DIGITS_1, Escape.CSI_DIGITS_2, Escape.CSI_DIGITS_3][read] as EscapeState;
+  /** A character of a CSI after `digitsRead` digits: up to three digits, then `;` and a modifier, or the final character. */
+  private digits(ch: string): EscapeState {
+    if (isDigit(ch) && this.digitsRead < 3) {
+      this.digitsRead++;
+      return Escape.CSI_DIGITS;
+    }
     return ch === ';' ? Escape.CSI_MODIFIER : Escape.NONE;
   }
 }

@@ -1,5 +1,3 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import {
   ClientError,
@@ -42,7 +40,8 @@ export interface JoinOptions {
   giveUpMs?: number;
   /**
    * Takes an exclusive lock on a file for the rest of the process, false if
-   * another process holds it (the CLI passes one; without it nothing is locked).
+   * another process holds it; throws, naming the file, if it can't be made
+   * (the CLI passes one; without it nothing is locked).
    * The room's `rooms/<id>.lock` in the home: two runs of one home in one room
    * would number their messages alike, and the others would reject one's as
    * replays of the other's while both exited 0.
@@ -155,15 +154,11 @@ export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>
   }
   const roomHex = Buffer.from(inviteRoomId(invite)).toString('hex');
   if (options.lock !== undefined) {
-    const rooms = join(home, 'rooms');
-    mkdirSync(rooms, { recursive: true, mode: 0o700 });
-    const lockPath = join(rooms, `${roomHex}.lock`);
     let locked: boolean;
     try {
-      locked = options.lock(lockPath);
+      locked = options.lock(RoomState.fileOf(home, roomHex, '.lock'));
     } catch (e) {
-      // A read-only home, say: named, as the state file's own errors are.
-      complain(io.stderr, `cannot open ${lockPath}: ${e instanceof Error ? e.message : String(e)}`);
+      complain(io.stderr, e instanceof Error ? e.message : String(e)); // a read-only home: it names the file
       return ExitCode.FAILURE;
     }
     if (!locked) {
