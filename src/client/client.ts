@@ -202,6 +202,9 @@ interface RoomState {
   fetchRid: number | null;
   /** When the FETCH under way was written, for the answer deadline. */
   fetchSince: number;
+  /** The FETCH under way's `after`, and the HISTORY frames its answer has brought so far. */
+  fetchAfter: number;
+  fetchCount: number;
   /** FETCHes refused in a row, for the retry delay. */
   fetchFailures: number;
   /** Live messages that arrived ahead of the cursor, waiting for the gap before them to be fetched. */
@@ -213,7 +216,7 @@ interface RoomState {
 }
 
 /**
- * Heartbeats an answer may be owed while the server sends nothing but PINGs.
+ * Heartbeats an answer may be owed while the server answers nothing (see `answers`).
  * Longer than an honest server with default limits takes to read what we
  * wrote and answer it once a stalled uplink moves again: it drops us itself
  * after 3 heartbeats of read silence, then gives a frame that has started
@@ -227,6 +230,18 @@ const WAITING_TO_FETCH = 0;
 
 /** A rejoin refused with one of these would be refused again: give the room up. */
 const JOIN_FINAL_CODES = new Set<string>(['NICK_OWNED', 'BAD_NICK', 'BAD_JOIN_PROOF']);
+
+/** Frame types that answer a request; a partial one arriving is progress (see `answers`). */
+const ANSWER_TYPES = new Set<number>([
+  FrameType.ACK,
+  FrameType.ERROR,
+  FrameType.JOINED,
+  FrameType.LEFT,
+  FrameType.MEMBER_LIST,
+  FrameType.HISTORY,
+  FrameType.FETCHED,
+  FrameType.PONG,
+]);
 
 /** Live messages held while catching up; past it they are dropped and fetched later. */
 const MAX_HELD = 10_000;
@@ -310,6 +325,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.welcome !== null;
   }
 
+  /** True once the client has stopped for good: closed, or no longer reconnecting (a `disconnect` said so). */
+  get gone(): boolean {
+    return this.dead !== null;
+  }
+
   /** Messages sent and not yet acknowledged. */
   get pending(): number {
     return this.sends.size;
@@ -350,6 +370,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
       backlog,
       fetchRid: null,
       fetchSince: 0,
+      fetchAfter: 0,
+      fetchCount: 0,
       fetchFailures: 0,
       held: [],
       own: new Set(),
@@ -459,20 +481,26 @@ export class ConfabClient extends Emitter<ClientEvents> {
   /**
    * Resolves once the room has caught up: what was fetched after its join (the
    * backlog, or what was said while we were away) has all been reported as
-   * `message` events. At once when nothing is being fetched; also when the
-   * room is left or the connection lost meanwhile (the rest comes after the
-   * next join), and when a FETCH is refused (an `error` event; it is asked
-   * again after a while, and what it brings is reported then).
+   * `message` events. At once when joined and nothing is being fetched. A
+   * connection lost meanwhile is waited out: the catch-up goes on after the
+   * rejoin. Also resolves when the room is left or given up, when the client
+   * stops reconnecting or is closed, and when a FETCH is refused (an `error`
+   * event; it is asked again after a while, and what it brings is reported then).
    */
   caughtUp(room: Uint8Array): Promise<void> {
     const state = this.rooms.get(roomKey(room));
-    if (state === undefined || state.fetchRid === null) return Promise.resolve();
+    if (state === undefined || this.dead !== null || (state.joined && state.fetchRid === null))
+      return Promise.resolve();
     return new Promise((resolve) => state.catchUp.push(resolve));
   }
 
-  /** Tells whoever waits for the room's catch-up (see `caughtUp`) that it is over, if nothing is being fetched. */
-  private caughtUpNow(state: RoomState, refused = false): void {
-    if (state.fetchRid !== null && !refused) return;
+  /**
+   * Tells whoever waits for the room's catch-up (see `caughtUp`) that it is
+   * over: if the room is joined with nothing being fetched, or `over` anyway
+   * (refused, left, or no more connections).
+   */
+  private caughtUpNow(state: RoomState, over = false): void {
+    if (!over && !(state.joined && state.fetchRid === null)) return;
     for (const tell of state.catchUp.splice(0)) tell();
   }
 
@@ -638,6 +666,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.moveCursor(state, Math.max(0, latest - state.backlog));
     }
     if (state.joined && (state.cursor ?? 0) < latest) this.fetch(state);
+    this.caughtUpNow(state);
   }
 
   /** Asks for what follows the cursor, up to the first live message held (that one is shown live). */
@@ -648,6 +677,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const rid = this.rid();
     state.fetchRid = rid;
     state.fetchSince = this.opts.clock.now();
+    state.fetchAfter = after;
+    state.fetchCount = 0;
     this.write(encodeFrame({ type: 'fetch', rid, room: state.id, after, limit: Math.max(1, limit) }));
   }
 
@@ -667,6 +698,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private historyMessage(frame: HistoryFrame): void {
     const state = this.stateOf(frame.room);
     if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
+    state.fetchCount++;
     if (frame.seq <= state.cursor) return;
     if (frame.seq > state.cursor + 1) this.missed(state, frame.seq);
     if (state.own.delete(frame.seq)) this.moveCursor(state, frame.seq);
@@ -676,6 +708,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private fetched(frame: FetchedFrame): void {
     const state = this.stateOf(frame.room);
     if (state === undefined || state.fetchRid !== frame.rid || state.cursor === null) return;
+    // A count the HISTORY frames don't bear out, or an answer that moves
+    // nothing forward, is a server lying about its history: asked again at
+    // once, it would be asked for ever (tens of thousands of FETCHes a second).
+    if (frame.count !== state.fetchCount) {
+      throw new ProtocolError('BAD_FRAME', `FETCHED counts ${frame.count} messages where ${state.fetchCount} came`);
+    }
+    const after = state.fetchAfter;
     state.fetchRid = null;
     state.fetchFailures = 0;
     if (frame.count === 0) {
@@ -695,7 +734,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.advance(state, state.held.shift() as DeliverFrame, false);
     }
     // Not if a listener left the room meanwhile.
-    if (state.joined && (state.cursor < frame.latest || state.held.length > 0)) this.fetch(state);
+    if (state.joined && (state.cursor < frame.latest || state.held.length > 0)) {
+      if (state.cursor === after) throw new ProtocolError('BAD_FRAME', 'an answer to FETCH that brought nothing new');
+      this.fetch(state);
+    }
     this.caughtUpNow(state);
   }
 
@@ -812,14 +854,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
         let frames: Uint8Array[];
         try {
           frames = decoder.push(chunk);
-          // Part of a frame that is not a PING: an answer arriving on a slow link.
+          // Part of a frame that may be an answer: one arriving on a slow link.
           const partial = decoder.partialType;
-          if (partial !== null && partial !== FrameType.PING) this.lastProgress = this.lastHeard;
+          if (partial !== null && ANSWER_TYPES.has(partial)) this.lastProgress = this.lastHeard;
           for (const raw of frames) {
             // Nothing after a fatal ERROR (or anything else that ended this connection) counts.
             if (this.socket !== socket) return;
             const frame = parseServerFrame(raw);
-            if (frame.type !== 'ping') this.lastProgress = this.lastHeard;
+            if (this.answers(frame)) this.lastProgress = this.lastHeard;
             if (frame.type === 'welcome') {
               this.welcome = frame;
               this.lastMaxBody = frame.maxBody;
@@ -918,6 +960,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
         });
         return;
       case 'joined': {
+        // An answer naming another room than its JOIN's: taken as a join, it left
+        // the room "joined" in the caller's eyes and unjoined in ours, and every
+        // message waited unsent for ever.
+        for (const s of this.rooms.values()) {
+          if (s.joinRid === frame.rid && this.requests.has(frame.rid) && !equalBytes(s.id, frame.room)) {
+            throw new ProtocolError('BAD_FRAME', 'JOINED names another room than the JOIN it answers');
+          }
+        }
         const r = this.requests.get(frame.rid);
         this.requests.delete(frame.rid);
         const state = this.stateOf(frame.room);
@@ -1032,7 +1082,6 @@ export class ConfabClient extends Emitter<ClientEvents> {
       state.joined = false;
       state.fetchRid = null;
       state.held = [];
-      this.caughtUpNow(state);
     }
     // Everything unacknowledged goes out again, in order, on the next connection.
     this.cancelPump?.();
@@ -1160,7 +1209,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.joined = false;
     state.fetchRid = null;
     state.held = [];
-    this.caughtUpNow(state);
+    this.caughtUpNow(state, true);
   }
 
   /** Fails the room's messages waiting for their acknowledgement (those `which` picks). */
@@ -1200,6 +1249,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     // Whether the server took them is not known: DISCONNECTED, which SecureRoom
     // keeps in its outbox for the next join, whatever ended the connection.
     this.failAll(lost);
+    for (const state of this.rooms.values()) this.caughtUpNow(state, true);
   }
 
   private failAll(err: ClientError): void {
@@ -1235,13 +1285,42 @@ export class ConfabClient extends Emitter<ClientEvents> {
       const idle = owed === null ? 0 : now - Math.max(owed.since, this.lastProgress);
       if (owed !== null && idle > heartbeatMs * ANSWER_HEARTBEATS) {
         const waited = (idle / 1000).toFixed(idle < 10_000 ? 1 : 0);
-        const message = `the server sent nothing but PINGs for ${waited} s while a ${owed.what} waited for its answer`;
+        const message = `the server answered nothing for ${waited} s while a ${owed.what} waited for its answer`;
         this.lost(socket, new ClientError('ANSWER_TIMEOUT', message));
         return;
       }
       this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
     };
     this.cancelHeartbeat = clock.setTimer(check, heartbeatMs);
+  }
+
+  /**
+   * Whether `frame` answers something this connection is owed: only that is
+   * progress for the answer deadline. Frames nobody asked for (a room's
+   * messages, an unasked PONG) would otherwise keep a server that never
+   * answers alive for ever.
+   */
+  private answers(frame: ServerFrame): boolean {
+    switch (frame.type) {
+      case 'ack':
+      case 'error':
+      case 'joined':
+      case 'left':
+      case 'member-list':
+      case 'history':
+      case 'fetched':
+        return this.sends.has(frame.rid) || this.requests.has(frame.rid) || this.fetching(frame.rid);
+      case 'pong':
+        return frame.token === this.resync;
+      default:
+        return false;
+    }
+  }
+
+  /** Whether `rid` is a room's FETCH under way. */
+  private fetching(rid: number): boolean {
+    for (const state of this.rooms.values()) if (state.fetchRid === rid && rid !== WAITING_TO_FETCH) return true;
+    return false;
   }
 
   /** The answer the server has owed longest on this connection, if any. */

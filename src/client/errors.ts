@@ -9,7 +9,7 @@ export const ClientErrorCode = {
   DISCONNECTED: 'DISCONNECTED',
   /**
    * A request or a message waits for its answer and the server, alive, has
-   * sent nothing but PINGs for 6 × its heartbeat: the connection is dropped
+   * answered nothing owed for 6 × its heartbeat: the connection is dropped
    * and made again.
    */
   ANSWER_TIMEOUT: 'ANSWER_TIMEOUT',

@@ -32,30 +32,35 @@ export async function runJoin(options: JoinOptions, io: JoinIO): Promise<number>
 }
 
 /**
- * Settles once `client` has been without a connection for `ms` straight
- * (counting from now if it is down now); never for 0.
+ * Settles once the server has answered nothing the end of a run waits for
+ * (an acknowledgement, a message of the catch-up) for `ms` straight, counting
+ * from now: whether it is unreachable, or connected and never answering (a
+ * reconnect is not progress, or a server that takes connections and answers
+ * nothing would be waited on for ever). Never for 0.
  */
-function offlineFor(client: ConfabClient, ms: number): { done: Promise<void>; stop(): void } {
-  let timer: NodeJS.Timeout | null = null;
+function stalledFor(client: ConfabClient, ms: number): { done: Promise<void>; stop(): void } {
   let fire: () => void = () => {};
   const done = new Promise<void>((resolve) => (fire = resolve));
-  const down = (): void => {
-    if (ms > 0 && timer === null) timer = setTimeout(fire, ms);
-  };
-  const up = (): void => {
-    if (timer !== null) clearTimeout(timer);
-    timer = null;
-  };
-  const onDisconnect = (): void => down();
-  client.on('disconnect', onDisconnect);
-  client.on('reconnect', up);
-  if (!client.connected) down();
+  if (ms <= 0) return { done, stop: () => {} };
+  let last = Date.now();
+  let pending = client.pending;
+  const moved = (): void => void (last = Date.now());
+  client.on('cursor', moved);
+  client.on('message', moved);
+  const timer = setInterval(
+    () => {
+      if (client.pending < pending) moved();
+      pending = client.pending;
+      if (Date.now() - last >= ms) fire();
+    },
+    Math.min(1000, Math.max(50, ms / 4)),
+  );
   return {
     done,
     stop: () => {
-      up();
-      client.off('disconnect', onDisconnect);
-      client.off('reconnect', up);
+      clearInterval(timer);
+      client.off('cursor', moved);
+      client.off('message', moved);
     },
   };
 }
@@ -149,9 +154,30 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   lines.on('error', (err: Error) => {
     input.failed ??= err;
   });
+  // The connection lost for good (the client stops reconnecting: a protocol
+  // error, an unsupported server), or the room (a rejoin refused for good):
+  // nothing more read could be sent. Reading on would leave a logger fed by
+  // `sleep infinity` running for ever, connected to nothing.
+  let lost = false;
+  const loseRoom = (): void => {
+    if (lost) return;
+    lost = true;
+    lines.close();
+  };
+  const onDisconnect = (d: { willReconnect: boolean }): void => {
+    if (!d.willReconnect) loseRoom();
+  };
+  const onClientError = (): void => {
+    if (!client.isMember(room.keys.roomId)) loseRoom();
+  };
+  client.on('disconnect', onDisconnect);
+  client.on('error', onClientError);
   // A readline closed before its iteration starts is never done iterating: not started at all then.
-  const reading = interrupted === null;
-  if (!reading) lines.close();
+  const reading = interrupted === null && !client.gone && client.isMember(room.keys.roomId);
+  if (!reading) {
+    lost = interrupted === null;
+    lines.close();
+  }
   stopReading = () => lines.close();
 
   let failed = 0;
@@ -193,25 +219,30 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   // And the history the join fetched (the backlog, or what was said while away) is all
   // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
-  // A server gone for longer than giveUpMs ends the wait: a script does not hang on it.
+  // A server that answers nothing for longer than giveUpMs ends the wait: a script does not hang on it.
   const giveUpMs = options.giveUpMs ?? GIVE_UP_MS;
-  const offline = offlineFor(client, giveUpMs);
+  const stall = stalledFor(client, giveUpMs);
   const gaveUp = await Promise.race([
     Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
     interruption.then(() => false),
-    offline.done.then(() => true),
+    stall.done.then(() => true),
   ]);
-  offline.stop();
+  stall.stop();
+  client.off('disconnect', onDisconnect);
+  client.off('error', onClientError);
   if (gaveUp && interrupted === null) {
     const kept = room.state.outbox().length;
     fail(
       'DISCONNECTED',
-      `gave up after ${Math.round(giveUpMs / 1000)} s without a connection to the server` +
+      `gave up after ${Math.round(giveUpMs / 1000)} s ` +
+        (client.connected ? 'without an answer from the server' : 'without a connection to the server') +
         (kept > 0 ? `; ${kept} message${kept === 1 ? '' : 's'} kept, sent at the next confab join of this room` : ''),
     );
   }
   room.state.flush();
   // A message of an earlier session refused when sent again fails this run as a new one would.
-  // ... and so does one kept again, not delivered this run either.
-  return finish(failed + room.resendsRefused + room.resendsKept > 0 ? ExitCode.FAILURE : ExitCode.OK, client);
+  // ... and so does one kept again, not delivered this run either. And a run that lost
+  // its connection or its room for good did not do what it was asked.
+  const bad = failed + room.resendsRefused + room.resendsKept > 0 || lost;
+  return finish(bad ? ExitCode.FAILURE : ExitCode.OK, client);
 }

@@ -438,9 +438,12 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
   it('stdin that fails while read (a reset socket): the lines read are sent, INPUT_FAILED, exit 1', async () => {
     const { proc: server, port } = await serve();
     track(server);
+    // Reset once both lines are acknowledged (not after a fixed time: on a busy machine the
+    // run was not reading yet, or its acknowledgements came after the reset).
+    let reset = (): void => {};
     const feeder = createServer((conn) => {
       conn.write('one\ntwo\n');
-      setTimeout(() => conn.resetAndDestroy(), 500);
+      reset = () => conn.resetAndDestroy();
     });
     await new Promise<void>((resolve) => feeder.listen(0, '127.0.0.1', resolve));
     const input = connect((feeder.address() as AddressInfo).port, '127.0.0.1');
@@ -457,7 +460,10 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       );
       let out = '';
       let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if ((out.match(/"type":"sent"/g) ?? []).length === 2) reset();
+      });
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const code = await new Promise((resolve) => child.on('exit', resolve));
       // Before, readline's error reached nobody: an unhandled 'error' event, no leave, exit 1 by a crash.
@@ -505,6 +511,56 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
     const state = JSON.parse(readFileSync(join(tempHomeRooms(home), `${hex}.json`), 'utf8')) as { outbox: unknown[] };
     expect(state.outbox).toHaveLength(1);
+  });
+
+  it('gives up after --give-up seconds on a server that takes the connection and never acknowledges: exit 1, the line kept', async () => {
+    const scripted = await sendAnswering(() => new Uint8Array(0));
+    try {
+      const alice = track(
+        new Proc([
+          'join',
+          `127.0.0.1:${scripted.port}`,
+          '--nick',
+          'alice',
+          '--json',
+          '--give-up',
+          '1',
+          '--home',
+          tempHome(),
+        ]),
+      );
+      alice.write('build 1234 passed\n');
+      alice.end();
+      // Before, only time without a connection counted: connected and never answered, it waited
+      // for ever (a reconnect at each answer deadline, the same line sent again each time).
+      expect(await alice.exited).toBe(1);
+      const events = alice.stdout.map((l) => JSON.parse(l) as { type: string; code?: string; message?: string });
+      expect(events.at(-1)).toMatchObject({
+        type: 'error',
+        code: 'DISCONNECTED',
+        message:
+          'gave up after 1 s without an answer from the server; 1 message kept, sent at the next confab join of this room',
+      });
+    } finally {
+      scripted.close();
+    }
+  });
+
+  it('input still open when the client stops reconnecting: the run ends with exit 1, not connected to nothing for ever', async () => {
+    const scripted = await sendAnswering(() => UNREADABLE_FRAME);
+    try {
+      const alice = track(
+        new Proc(['join', `127.0.0.1:${scripted.port}`, '--nick', 'alice', '--json', '--home', tempHome()]),
+      );
+      alice.write('one\n'); // answered with a frame it can't read: no more reconnects; stdin stays open
+      // Before, it read on, sending nothing anywhere, until its input ended: a logger fed by
+      // `sleep infinity` never exited, and nothing restarted it.
+      expect(await alice.exited).toBe(1);
+      const events = alice.stdout.map((l) => JSON.parse(l) as { type: string; reconnecting?: boolean });
+      expect(events).toContainEqual(expect.objectContaining({ type: 'disconnect', reconnecting: false }));
+    } finally {
+      scripted.close();
+    }
   });
 
   it("a room lock that can't be made (a read-only home): one line naming it, exit 1, before connecting", () => {

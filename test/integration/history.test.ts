@@ -411,6 +411,29 @@ describe('disk trouble', () => {
     expect(bob.events.message.map((m) => m.history)).toEqual([true, true, true, true, true, false]);
   });
 
+  it('a connection lost during the catch-up: caughtUp waits out the reconnect and resolves once all of it is shown', async () => {
+    const s = await server();
+    const r = room(16);
+    const alice = track(await member(s.port, r, 'alice'));
+    await sendAll(alice, r, range(1, 40));
+    const mitm = await Mitm.start(s.port);
+    cleanup.push(() => mitm.close());
+    let histories = 0;
+    mitm.onServerFrame = (f, toClient) => {
+      if (f[0] !== FrameType.HISTORY || ++histories !== 10) return [f];
+      toClient.resetAndDestroy(); // the 10th never arrives
+      return [];
+    };
+    const bob = track(await member(mitm.port, r, 'bob', { backoff: { baseMs: 20, maxMs: 50 } }, { backlog: 40 }));
+    let shownWhenCaughtUp = -1;
+    void bob.client.caughtUp(r).then(() => (shownWhenCaughtUp = bob.events.message.length));
+    await until(() => shownWhenCaughtUp >= 0);
+    // Before, it resolved at the drop, with 9 shown: `confab join LINK --backlog 1000 < /dev/null`
+    // then printed part of the room and exited 0.
+    expect(shownWhenCaughtUp).toBe(40);
+    expect(bodies(bob)).toEqual(range(1, 40));
+  });
+
   it('a store file damaged on disk: its reads fail as StoreError, and a JOIN gets a non-fatal STORE_FAILED with its rid, not a fatal INTERNAL', async () => {
     const data = mkdtempSync(join(tmpdir(), 'confab-damaged-'));
     const path = join(data, HISTORY_FILE);
