@@ -964,8 +964,13 @@ export class ConfabClient extends Emitter<ClientEvents> {
         // the room "joined" in the caller's eyes and unjoined in ours, and every
         // message waited unsent for ever.
         for (const s of this.rooms.values()) {
-          if (s.joinRid === frame.rid && this.requests.has(frame.rid) && !equalBytes(s.id, frame.room)) {
+          if (s.joinRid !== frame.rid || !this.requests.has(frame.rid)) continue;
+          if (!equalBytes(s.id, frame.room)) {
             throw new ProtocolError('BAD_FRAME', 'JOINED names another room than the JOIN it answers');
+          }
+          // The nick we asked for, which the server echoes: we sign as that one, whatever it says.
+          if (frame.nick.toLowerCase() !== s.nick.toLowerCase()) {
+            throw new ProtocolError('BAD_FRAME', 'JOINED names another nick than the JOIN it answers');
           }
         }
         const r = this.requests.get(frame.rid);

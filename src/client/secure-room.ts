@@ -188,6 +188,15 @@ export function keptInOutbox(err: unknown): boolean {
 /** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
 export const FINGERPRINT_CACHE = 4096;
 
+/**
+ * New keys reported for one nick in one session, each with its fingerprint
+ * (5,200 SHA-512s, tens of milliseconds): a server announcing bob under a new
+ * key again and again froze the client for 30 ms each (15 s for 500). Past it,
+ * one warning, and the later keys are neither reported nor made the pending
+ * one, so `/accept` can only take a key that was shown.
+ */
+export const KEY_CHANGES_SHOWN = 4;
+
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64url'));
 const decoder = new TextDecoder();
@@ -215,6 +224,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * its sender's, so a key's is computed once; emptied past FINGERPRINT_CACHE keys.
    */
   private readonly fingerprints = new Map<string, string>();
+  /** New keys reported this session, by nick (lower case); see KEY_CHANGES_SHOWN. */
+  private readonly keyChanges = new Map<string, number>();
+  /** A member announced under our own nick was reported: a server sending thousands gets one line. */
+  private impostorReported = false;
   private readonly backlog: number | undefined;
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
@@ -267,7 +280,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       this.missedReported = true;
       this.emit('missed', { count: m.count });
     });
-    client.on('join', (j) => this.mine(j.room) && this.emit('join', this.see(j)));
+    client.on('join', (j) => this.mine(j.room) && !this.posingAsUs(j.nick, j.key) && this.emit('join', this.see(j)));
     client.on('leave', (l) => {
       if (!this.mine(l.room)) return;
       this.members.delete(l.nick.toLowerCase());
@@ -635,6 +648,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   /** Accepts the new key of `nick` after a key change; false if none is pending. The messages it signed meanwhile follow (`released`). */
   accept(nick: string): boolean {
     const accepted = acceptKeyChange(this.state, nick) !== undefined;
+    if (accepted) this.keyChanges.delete(nick.toLowerCase());
     this.release();
     return accepted;
   }
@@ -703,7 +717,32 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   private resetMembers(list: MemberInfo[]): Member[] {
     this.members.clear();
-    return list.map((m) => this.see({ room: this.keys.roomId, nick: m.nick, key: m.key }));
+    return list
+      .filter((m) => !this.posingAsUs(m.nick, m.key))
+      .map((m) => this.see({ room: this.keys.roomId, nick: m.nick, key: m.key }));
+  }
+
+  /**
+   * A member the server announces under our own nick with another key: an
+   * honest server admits one member per nick in a room, and we are it. Left
+   * out (pinned, it would make a forged message under our name look genuine),
+   * and reported once.
+   */
+  private posingAsUs(nick: string, key: Uint8Array): boolean {
+    if (nick.toLowerCase() !== this.currentNick.toLowerCase() || equalBytes(key, this.client.identity.publicKey)) {
+      return false;
+    }
+    if (!this.impostorReported) {
+      this.impostorReported = true;
+      this.emit(
+        'error',
+        new ClientError(
+          'PROTOCOL',
+          `the server announced another member under your own nick ${nick}, with a key that is not yours: ignored (and any more like it)`,
+        ),
+      );
+    }
+    return true;
   }
 
   /** A member's key as announced by the server: pin it, or notice a change. */
@@ -731,9 +770,22 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // and our own messages must not read as a change away from it.
     if (own) return this.member(nick, key, keyText, false, 'known');
     if (pin.pending !== keyText) {
-      this.state.setPin({ ...pin, pending: keyText }, true);
-      const oldFingerprint = this.fingerprintOf(pin.key, unb64(pin.key));
-      this.emit('key-changed', { nick, oldFingerprint, newFingerprint: this.fingerprintOf(keyText, key) });
+      const lower = nick.toLowerCase();
+      const shown = this.keyChanges.get(lower) ?? 0;
+      if (shown <= KEY_CHANGES_SHOWN) this.keyChanges.set(lower, shown + 1);
+      if (shown < KEY_CHANGES_SHOWN) {
+        this.state.setPin({ ...pin, pending: keyText }, true);
+        const oldFingerprint = this.fingerprintOf(pin.key, unb64(pin.key));
+        this.emit('key-changed', { nick, oldFingerprint, newFingerprint: this.fingerprintOf(keyText, key) });
+      } else if (shown === KEY_CHANGES_SHOWN) {
+        this.emit(
+          'error',
+          new ClientError(
+            'KEY_CHANGED',
+            `the key of ${nick} keeps changing (${shown + 1} new keys this session): later ones are not shown, and only one shown can be accepted. A server may be forging keys; compare safety numbers with ${nick}`,
+          ),
+        );
+      }
     }
     return this.member(nick, key, keyText, false, 'changed');
   }
@@ -830,6 +882,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       // An honest server never delivers a sender's own message to it (PROTOCOL.md
       // §4.3): this is ours, sent back to pass for a new one.
       reject(RejectReason.REPLAY, `the server sent back our own message ${opened.seq} as a new one`);
+      return;
+    }
+    if (!own && !m.history && opened.nick.toLowerCase() === this.currentNick.toLowerCase()) {
+      // Live under our own nick, which only our connection holds in this room:
+      // the server relays such a message from nobody else. (History may hold a
+      // nick's earlier owner: that is shown, with its fingerprint.)
+      reject(RejectReason.KEY_CHANGED, `signed under your own nick "${opened.nick}" by a key that is not yours`);
       return;
     }
     if (!m.history) this.missedReported = false;

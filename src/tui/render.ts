@@ -165,9 +165,10 @@ export function renderEvent(event: ChatEvent, ctx: RenderContext): Rendered | nu
       const fromOther = !event.own && event.nick.toLowerCase() !== ctx.me.toLowerCase();
       // History is marked, and never rings the bell: it was said while you were away.
       const time = event.history ? c.dim(`${clock(event.ts)} ·`) : c.dim(clock(event.ts));
-      const head = event.action
-        ? `${time} * ${styleNick(c, event.nick, event)} `
-        : `${time} <${styleNick(c, event.nick, event)}> `;
+      // Under our nick but not signed by us (the nick's earlier owner, in history): the
+      // fingerprint tells it from our own lines, which look the same otherwise.
+      const name = event.own || fromOther ? styleNick(c, event.nick, event) : tag(c, event);
+      const head = event.action ? `${time} * ${name} ` : `${time} <${name}> `;
       const lines = body(ctx, head, event.text, fromOther);
       if (event.warning === 'history-mismatch') {
         lines.push(renderNotice(ctx, `${inert(event.nick)} showed others a different history`, 'warn', event.ts));

@@ -698,6 +698,91 @@ describe('a hostile server', () => {
     expect(lost).toEqual([{ code: 'PROTOCOL', message: expect.stringMatching(/longer than a room holds/) as string }]);
   });
 
+  it('that announces a pinned member under a new key again and again: four changes shown, then one warning, and only a shown key can be accepted', async () => {
+    const secret = new Uint8Array(32).fill(9);
+    const roomId = roomKeys(secret).roomId;
+    const keys = Array.from({ length: 40 }, (_, i) => new Uint8Array(32).fill(i + 1));
+    const port = await hostile(
+      answeringJoin((j) => [
+        encodeFrame({ type: 'joined', rid: j.rid, room: roomId, nick: j.nick, seq: 0, members: [] }),
+        ...keys.map((key) => encodeFrame({ type: 'member-joined', room: roomId, nick: 'bob', key })),
+      ]),
+    );
+    const home = mkdtempSync(join(tmpdir(), 'confab-hostile-'));
+    cleanup.push(() => rmSync(home, { recursive: true, force: true }));
+    const { client: c } = await client(port);
+    const secure = new SecureRoom(c, { secret, nick: 'alice', state: RoomState.load(home, 'cd'.repeat(16)) });
+    const changes: string[] = [];
+    const errors: string[] = [];
+    let joins = 0;
+    secure.on('key-changed', (k) => changes.push(k.newFingerprint));
+    secure.on('error', (e) => errors.push(`${e.code}: ${e.message}`));
+    secure.on('join', () => joins++);
+    await secure.join();
+    await until(() => joins === 40);
+    // Before: 39 changes, each with a fingerprint made (5,200 SHA-512s): 30 ms apiece, 15 s for 500.
+    expect(changes).toHaveLength(4);
+    expect(errors).toEqual([expect.stringMatching(/^KEY_CHANGED: the key of bob keeps changing \(5 new keys/)]);
+    const pending = secure.state.pin('bob')?.pending;
+    expect(pending).toBe(Buffer.from(keys[4] as Uint8Array).toString('base64url'));
+    expect(secure.accept('bob')).toBe(true);
+    expect(secure.state.pin('bob')?.key).toBe(pending);
+  });
+
+  it('that lists another member under our own nick and relays a message signed by it: left out, reported once, the message rejected', async () => {
+    const secret = new Uint8Array(32).fill(9);
+    const keys = roomKeys(secret);
+    const impostor = newIdentity();
+    const forged = sealEnvelope(keys, impostor, {
+      type: MessageType.TEXT,
+      nick: 'alice',
+      seq: 1,
+      sentAt: Date.now(),
+      prevHash: NO_PREVIOUS,
+      body: new TextEncoder().encode('I, alice, agree to everything'),
+    });
+    const port = await hostile(
+      answeringJoin((j) => [
+        encodeFrame({
+          type: 'joined',
+          rid: j.rid,
+          room: keys.roomId,
+          nick: j.nick,
+          seq: 0,
+          members: [{ nick: 'ALICE', key: impostor.publicKey }],
+        }),
+        encodeFrame({ type: 'member-joined', room: keys.roomId, nick: 'alice', key: impostor.publicKey }),
+        encodeFrame({ type: 'deliver', room: keys.roomId, seq: 1, ts: 1, nick: 'alice', body: forged }),
+      ]),
+    );
+    const { client: c } = await client(port);
+    const { secure, shown, rejected } = watched(c, secret);
+    const errors: string[] = [];
+    secure.on('error', (e) => errors.push(e.code));
+    const joined = await secure.join();
+    await until(() => rejected.length > 0);
+    // Before: "here: alice", then the forged line shown as alice's, alike to our own in the interactive client.
+    expect(joined.members).toEqual([]);
+    expect(secure.who()).toEqual([]);
+    expect(errors).toEqual(['PROTOCOL']);
+    expect(rejected).toEqual(['key-changed']);
+    expect(shown).toEqual([]);
+  });
+
+  it('that answers a JOIN with a JOINED naming another nick (terminal escapes): a protocol error', async () => {
+    const port = await hostile(
+      answeringJoin((j) => [
+        encodeFrame({ type: 'joined', rid: j.rid, room: room(5), nick: '\x9b31m', seq: 0, members: [] }),
+      ]),
+    );
+    const { client: c, lost } = await client(port);
+    // Before, taken: `joined as \x9b31m…` while the client signs as alice, and the nick raw in `--json` output.
+    await expect(c.join(room(5), 'alice')).rejects.toMatchObject({ code: 'DISCONNECTED' });
+    expect(lost.map((l) => `${l.code}: ${l.message}`)).toEqual([
+      'PROTOCOL: bad frame from server: JOINED names another nick than the JOIN it answers',
+    ]);
+  });
+
   it('that answers a JOIN with a JOINED naming another room: the join fails as a protocol error', async () => {
     // Before, the join resolved, the room stayed unjoined inside the client, and
     // every message waited unsent for ever (a "connected" prompt, nothing delivered).

@@ -92,6 +92,15 @@ describe('renderEvent: what others send is inert', () => {
     expect(shown?.lines).toEqual(['09:05 <mallory> one', '      │ 12:00 <alice> two', '      │ ^[[1A']);
   });
 
+  it('gives a message under our own nick that our key did not sign its fingerprint, so it cannot pass for ours', () => {
+    const ctx = { c: colors(false), me: 'alice' };
+    const theirs = message({ nick: 'Alice', text: 'I never said that', history: true });
+    // Before: "09:05 · <Alice> I never said that", alike to the line we typed.
+    expect(renderEvent(theirs, ctx)?.lines).toEqual(['09:05 · <Alice 12345-67890> I never said that']);
+    expect(renderEvent({ ...theirs, own: true }, ctx)?.lines).toEqual(['09:05 · <Alice> I never said that']);
+    expect(renderEvent({ ...theirs, nick: 'bob' }, ctx)?.lines).toEqual(['09:05 · <bob> I never said that']);
+  });
+
   it('renders our own lines and notices with the same guarantees', () => {
     const ctx = { c: colors(false), me: 'alice' };
     expect(renderOwn(ctx, 'a\nb\u001b[2J', false, ts)).toEqual(['09:05 <alice> a', '      │ b^[[2J']);
