@@ -209,6 +209,8 @@ interface RoomState {
   fetchFailures: number;
   /** Live messages that arrived ahead of the cursor, waiting for the gap before them to be fetched. */
   held: DeliverFrame[];
+  /** Their bodies' bytes, against MAX_HELD_BYTES. */
+  heldBytes: number;
   /** Our own messages' sequence numbers past the cursor (we get no DELIVER for them). */
   own: Set<number>;
   /** Told once nothing more is being fetched (see `caughtUp`). */
@@ -242,6 +244,13 @@ const ANSWER_TYPES = new Set<number>([
   FrameType.FETCHED,
   FrameType.PONG,
 ]);
+
+/**
+ * Bytes of live messages held while catching up: 10,000 of 64 KB each pinned
+ * 700 MB for a server that delivered them and never answered the FETCH. Past
+ * it, as past MAX_HELD, they are dropped and fetched later.
+ */
+const MAX_HELD_BYTES = 16 * 1024 * 1024;
 
 /** Live messages held while catching up; past it they are dropped and fetched later. */
 const MAX_HELD = 10_000;
@@ -374,6 +383,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       fetchCount: 0,
       fetchFailures: 0,
       held: [],
+      heldBytes: 0,
       own: new Set(),
       catchUp: [],
     };
@@ -655,6 +665,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private joined(state: RoomState, latest: number): void {
     state.joined = true;
     state.held = [];
+    state.heldBytes = 0;
     state.fetchRid = null;
     state.own.clear();
     if (state.cursor === null) {
@@ -691,7 +702,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
       this.advance(state, frame, false);
       return;
     }
-    if (state.held.length < MAX_HELD) state.held.push(frame);
+    if (state.held.length < MAX_HELD && state.heldBytes + frame.body.length <= MAX_HELD_BYTES) {
+      state.held.push(frame);
+      state.heldBytes += frame.body.length;
+    }
     if (state.fetchRid === null) this.fetch(state);
   }
 
@@ -730,8 +744,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.held = state.held
       .filter((h) => h.seq > (state.cursor ?? 0) && h.seq <= frame.latest)
       .sort((a, b) => a.seq - b.seq);
+    state.heldBytes = 0;
+    for (const h of state.held) state.heldBytes += h.body.length;
     while (state.joined && state.held.length > 0 && (state.held[0] as DeliverFrame).seq === state.cursor + 1) {
-      this.advance(state, state.held.shift() as DeliverFrame, false);
+      const next = state.held.shift() as DeliverFrame;
+      state.heldBytes -= next.body.length;
+      this.advance(state, next, false);
     }
     // Not if a listener left the room meanwhile.
     if (state.joined && (state.cursor < frame.latest || state.held.length > 0)) {
@@ -1087,6 +1105,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       state.joined = false;
       state.fetchRid = null;
       state.held = [];
+      state.heldBytes = 0;
     }
     // Everything unacknowledged goes out again, in order, on the next connection.
     this.cancelPump?.();
@@ -1214,6 +1233,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.joined = false;
     state.fetchRid = null;
     state.held = [];
+    state.heldBytes = 0;
     this.caughtUpNow(state, true);
   }
 

@@ -783,6 +783,30 @@ describe('a hostile server', () => {
     ]);
   });
 
+  it('that delivers large messages ahead of a FETCH it never answers: what is held stays under 16 MiB', async () => {
+    const body = new Uint8Array(60_000);
+    let delivered = 0;
+    const port = await hostile((socket, type, frame) => {
+      if (type !== 0x02) return; // JOIN; the FETCH its answer causes is never answered
+      const rid = Buffer.from(frame).readUInt32BE(1);
+      socket.write(encodeFrame({ type: 'joined', rid, room: room(6), nick: 'alice', seq: 0, members: [] }));
+      for (let seq = 2; seq < 602; seq++) {
+        socket.write(encodeFrame({ type: 'deliver', room: room(6), seq, ts: 1, nick: 'bob', body }));
+      }
+      delivered = 600;
+    });
+    const { client: c } = await client(port);
+    await c.join(room(6), 'alice');
+    await until(() => delivered === 600);
+    type Held = { held: unknown[]; heldBytes: number };
+    const state = (): Held => [...(c as unknown as { rooms: Map<string, Held> }).rooms.values()][0] as Held;
+    await until(() => state().held.length > 200);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Before, all 600 were held (36 MB here; 10,000 of 64 KB pinned 700 MB).
+    expect(state().heldBytes).toBeLessThanOrEqual(16 * 1024 * 1024);
+    expect(state().held.length).toBe(Math.floor((16 * 1024 * 1024) / 60_000));
+  });
+
   it('that answers a JOIN with a JOINED naming another room: the join fails as a protocol error', async () => {
     // Before, the join resolved, the room stayed unjoined inside the client, and
     // every message waited unsent for ever (a "connected" prompt, nothing delivered).
