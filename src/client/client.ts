@@ -312,6 +312,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private storeFailures = 0;
   /** A member announced under an impossible nick was reported: a server sending thousands gets one line. */
   private badNickReported = false;
+  /** Live messages numbered past a FETCHED's `latest` were reported (dropped: the server can't back them up). */
+  private beyondLatestReported = false;
 
   /** @internal use `connect` */
   constructor(options: ConnectOptions) {
@@ -741,6 +743,18 @@ export class ConfabClient extends Emitter<ClientEvents> {
     // §4.9: what came before FETCHED is numbered at or below its `latest`. A held
     // message above it is one the server cannot back up (forged, or a broken
     // relay); waiting for it would mean asking again, and again, at once.
+    const beyond = state.held.filter((h) => h.seq > frame.latest).length;
+    if (beyond > 0 && !this.beyondLatestReported) {
+      // Dropped, but not without a word: the gap they would have shown is the server's doing.
+      this.beyondLatestReported = true;
+      this.emit(
+        'error',
+        new ClientError(
+          'PROTOCOL',
+          `the server delivered ${beyond} message${beyond === 1 ? '' : 's'} numbered past the latest it then reported, and did not back ${beyond === 1 ? 'it' : 'them'} up: dropped (and any more like ${beyond === 1 ? 'it' : 'them'})`,
+        ),
+      );
+    }
     state.held = state.held
       .filter((h) => h.seq > (state.cursor ?? 0) && h.seq <= frame.latest)
       .sort((a, b) => a.seq - b.seq);

@@ -32,9 +32,11 @@ export interface SenderMark {
   /** base64url SHA-256 of that envelope, for the next one's prevHash. */
   hash: string;
   /**
-   * For our own mark, set at its ACK: the room's sequence number the server
-   * stored that message under. A catch-up that brings it back there (after a
-   * restart, when the cursor had not passed it yet) is not a replay.
+   * The room's sequence number that message came under (for our own mark, set
+   * at its ACK): a catch-up that brings our own back there (after a restart,
+   * when the cursor had not passed it yet) is not a replay, and a sender's gap
+   * is explained only by a `missed` report between two such numbers. Absent in
+   * marks written before it was kept.
    */
   at?: number;
 }

@@ -185,6 +185,9 @@ export function keptInOutbox(err: unknown): boolean {
   return keptForLater(err, false);
 }
 
+/** `missed` ranges a room remembers to explain senders' gaps (see `missedRanges`). */
+const MISSED_RANGES = 256;
+
 /** Keys whose fingerprint a room keeps before it starts over (doc/LIMITS.md). */
 export const FINGERPRINT_CACHE = 4096;
 
@@ -241,8 +244,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    * under the number after theirs.
    */
   private busy: Promise<unknown> | null = null;
-  /** Set by a `missed` report until the next live message: the gaps it causes are already explained. */
-  private missedReported = false;
+  /**
+   * The room's numbers `missed` reports said are gone (after < seq < before),
+   * the latest MISSED_RANGES: a sender's gap in history across one of them is
+   * already explained. Kept by number, not as a flag until the next live
+   * message: a relay that sent everything as history after one faked report
+   * hid every gap it made after it.
+   */
+  private readonly missedRanges: { after: number; before: number }[] = [];
   /**
    * Nicks first pinned from a JOINED's member list (lower-cased), with that
    * JOINED's room number: the key each uses as of that number. A message from
@@ -277,7 +286,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     });
     client.on('missed', (m) => {
       if (!this.mine(m.room)) return;
-      this.missedReported = true;
+      if (this.missedRanges.push({ after: m.after, before: m.before }) > MISSED_RANGES) this.missedRanges.shift();
       this.emit('missed', { count: m.count });
     });
     client.on('join', (j) => this.mine(j.room) && !this.posingAsUs(j.nick, j.key) && this.emit('join', this.see(j)));
@@ -296,10 +305,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       for (const m of members) if (m.trust === 'new') this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
       if (this.joining) this.joinedMembers = members;
       this.emit('joined', { nick: j.nick, members, seq: j.seq });
-    });
-    client.on('reconnect', () => {
-      // A new catch-up: gaps are news again until it reports something missed.
-      this.missedReported = false;
     });
   }
 
@@ -673,10 +678,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     try {
       for (const w of accepted) {
         this.emit('released', { nick: w.nick, count: w.messages.length, dropped: w.dropped });
-        // Old news by now: a `missed` report under way is not undone by one that came live.
-        const missedReported = this.missedReported;
         for (const m of w.messages) this.receive(m);
-        this.missedReported = missedReported;
       }
     } finally {
       this.releasing = false;
@@ -709,6 +711,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   safetyNumber(nick: string): string | undefined {
     const pin = this.state.pin(nick);
     return pin === undefined ? undefined : safetyNumber(this.client.identity.publicKey, unb64(pin.key));
+  }
+
+  /** Whether a `missed` report covered any room number between `from` (unknown: no) and `to`. */
+  private missedBetween(from: number | undefined, to: number): boolean {
+    if (from === undefined) return false;
+    // Both open intervals of room numbers; they share one if the larger start is 2 below the smaller end.
+    return this.missedRanges.some((r) => Math.max(r.after, from) + 2 <= Math.min(r.before, to));
   }
 
   private mine(room: Uint8Array): boolean {
@@ -891,7 +900,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       reject(RejectReason.KEY_CHANGED, `signed under your own nick "${opened.nick}" by a key that is not yours`);
       return;
     }
-    if (!m.history) this.missedReported = false;
     const pinnedAt = this.pinnedAtJoin.get(opened.nick.toLowerCase());
     if (m.history && pinnedAt !== undefined && m.seq <= pinnedAt) {
       const pin = this.state.pin(opened.nick);
@@ -921,8 +929,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (own) {
       // Our own, from history: we know what we sent, so no gap or chain to check.
     } else if (mark !== undefined && opened.seq > mark.seq + 1) {
-      // After a `missed` report, a sender's gap is those messages: said once already.
-      if (!(this.missedReported && m.history))
+      // A sender's gap across room numbers a `missed` report gave up on is those messages: said once already.
+      if (!(m.history && this.missedBetween(mark.at, m.seq)))
         this.emit('gap', {
           nick: opened.nick,
           fingerprint: member.fingerprint,
@@ -933,7 +941,7 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     } else if (mark !== undefined && b64(opened.prevHash) !== mark.hash) {
       warning = 'history-mismatch';
     }
-    if (!ownLatest) this.state.markSender(keyText, { seq: opened.seq, hash: b64(opened.hash) });
+    if (!ownLatest) this.state.markSender(keyText, { seq: opened.seq, hash: b64(opened.hash), at: m.seq });
     this.emit('message', {
       ...member,
       kind: opened.type === MessageType.ACTION ? 'action' : 'text',

@@ -783,6 +783,54 @@ describe('a hostile server', () => {
     ]);
   });
 
+  it('that fakes one missed message, then sends what it did not drop as history: the gap it made is still reported', async () => {
+    const secret = new Uint8Array(32).fill(9);
+    const keys = roomKeys(secret);
+    const bob = newIdentity();
+    const seal = (seq: number): Uint8Array =>
+      sealEnvelope(keys, bob, {
+        type: MessageType.TEXT,
+        nick: 'bob',
+        seq,
+        sentAt: Date.now(),
+        prevHash: NO_PREVIOUS,
+        body: new TextEncoder().encode(`m${seq}`),
+      });
+    const junk = (seq: number): Uint8Array =>
+      encodeFrame({ type: 'deliver', room: keys.roomId, seq, ts: 1, nick: 'bob', body: new Uint8Array(8) });
+    let fetches = 0;
+    const port = await hostile((socket, type, frame) => {
+      const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
+      const fetched = (latest: number, count: number): Uint8Array =>
+        encodeFrame({ type: 'fetched', rid, room: keys.roomId, oldest: 1, latest, count });
+      if (type === 0x02) {
+        const members = [{ nick: 'bob', key: bob.publicKey }];
+        socket.write(encodeFrame({ type: 'joined', rid, room: keys.roomId, nick: 'alice', seq: 0, members }));
+        // bob's m1 live as room number 2: number 1 is "missing", and the FETCH for it says it is gone.
+        socket.write(encodeFrame({ type: 'deliver', room: keys.roomId, seq: 2, ts: 1, nick: 'bob', body: seal(1) }));
+      } else if (type === 0x05 && fetches++ === 0) {
+        socket.write(fetched(2, 0));
+        // m2 and m3 dropped; m4 comes as history numbered 3, fetched because of a junk DELIVER ahead of it.
+        socket.write(junk(4));
+      } else if (type === 0x05) {
+        const m4 = { type: 'history', rid, room: keys.roomId, seq: 3, ts: 1, nick: 'bob', body: seal(4) } as const;
+        socket.write(Buffer.concat([encodeFrame(m4), fetched(3, 1)]));
+      }
+    });
+    const { client: c } = await client(port);
+    const { secure, shown } = watched(c, secret);
+    const events: string[] = [];
+    secure.on('missed', (m) => events.push(`missed ${m.count}`));
+    secure.on('gap', (g) => events.push(`gap ${g.nick} ${g.missing}`));
+    c.on('error', (e) => events.push(e.code));
+    await secure.join();
+    await until(() => shown.length === 2 && events.length === 3);
+    // Before: m1 and m4 shown, one `missed` (the faked one), no gap: the flag it set stayed up
+    // until a live message, which this server never sent again; the junk DELIVER went unreported.
+    expect(shown).toEqual(['m1', 'm4']);
+    expect(events).toEqual(['missed 1', 'gap bob 2', 'PROTOCOL']);
+  });
+
   it('that delivers large messages ahead of a FETCH it never answers: what is held stays under 16 MiB', async () => {
     const body = new Uint8Array(60_000);
     let delivered = 0;
