@@ -78,6 +78,14 @@ interface Data {
    * replay. Dropped as the cursor passes them; at most `MAX_OWN_AHEAD`.
    */
   ownAhead?: Record<string, string>;
+  /**
+   * How far the room had been seen when this file was written: the same
+   * snapshot as the senders' marks. The cursor file is written as each
+   * message is shown, this file once a turn; a process killed in between left
+   * a cursor past marks that had not caught up, and the next message of each
+   * sender then showed a gap that was never there.
+   */
+  cursor?: number;
 }
 
 /** Most own messages kept in `ownAhead`: a catch-up that never ends must not grow the file for ever. */
@@ -149,6 +157,7 @@ export class RoomState extends Emitter<RoomStateEvents> {
         throw new SyntaxError('its pins or senders are not what a room state holds');
       }
       data = { ...empty(), ...ok, outbox: Array.isArray(ok.outbox) ? ok.outbox : [] };
+      if (data.cursor !== undefined && !(Number.isSafeInteger(data.cursor) && data.cursor >= 0)) delete data.cursor;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         const why = err instanceof Error ? err.message : String(err);
@@ -346,8 +355,16 @@ export class RoomState extends Emitter<RoomStateEvents> {
   private cursorSeq: number | undefined;
   private cursorFd: number | null = null;
 
-  /** The room's last sequence number seen, from an earlier run; undefined on a first visit. */
+  /**
+   * The room's last sequence number seen, from an earlier run; undefined on a
+   * first visit. The state file's (consistent with the senders' marks) where it
+   * has one; a cursor file past it means the run was killed before it saved
+   * the marks of the messages in between, which are then shown again (at most
+   * one turn's) rather than taken for gaps. Files written before it was kept:
+   * the cursor file's.
+   */
   cursor(): number | undefined {
+    if (this.cursorSeq === undefined && this.data.cursor !== undefined) this.cursorSeq = this.data.cursor;
     if (this.cursorSeq === undefined && this.path !== undefined) {
       try {
         const n = Number(readFileSync(this.cursorPath(), 'utf8').trim());
@@ -360,13 +377,18 @@ export class RoomState extends Emitter<RoomStateEvents> {
   }
 
   /**
-   * Records how far the room has been seen, at once: one write of a fixed-size
-   * record into `rooms/<id>.cursor`, which a crash can't tear. The client
-   * calls this right after showing a message, so a crash between the two
-   * shows at most that one message again after a restart, and loses none.
+   * Records how far the room has been seen: in the state file at the end of
+   * this turn, with the senders' marks (what the next run reads, so a run
+   * killed meanwhile shows this turn's messages again and loses none), and at
+   * once in `rooms/<id>.cursor`, a fixed-size record a crash can't tear, which
+   * is read only beside a state file from before the cursor was kept in it.
    */
   setCursor(seq: number): void {
     this.cursorSeq = seq;
+    if (this.data.cursor !== seq) {
+      this.data.cursor = seq;
+      this.later();
+    }
     if (this.path === undefined) return;
     try {
       if (this.cursorFd === null) {

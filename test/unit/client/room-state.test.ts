@@ -185,6 +185,27 @@ describe('RoomState on a disk that will not take it', () => {
     expect(errors).toEqual(['SAVE_FAILED']);
     expect(state.cursor()).toBe(4);
   });
+
+  it('a run killed between showing messages and saving their senders: the next one starts where the marks were saved', () => {
+    const dir = home();
+    const before = RoomState.load(dir, ROOM);
+    before.markSender('bob', { seq: 5, hash: 'h5', at: 5 });
+    before.setCursor(5);
+    before.flush();
+    // Two more of bob's shown: the cursor written at once, the marks due at the end of the turn, which never comes.
+    before.markSender('bob', { seq: 7, hash: 'h7', at: 7 });
+    before.setCursor(7);
+    const after = RoomState.load(dir, ROOM);
+    // Before, 7 (the cursor file) with bob's mark at 5: his next message, 8, showed a gap of 2 that was never there.
+    expect(after.cursor()).toBe(5);
+    expect(after.sender('bob')?.seq).toBe(5);
+    // A state file from before the cursor was kept in it: the cursor file's.
+    const legacy = join(dir, 'rooms', `${ROOM}.json`);
+    const data = JSON.parse(readFileSync(legacy, 'utf8')) as { cursor?: number };
+    delete data.cursor;
+    writeFileSync(legacy, JSON.stringify(data));
+    expect(RoomState.load(dir, ROOM).cursor()).toBe(7);
+  });
 });
 
 describe('RoomState.load', () => {
