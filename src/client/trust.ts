@@ -32,15 +32,22 @@ const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64ur
 /** What `confab verify` shows for one pinned nick. */
 export interface VerifyInfo {
   pin: Pin;
+  /** The key to compare: the new one while a change waits (the one accepting would take), else the pinned one. */
   fingerprint: string;
   safetyNumber: string;
+  /** While a change waits: the pinned key's fingerprint, which the new one would replace. */
+  replaces?: string;
 }
 
 export function verifyInfo(state: RoomState, me: Identity, nick: string): VerifyInfo | undefined {
   const pin = state.pin(nick);
   if (pin === undefined) return undefined;
-  const key = unb64(pin.key);
-  return { pin, fingerprint: shortFingerprint(key), safetyNumber: safetyNumber(me.publicKey, key) };
+  // Not the pinned key while a change waits: its number is the one the old
+  // key's holder reads out, and a match would then vouch for an impostor's.
+  const key = unb64(pin.pending ?? pin.key);
+  const info: VerifyInfo = { pin, fingerprint: shortFingerprint(key), safetyNumber: safetyNumber(me.publicKey, key) };
+  if (pin.pending !== undefined) info.replaces = shortFingerprint(unb64(pin.key));
+  return info;
 }
 
 /** Marks a pinned key verified (after comparing safety numbers). */

@@ -95,13 +95,24 @@ export function runVerify(
       return ExitCode.OK;
     }
     const groups = groupDigits(info.safetyNumber).split(' ');
-    io.stdout.write(`safety number with ${nick} (${info.fingerprint}${info.pin.verified ? ', verified' : ''}):\n`);
+    // The home may know several rooms: a command to run next names the room again.
+    const room = options.room !== undefined ? ' --room INVITE' : '';
+    if (info.replaces !== undefined) {
+      io.stdout.write(
+        `the key of ${nick} changed (was ${info.replaces}, now ${info.fingerprint}) and is not accepted.\n` +
+          `safety number with the NEW key of ${nick} (${info.fingerprint}):\n`,
+      );
+    } else {
+      io.stdout.write(`safety number with ${nick} (${info.fingerprint}${info.pin.verified ? ', verified' : ''}):\n`);
+    }
     for (let i = 0; i < groups.length; i += 4) io.stdout.write(`  ${groups.slice(i, i + 4).join(' ')}\n`);
-    io.stdout.write(
-      `Compare it with ${nick} in person or by voice; they see the same number. ${
-        info.pin.verified ? 'You marked this key verified already.' : `If it matches: confab verify ${nick} --yes`
-      }\n`,
-    );
+    const next =
+      info.replaces !== undefined
+        ? `If it matches, accept the new key: confab trust ${nick}${room}; then confab verify ${nick}${room} --yes. If it does not, keep the old one: confab trust ${nick}${room} --reject`
+        : info.pin.verified
+          ? 'You marked this key verified already.'
+          : `If it matches: confab verify ${nick}${room} --yes`;
+    io.stdout.write(`Compare it with ${nick} in person or by voice; they see the same number. ${next}\n`);
     return ExitCode.OK;
   });
 }

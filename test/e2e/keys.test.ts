@@ -80,6 +80,19 @@ describe('key change, trust and verify through the CLI', () => {
     alice.write('who are you?\n');
     await alice.line(/KEY_CHANGED: sending is blocked/, 'stderr');
 
+    // The number to compare while the change waits is the NEW key's: the one the new bob reads out.
+    // Before, it was the old key's, which the real bob would have confirmed, vouching for an impostor.
+    const digits = (out: string): string => (out.match(/^ {2}[\d ]+$/gm) ?? []).join('');
+    const pending = confab('verify', 'bob', '--room', invite, '--home', aliceHome);
+    expect(pending.status).toBe(0);
+    expect(pending.stdout).toMatch(
+      /^the key of bob changed \(was \d{5}-\d{5}, now \d{5}-\d{5}\) and is not accepted\.\n/,
+    );
+    expect(pending.stdout).toMatch(/If it matches, accept the new key: confab trust bob --room INVITE;/);
+    const newBob = confab('verify', 'alice', '--room', invite, '--home', otherHome);
+    expect(digits(pending.stdout).replace(/ /g, '')).toMatch(/^\d{60}$/);
+    expect(digits(pending.stdout).replace(/ /g, '')).toBe(digits(newBob.stdout).replace(/ /g, ''));
+
     const trust = confab('trust', 'bob', '--room', invite, '--home', aliceHome);
     expect(trust.status).toBe(0);
     expect(trust.stdout).toMatch(/^accepted the new key of bob \(\d{5}-\d{5}\)/);
@@ -98,7 +111,7 @@ describe('key change, trust and verify through the CLI', () => {
     expect(shown.status).toBe(0);
     expect(shown.stdout).toMatch(/safety number with bob/);
     expect(shown.stdout.match(/\b\d{5}\b/g)?.length).toBeGreaterThanOrEqual(12);
-    expect(shown.stdout).toMatch(/If it matches: confab verify bob --yes/);
+    expect(shown.stdout).toMatch(/If it matches: confab verify bob --room INVITE --yes/);
     expect(confab('verify', 'bob', '--room', invite, '--home', aliceHome, '--yes').status).toBe(0);
     // Before, a verified key was still told "If it matches: confab verify bob --yes".
     expect(confab('verify', 'bob', '--room', invite, '--home', aliceHome).stdout).toMatch(
