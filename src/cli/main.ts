@@ -14,7 +14,7 @@ import {
   runVerify,
 } from '../tui/index.js';
 import { releaseNick } from './admin.js';
-import { DEFAULT_SEMI_SPACE_MIB, serve } from './serve.js';
+import { DEFAULT_SEMI_SPACE_MIB, MAX_STATS_SECONDS, serve } from './serve.js';
 
 const VERSION = '0.1.0';
 
@@ -57,7 +57,16 @@ function program(): Command {
   cli
     .command('serve')
     .description('run a relay server (it forwards ciphertext; it cannot read messages)')
-    .option('--host <host>', 'interface to listen on', DEFAULT_HOST)
+    .option(
+      '--host <host>',
+      'interface to listen on',
+      (v) => {
+        // Node takes '' for every interface: an unset $HOST would open the server to all.
+        if (v.trim() === '') throw new InvalidArgumentError('expected an interface (0.0.0.0 for all of them)');
+        return v;
+      },
+      DEFAULT_HOST,
+    )
     .option('--port <port>', 'TCP port; 0 picks a free one', port, DEFAULT_PORT)
     .option('--data <dir>', 'directory for server state (history.db); without it, history is kept in memory only')
     .option('--no-history', 'keep no history: no backlog, resume, resend detection or nick ownership')
@@ -69,7 +78,10 @@ function program(): Command {
     .option('--no-native-writes', "write through Node's streams even where the native fan-out is built")
     .option('--no-io-uring', 'native fan-out: one send() per socket instead of io_uring batches')
     .option('--stats <seconds>', 'log counters, memory and event-loop delay every N seconds', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('expected a whole number of seconds');
+      // Past 2^31 - 1 ms a Node timer fires after 1 ms: a stats line every millisecond.
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > MAX_STATS_SECONDS) {
+        throw new InvalidArgumentError(`expected a whole number of seconds, 1 to ${MAX_STATS_SECONDS}`);
+      }
       return Number(v);
     })
     .option(

@@ -1,4 +1,6 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import type { Logger } from 'pino';
 import { capYoungGeneration, createLogger, semiSpaceGiven, startServer, v8Heap } from '../server/index.js';
 import type { ConfabServer } from '../server/index.js';
@@ -29,6 +31,33 @@ export interface ServeOptions {
  * server's CPU at workload (a) about 2% more (doc/PERFORMANCE.md).
  */
 export const DEFAULT_SEMI_SPACE_MIB = 8;
+
+/** Longest `--stats` interval: past 2^31 - 1 ms a Node timer fires after 1 ms. */
+export const MAX_STATS_SECONDS = 2_147_483;
+
+/** Descriptors this process has open (Linux), or a guess where they can't be counted. */
+function openFiles(): number {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return 32;
+  }
+}
+
+/**
+ * The process's soft limit on open files, from /proc/self/limits (Linux), or
+ * null where it can't be read. Node has no getrlimit.
+ */
+export function openFilesLimit(text?: string): number | null {
+  try {
+    const limits = text ?? readFileSync('/proc/self/limits', 'utf8');
+    const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(limits);
+    if (m === null) return null;
+    return m[1] === 'unlimited' ? Infinity : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
 
 /**
  * `confab serve`: starts the relay, prints `listening on HOST:PORT` on stdout
@@ -63,6 +92,20 @@ export async function serve(options: ServeOptions): Promise<number> {
     if (options.data !== undefined) logger.warn({ data: options.data }, '--data is not used with --no-history');
   } else if (options.data === undefined)
     logger.warn('history is kept in memory only; use --data DIR to keep it across restarts');
+  // Past the descriptor limit, libuv accepts each new connection and closes it at once,
+  // without a word to anyone: a full server looks like a broken one. Said once, up front.
+  const files = openFilesLimit();
+  const open = openFiles();
+  if (files !== null && files - open < server.limits.maxConnections) {
+    const room = Math.max(0, files - open);
+    logger.warn(
+      { openFilesLimit: files, openFiles: open, maxConnections: server.limits.maxConnections },
+      `this process may open at most ${files} files, ${open} open already: connections past about ${room} are closed as soon as they are accepted, without a log line. Raise the limit (ulimit -n, LimitNOFILE=) or lower maxConnections`,
+    );
+  }
+  if (options.stats && !logger.isLevelEnabled('info')) {
+    logger.warn({ logLevel: options.logLevel }, '--stats lines are logged at info, which this --log-level leaves out');
+  }
   const stopStats = options.stats ? reportStats(logger, server, options.stats) : () => {};
   return new Promise((resolve) => {
     const stop = (signal: string): void => {
@@ -84,12 +127,19 @@ function reportStats(logger: Logger, server: ConfabServer, seconds: number): () 
   const delay = monitorEventLoopDelay({ resolution: SAMPLE_MS });
   delay.enable();
   const timer = setInterval(() => {
-    const mem = process.memoryUsage();
+    // Reading the RSS opens /proc/self/stat: out of descriptors (EMFILE) it
+    // throws, and that crashed the server, every client cut off, at the next tick.
+    let rss: number | null = null;
+    try {
+      rss = process.memoryUsage.rss();
+    } catch {
+      // left null in this line
+    }
     logger.info(
       {
         ...server.stats,
-        rssBytes: mem.rss,
-        heapUsedBytes: mem.heapUsed,
+        rssBytes: rss,
+        heapUsedBytes: getHeapStatistics().used_heap_size,
         youngGenerationBytes: v8Heap.size(),
         // The histogram records whole sampling intervals; the delay is what exceeds one.
         eventLoopDelayMs: {

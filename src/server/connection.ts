@@ -75,7 +75,9 @@ export class Connection implements Flushable {
     this.ip = ip;
     this.id = id;
     this.socket = socket;
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    // An IPv6 address in brackets: `::1:39362` could be an address ending in :39362.
+    const address = socket.remoteAddress ?? '?';
+    this.remote = `${address.includes(':') ? `[${address}]` : address}:${socket.remotePort ?? 0}`;
     this.decoder = new FrameDecoder(maxFrame);
     this.connectedAt = now;
     this.lastReadAt = now;

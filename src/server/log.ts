@@ -13,3 +13,16 @@ export function createLogger(level: string = process.env['CONFAB_LOG'] ?? 'info'
 export function roomLabel(room: Uint8Array): string {
   return Buffer.from(room.subarray(0, 4)).toString('hex');
 }
+
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * A client's text (its HELLO agent) as it may go in a log line: control
+ * characters, DEL, C1 and the Unicode line and paragraph separators written
+ * as `\uXXXX`. JSON escaping leaves the last ones raw, and a reader that
+ * splits lines on them (Python's splitlines) would read a forged record.
+ */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

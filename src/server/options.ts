@@ -181,9 +181,19 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       `limit "heartbeatMs" must be from ${MIN_HEARTBEAT_MS} to ${MAX_HEARTBEAT_MS}: clients give up after three of them without a byte, got ${limits.heartbeatMs}`,
     );
   }
-  if (limits.deadAfterMs <= limits.heartbeatMs) {
+  // The server pings and checks deadlines once a sweep: a ping can leave up to a
+  // sweep after heartbeatMs of silence, and the client gives up after three
+  // heartbeats without a byte; its PONG then needs a sweep more to be seen.
+  // Under these, healthy idle clients were dropped again and again.
+  const sweepMs = options.sweepMs ?? 1000;
+  if (limits.heartbeatMs < sweepMs) {
     throw new RangeError(
-      `limit "deadAfterMs" must be longer than heartbeatMs (${limits.heartbeatMs}), or every connection is dropped before it is pinged, got ${limits.deadAfterMs}`,
+      `limit "heartbeatMs" must be at least ${sweepMs} (the server pings once a sweep, and clients give up after three heartbeats without a byte), got ${limits.heartbeatMs}`,
+    );
+  }
+  if (limits.deadAfterMs < limits.heartbeatMs + 2 * sweepMs) {
+    throw new RangeError(
+      `limit "deadAfterMs" must be at least heartbeatMs + ${2 * sweepMs} (${limits.heartbeatMs + 2 * sweepMs}): a PING leaves up to a sweep after heartbeatMs and its PONG is seen at the next one; shorter drops healthy idle connections, got ${limits.deadAfterMs}`,
     );
   }
   if (limits.maxFrame > MAX_FRAME) {

@@ -34,7 +34,8 @@ import { Connection, ConnState } from './connection.js';
 import { StoreError } from './history.js';
 import { lingerThenDestroy } from './linger.js';
 import type { AppendResult, HistoryStore, PendingMessage, SeqSource } from './history.js';
-import { roomLabel } from './log.js';
+import { printable, roomLabel } from './log.js';
+import { ThrottledLog } from './throttled-log.js';
 import type { ServerLimits } from './options.js';
 import { Room } from './room.js';
 import { verifyJoinProof } from './verify.js';
@@ -110,6 +111,8 @@ export class Relay {
   private readonly ending: { conn: Connection; frame: Uint8Array | null; reason: number }[] = [];
   /** The native fan-out's writer, or null when writes go through the streams. */
   private readonly direct: DirectWriter | null;
+  /** A JOIN's rows the store could not write (a full disk): logged without flooding. */
+  private readonly rowFailures: ThrottledLog;
 
   constructor(
     limits: ServerLimits,
@@ -126,6 +129,7 @@ export class Relay {
     this.randomBytes = randomBytes;
     this.store = store;
     this.direct = direct;
+    this.rowFailures = new ThrottledLog(log, () => clock.now());
     this.addresses = new IpLimiter(limits);
     this.batcher = new Batcher<Connection>(
       () => {
@@ -328,7 +332,7 @@ export class Relay {
           rateIntervalMs: this.limits.messageIntervalMs,
         }),
       );
-      this.log.debug({ conn: conn.id, remote: conn.remote, agent: frame.agent }, 'hello');
+      this.log.debug({ conn: conn.id, remote: conn.remote, agent: printable(frame.agent) }, 'hello');
       return;
     }
     switch (frame.type) {
@@ -716,7 +720,8 @@ export class Relay {
       return true;
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
-      this.log.warn({ code: err.code }, `cannot record ${what}`);
+      // Each JOIN on a full disk: 600 lines a second from one address, on that disk.
+      this.rowFailures.warn(what, { code: err.code }, `cannot record ${what}`);
       return false;
     }
   }

@@ -19,6 +19,7 @@ import { PRUNE_ROOMS_PER_STEP, SqliteHistory } from './sqlite-history.js';
 import type { Eviction } from './sqlite-history.js';
 import type { RelayStats } from './relay.js';
 import { lockDataDir } from './data-lock.js';
+import { ThrottledLog } from './throttled-log.js';
 
 /** A running relay server. */
 export interface ConfabServer {
@@ -46,7 +47,8 @@ const conns = new WeakMap<Socket, Connection>();
 export async function startServer(options: ServerOptions = {}): Promise<ConfabServer> {
   const opts = resolveOptions(options);
   const log: Logger = options.logger ?? createLogger();
-  if (opts.dataDir !== undefined) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  // Not with --no-history, which says it does not use the directory.
+  if (opts.dataDir !== undefined && !opts.noHistory) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   // One server per store: taken before the store opens, given up after it closes.
   const lock =
     opts.dataDir !== undefined && opts.store === undefined && !opts.noHistory ? lockDataDir(opts.dataDir) : null;
@@ -94,7 +96,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const ipLimits = relay.addresses;
   // Refused sockets are in no connection count: these bound the ones left to linger.
   const lingering = new LingerBudget(opts.limits.maxConnectionsPerIp, opts.limits.maxLingeringRefusals);
-  function refuse(socket: Socket, ip: string, message: string): void {
+  // Refused at accept, before any connection exists: counted, and logged without flooding.
+  const refusals = new ThrottledLog(log, () => opts.clock.now());
+  function refuse(socket: Socket, ip: string, message: string, kind: string): void {
+    relay.stats.dropped.TOO_MANY_CONNECTIONS = (relay.stats.dropped.TOO_MANY_CONNECTIONS ?? 0) + 1;
+    refusals.warn(kind, { code: 'TOO_MANY_CONNECTIONS', remote: ip, why: message }, 'connection refused');
     socket.on('error', onError);
     // Handed to the kernel at once (nothing is queued ahead of it), so it still
     // goes out if the socket is destroyed straight after; a peer that had sent
@@ -112,13 +118,12 @@ export async function startServer(options: ServerOptions = {}): Promise<ConfabSe
   const net: NetServer = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
     const ip = addressKey(socket.remoteAddress ?? '?');
     if (relay.connections.size >= opts.limits.maxConnections) {
-      refuse(socket, ip, 'server full');
+      refuse(socket, ip, 'server full', 'full');
       return;
     }
     const refusal = ipLimits.admit(ip, opts.clock.now());
     if (refusal !== null) {
-      relay.stats.dropped.TOO_MANY_CONNECTIONS = (relay.stats.dropped.TOO_MANY_CONNECTIONS ?? 0) + 1;
-      refuse(socket, ip, refusal);
+      refuse(socket, ip, refusal, 'address');
       return;
     }
     const conn = relay.open(socket, ip);

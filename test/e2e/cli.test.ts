@@ -663,6 +663,42 @@ describe('serve: the young generation', () => {
     return Math.max(...youngest());
   }
 
+  it('out of file descriptors with --stats on: warned at start, and the stats tick does not crash it', async () => {
+    // ulimit -n 64: the server's own descriptors, then 50 connections from 127.0.0.2-5 exhaust it.
+    const child = spawn(
+      'sh',
+      ['-c', `ulimit -n 64 && exec "${process.execPath}" "${CLI}" serve --host 0.0.0.0 --port 0 --stats 1`],
+      { env: { ...process.env, CONFAB_LOG: 'info' } },
+    );
+    let err = '';
+    let out = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    try {
+      await until(() => /listening on /.test(out));
+      const port = Number(/:(\d+)\n/.exec(out)?.[1]);
+      await until(() =>
+        /this process may open at most 64 files, \d+ open already: connections past about \d+ are closed/.test(err),
+      );
+      const sockets = Array.from({ length: 50 }, (_, i) => {
+        const s = connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + (i % 4)}` });
+        s.on('error', () => {});
+        return s;
+      });
+      const ticks = (): number => (err.match(/"msg":"stats"/g) ?? []).length;
+      const before = ticks();
+      await until(() => ticks() >= before + 2, 5000);
+      // Before: "Error: EMFILE: too many open files, uv_resident_set_memory" at the next tick, exit 1.
+      expect(child.exitCode).toBe(null);
+      expect(err).not.toMatch(/EMFILE/);
+      for (const s of sockets) s.destroy();
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  });
+
   it('is capped at --semi-space MiB per semi-space after a storm of connections (the stats line reports it); 0 leaves it to V8', async () => {
     // The server starts at 8 MiB in all (4 per semi-space) here: a cap under that would not show.
     expect(await largestAfterStorm('4')).toBeLessThanOrEqual(8 * 1024 * 1024);
@@ -682,6 +718,10 @@ describe('bad arguments: one line on stderr, exit code 2', () => {
     [['serve', '--port', 'abc']],
     [['serve', '--log-level', 'loud']],
     [['serve', '--semi-space', 'lots']],
+    // Before, taken: past 2^31 - 1 ms Node fires the timer after 1 ms, a stats line every millisecond.
+    [['serve', '--stats', '3000000']],
+    // Before, listened on every interface (an unset $HOST).
+    [['serve', '--host', '']],
     [['frobnicate']],
     [['admin']],
     [['admin', 'frobnicate']],

@@ -1,3 +1,5 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { newIdentity } from '../../src/crypto/index.js';
 import { connect as netConnect } from 'node:net';
@@ -270,6 +272,45 @@ describe('connection limits per address', () => {
     expect(lingering()).toBe(2);
   });
 
+  it('connections refused at accept are counted, "server full" too, and logged once per 10 s per kind with a count', async () => {
+    const clock = new FakeClock();
+    const lines: { msg: string; why?: string; remote?: string; suppressed?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as { msg: string });
+        done();
+      },
+    });
+    const s = await server({
+      clock,
+      logger: pino({ level: 'warn' }, sink),
+      limits: { maxConnections: 3, maxConnectionsPerIp: 2, connectionsPerIpPerMinute: 1000 },
+    });
+    const refusedFrom = async (n: number, localAddress: string): Promise<void> => {
+      const peers = await Promise.all(Array.from({ length: n }, () => halfOpen(s.port, localAddress)));
+      cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+      await until(() => peers.every((p) => p.ended), 5000, 'every refusal');
+    };
+    const open = await Promise.all([RawPeer.open(s.port), RawPeer.open(s.port)]);
+    cleanup.push(() => Promise.resolve(open.forEach((p) => p.destroy())));
+    await until(() => s.stats.connections === 2);
+    await refusedFrom(3, '127.0.0.1');
+    const third = await halfOpen(s.port, '127.0.0.2');
+    cleanup.push(() => Promise.resolve(third.destroy()));
+    await until(() => s.stats.connections === 3);
+    await refusedFrom(4, '127.0.0.3');
+    // Before: nothing logged at any level, and "server full" not counted (3 of 7).
+    expect(s.stats.dropped.TOO_MANY_CONNECTIONS).toBe(7);
+    const refused = (): typeof lines => lines.filter((l) => l.msg === 'connection refused');
+    expect(refused().map((l) => `${l.remote} ${l.why}`)).toEqual([
+      '127.0.0.1 at most 2 connections from one address',
+      '127.0.0.3 server full',
+    ]);
+    clock.advance(10_000);
+    await refusedFrom(1, '127.0.0.3');
+    expect(refused().at(-1)).toMatchObject({ why: 'server full', suppressed: 3 });
+  });
+
   it('limits new connections per address per minute, and lets them back after', async () => {
     const clock = new FakeClock();
     const s = await server({ clock, limits: { maxConnectionsPerIp: 1000, connectionsPerIpPerMinute: 30 } });
@@ -352,7 +393,7 @@ describe('what one address adds to the store for good', () => {
     // Pings off: the minutes this test moves the clock would drop its silent peers.
     const s = await server({
       clock,
-      limits: { newRowsPerIp, newRowIntervalMs, joinBurst: 1000, heartbeatMs: 3_600_000, deadAfterMs: 3_600_001 },
+      limits: { newRowsPerIp, newRowIntervalMs, joinBurst: 1000, heartbeatMs: 3_600_000, deadAfterMs: 3_602_000 },
     });
     const rooms = Array.from({ length: 16 }, (_, i) => room(100 + i));
     const alice = newIdentity();

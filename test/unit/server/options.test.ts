@@ -22,11 +22,23 @@ describe('server limits', () => {
     expect(() => resolveOptions({ limits: { heartbeatMs: MIN_HEARTBEAT_MS - 1 } })).toThrow(RangeError);
   });
 
-  it('refuse a silence limit no longer than the ping interval', () => {
+  it('refuse a silence limit that would drop healthy idle connections: under heartbeatMs + two sweeps', () => {
     expect(() => resolveOptions({ limits: { deadAfterMs: 10 } })).toThrow(
-      'limit "deadAfterMs" must be longer than heartbeatMs (15000)',
+      'limit "deadAfterMs" must be at least heartbeatMs + 2000 (17000)',
     );
-    expect(resolveOptions({ limits: { heartbeatMs: 100, deadAfterMs: 101 } }).limits.deadAfterMs).toBe(101);
+    // Before, taken: a client idle for 8 s was dropped three times (the server saw no PONG in time).
+    expect(() => resolveOptions({ limits: { heartbeatMs: 1000, deadAfterMs: 1500 } })).toThrow(RangeError);
+    expect(resolveOptions({ limits: { heartbeatMs: 1000, deadAfterMs: 3000 } }).limits.deadAfterMs).toBe(3000);
+    expect(resolveOptions({ limits: { heartbeatMs: 100, deadAfterMs: 120 }, sweepMs: 10 }).limits.heartbeatMs).toBe(
+      100,
+    );
+  });
+
+  it('refuse a ping interval under the sweep: the server pings once a sweep, clients give up after three heartbeats', () => {
+    // Before, taken: with heartbeatMs 100 an idle client reconnected 5 times in 8 s.
+    expect(() => resolveOptions({ limits: { heartbeatMs: 300, deadAfterMs: 5000 } })).toThrow(
+      'limit "heartbeatMs" must be at least 1000',
+    );
   });
 
   it('refuse an allowance of new rows per address under 2: one JOIN may add a nick and a room', () => {
