@@ -96,7 +96,8 @@ export async function serve(options: ServeOptions): Promise<number> {
   // without a word to anyone: a full server looks like a broken one. Said once, up front.
   const files = openFilesLimit();
   const open = openFiles();
-  if (files !== null && files - open < server.limits.maxConnections) {
+  // Not for a few short (a limit set to maxConnections itself): for one that turns many away.
+  if (files !== null && files - open < server.limits.maxConnections * 0.95) {
     const room = Math.max(0, files - open);
     logger.warn(
       { openFilesLimit: files, openFiles: open, maxConnections: server.limits.maxConnections },

@@ -17,6 +17,10 @@ const timer = setInterval(() => {
     if (checkpointed > 0 && checkpointed !== last) parentPort.postMessage({ ok: true });
     last = checkpointed;
   } catch (err) {
+    // A full disk (the database file can't grow to take the log's pages) passes
+    // once space returns: tried again at the next tick. Given up on, the log
+    // grew until it filled the space freed, and every message was refused again.
+    if (err && (err.code === 'SQLITE_FULL' || err.code === 'SQLITE_BUSY')) return;
     parentPort.postMessage({ error: String(err && err.message) });
   }
 }, workerData.intervalMs);

@@ -1,6 +1,7 @@
 import {
   closeSync,
   fstatSync,
+  statSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -561,6 +562,36 @@ describe('disk trouble', () => {
         `${s.stats.storeFailures} failed commits, then all ${total} acknowledged and stored once; integrity ok`,
     );
   });
+
+  it('a disk that was full and has room again: the log is still checkpointed, and messages keep going in', async (ctx) => {
+    const fs = mountTmpfs('3m');
+    if (fs === null) {
+      ctx.skip();
+      return;
+    }
+    cleanup.push(() => fs.unmount());
+    const data = join(fs.path, 'data');
+    mkdirSync(data);
+    const s = await server({ dataDir: data });
+    const r = room(17);
+    const alice = track(await member(s.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
+    await alice.client.send(r, text('warm-up'));
+    fs.fill(4096, 0);
+    // While it is full, the checkpoint thread meets SQLITE_FULL too.
+    const refused = alice.client.send(r, text('while full'));
+    await until(() => s.stats.storeFailures > 0, 10_000, 'a write to fail for want of space');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    fs.empty();
+    await refused;
+    // 600 more, paced: 7 MB of log frames, more than the disk, unless checkpoints keep starting it over.
+    // Before, the thread had given up at the first SQLITE_FULL: the log filled the freed space,
+    // and from about the 250th every message was refused again, for good.
+    for (const t of range(1, 600)) {
+      await alice.client.send(r, text(t));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(statSync(join(data, `${HISTORY_FILE}-wal`)).size).toBeLessThan(1024 * 1024);
+  }, 60_000);
 });
 
 describe('the outbox in the home', () => {
