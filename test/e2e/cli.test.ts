@@ -305,7 +305,17 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const link = events().find((e) => e.type === 'invite')?.link as string;
     const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
     // The entry is written through `<state>.<pid>.tmp`: a directory there fails the write (EISDIR), as a full disk would.
-    mkdirSync(join(tempHomeRooms(home), `${hex}.json.${alice.child.pid}.tmp`));
+    // Made between two of the run's own saves (the cursor's, after the join), which pass through that name.
+    const blocker = join(tempHomeRooms(home), `${hex}.json.${alice.child.pid}.tmp`);
+    await until(() => {
+      try {
+        mkdirSync(blocker);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        return false; // a save's own file, renamed away in a moment
+      }
+    });
     alice.write('build 1234 passed\n');
     alice.end();
     // Before, the failure was not a ClientError, and line mode let it pass: nothing said, exit 0.
