@@ -12,6 +12,7 @@ import {
 } from '../../src/client/index.js';
 import type { ConfabClient } from '../../src/client/index.js';
 import { MessageType, newIdentity, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
+import type { Identity, RoomKeys } from '../../src/crypto/index.js';
 import { encodeFrame, ErrorCode, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import type { ClientFrame } from '../../src/protocol/index.js';
 import { room } from '../helpers/clients.js';
@@ -104,6 +105,19 @@ function watched(
   secure.on('message', (m) => shown.push(m.text));
   secure.on('rejected', (r) => rejected.push(r.reason));
   return { secure, shown, rejected };
+}
+
+/** A text message `nick` signed with `identity` as its `seq`th, first of a chain (no previous hash). */
+function sealText(keys: RoomKeys, identity: Identity, nick: string, seq: number, text: string): Uint8Array {
+  const body = new TextEncoder().encode(text);
+  return sealEnvelope(keys, identity, {
+    type: MessageType.TEXT,
+    nick,
+    seq,
+    sentAt: Date.now(),
+    prevHash: NO_PREVIOUS,
+    body,
+  });
 }
 
 /** Waits for the first rejection: a replay, with nothing shown. */
@@ -587,14 +601,7 @@ describe('a hostile server', () => {
     const keys = roomKeys(secret);
     const before = newIdentity();
     const after = newIdentity();
-    const message = sealEnvelope(keys, after, {
-      type: MessageType.TEXT,
-      nick: 'bob',
-      seq: 1,
-      sentAt: Date.now(),
-      prevHash: NO_PREVIOUS,
-      body: new TextEncoder().encode('this is my new key'),
-    });
+    const message = sealText(keys, after, 'bob', 1, 'this is my new key');
     let joins = 0;
     const port = await hostile((socket, type, frame) => {
       const f = type === 0x01 ? null : parseClientFrame(frame);
@@ -733,14 +740,7 @@ describe('a hostile server', () => {
     const secret = new Uint8Array(32).fill(9);
     const keys = roomKeys(secret);
     const impostor = newIdentity();
-    const forged = sealEnvelope(keys, impostor, {
-      type: MessageType.TEXT,
-      nick: 'alice',
-      seq: 1,
-      sentAt: Date.now(),
-      prevHash: NO_PREVIOUS,
-      body: new TextEncoder().encode('I, alice, agree to everything'),
-    });
+    const forged = sealText(keys, impostor, 'alice', 1, 'I, alice, agree to everything');
     const port = await hostile(
       answeringJoin((j) => [
         encodeFrame({
@@ -787,15 +787,7 @@ describe('a hostile server', () => {
     const secret = new Uint8Array(32).fill(9);
     const keys = roomKeys(secret);
     const bob = newIdentity();
-    const seal = (seq: number): Uint8Array =>
-      sealEnvelope(keys, bob, {
-        type: MessageType.TEXT,
-        nick: 'bob',
-        seq,
-        sentAt: Date.now(),
-        prevHash: NO_PREVIOUS,
-        body: new TextEncoder().encode(`m${seq}`),
-      });
+    const seal = (seq: number): Uint8Array => sealText(keys, bob, 'bob', seq, `m${seq}`);
     const junk = (seq: number): Uint8Array =>
       encodeFrame({ type: 'deliver', room: keys.roomId, seq, ts: 1, nick: 'bob', body: new Uint8Array(8) });
     let fetches = 0;
