@@ -35,7 +35,8 @@ export function holdLock(path: string): HeldLock | null {
   } catch (err) {
     db.close();
     if ((err as { code?: string }).code === 'SQLITE_BUSY') return null;
-    throw err;
+    // A full disk (SQLITE_FULL) said only "database or disk is full": name the file.
+    throw new Error(`cannot lock ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   return {
     release: () => {

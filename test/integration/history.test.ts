@@ -17,7 +17,7 @@ import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import type { ClientError } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
-import { HISTORY_FILE, SqliteHistory, StoreError } from '../../src/server/index.js';
+import { HISTORY_FILE, holdLock, SqliteHistory, StoreError } from '../../src/server/index.js';
 import type { HistoryStore, PruneStep, RoomLookup, ServerOptions } from '../../src/server/index.js';
 import { member, recorder, room, text } from '../helpers/clients.js';
 import type { Recorder } from '../helpers/clients.js';
@@ -25,6 +25,7 @@ import { joinProof, RawPeer, rawJoin, testServer, until } from '../helpers/net.j
 import { Link } from '../helpers/link.js';
 import { Mitm } from '../helpers/mitm.js';
 import { mountTmpfs } from '../helpers/tmpfs.js';
+import type { Tmpfs } from '../helpers/tmpfs.js';
 import { secureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
 
@@ -37,6 +38,21 @@ const range = (from: number, to: number, prefix = 'm'): string[] =>
 
 async function sendAll(r: Recorder, where: Uint8Array, texts: string[]): Promise<void> {
   for (const t of texts) await r.client.send(where, text(t));
+}
+
+/** A server whose --data is on a tmpfs of `size`, and alice in `r` on it; null without root. */
+async function onSmallDisk(
+  size: string,
+  r: Uint8Array,
+): Promise<{ fs: Tmpfs; data: string; s: Awaited<ReturnType<typeof server>>; r: Uint8Array; alice: Recorder } | null> {
+  const fs = mountTmpfs(size);
+  if (fs === null) return null;
+  cleanup.push(() => fs.unmount());
+  const data = join(fs.path, 'data');
+  mkdirSync(data);
+  const s = await server({ dataDir: data });
+  const alice = track(await member(s.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
+  return { fs, data, s, r, alice };
 }
 
 /** Cuts a client's connection the way a crash or a pulled cable would. */
@@ -515,17 +531,9 @@ describe('disk trouble', () => {
 
   it('a real full disk (a small tmpfs): refused while full, nothing acknowledged is lost, integrity ok', async (ctx) => {
     // Without root the injected failure above covers it.
-    const fs = mountTmpfs('2m');
-    if (fs === null) {
-      ctx.skip();
-      return;
-    }
-    cleanup.push(() => fs.unmount());
-    const data = join(fs.path, 'data');
-    mkdirSync(data);
-    const s = await server({ dataDir: data });
-    const r = room(13);
-    const alice = track(await member(s.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
+    const disk = await onSmallDisk('2m', room(13));
+    if (disk === null) return ctx.skip();
+    const { fs, data, s, r, alice } = disk;
     const bob = track(await member(s.port, r, 'bob'));
     await alice.client.send(r, text('warm-up'));
     // Fill the disk but for a little room, so that some messages fit before it fills again.
@@ -563,18 +571,20 @@ describe('disk trouble', () => {
     );
   });
 
-  it('a disk that was full and has room again: the log is still checkpointed, and messages keep going in', async (ctx) => {
-    const fs = mountTmpfs('3m');
-    if (fs === null) {
-      ctx.skip();
-      return;
-    }
+  it('a lock file on a full disk: the error names it', (ctx) => {
+    const fs = mountTmpfs('256k');
+    if (fs === null) return ctx.skip();
     cleanup.push(() => fs.unmount());
-    const data = join(fs.path, 'data');
-    mkdirSync(data);
-    const s = await server({ dataDir: data });
-    const r = room(17);
-    const alice = track(await member(s.port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
+    fs.fill(4096, 0);
+    // Before: "database or disk is full", naming neither the file nor the home (`confab join` on a full home).
+    const lock = join(fs.path, 'room.lock');
+    expect(() => holdLock(lock)).toThrow(`cannot lock ${lock}: database or disk is full`);
+  });
+
+  it('a disk that was full and has room again: the log is still checkpointed, and messages keep going in', async (ctx) => {
+    const disk = await onSmallDisk('3m', room(17));
+    if (disk === null) return ctx.skip();
+    const { fs, data, s, r, alice } = disk;
     await alice.client.send(r, text('warm-up'));
     fs.fill(4096, 0);
     // While it is full, the checkpoint thread meets SQLITE_FULL too.
