@@ -293,9 +293,20 @@ class Chat {
       this.warn('not sent: you are not in the room. /nick NAME joins it again; /quit leaves.');
       return;
     }
-    this.screen.print(renderOwn(this.ctx, text, kind === 'action', Date.now()));
-    const sending =
-      this.renaming === null ? this.room.send(text, kind) : this.renaming.then(() => this.room.send(text, kind));
+    // During a /nick the line goes out under whichever nick the rename leaves us
+    // with: shown then, under it (shown at once, it read as the old nick's while
+    // the others got it from the new one).
+    const echo = (): void => this.screen.print(renderOwn(this.ctx, text, kind === 'action', Date.now()));
+    let sending: Promise<unknown>;
+    if (this.renaming === null) {
+      echo();
+      sending = this.room.send(text, kind);
+    } else {
+      sending = this.renaming.then(() => {
+        echo();
+        return this.room.send(text, kind);
+      });
+    }
     this.updatePrompt();
     void sending.then(
       () => this.updatePrompt(),

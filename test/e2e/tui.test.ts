@@ -388,6 +388,7 @@ describe('confab join in a terminal (the interactive client)', () => {
       for (const t of typed) alice.type(`${t}\r`);
       await alice.line(/<alice> stalled 12$/);
       alice.type('/nick alice2\r');
+      alice.type('during the rename\r'); // goes out as alice2, once the rename is done
       // /nick waits 5 s for the acknowledgements, then leaves. What the client
       // had not written yet stays in the outbox for the join as alice2.
       await alice.line(
@@ -401,7 +402,7 @@ describe('confab join in a terminal (the interactive client)', () => {
     await bob.line(/"text":"stalled 12"/, 'stdout', 15_000);
     alice.type('after\r');
     await bob.line(/"text":"after"/);
-    expect(texts(bob)).toEqual([...typed, 'after']);
+    expect(texts(bob)).toEqual([...typed, 'during the rename', 'after']);
     expect(events(bob).filter((e) => e.type === 'gap')).toEqual([]);
     const lines = alice.lines();
     const kept = lines.flatMap((l) => (/not delivered yet/.test(l) ? [/\("(stalled \d+)"\)/.exec(l)?.[1]] : []));
@@ -411,7 +412,12 @@ describe('confab join in a terminal (the interactive client)', () => {
     expect(kept).toEqual(typed.slice(written));
     expect(written).toBeGreaterThan(0);
     const nicks = events(bob).flatMap((e) => (e.type === 'message' ? [e.nick] : []));
-    expect(nicks).toEqual([...Array<string>(written).fill('alice'), ...Array<string>(kept.length + 1).fill('alice2')]);
+    expect(nicks).toEqual([...Array<string>(written).fill('alice'), ...Array<string>(kept.length + 2).fill('alice2')]);
+    // Shown under the nick it went out as, after the rename. Before: "<alice> during the rename",
+    // at once, while the others got it from alice2.
+    const renamed = lines.findIndex((l) => /\* you are now alice2 \(was alice\)$/.test(l));
+    expect(lines.findIndex((l) => l.endsWith('<alice2> during the rename'))).toBeGreaterThan(renamed);
+    expect(lines.some((l) => l.endsWith('<alice> during the rename'))).toBe(false);
     expect(lines.some((l) => /not sent \(/.test(l))).toBe(false);
     // Each shown to alice once: none comes back to her as history.
     for (const t of typed) expect(lines.filter((l) => l.endsWith(` ${t}`))).toHaveLength(1);
