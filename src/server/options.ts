@@ -236,6 +236,6 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     // allocUnsafe draws small buffers from Node's shared pool: no allocation of
     // its own per connection. Every byte is then overwritten with random data.
     randomBytes: options.randomBytes ?? ((n) => randomFillSync(Buffer.allocUnsafe(n))),
-    sweepMs: options.sweepMs ?? 1000,
+    sweepMs,
   };
 }

@@ -45,8 +45,8 @@ function stalledFor(client: ConfabClient, ms: number): { done: Promise<void>; st
   let last = Date.now();
   let pending = client.pending;
   const moved = (): void => void (last = Date.now());
+  // Every message of the room, history or live, moves the cursor.
   client.on('cursor', moved);
-  client.on('message', moved);
   const timer = setInterval(
     () => {
       if (client.pending < pending) moved();
@@ -60,7 +60,6 @@ function stalledFor(client: ConfabClient, ms: number): { done: Promise<void>; st
     stop: () => {
       clearInterval(timer);
       client.off('cursor', moved);
-      client.off('message', moved);
     },
   };
 }

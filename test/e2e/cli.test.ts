@@ -29,6 +29,17 @@ afterEach(async () => {
 /** Where a home keeps its rooms' state files. */
 const tempHomeRooms = (home: string): string => join(home, 'rooms');
 
+/** A line-mode run's JSON events, the last of which must be its giving up after 1 s (`--give-up 1`) `why`, one line kept. */
+function expectGaveUp(p: Proc, why: string): { type: string; link?: string }[] {
+  const events = p.stdout.map((l) => JSON.parse(l) as { type: string; code?: string; message?: string; link?: string });
+  expect(events.at(-1)).toMatchObject({
+    type: 'error',
+    code: 'DISCONNECTED',
+    message: `gave up after 1 s ${why}; 1 message kept, sent at the next confab join of this room`,
+  });
+  return events;
+}
+
 function track(p: Proc): Proc {
   procs.push(p);
   return p;
@@ -510,13 +521,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     alice.end();
     // Before, it waited for a server for ever: a script hung on it (and this test with it).
     expect(await alice.exited).toBe(1);
-    const events = alice.stdout.map((l) => JSON.parse(l) as { type: string; code?: string; message?: string });
-    expect(events.at(-1)).toMatchObject({
-      type: 'error',
-      code: 'DISCONNECTED',
-      message:
-        'gave up after 1 s without a connection to the server; 1 message kept, sent at the next confab join of this room',
-    });
+    const events = expectGaveUp(alice, 'without a connection to the server');
     const link = (events.find((e) => e.type === 'invite') as { link?: string }).link ?? '';
     const hex = Buffer.from(inviteRoomId(parseInvite(link))).toString('hex');
     const state = JSON.parse(readFileSync(join(tempHomeRooms(home), `${hex}.json`), 'utf8')) as { outbox: unknown[] };
@@ -544,13 +549,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       // Before, only time without a connection counted: connected and never answered, it waited
       // for ever (a reconnect at each answer deadline, the same line sent again each time).
       expect(await alice.exited).toBe(1);
-      const events = alice.stdout.map((l) => JSON.parse(l) as { type: string; code?: string; message?: string });
-      expect(events.at(-1)).toMatchObject({
-        type: 'error',
-        code: 'DISCONNECTED',
-        message:
-          'gave up after 1 s without an answer from the server; 1 message kept, sent at the next confab join of this room',
-      });
+      expectGaveUp(alice, 'without an answer from the server');
     } finally {
       scripted.close();
     }
