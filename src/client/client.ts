@@ -74,6 +74,13 @@ export interface JoinOptions {
    * run): everything after it is fetched. Omit on a first visit.
    */
   cursor?: number;
+  /**
+   * The numbering `cursor` was read in (`JoinResult.numbering`, kept with it).
+   * A JOINED naming another means the server numbers the room from the start
+   * again: the cursor is void, and everything the server now keeps is fetched.
+   * Without it, only a cursor past the room's latest number tells.
+   */
+  numbering?: Uint8Array;
   /** On a first visit, how many past messages to fetch (default 100, at most 1,000). */
   backlog?: number;
 }
@@ -86,6 +93,8 @@ export interface JoinResult {
   members: MemberInfo[];
   /** The room's latest sequence number when we joined. */
   seq: number;
+  /** The numbering `seq` counts in: keep it with the cursor, for the next `join` (`JoinOptions.numbering`). */
+  numbering: Uint8Array;
 }
 
 /** A message from another member. `body` is opaque bytes (an envelope). */
@@ -104,7 +113,7 @@ export interface MissedEvent {
   room: Uint8Array;
   /** How many (0 when unknown: the server's numbering restarted). */
   count: number;
-  /** The room's sequence numbers that were skipped, `after` < seq < `before`. */
+  /** The room's sequence numbers that were skipped, `after` < seq < `before` (none for a count of 0). */
   after: number;
   before: number;
 }
@@ -197,6 +206,8 @@ interface RoomState {
   joinRid: number;
   /** Last sequence number seen (or skipped knowingly); null before the first JOINED. */
   cursor: number | null;
+  /** The numbering `cursor` counts in: the last JOINED's, or the caller's; null if unknown. */
+  numbering: Uint8Array | null;
   backlog: number;
   /** The FETCH under way (0: one is waiting to be retried), if any. */
   fetchRid: number | null;
@@ -378,6 +389,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       joined: false,
       joinRid: 0,
       cursor: options.cursor ?? null,
+      numbering: options.numbering ?? null,
       backlog,
       fetchRid: null,
       fetchSince: 0,
@@ -587,7 +599,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.request(rid, frame).then((reply) => {
       if (reply.type !== 'joined') throw new ClientError('PROTOCOL', `expected JOINED, got ${reply.type}`);
       this.pump();
-      return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq };
+      return { room: state.id, nick: reply.nick, members: reply.members, seq: reply.seq, numbering: reply.numbering };
     });
   }
 
@@ -664,19 +676,24 @@ export class ConfabClient extends Emitter<ClientEvents> {
   }
 
   /** After a JOINED: where to read from, and the fetch that catches up. */
-  private joined(state: RoomState, latest: number): void {
+  private joined(state: RoomState, latest: number, numbering: Uint8Array): void {
     state.joined = true;
     state.held = [];
     state.heldBytes = 0;
     state.fetchRid = null;
     state.own.clear();
+    const known = state.numbering;
+    state.numbering = numbering;
     if (state.cursor === null) {
       this.moveCursor(state, Math.max(0, latest - state.backlog));
-    } else if (state.cursor > latest) {
-      // The server counts from less than we have seen: it lost its history
-      // (restarted without --data). Numbers start again; say so.
-      this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: latest + 1 });
-      this.moveCursor(state, Math.max(0, latest - state.backlog));
+    } else if (known !== null ? !equalBytes(known, numbering) : state.cursor > latest) {
+      // The server numbers the room from the start again: it lost its history
+      // (restarted without --data). Our cursor counts in the old numbering, so
+      // it says nothing of the new one, all of which came after what we read
+      // (a room of 30 read, restarted and 40 more sent: resuming "after 30"
+      // showed 10 of the 40). Say so, and read the new numbering from its start.
+      this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: state.cursor + 1 });
+      this.moveCursor(state, 0);
     }
     if (state.joined && (state.cursor ?? 0) < latest) this.fetch(state);
     this.caughtUpNow(state);
@@ -1013,8 +1030,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
         try {
           // Now, not when the promise settles: messages may follow in this very chunk.
           if (state !== undefined && state.joinRid === frame.rid) {
-            this.joined(state, frame.seq);
-            this.emit('joined', { room: frame.room, nick: frame.nick, members: frame.members, seq: frame.seq });
+            this.joined(state, frame.seq, frame.numbering);
+            this.emit('joined', {
+              room: frame.room,
+              nick: frame.nick,
+              members: frame.members,
+              seq: frame.seq,
+              numbering: frame.numbering,
+            });
           }
         } finally {
           // Out of `requests` already: a listener that throws must not leave join() pending for ever.

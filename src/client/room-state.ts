@@ -86,6 +86,12 @@ interface Data {
    * sender then showed a gap that was never there.
    */
   cursor?: number;
+  /**
+   * The server's id of the numbering `cursor` counts in (base64url), from
+   * the JOINED of the run that wrote it: another at the next join means the
+   * server started the room's numbers again, and the cursor is void.
+   */
+  numbering?: string;
 }
 
 /** Most own messages kept in `ownAhead`: a catch-up that never ends must not grow the file for ever. */
@@ -158,6 +164,7 @@ export class RoomState extends Emitter<RoomStateEvents> {
       }
       data = { ...empty(), ...ok, outbox: Array.isArray(ok.outbox) ? ok.outbox : [] };
       if (data.cursor !== undefined && !(Number.isSafeInteger(data.cursor) && data.cursor >= 0)) delete data.cursor;
+      if (data.numbering !== undefined && typeof data.numbering !== 'string') delete data.numbering;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         const why = err instanceof Error ? err.message : String(err);
@@ -403,6 +410,21 @@ export class RoomState extends Emitter<RoomStateEvents> {
       return;
     }
     this.failing.delete('cursor');
+  }
+
+  /** The numbering the cursor counts in (`JoinOptions.numbering`), if an earlier run kept it. */
+  numbering(): Uint8Array | undefined {
+    return this.data.numbering === undefined
+      ? undefined
+      : new Uint8Array(Buffer.from(this.data.numbering, 'base64url'));
+  }
+
+  /** Records the numbering a JOINED named, saved with the cursor at the end of this turn. */
+  setNumbering(numbering: Uint8Array): void {
+    const text = Buffer.from(numbering).toString('base64url');
+    if (this.data.numbering === text) return;
+    this.data.numbering = text;
+    this.later();
   }
 
   private cursorPath(): string {

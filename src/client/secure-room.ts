@@ -300,6 +300,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     // apply to it instead of being overwritten by it.
     client.on('joined', (j) => {
       if (!this.mine(j.room)) return;
+      // The cursor moved to this numbering as the JOINED was read: both are in the turn's save.
+      this.state.setNumbering(j.numbering);
       const members = this.resetMembers(j.members);
       // 'new': pinned just now, from this list.
       for (const m of members) if (m.trust === 'new') this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
@@ -320,12 +322,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
 
   private async joinNow(): Promise<{ nick: string; members: Member[]; seq: number }> {
     const cursor = this.state.cursor();
+    const numbering = this.state.numbering();
     this.joining = true;
     this.joinedMembers = null;
     let joined;
     try {
       joined = await this.client.join(this.keys.roomId, this.nick, {
         ...(cursor !== undefined ? { cursor } : {}),
+        ...(cursor !== undefined && numbering !== undefined ? { numbering } : {}),
         ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
       });
     } finally {

@@ -12,6 +12,7 @@ import {
   MAX_NICK,
   MEMBERS_PER_FRAME,
   MSG_ID_LEN,
+  NUMBERING_LEN,
   ROOM_ID_LEN,
   SIG_LEN,
 } from './limits.js';
@@ -239,7 +240,8 @@ export function parseServerFrame(frame: Uint8Array): ServerFrame {
       const room = r.raw(ROOM_ID_LEN, 'room');
       const nick = r.text8('nick', MAX_NICK);
       const seq = r.u64('seq');
-      out = { type: 'joined', rid, room, nick, seq, members: readMembers(r) };
+      const numbering = r.raw(NUMBERING_LEN, 'numbering');
+      out = { type: 'joined', rid, room, nick, seq, numbering, members: readMembers(r) };
       break;
     }
     case FrameType.MEMBER_LIST:

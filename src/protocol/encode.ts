@@ -1,7 +1,7 @@
 import { utf8, Writer } from './bytes.js';
 import { FrameType, HELLO_MAGIC } from './frames.js';
 import type { Frame, MemberInfo } from './frames.js';
-import { CHALLENGE_LEN, KEY_LEN, LENGTH_PREFIX, ROOM_ID_LEN, SIG_LEN } from './limits.js';
+import { CHALLENGE_LEN, KEY_LEN, LENGTH_PREFIX, NUMBERING_LEN, ROOM_ID_LEN, SIG_LEN } from './limits.js';
 
 /**
  * Encodes one frame, length prefix included. Pure: the same frame always gives
@@ -69,11 +69,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
     case 'joined': {
       const nick = utf8(frame.nick);
       const members = encodeMembers(frame.members);
-      return start(FrameType.JOINED, 4 + ROOM_ID_LEN + 1 + nick.length + 8 + members.length)
+      return start(FrameType.JOINED, 4 + ROOM_ID_LEN + 1 + nick.length + 8 + NUMBERING_LEN + members.length)
         .u32(frame.rid)
         .raw(frame.room)
         .str8(nick)
         .u64(frame.seq)
+        .raw(frame.numbering)
         .raw(members)
         .end();
     }

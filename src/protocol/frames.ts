@@ -142,6 +142,13 @@ export interface JoinedFrame {
   nick: string;
   /** The room's latest sequence number (0 before its first message). */
   seq: number;
+  /**
+   * Names the numbering `seq` belongs to (`NUMBERING_LEN` random bytes): the
+   * same for as long as the server counts the room on from the same start, new
+   * when it starts again (it lost its history). A cursor is only good in the
+   * numbering it was read in.
+   */
+  numbering: Uint8Array;
   /** The other members, in join order: the last part of the list (MEMBER_LIST frames carry the rest). */
   members: MemberInfo[];
 }

@@ -54,6 +54,9 @@ export const SIG_LEN = 64;
 /** Bytes in the per-connection challenge a JOIN signs. */
 export const CHALLENGE_LEN = 32;
 
+/** Bytes in the id a JOINED gives the room's numbering (PROTOCOL.md §4.9). */
+export const NUMBERING_LEN = 8;
+
 /** Most rooms one connection may be in at once. */
 export const MAX_ROOMS_PER_CONNECTION = 16;
 

@@ -69,6 +69,13 @@ export interface HistoryStore {
    * it (`newRowsPerIp`).
    */
   readonly persistent: boolean;
+  /**
+   * The id JOINED gives every room's numbering (PROTOCOL.md §4.9), for a
+   * store whose rooms count on from their rows for as long as it is kept; null
+   * for one that keeps no rows, whose rooms start again at 0 once empty (each
+   * gets an id of its own then).
+   */
+  readonly numbering: Uint8Array | null;
   /** What a JOIN needs to know of a room that is not open, in one lookup. */
   lookupRoom(room: Uint8Array): RoomLookup;
   /**

@@ -17,6 +17,7 @@ const NO_ROOM: RoomLookup = Object.freeze({ latest: 0, stored: false });
  */
 export class NoHistory implements HistoryStore {
   readonly persistent = false;
+  readonly numbering = null;
 
   lookupRoom(): RoomLookup {
     return NO_ROOM;

@@ -11,6 +11,7 @@ import {
   MAX_FETCH,
   MEMBERS_PER_FRAME,
   NICK_PATTERN,
+  NUMBERING_LEN,
   TokenBucket,
   parseClientFrame,
   PROTOCOL_VERSION,
@@ -628,7 +629,8 @@ export class Relay {
     // Checked above, in the same synchronous call: there are enough.
     if (added > 0) this.addresses.takeRows(conn.ip, added, now);
     if (room === undefined) {
-      room = new Room(id, key, this.batcher);
+      // A store without rows starts an emptied room from 0 again: a new numbering.
+      room = new Room(id, key, this.store.numbering ?? this.randomBytes(NUMBERING_LEN), this.batcher);
       room.seq = latest;
       this.rooms.set(key, room);
       this.stats.rooms = this.rooms.size;
@@ -663,6 +665,7 @@ export class Relay {
         room: room.id,
         nick: frame.nick,
         seq: room.seq,
+        numbering: room.numbering,
         members: others.slice(from),
       }),
     );

@@ -24,6 +24,8 @@ export interface Member {
 export class Room implements Flushable {
   readonly id: Uint8Array;
   readonly key: string;
+  /** The id of the numbering `seq` counts in, which JOINED gives (PROTOCOL.md §4.9). */
+  readonly numbering: Uint8Array;
   seq = 0;
   /** The last number the commit under way has handed out (the relay's, kept only if the commit succeeds). */
   tentative = 0;
@@ -43,9 +45,10 @@ export class Room implements Flushable {
   private pendingCount = 0;
   private readonly batcher: Batcher<Connection>;
 
-  constructor(id: Uint8Array, key: string, batcher: Batcher<Connection>) {
+  constructor(id: Uint8Array, key: string, numbering: Uint8Array, batcher: Batcher<Connection>) {
     this.id = id;
     this.key = key;
+    this.numbering = numbering;
     this.batcher = batcher;
   }
 

@@ -245,6 +245,7 @@ function openStore(opts: ResolvedOptions, onEvict: (e: Eviction) => void): Histo
     // Off the event loop: an automatic checkpoint's copy and fsyncs stalled a turn by milliseconds.
     checkpointMs: CHECKPOINT_MS,
     onEvict,
+    randomBytes: opts.randomBytes,
   });
 }
 

@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement, Transaction } from 'better-sqlite3';
 import { Checkpointer } from './checkpointer.js';
+import { NUMBERING_LEN } from '../protocol/index.js';
 import { StoreError } from './history.js';
 import { ENTRY_BYTES, storedSize, storedSizeSql, waterLevel } from './store-size.js';
 import type {
@@ -40,6 +42,8 @@ export interface SqliteHistoryOptions {
    * threshold; 0 (the default) leaves it to SQLite.
    */
   checkpointMs?: number;
+  /** Random bytes for the store's numbering id, made once when the store is new; default node:crypto. */
+  randomBytes?: (length: number) => Uint8Array;
 }
 
 const SCHEMA = `
@@ -62,6 +66,10 @@ CREATE TABLE IF NOT EXISTS nicks (
   nick TEXT PRIMARY KEY,
   key BLOB NOT NULL,
   since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value BLOB NOT NULL
 ) WITHOUT ROWID;
 `;
 
@@ -111,6 +119,13 @@ interface Row {
 export class SqliteHistory implements HistoryStore {
   // In memory too: it lives as long as the server, up to its cap.
   readonly persistent = true;
+  /**
+   * Made when the store is, kept in it: every room's numbers go on from its
+   * row for as long as this file is kept, so one id serves them all. A new
+   * file (or `:memory:`, at each start) starts every room from 0 again, and
+   * has a new one.
+   */
+  readonly numbering: Uint8Array;
   private readonly db: Db;
   private readonly retention: Retention;
   private readonly insert: Statement<[Uint8Array, number, number, Uint8Array, Uint8Array, Uint8Array]>;
@@ -187,6 +202,7 @@ export class SqliteHistory implements HistoryStore {
       this.pageSize = this.db.pragma('page_size', { simple: true }) as number;
       migrate(this.db, storedSizeSql(this.pageSize));
       this.db.exec(ROOMS_BY_SIZE);
+      this.numbering = numberingOf(this.db, options.randomBytes ?? randomBytes);
       if (options.maxBytes !== undefined && options.maxBytes > 0) {
         this.maxPages = Math.max(1, Math.floor(options.maxBytes / this.pageSize));
         this.reservePages = Math.min(1024, Math.max(16, Math.floor(this.maxPages / 64)));
@@ -710,6 +726,19 @@ const BACKSTOP_PAGES = 10_000;
 const ROOMS_BY_SIZE = 'CREATE INDEX IF NOT EXISTS rooms_bytes ON rooms (bytes)';
 
 /** Brings a store made by an earlier version up to this schema. */
+/** The store's numbering id, written the first time this version opens it. */
+function numberingOf(db: Db, random: (length: number) => Uint8Array): Uint8Array {
+  const read = db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'numbering'");
+  const kept = read.get()?.value;
+  if (kept?.length === NUMBERING_LEN) return new Uint8Array(kept);
+  // Only when missing (a store from before, or a new one): a read does not
+  // wait for a running server's write lock, as `confab admin` on its file may.
+  db.prepare(
+    "INSERT INTO meta (key, value) VALUES ('numbering', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  ).run(Buffer.from(random(NUMBERING_LEN)));
+  return new Uint8Array((read.get() as { value: Buffer }).value);
+}
+
 function migrate(db: Db, size: string): void {
   const columns = db.pragma('table_info(rooms)') as { name: string }[];
   if (columns.some((c) => c.name === 'bytes')) return;

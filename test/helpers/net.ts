@@ -13,6 +13,9 @@ import type { ServerFrame, WelcomeFrame } from '../../src/protocol/index.js';
 import { startServer } from '../../src/server/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 
+/** The numbering a fake server's JOINEDs name: one, kept for ever, as a server's with its data. */
+export const NUMBERING = new Uint8Array(8).fill(7);
+
 /**
  * Limits for tests that are not about limits: every test client comes from
  * 127.0.0.1 and many send in bursts. The tests of the limits set their own.

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
-import type { ClientError } from '../../src/client/index.js';
+import type { ClientError, ConnectOptions } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
 import { HISTORY_FILE, holdLock, SqliteHistory, StoreError } from '../../src/server/index.js';
@@ -212,6 +212,119 @@ describe('resume', () => {
     expect(bob.events.missed).toEqual([]);
   });
 
+  /** A server without --data, alice in room `r` on it, and bob's client, which read 30 messages there. */
+  async function readThirtyThenRestart(
+    r: Uint8Array,
+    bobOptions: Partial<ConnectOptions> = {},
+    beforeRestart: (bob: Recorder) => Promise<void> = () => Promise.resolve(),
+  ) {
+    let s = await testServer();
+    const port = s.port;
+    cleanup.push(() => s.close());
+    const alice = track(await member(port, r, 'alice', { backoff: { baseMs: 50, maxMs: 200 } }));
+    const bob = track(await member(port, r, 'bob', bobOptions));
+    await sendAll(alice, r, range(1, 30));
+    await until(() => bob.events.message.length === 30);
+    await beforeRestart(bob);
+    await s.close();
+    s = await testServer({ port });
+    await until(() => alice.events.reconnect.length === 1);
+    return { port, alice, bob };
+  }
+
+  it('a server restarted without its data numbers the room again: a member back with a cursor from before gets all the new numbering holds, and is told', async () => {
+    const r = room(12);
+    const { port, alice, bob } = await readThirtyThenRestart(r, {}, (b) => b.client.close());
+    const cursor = bob.events.cursor.at(-1)?.seq;
+    expect(cursor).toBe(30);
+    // The new numbering passes the old cursor before bob is back.
+    await sendAll(alice, r, range(1, 40, 'n'));
+    const back = track(await member(port, r, 'bob', {}, { cursor, numbering: bob.joined.numbering }));
+    await until(() => back.events.message.length === 40);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Before, bob asked for what followed 30 and was shown n31 to n40, and nothing said the rest was skipped.
+    expect(bodies(back)).toEqual(range(1, 40, 'n'));
+    expect(back.events.missed).toEqual([expect.objectContaining({ count: 0 })]);
+    expect(sameBytes(back.joined.numbering, bob.joined.numbering)).toBe(false);
+  });
+
+  it('a member connected across that restart catches up on the new numbering from its start, however far it has gone', async () => {
+    const r = room(13);
+    // bob comes back only once alice has sent 40 under the new numbering.
+    const { alice, bob } = await readThirtyThenRestart(r, { backoff: { baseMs: 1500, maxMs: 1500 } });
+    await sendAll(alice, r, range(1, 40, 'n'));
+    await until(() => bob.events.reconnect.length === 1);
+    await until(() => bob.events.message.length === 70);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(bodies(bob)).toEqual([...range(1, 30), ...range(1, 40, 'n')]);
+    expect(bob.events.missed).toEqual([expect.objectContaining({ count: 0 })]);
+  });
+
+  it("a home keeps the numbering with the cursor: the next run, after such a restart, reads what it hasn't", async () => {
+    const secret = newRoomSecret();
+    const r = roomKeys(secret).roomId;
+    const roomHex = Buffer.from(r).toString('hex');
+    const home = mkdtempSync(join(tmpdir(), 'confab-numbering-'));
+    let s = await testServer();
+    const port = s.port;
+    cleanup.push(() => s.close());
+    const alice = await secureMember(port, secret, 'alice');
+    cleanup.push(() => alice.close());
+    const bob = await secureMember(port, secret, 'bob', { state: RoomState.load(home, roomHex) });
+    for (const t of range(1, 30)) await alice.room.send(t);
+    await until(() => bob.messages.length === 30);
+    await bob.close();
+    await s.close();
+    s = await testServer({ port });
+    await until(() => alice.client.connected);
+    for (const t of range(1, 40, 'n')) await alice.room.send(t);
+    const missed: number[] = [];
+    const state = RoomState.load(home, roomHex);
+    expect(state.cursor()).toBe(30);
+    const again = await secureMember(port, secret, 'bob', {
+      state,
+      before: (room) => room.on('missed', (m) => missed.push(m.count)),
+    });
+    cleanup.push(() => again.close());
+    await until(() => again.messages.length === 40);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(again.texts()).toEqual(range(1, 40, 'alice: n'));
+    expect(missed).toEqual([0]);
+    expect(again.rejected).toEqual([]);
+    expect(again.gaps).toEqual([]);
+  });
+
+  it('JOINED names the numbering: the same for every room of one store file, across restarts; new for a new store; without history, new each time a room empties', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'confab-data-'));
+    let s = await testServer({ dataDir: data });
+    const first = track(await member(s.port, room(14), 'alice')).joined.numbering;
+    expect(first).toHaveLength(8);
+    await s.close();
+    s = await testServer({ dataDir: data });
+    cleanup.push(() => s.close());
+    const again = track(await member(s.port, room(15), 'bob'));
+    expect(sameBytes(again.joined.numbering, first)).toBe(true);
+    const memory = await server();
+    expect(sameBytes(track(await member(memory.port, room(14), 'alice')).joined.numbering, first)).toBe(false);
+    const made = new SqliteHistory({
+      path: ':memory:',
+      retention: { messages: 1, maxAgeMs: 1 },
+      randomBytes: (n) => new Uint8Array(n).fill(9),
+    });
+    expect(made.numbering).toEqual(new Uint8Array(8).fill(9));
+    made.close();
+
+    const bare = await server({ noHistory: true });
+    const x = await member(bare.port, room(16), 'x');
+    const y = await member(bare.port, room(16), 'y');
+    expect(sameBytes(x.joined.numbering, y.joined.numbering)).toBe(true);
+    await x.client.close();
+    await y.client.close();
+    await until(() => bare.stats.rooms === 0);
+    const z = track(await member(bare.port, room(16), 'z'));
+    expect(sameBytes(z.joined.numbering, x.joined.numbering)).toBe(false);
+  });
+
   it('a client away past retention is told how many messages it missed', async () => {
     const s = await server({ limits: { historyMessages: 20, pruneIntervalMs: 10 }, sweepMs: 10 });
     const r = room(7);
@@ -311,6 +424,7 @@ class FailingStore implements HistoryStore {
   failing = false;
   failReads = false;
   readonly inner = new SqliteHistory({ path: ':memory:', retention: { messages: 10_000, maxAgeMs: 1e12 } });
+  readonly numbering = this.inner.numbering;
   lookupRoom(room: Uint8Array): RoomLookup {
     return this.inner.lookupRoom(room);
   }

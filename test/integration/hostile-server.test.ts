@@ -19,7 +19,7 @@ import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { inOrderServer } from '../helpers/in-order-server.js';
 import type { InOrderServer, JoinAnswer } from '../helpers/in-order-server.js';
-import { until, welcomeFrame } from '../helpers/net.js';
+import { NUMBERING, until, welcomeFrame } from '../helpers/net.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testScope } from '../helpers/scope.js';
@@ -88,7 +88,17 @@ function takingJoins(
     if (type === 0x01) return; // HELLO: answered by hostile()
     const f = parseClientFrame(frame);
     if (f.type === 'join') {
-      socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+      socket.write(
+        encodeFrame({
+          type: 'joined',
+          rid: f.rid,
+          room: f.room,
+          nick: f.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
+      );
     } else rest(socket, f);
   };
 }
@@ -178,7 +188,17 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 5, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: f.room,
+            nick: f.nick,
+            seq: 5,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       }
     });
     const { client: c, lost } = await client(port);
@@ -197,7 +217,9 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const f = parseClientFrame(frame);
       if (f.type !== 'join') return;
-      socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq, members: [] }));
+      socket.write(
+        encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq, numbering: NUMBERING, members: [] }),
+      );
       const timer = setInterval(() => {
         if (socket.destroyed) return clearInterval(timer);
         socket.write(pong);
@@ -249,7 +271,17 @@ describe('a hostile server', () => {
         if (sent++ < 10) socket.write(encodeFrame({ type: 'member-list', rid: f.rid, room: f.room, members }));
         else {
           clearInterval(timer);
-          socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+          socket.write(
+            encodeFrame({
+              type: 'joined',
+              rid: f.rid,
+              room: f.room,
+              nick: f.nick,
+              seq: 0,
+              numbering: NUMBERING,
+              members: [],
+            }),
+          );
         }
       }, 100);
     });
@@ -310,7 +342,9 @@ describe('a hostile server', () => {
     const port = await hostile((socket, type, frame) => {
       const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
       if (type === 0x02) {
-        socket.write(encodeFrame({ type: 'joined', rid, room: room(2), nick: 'alice', seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({ type: 'joined', rid, room: room(2), nick: 'alice', seq: 0, numbering: NUMBERING, members: [] }),
+        );
         // Live, and 1,000 past the room's latest (0): held while the gap before it is fetched.
         socket.write(
           encodeFrame({ type: 'deliver', room: room(2), seq: 1000, ts: 1, nick: 'mallory', body: new Uint8Array(8) }),
@@ -338,7 +372,17 @@ describe('a hostile server', () => {
       const port = await hostile((socket, type, frame) => {
         const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
         if (type === 0x02) {
-          socket.write(encodeFrame({ type: 'joined', rid, room: room(4), nick: 'alice', seq: 5, members: [] }));
+          socket.write(
+            encodeFrame({
+              type: 'joined',
+              rid,
+              room: room(4),
+              nick: 'alice',
+              seq: 5,
+              numbering: NUMBERING,
+              members: [],
+            }),
+          );
         } else if (type === 0x05) {
           fetches++;
           socket.write(Buffer.concat(answer(rid, room(4))));
@@ -369,7 +413,9 @@ describe('a hostile server', () => {
     const port = await hostile((socket, type, frame) => {
       const rid = type === 0x01 ? 0 : Buffer.from(frame).readUInt32BE(1);
       if (type === 0x02) {
-        socket.write(encodeFrame({ type: 'joined', rid, room: room(3), nick: 'alice', seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({ type: 'joined', rid, room: room(3), nick: 'alice', seq: 0, numbering: NUMBERING, members: [] }),
+        );
         socket.write(
           encodeFrame({ type: 'deliver', room: room(3), seq: 5, ts: 1, nick: 'mallory', body: new Uint8Array(8) }),
         );
@@ -392,7 +438,17 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const join = parseClientFrame(frame);
       if (join.type !== 'join') return;
-      socket.write(encodeFrame({ type: 'joined', rid: join.rid, room: roomId, nick: join.nick, seq: 0, members: [] }));
+      socket.write(
+        encodeFrame({
+          type: 'joined',
+          rid: join.rid,
+          room: roomId,
+          nick: join.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
+      );
       const key = (i: number): Uint8Array => {
         const k = new Uint8Array(32);
         new DataView(k.buffer).setUint32(0, i + 1);
@@ -433,6 +489,7 @@ describe('a hostile server', () => {
           room: roomId,
           nick: join.nick,
           seq: 0,
+          numbering: NUMBERING,
           members: [{ nick: 'bob', key: key(1) }],
         }),
         encodeFrame({ type: 'member-left', room: roomId, nick: 'bob', reason: 1 }),
@@ -459,7 +516,17 @@ describe('a hostile server', () => {
     const port = await hostile((socket, type, frame) => {
       const f = type === 0x01 ? null : parseClientFrame(frame);
       if (f?.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: roomId,
+            nick: f.nick,
+            seq: 0,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f?.type === 'send') {
         socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
         socket.write(encodeFrame({ type: 'deliver', room: roomId, seq: 2, ts: 2, nick: 'alice', body: f.body }));
@@ -490,6 +557,7 @@ describe('a hostile server', () => {
           room: roomId,
           nick: join.nick,
           seq: 0,
+          numbering: NUMBERING,
           members: [
             { nick: evil, key: key(2) },
             { nick: 'bob', key: key(3) },
@@ -533,6 +601,7 @@ describe('a hostile server', () => {
             room: roomId,
             nick: f.nick,
             seq: joins === 1 ? 0 : 2,
+            numbering: NUMBERING,
             members: [],
           }),
         );
@@ -565,7 +634,17 @@ describe('a hostile server', () => {
       if (f?.type === 'join') {
         joins++;
         const seq = joins === 1 ? 0 : joins === 2 ? 1 : 2;
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: roomId,
+            nick: f.nick,
+            seq,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f?.type === 'send') {
         if (stored === null) {
           stored = { body: f.body, mid: f.mid };
@@ -611,7 +690,15 @@ describe('a hostile server', () => {
         // Again: he has left, after a message under another key (room number 1).
         const members = joins === 1 ? [{ nick: 'bob', key: before.publicKey }] : [];
         socket.write(
-          encodeFrame({ type: 'joined', rid: f.rid, room: keys.roomId, nick: f.nick, seq: joins - 1, members }),
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: keys.roomId,
+            nick: f.nick,
+            seq: joins - 1,
+            numbering: NUMBERING,
+            members,
+          }),
         );
         if (joins === 1) setTimeout(() => socket.destroy(), 50);
       } else if (f?.type === 'fetch') {
@@ -648,7 +735,17 @@ describe('a hostile server', () => {
         joins++;
         // Five messages before ours, then ours as 6 and 7.
         const seq = 5 + stored.length;
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: roomId, nick: f.nick, seq, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: roomId,
+            nick: f.nick,
+            seq,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f?.type === 'send') {
         stored.push(f.body);
         socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 5 + stored.length, ts: 1 }));
@@ -711,7 +808,15 @@ describe('a hostile server', () => {
     const keys = Array.from({ length: 40 }, (_, i) => new Uint8Array(32).fill(i + 1));
     const port = await hostile(
       answeringJoin((j) => [
-        encodeFrame({ type: 'joined', rid: j.rid, room: roomId, nick: j.nick, seq: 0, members: [] }),
+        encodeFrame({
+          type: 'joined',
+          rid: j.rid,
+          room: roomId,
+          nick: j.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
         ...keys.map((key) => encodeFrame({ type: 'member-joined', room: roomId, nick: 'bob', key })),
       ]),
     );
@@ -749,6 +854,7 @@ describe('a hostile server', () => {
           room: keys.roomId,
           nick: j.nick,
           seq: 0,
+          numbering: NUMBERING,
           members: [{ nick: 'ALICE', key: impostor.publicKey }],
         }),
         encodeFrame({ type: 'member-joined', room: keys.roomId, nick: 'alice', key: impostor.publicKey }),
@@ -772,7 +878,15 @@ describe('a hostile server', () => {
   it('that answers a JOIN with a JOINED naming another nick (terminal escapes): a protocol error', async () => {
     const port = await hostile(
       answeringJoin((j) => [
-        encodeFrame({ type: 'joined', rid: j.rid, room: room(5), nick: '\x9b31m', seq: 0, members: [] }),
+        encodeFrame({
+          type: 'joined',
+          rid: j.rid,
+          room: room(5),
+          nick: '\x9b31m',
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
       ]),
     );
     const { client: c, lost } = await client(port);
@@ -797,7 +911,9 @@ describe('a hostile server', () => {
         encodeFrame({ type: 'fetched', rid, room: keys.roomId, oldest: 1, latest, count });
       if (type === 0x02) {
         const members = [{ nick: 'bob', key: bob.publicKey }];
-        socket.write(encodeFrame({ type: 'joined', rid, room: keys.roomId, nick: 'alice', seq: 0, members }));
+        socket.write(
+          encodeFrame({ type: 'joined', rid, room: keys.roomId, nick: 'alice', seq: 0, numbering: NUMBERING, members }),
+        );
         // bob's m1 live as room number 2: number 1 is "missing", and the FETCH for it says it is gone.
         socket.write(encodeFrame({ type: 'deliver', room: keys.roomId, seq: 2, ts: 1, nick: 'bob', body: seal(1) }));
       } else if (type === 0x05 && fetches++ === 0) {
@@ -829,7 +945,9 @@ describe('a hostile server', () => {
     const port = await hostile((socket, type, frame) => {
       if (type !== 0x02) return; // JOIN; the FETCH its answer causes is never answered
       const rid = Buffer.from(frame).readUInt32BE(1);
-      socket.write(encodeFrame({ type: 'joined', rid, room: room(6), nick: 'alice', seq: 0, members: [] }));
+      socket.write(
+        encodeFrame({ type: 'joined', rid, room: room(6), nick: 'alice', seq: 0, numbering: NUMBERING, members: [] }),
+      );
       for (let seq = 2; seq < 602; seq++) {
         socket.write(encodeFrame({ type: 'deliver', room: room(6), seq, ts: 1, nick: 'bob', body }));
       }
@@ -852,7 +970,15 @@ describe('a hostile server', () => {
     // every message waited unsent for ever (a "connected" prompt, nothing delivered).
     const port = await hostile(
       answeringJoin((j) => [
-        encodeFrame({ type: 'joined', rid: j.rid, room: room(2), nick: j.nick, seq: 0, members: [] }),
+        encodeFrame({
+          type: 'joined',
+          rid: j.rid,
+          room: room(2),
+          nick: j.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
       ]),
     );
     const { client: c, lost } = await client(port);
@@ -868,7 +994,15 @@ describe('a joined listener that throws', () => {
       const join = parseClientFrame(frame);
       if (join.type !== 'join') return;
       socket.write(
-        encodeFrame({ type: 'joined', rid: join.rid, room: join.room, nick: join.nick, seq: 0, members: [] }),
+        encodeFrame({
+          type: 'joined',
+          rid: join.rid,
+          room: join.room,
+          nick: join.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        }),
       );
     });
     const { client: c, lost } = await client(port);
@@ -1099,7 +1233,17 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       if (f.type === 'join') {
         joined.add(hex(f.room));
         log.push('JOIN');
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 5, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: f.room,
+            nick: f.nick,
+            seq: 5,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f.type === 'fetch') {
         const code = joined.has(hex(f.room)) ? ErrorCode.STORE_FAILED : ErrorCode.NOT_IN_ROOM;
         log.push(code === ErrorCode.STORE_FAILED ? 'FETCH' : 'FETCH NOT_IN_ROOM');
@@ -1191,7 +1335,15 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
         seen.push(`JOIN ${f.nick}`);
-        const joined = encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] });
+        const joined = encodeFrame({
+          type: 'joined',
+          rid: f.rid,
+          room: f.room,
+          nick: f.nick,
+          seq: 0,
+          numbering: NUMBERING,
+          members: [],
+        });
         if (pong !== null && left !== null) {
           // PONG, LEFT and JOINED together, late: the client has a token to write with again.
           const late = Buffer.concat([pong, left, joined]);
@@ -1224,7 +1376,17 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const deliver = (room: Uint8Array, seq: number): Uint8Array =>
         encodeFrame({ type: 'deliver', room, seq, ts: 1, nick: 'bob', body: new Uint8Array(1) });
       if (f.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: f.room,
+            nick: f.nick,
+            seq: 0,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
         socket.write(Buffer.concat([deliver(f.room, 2), deliver(f.room, 3)])); // held: 1 is missing
       } else if (f.type === 'fetch') {
         socket.write(
@@ -1264,7 +1426,15 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         socket.write(
           Buffer.concat([
             encodeFrame({ type: 'error', rid: 0, code: ErrorCode.INTERNAL, fatal: true, message: 'gone' }),
-            encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }),
+            encodeFrame({
+              type: 'joined',
+              rid: f.rid,
+              room: f.room,
+              nick: f.nick,
+              seq: 0,
+              numbering: NUMBERING,
+              members: [],
+            }),
           ]),
         );
       }
@@ -1291,7 +1461,17 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const f = parseClientFrame(frame);
       log.push(f.type === 'send' ? `send ${f.rid}` : f.type);
       if (f.type === 'join' && f.nick === 'alice') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 0, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: f.room,
+            nick: f.nick,
+            seq: 0,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f.type === 'send' && first < 0) {
         first = f.rid; // answered at the LEAVE
       } else if (f.type === 'leave') {
@@ -1311,7 +1491,15 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         const [l, j] = [leave, rejoin];
         const late = Buffer.concat([
           encodeFrame({ type: 'left', rid: l.rid, room: l.room }),
-          encodeFrame({ type: 'joined', rid: j.rid, room: l.room, nick: j.nick, seq: 0, members: [] }),
+          encodeFrame({
+            type: 'joined',
+            rid: j.rid,
+            room: l.room,
+            nick: j.nick,
+            seq: 0,
+            numbering: NUMBERING,
+            members: [],
+          }),
           encodeFrame({ type: 'pong', token: f.token }),
         ]);
         setTimeout(() => socket.write(late), 600);
@@ -1327,7 +1515,17 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       if (type === 0x01) return;
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
-        socket.write(encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq: 5, members: [] }));
+        socket.write(
+          encodeFrame({
+            type: 'joined',
+            rid: f.rid,
+            room: f.room,
+            nick: f.nick,
+            seq: 5,
+            numbering: NUMBERING,
+            members: [],
+          }),
+        );
       } else if (f.type === 'fetch') {
         const message = '100 FETCHes in a row over the rate limit';
         socket.end(

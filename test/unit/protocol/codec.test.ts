@@ -131,6 +131,7 @@ describe('frame codec', () => {
         room: bytes(16),
         nick,
         seq,
+        numbering: bytes(8),
         members: fc.array(fc.record({ nick, key: bytes(32) }), { maxLength: 20 }),
       }),
       fc.record({
