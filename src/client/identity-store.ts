@@ -1,9 +1,10 @@
-import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { identityFromSecret, newIdentity } from '../crypto/index.js';
 import type { Identity } from '../crypto/index.js';
 
-/** The identity file is missing, unreadable, malformed, or readable by others. */
+/** The identity file is missing, unreadable, malformed, or readable by others; or the home to hold it can't be made. */
 export class IdentityFileError extends Error {
   override readonly name = 'IdentityFileError';
 }
@@ -29,22 +30,31 @@ export function identityPath(home: string): string {
  */
 export function loadIdentity(home: string): Identity {
   const path = identityPath(home);
-  let mode: number;
+  let stats: Stats;
   try {
-    mode = statSync(path).mode;
+    stats = statSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return createIdentity(path);
     throw new IdentityFileError(`cannot read ${path}: ${(err as Error).message}`);
   }
+  // A directory's mode is 755 and would be reported as a key readable by others.
+  if (!stats.isFile()) throw new IdentityFileError(`${path} is not a file: move it away, or use another --home`);
+  const mode = stats.mode;
   if ((mode & 0o077) !== 0) {
     throw new IdentityFileError(
       `${path} is readable by others (mode ${(mode & 0o777).toString(8)}); your key may be exposed. ` +
         `If only you could read it, fix it with: chmod 600 ${path}`,
     );
   }
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new IdentityFileError(`cannot read ${path}: ${(err as Error).message}`);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new IdentityFileError(`${path} is not a confab identity file: ${(err as Error).message}`);
   }
@@ -63,7 +73,14 @@ function createIdentity(path: string): Identity {
   try {
     fd = openSync(path, 'wx', 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return loadIdentity(path.slice(0, -FILE.length - 1));
+    // Another process made it just now; or a symbolic link to nowhere, which
+    // `stat` takes for no file (loading again would go round for ever).
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      if (lstatSync(path).isSymbolicLink() && !existsSync(path)) {
+        throw new IdentityFileError(`${path} is a symbolic link to nothing: move it away, or use another --home`);
+      }
+      return loadIdentity(path.slice(0, -FILE.length - 1));
+    }
     throw new IdentityFileError(`cannot create ${path}: ${(err as Error).message}`);
   }
   try {

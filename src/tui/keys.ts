@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import {
   acceptKeyChange,
@@ -5,6 +6,7 @@ import {
   fingerprint,
   groupDigits,
   IdentityFileError,
+  identityPath,
   InviteError,
   loadIdentity,
   markVerified,
@@ -23,9 +25,30 @@ export interface KeyCommandIO {
   env: NodeJS.ProcessEnv;
 }
 
-function withIdentity(home: string | undefined, io: KeyCommandIO, run: (id: Identity, dir: string) => number): number {
-  const dir = ensureHome(resolveHome(home, io.env));
+/**
+ * Runs `run` with the home's identity. Only `confab id` makes a home: the
+ * commands about a room's keys need one that has joined it, and making one
+ * for a mistyped `--home` would give a new key and say "no key is known".
+ */
+function withIdentity(
+  home: string | undefined,
+  io: KeyCommandIO,
+  run: (id: Identity, dir: string) => number,
+  makeHome = false,
+): number {
+  const where = resolveHome(home, io.env);
+  if (!makeHome && !existsSync(identityPath(where))) {
+    const hint =
+      home !== undefined && home !== ''
+        ? 'is --home right?'
+        : (io.env['CONFAB_HOME'] ?? '') !== ''
+          ? 'is CONFAB_HOME right?'
+          : 'confab join makes it';
+    io.stderr.write(`confab: no confab identity in ${where}: this home has joined no room (${hint})\n`);
+    return ExitCode.FAILURE;
+  }
   try {
+    const dir = ensureHome(where);
     return run(loadIdentity(dir), dir);
   } catch (e) {
     if (e instanceof IdentityFileError || e instanceof InviteError) {
@@ -38,10 +61,15 @@ function withIdentity(home: string | undefined, io: KeyCommandIO, run: (id: Iden
 
 /** `confab id`: this user's fingerprint (made on first run). */
 export function runId(options: { home?: string }, io: KeyCommandIO): number {
-  return withIdentity(options.home, io, (id) => {
-    io.stdout.write(`${groupDigits(fingerprint(id.publicKey))}\n`);
-    return ExitCode.OK;
-  });
+  return withIdentity(
+    options.home,
+    io,
+    (id) => {
+      io.stdout.write(`${groupDigits(fingerprint(id.publicKey))}\n`);
+      return ExitCode.OK;
+    },
+    true,
+  );
 }
 
 /** `confab trust NICK`: accept a changed key so sending to the room resumes. */

@@ -141,10 +141,10 @@ export function prepare(options: JoinOptions, io: Pick<JoinIO, 'stderr' | 'env'>
     complain(io.stderr, `invalid nick "${nick}": use 1 to 24 of A-Z a-z 0-9 _ . -`);
     return ExitCode.USAGE;
   }
-  const home = ensureHome(resolveHome(options.home, io.env));
+  const home = resolveHome(options.home, io.env);
   let identity: Identity;
   try {
-    identity = loadIdentity(home);
+    identity = loadIdentity(ensureHome(home));
   } catch (e) {
     if (e instanceof IdentityFileError) {
       complain(io.stderr, e.message);

@@ -1,7 +1,8 @@
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { confab, Proc, serve, tempHome } from '../helpers/cli.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -36,6 +37,57 @@ describe('identity', () => {
     const join_ = confab('join', 'localhost:1', '--home', home, '--nick', 'x');
     expect(join_.status).toBe(1);
     expect(join_.stderr).toMatch(/readable by others/);
+  });
+
+  it('an identity.json that is a directory, or a link to nothing, is reported as such', () => {
+    const home = tempHome();
+    mkdirSync(join(home, 'identity.json'));
+    const dir = confab('id', '--home', home);
+    expect(dir.status).toBe(1);
+    // Before: "readable by others (mode 755)", and a chmod that could not help.
+    expect(dir.stderr).toMatch(/identity\.json is not a file/);
+    const other = tempHome();
+    confab('id', '--home', other);
+    const file = join(other, 'identity.json');
+    // A symbolic link to nothing: `stat` finds no file, and creating one finds it there.
+    rmSync(file);
+    symlinkSync(join(other, 'nowhere', 'x'), file);
+    const dangling = confab('id', '--home', other);
+    expect(dangling.status).toBe(1);
+    expect(dangling.stderr).toMatch(/identity\.json is a symbolic link to nothing/);
+  });
+
+  it('a home that cannot be made on a read-only file system says where and why', () => {
+    const fs = mountTmpfs('1M');
+    if (fs === null) return;
+    try {
+      fs.readOnly();
+      const home = join(fs.path, 'me', 'confab');
+      for (const args of [['id'], ['join', '127.0.0.1:1', '--nick', 'x']]) {
+        const r = confab(...args, '--home', home);
+        expect(r.status).toBe(1);
+        // Before: "ENOENT: no such file or directory, mkdir", as if the path were mistyped.
+        expect(r.stderr).toContain(
+          `confab: cannot make the confab home ${home}: ${fs.path} can't be written (a read-only file system?)`,
+        );
+      }
+    } finally {
+      fs.unmount();
+    }
+  });
+
+  it('confab trust and verify under a mistyped --home say so, and make no home or key there', () => {
+    const missing = join(tempHome(), 'typo');
+    for (const args of [
+      ['trust', 'bob'],
+      ['verify', 'bob'],
+    ]) {
+      const r = confab(...args, '--home', missing);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/no confab identity in .*typo: this home has joined no room \(is --home right\?\)/);
+    }
+    // Before: the home and a new identity were made, and the error spoke of the room.
+    expect(existsSync(missing)).toBe(false);
   });
 });
 

@@ -10,6 +10,8 @@ export interface Tmpfs {
   fill(chunk: number, leave: number): number;
   /** Gives the filled space back. */
   empty(): void;
+  /** Mounts it again read-only. */
+  readOnly(): void;
   unmount(): void;
 }
 
@@ -40,6 +42,7 @@ export function mountTmpfs(size: string): Tmpfs | null {
       return written;
     },
     empty: () => rmSync(filler, { force: true }),
+    readOnly: () => execFileSync('mount', ['-o', 'remount,ro', path]),
     unmount() {
       execFileSync('umount', ['-l', path]);
       rmSync(path, { recursive: true, force: true });
