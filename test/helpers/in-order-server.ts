@@ -2,7 +2,7 @@ import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { encodeFrame, ErrorCode, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
 import type { ClientFrame } from '../../src/protocol/index.js';
-import { NUMBERING, welcomeFrame } from './net.js';
+import { joinedFor, welcomeFrame } from './net.js';
 
 type JoinFrame = ClientFrame & { type: 'join' };
 
@@ -51,17 +51,7 @@ export async function inOrderServer(decide: (join: JoinFrame, n: number) => Join
     if (how === 'take') {
       c.rooms.set(hex(f.room), f.nick);
       log.push(`JOIN ${f.nick} -> JOINED`);
-      c.socket.write(
-        encodeFrame({
-          type: 'joined',
-          rid: f.rid,
-          room: f.room,
-          nick: f.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
-      );
+      c.socket.write(joinedFor(f));
       return;
     }
     const code = how === 'owned' ? ErrorCode.NICK_OWNED : ErrorCode.NICK_TAKEN;

@@ -9,12 +9,23 @@ import {
   parseServerFrame,
   PROTOCOL_VERSION,
 } from '../../src/protocol/index.js';
-import type { ServerFrame, WelcomeFrame } from '../../src/protocol/index.js';
+import type { MemberInfo, ServerFrame, WelcomeFrame } from '../../src/protocol/index.js';
 import { startServer } from '../../src/server/index.js';
 import type { ConfabServer, ServerOptions } from '../../src/server/index.js';
 
 /** The numbering a fake server's JOINEDs name: one, kept for ever, as a server's with its data. */
 export const NUMBERING = new Uint8Array(8).fill(7);
+
+/** A fake server's JOINED answering `join` (its rid and nick), in the one `NUMBERING`. */
+export function joinedFor(
+  join: { rid: number; nick: string; room?: Uint8Array },
+  seq = 0,
+  members: MemberInfo[] = [],
+  room = join.room,
+): Uint8Array {
+  if (room === undefined) throw new Error('joinedFor: which room?');
+  return encodeFrame({ type: 'joined', rid: join.rid, room, nick: join.nick, seq, numbering: NUMBERING, members });
+}
 
 /**
  * Limits for tests that are not about limits: every test client comes from

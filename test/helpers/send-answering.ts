@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { encodeFrame, FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
-import { NUMBERING, welcomeFrame } from './net.js';
+import { FrameDecoder, parseClientFrame } from '../../src/protocol/index.js';
+import { joinedFor, welcomeFrame } from './net.js';
 
 /** A frame of a type no server sends: a client that reads it stops reconnecting (PROTOCOL). */
 export const UNREADABLE_FRAME = new Uint8Array([0, 0, 0, 1, 0x7f]);
@@ -19,17 +19,7 @@ export async function sendAnswering(answer: (rid: number) => Uint8Array): Promis
         const f = parseClientFrame(raw);
         if (f.type === 'hello') socket.write(welcomeFrame({ agent: 'scripted' }));
         else if (f.type === 'join') {
-          socket.write(
-            encodeFrame({
-              type: 'joined',
-              rid: f.rid,
-              room: f.room,
-              nick: f.nick,
-              seq: 0,
-              numbering: NUMBERING,
-              members: [],
-            }),
-          );
+          socket.write(joinedFor(f));
         } else if (f.type === 'send') socket.write(answer(f.rid));
       }
     });

@@ -19,7 +19,7 @@ import { room } from '../helpers/clients.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { inOrderServer } from '../helpers/in-order-server.js';
 import type { InOrderServer, JoinAnswer } from '../helpers/in-order-server.js';
-import { NUMBERING, until, welcomeFrame } from '../helpers/net.js';
+import { joinedFor, NUMBERING, until, welcomeFrame } from '../helpers/net.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testScope } from '../helpers/scope.js';
@@ -88,17 +88,7 @@ function takingJoins(
     if (type === 0x01) return; // HELLO: answered by hostile()
     const f = parseClientFrame(frame);
     if (f.type === 'join') {
-      socket.write(
-        encodeFrame({
-          type: 'joined',
-          rid: f.rid,
-          room: f.room,
-          nick: f.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
-      );
+      socket.write(joinedFor(f));
     } else rest(socket, f);
   };
 }
@@ -188,17 +178,7 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: f.room,
-            nick: f.nick,
-            seq: 5,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, 5));
       }
     });
     const { client: c, lost } = await client(port);
@@ -217,9 +197,7 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const f = parseClientFrame(frame);
       if (f.type !== 'join') return;
-      socket.write(
-        encodeFrame({ type: 'joined', rid: f.rid, room: f.room, nick: f.nick, seq, numbering: NUMBERING, members: [] }),
-      );
+      socket.write(joinedFor(f, seq));
       const timer = setInterval(() => {
         if (socket.destroyed) return clearInterval(timer);
         socket.write(pong);
@@ -271,17 +249,7 @@ describe('a hostile server', () => {
         if (sent++ < 10) socket.write(encodeFrame({ type: 'member-list', rid: f.rid, room: f.room, members }));
         else {
           clearInterval(timer);
-          socket.write(
-            encodeFrame({
-              type: 'joined',
-              rid: f.rid,
-              room: f.room,
-              nick: f.nick,
-              seq: 0,
-              numbering: NUMBERING,
-              members: [],
-            }),
-          );
+          socket.write(joinedFor(f));
         }
       }, 100);
     });
@@ -438,17 +406,7 @@ describe('a hostile server', () => {
       if (type !== 0x02) return; // JOIN
       const join = parseClientFrame(frame);
       if (join.type !== 'join') return;
-      socket.write(
-        encodeFrame({
-          type: 'joined',
-          rid: join.rid,
-          room: roomId,
-          nick: join.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
-      );
+      socket.write(joinedFor(join, 0, [], roomId));
       const key = (i: number): Uint8Array => {
         const k = new Uint8Array(32);
         new DataView(k.buffer).setUint32(0, i + 1);
@@ -483,15 +441,7 @@ describe('a hostile server', () => {
     const key = (n: number): Uint8Array => new Uint8Array(32).fill(n);
     const port = await hostile(
       answeringJoin((join) => [
-        encodeFrame({
-          type: 'joined',
-          rid: join.rid,
-          room: roomId,
-          nick: join.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [{ nick: 'bob', key: key(1) }],
-        }),
+        joinedFor(join, 0, [{ nick: 'bob', key: key(1) }], roomId),
         encodeFrame({ type: 'member-left', room: roomId, nick: 'bob', reason: 1 }),
         encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(2) }),
       ]),
@@ -516,17 +466,7 @@ describe('a hostile server', () => {
     const port = await hostile((socket, type, frame) => {
       const f = type === 0x01 ? null : parseClientFrame(frame);
       if (f?.type === 'join') {
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: roomId,
-            nick: f.nick,
-            seq: 0,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, 0, [], roomId));
       } else if (f?.type === 'send') {
         socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
         socket.write(encodeFrame({ type: 'deliver', room: roomId, seq: 2, ts: 2, nick: 'alice', body: f.body }));
@@ -551,18 +491,15 @@ describe('a hostile server', () => {
           room: roomId,
           members: [{ nick: 'ev\u001b[2J', key: key(1) }],
         }),
-        encodeFrame({
-          type: 'joined',
-          rid: join.rid,
-          room: roomId,
-          nick: join.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [
+        joinedFor(
+          join,
+          0,
+          [
             { nick: evil, key: key(2) },
             { nick: 'bob', key: key(3) },
           ],
-        }),
+          roomId,
+        ),
         encodeFrame({ type: 'member-joined', room: roomId, nick: 'evB\u001b[31m', key: key(4) }),
         encodeFrame({ type: 'member-left', room: roomId, nick: evil, reason: 1 }),
         encodeFrame({ type: 'member-joined', room: roomId, nick: 'carol', key: key(5) }),
@@ -594,17 +531,7 @@ describe('a hostile server', () => {
       const f = type === 0x01 ? null : parseClientFrame(frame);
       if (f?.type === 'join') {
         joins++;
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: roomId,
-            nick: f.nick,
-            seq: joins === 1 ? 0 : 2,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, joins === 1 ? 0 : 2, [], roomId));
       } else if (f?.type === 'send') {
         stored = f.body;
         socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 1, ts: 1 }));
@@ -634,17 +561,7 @@ describe('a hostile server', () => {
       if (f?.type === 'join') {
         joins++;
         const seq = joins === 1 ? 0 : joins === 2 ? 1 : 2;
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: roomId,
-            nick: f.nick,
-            seq,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, seq, [], roomId));
       } else if (f?.type === 'send') {
         if (stored === null) {
           stored = { body: f.body, mid: f.mid };
@@ -689,17 +606,7 @@ describe('a hostile server', () => {
         // First: bob is in the room with his key; then the connection drops.
         // Again: he has left, after a message under another key (room number 1).
         const members = joins === 1 ? [{ nick: 'bob', key: before.publicKey }] : [];
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: keys.roomId,
-            nick: f.nick,
-            seq: joins - 1,
-            numbering: NUMBERING,
-            members,
-          }),
-        );
+        socket.write(joinedFor(f, joins - 1, members, keys.roomId));
         if (joins === 1) setTimeout(() => socket.destroy(), 50);
       } else if (f?.type === 'fetch') {
         socket.write(
@@ -735,17 +642,7 @@ describe('a hostile server', () => {
         joins++;
         // Five messages before ours, then ours as 6 and 7.
         const seq = 5 + stored.length;
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: roomId,
-            nick: f.nick,
-            seq,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, seq, [], roomId));
       } else if (f?.type === 'send') {
         stored.push(f.body);
         socket.write(encodeFrame({ type: 'ack', rid: f.rid, room: roomId, seq: 5 + stored.length, ts: 1 }));
@@ -808,15 +705,7 @@ describe('a hostile server', () => {
     const keys = Array.from({ length: 40 }, (_, i) => new Uint8Array(32).fill(i + 1));
     const port = await hostile(
       answeringJoin((j) => [
-        encodeFrame({
-          type: 'joined',
-          rid: j.rid,
-          room: roomId,
-          nick: j.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
+        joinedFor(j, 0, [], roomId),
         ...keys.map((key) => encodeFrame({ type: 'member-joined', room: roomId, nick: 'bob', key })),
       ]),
     );
@@ -848,15 +737,7 @@ describe('a hostile server', () => {
     const forged = sealText(keys, impostor, 'alice', 1, 'I, alice, agree to everything');
     const port = await hostile(
       answeringJoin((j) => [
-        encodeFrame({
-          type: 'joined',
-          rid: j.rid,
-          room: keys.roomId,
-          nick: j.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [{ nick: 'ALICE', key: impostor.publicKey }],
-        }),
+        joinedFor(j, 0, [{ nick: 'ALICE', key: impostor.publicKey }], keys.roomId),
         encodeFrame({ type: 'member-joined', room: keys.roomId, nick: 'alice', key: impostor.publicKey }),
         encodeFrame({ type: 'deliver', room: keys.roomId, seq: 1, ts: 1, nick: 'alice', body: forged }),
       ]),
@@ -968,19 +849,7 @@ describe('a hostile server', () => {
   it('that answers a JOIN with a JOINED naming another room: the join fails as a protocol error', async () => {
     // Before, the join resolved, the room stayed unjoined inside the client, and
     // every message waited unsent for ever (a "connected" prompt, nothing delivered).
-    const port = await hostile(
-      answeringJoin((j) => [
-        encodeFrame({
-          type: 'joined',
-          rid: j.rid,
-          room: room(2),
-          nick: j.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
-      ]),
-    );
+    const port = await hostile(answeringJoin((j) => [joinedFor(j, 0, [], room(2))]));
     const { client: c, lost } = await client(port);
     await expect(c.join(room(1), 'alice')).rejects.toMatchObject({ code: 'DISCONNECTED' });
     expect(lost).toEqual([{ code: 'PROTOCOL', message: expect.stringMatching(/names another room/) as string }]);
@@ -993,17 +862,7 @@ describe('a joined listener that throws', () => {
       if (type !== 0x02) return; // JOIN
       const join = parseClientFrame(frame);
       if (join.type !== 'join') return;
-      socket.write(
-        encodeFrame({
-          type: 'joined',
-          rid: join.rid,
-          room: join.room,
-          nick: join.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        }),
-      );
+      socket.write(joinedFor(join));
     });
     const { client: c, lost } = await client(port);
     c.on('joined', () => {
@@ -1233,17 +1092,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       if (f.type === 'join') {
         joined.add(hex(f.room));
         log.push('JOIN');
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: f.room,
-            nick: f.nick,
-            seq: 5,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, 5));
       } else if (f.type === 'fetch') {
         const code = joined.has(hex(f.room)) ? ErrorCode.STORE_FAILED : ErrorCode.NOT_IN_ROOM;
         log.push(code === ErrorCode.STORE_FAILED ? 'FETCH' : 'FETCH NOT_IN_ROOM');
@@ -1335,15 +1184,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
         seen.push(`JOIN ${f.nick}`);
-        const joined = encodeFrame({
-          type: 'joined',
-          rid: f.rid,
-          room: f.room,
-          nick: f.nick,
-          seq: 0,
-          numbering: NUMBERING,
-          members: [],
-        });
+        const joined = joinedFor(f);
         if (pong !== null && left !== null) {
           // PONG, LEFT and JOINED together, late: the client has a token to write with again.
           const late = Buffer.concat([pong, left, joined]);
@@ -1376,17 +1217,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const deliver = (room: Uint8Array, seq: number): Uint8Array =>
         encodeFrame({ type: 'deliver', room, seq, ts: 1, nick: 'bob', body: new Uint8Array(1) });
       if (f.type === 'join') {
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: f.room,
-            nick: f.nick,
-            seq: 0,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f));
         socket.write(Buffer.concat([deliver(f.room, 2), deliver(f.room, 3)])); // held: 1 is missing
       } else if (f.type === 'fetch') {
         socket.write(
@@ -1426,15 +1257,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         socket.write(
           Buffer.concat([
             encodeFrame({ type: 'error', rid: 0, code: ErrorCode.INTERNAL, fatal: true, message: 'gone' }),
-            encodeFrame({
-              type: 'joined',
-              rid: f.rid,
-              room: f.room,
-              nick: f.nick,
-              seq: 0,
-              numbering: NUMBERING,
-              members: [],
-            }),
+            joinedFor(f),
           ]),
         );
       }
@@ -1461,17 +1284,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       const f = parseClientFrame(frame);
       log.push(f.type === 'send' ? `send ${f.rid}` : f.type);
       if (f.type === 'join' && f.nick === 'alice') {
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: f.room,
-            nick: f.nick,
-            seq: 0,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f));
       } else if (f.type === 'send' && first < 0) {
         first = f.rid; // answered at the LEAVE
       } else if (f.type === 'leave') {
@@ -1491,15 +1304,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
         const [l, j] = [leave, rejoin];
         const late = Buffer.concat([
           encodeFrame({ type: 'left', rid: l.rid, room: l.room }),
-          encodeFrame({
-            type: 'joined',
-            rid: j.rid,
-            room: l.room,
-            nick: j.nick,
-            seq: 0,
-            numbering: NUMBERING,
-            members: [],
-          }),
+          joinedFor(j, 0, [], l.room),
           encodeFrame({ type: 'pong', token: f.token }),
         ]);
         setTimeout(() => socket.write(late), 600);
@@ -1515,17 +1320,7 @@ describe('a room left, a connection closed or lost: nothing of it goes on', () =
       if (type === 0x01) return;
       const f = parseClientFrame(frame);
       if (f.type === 'join') {
-        socket.write(
-          encodeFrame({
-            type: 'joined',
-            rid: f.rid,
-            room: f.room,
-            nick: f.nick,
-            seq: 5,
-            numbering: NUMBERING,
-            members: [],
-          }),
-        );
+        socket.write(joinedFor(f, 5));
       } else if (f.type === 'fetch') {
         const message = '100 FETCHes in a row over the rate limit';
         socket.end(
