@@ -686,17 +686,31 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.numbering = numbering;
     if (state.cursor === null) {
       this.moveCursor(state, Math.max(0, latest - state.backlog));
-    } else if (known !== null ? !equalBytes(known, numbering) : state.cursor > latest) {
+    } else if (known !== null && !equalBytes(known, numbering)) {
       // The server numbers the room from the start again: it lost its history
       // (restarted without --data). Our cursor counts in the old numbering, so
       // it says nothing of the new one, all of which came after what we read
       // (a room of 30 read, restarted and 40 more sent: resuming "after 30"
       // showed 10 of the 40). Say so, and read the new numbering from its start.
-      this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: state.cursor + 1 });
-      this.moveCursor(state, 0);
+      this.restarted(state, 0);
+    } else if (state.cursor > latest) {
+      // The numbering gone back: a store restored from an older copy, or one
+      // that lost its last commits to a power cut; or, with no numbering kept
+      // (an older version saved the cursor), a restart. Which of the numbers up
+      // to `latest` are new messages' under numbers given again, and which are
+      // ones we read, can't be told here: the last `backlog` are read again
+      // (SecureRoom drops the ones it has had without a word).
+      this.restarted(state, Math.max(0, latest - state.backlog));
     }
     if (state.joined && (state.cursor ?? 0) < latest) this.fetch(state);
     this.caughtUpNow(state);
+  }
+
+  /** The server's numbering started again, or went back: said once, and read from `from` on. */
+  private restarted(state: RoomState, from: number): void {
+    const after = state.cursor ?? 0;
+    this.emit('missed', { room: state.id, count: 0, after, before: after + 1 });
+    this.moveCursor(state, from);
   }
 
   /** Asks for what follows the cursor, up to the first live message held (that one is shown live). */

@@ -253,6 +253,13 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private readonly missedRanges: { after: number; before: number }[] = [];
   /**
+   * The room numbers the client reads again after the server's numbering went
+   * back (a store restored from an older copy): messages we had among them are
+   * dropped without a rejection each. 0 when there is no such reading.
+   */
+  private rereadUpTo = 0;
+  private rereading = false;
+  /**
    * Nicks first pinned from a JOINED's member list (lower-cased), with that
    * JOINED's room number: the key each uses as of that number. A message from
    * history up to that number signed by another key predates it (a member who
@@ -286,6 +293,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     });
     client.on('missed', (m) => {
       if (!this.mine(m.room)) return;
+      // Numbers started again or went back: the JOINED that follows says up to where the client reads again.
+      if (m.count === 0) this.rereading = true;
       if (this.missedRanges.push({ after: m.after, before: m.before }) > MISSED_RANGES) this.missedRanges.shift();
       this.emit('missed', { count: m.count });
     });
@@ -302,6 +311,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       if (!this.mine(j.room)) return;
       // The cursor moved to this numbering as the JOINED was read: both are in the turn's save.
       this.state.setNumbering(j.numbering);
+      this.rereadUpTo = this.rereading ? j.seq : 0;
+      this.rereading = false;
       const members = this.resetMembers(j.members);
       // 'new': pinned just now, from this list.
       for (const m of members) if (m.trust === 'new') this.pinnedAtJoin.set(m.nick.toLowerCase(), j.seq);
@@ -888,6 +899,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       mark.at === m.seq &&
       b64(opened.hash) === mark.hash;
     if (mark !== undefined && opened.seq <= mark.seq && !ownLatest) {
+      // Read again on purpose, the server's numbering having gone back: had, and shown, already.
+      if (m.history && m.seq <= this.rereadUpTo) return;
       reject(RejectReason.REPLAY, `already had message ${opened.seq} from ${opened.nick} (latest ${mark.seq})`);
       return;
     }

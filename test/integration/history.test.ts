@@ -1,5 +1,7 @@
 import {
   closeSync,
+  cpSync,
+  rmSync,
   fstatSync,
   statSync,
   mkdirSync,
@@ -292,6 +294,57 @@ describe('resume', () => {
     expect(missed).toEqual([0]);
     expect(again.rejected).toEqual([]);
     expect(again.gaps).toEqual([]);
+  });
+
+  it('a store restored from an older copy (the same numbering, gone back): a member past it is told, and shown the messages under the numbers given again, not the old ones', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'confab-data-'));
+    const copy = mkdtempSync(join(tmpdir(), 'confab-copy-'));
+    const home = mkdtempSync(join(tmpdir(), 'confab-home-'));
+    const secret = newRoomSecret();
+    const roomHex = Buffer.from(roomKeys(secret).roomId).toString('hex');
+    let s = await testServer({ dataDir: data });
+    const port = s.port;
+    cleanup.push(() => s.close());
+    const restart = async (restore: boolean): Promise<void> => {
+      await s.close();
+      if (restore) {
+        rmSync(data, { recursive: true });
+        cpSync(copy, data, { recursive: true });
+      } else cpSync(data, copy, { recursive: true }); // the backup
+      s = await testServer({ dataDir: data, port });
+    };
+    const alice = await secureMember(port, secret, 'alice');
+    cleanup.push(() => alice.close());
+    const bob = await secureMember(port, secret, 'bob', { state: RoomState.load(home, roomHex) });
+    for (const t of range(1, 20)) await alice.room.send(t);
+    await until(() => bob.messages.length === 20);
+    await restart(false);
+    await until(() => alice.client.connected && bob.client.connected);
+    for (const t of range(21, 30)) await alice.room.send(t);
+    await until(() => bob.messages.length === 30);
+    await bob.close();
+    await restart(true); // numbers 21 to 30 are free again
+    await until(() => alice.client.connected);
+    for (const t of range(1, 5, 'n')) await alice.room.send(t); // numbered 21 to 25
+    const missed: number[] = [];
+    const state = RoomState.load(home, roomHex);
+    expect(state.cursor()).toBe(30);
+    const again = await secureMember(port, secret, 'bob', {
+      identity: bob.identity,
+      state,
+      before: (room) => room.on('missed', (m) => missed.push(m.count)),
+    });
+    cleanup.push(() => again.close());
+    await until(() => again.messages.length === 5);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Before: nothing at all (the cursor, 30, was past them), and no word of it.
+    expect(again.texts()).toEqual(range(1, 5, 'alice: n'));
+    expect(again.messages.map((m) => m.seq)).toEqual([21, 22, 23, 24, 25]);
+    expect(missed).toEqual([0]);
+    // m1 to m20, read again, are dropped as had already, without a rejection each.
+    expect(again.rejected).toEqual([]);
+    expect(again.gaps).toEqual([]);
+    expect(alice.rejected).toEqual([]);
   });
 
   it('JOINED names the numbering: the same for every room of one store file, across restarts; new for a new store; without history, new each time a room empties', async () => {
