@@ -686,31 +686,23 @@ export class ConfabClient extends Emitter<ClientEvents> {
     state.numbering = numbering;
     if (state.cursor === null) {
       this.moveCursor(state, Math.max(0, latest - state.backlog));
-    } else if (known !== null && !equalBytes(known, numbering)) {
-      // The server numbers the room from the start again: it lost its history
-      // (restarted without --data). Our cursor counts in the old numbering, so
-      // it says nothing of the new one, all of which came after what we read
-      // (a room of 30 read, restarted and 40 more sent: resuming "after 30"
-      // showed 10 of the 40). Say so, and read the new numbering from its start.
-      this.restarted(state, 0);
-    } else if (state.cursor > latest) {
-      // The numbering gone back: a store restored from an older copy, or one
-      // that lost its last commits to a power cut; or, with no numbering kept
-      // (an older version saved the cursor), a restart. Which of the numbers up
-      // to `latest` are new messages' under numbers given again, and which are
-      // ones we read, can't be told here: the last `backlog` are read again
-      // (SecureRoom drops the ones it has had without a word).
-      this.restarted(state, Math.max(0, latest - state.backlog));
+    } else if (state.cursor > 0 && ((known !== null && !equalBytes(known, numbering)) || state.cursor > latest)) {
+      // The server's numbering started again: it lost its history (a restart
+      // without --data), or its store was replaced; our cursor counts in the
+      // old one and says nothing of the new (a room of 30 read, restarted and
+      // 40 more sent: resuming "after 30" showed 10 of the 40, silently). Or,
+      // in the same numbering, it went back: a store restored from an older
+      // copy, or its last commits lost to a power cut, and the numbers past
+      // `latest` are given again. (Without the numbering, saved by an older
+      // version, a cursor past `latest` is the only sign of either.) Which
+      // messages are new can't be told: the last MAX_BACKLOG are read again,
+      // and SecureRoom drops the ones it had without a word. A cursor of 0 read
+      // nothing in the old numbering, and reads the new one from its start.
+      this.emit('missed', { room: state.id, count: 0, after: state.cursor, before: state.cursor + 1 });
+      this.moveCursor(state, Math.max(0, latest - MAX_BACKLOG));
     }
     if (state.joined && (state.cursor ?? 0) < latest) this.fetch(state);
     this.caughtUpNow(state);
-  }
-
-  /** The server's numbering started again, or went back: said once, and read from `from` on. */
-  private restarted(state: RoomState, from: number): void {
-    const after = state.cursor ?? 0;
-    this.emit('missed', { room: state.id, count: 0, after, before: after + 1 });
-    this.moveCursor(state, from);
   }
 
   /** Asks for what follows the cursor, up to the first live message held (that one is shown live). */

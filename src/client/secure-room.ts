@@ -253,9 +253,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
    */
   private readonly missedRanges: { after: number; before: number }[] = [];
   /**
-   * The room numbers the client reads again after the server's numbering went
-   * back (a store restored from an older copy): messages we had among them are
-   * dropped without a rejection each. 0 when there is no such reading.
+   * The room numbers the client reads again after the server's numbering
+   * started again or went back (a restart without its data, a store replaced or
+   * restored from an older copy): messages we had among them are dropped
+   * without a rejection each. 0 when there is no such reading.
    */
   private rereadUpTo = 0;
   private rereading = false;
@@ -293,8 +294,14 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     });
     client.on('missed', (m) => {
       if (!this.mine(m.room)) return;
-      // Numbers started again or went back: the JOINED that follows says up to where the client reads again.
-      if (m.count === 0) this.rereading = true;
+      if (m.count === 0) {
+        // Numbers started again or went back: the JOINED that follows says up
+        // to where the client reads again, and what we noted by room number
+        // (from the old numbering) says nothing of the new.
+        this.rereading = true;
+        this.pinnedAtJoin.clear();
+        this.missedRanges.length = 0;
+      }
       if (this.missedRanges.push({ after: m.after, before: m.before }) > MISSED_RANGES) this.missedRanges.shift();
       this.emit('missed', { count: m.count });
     });
@@ -889,6 +896,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       }
     }
     const mark = this.state.sender(keyText);
+    // Read again on purpose, the server's numbering having started again or
+    // gone back: had, and shown, already (our own latest too, whatever number it has now).
+    if (m.history && m.seq <= this.rereadUpTo && mark !== undefined && opened.seq <= mark.seq) return;
     // Our latest acknowledged message, where the server stored it: a catch-up
     // from a cursor a restart left behind it (not shown in this session).
     const ownLatest =
@@ -899,8 +909,6 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
       mark.at === m.seq &&
       b64(opened.hash) === mark.hash;
     if (mark !== undefined && opened.seq <= mark.seq && !ownLatest) {
-      // Read again on purpose, the server's numbering having gone back: had, and shown, already.
-      if (m.history && m.seq <= this.rereadUpTo) return;
       reject(RejectReason.REPLAY, `already had message ${opened.seq} from ${opened.nick} (latest ${mark.seq})`);
       return;
     }

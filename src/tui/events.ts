@@ -213,6 +213,6 @@ export function resentText(count: number): string {
 /** What a `missed` event says: how many messages of the room can't be had, and why. */
 export function missedText(count: number): string {
   return count === 0
-    ? "the server lost this room's history (it restarted without its data) and numbers it from the start again: anything sent while you were disconnected from it is gone"
+    ? 'the server numbers this room from the start again, or from an older point (it lost its history: a restart without its data, or a store replaced or restored from a copy): what it no longer has is gone, anything sent while you were disconnected from it among it; its last messages are read again, and the ones you had are not shown twice'
     : `${count} message${count === 1 ? '' : 's'} of this room can't be had: the server no longer keeps ${count === 1 ? 'it' : 'them'} (past its retention, or it keeps no history)`;
 }

@@ -347,6 +347,52 @@ describe('resume', () => {
     expect(alice.rejected).toEqual([]);
   });
 
+  it('across a restart without data, what was noted by room number is forgotten: an impostor under a pinned nick is a key change, not "a key bob no longer uses"', async () => {
+    const secret = newRoomSecret();
+    let s = await testServer();
+    const port = s.port;
+    cleanup.push(() => s.close());
+    const carol = await secureMember(port, secret, 'carol');
+    cleanup.push(() => carol.close());
+    const bob = await secureMember(port, secret, 'bob');
+    for (const t of range(1, 5)) await carol.room.send(t);
+    // alice joins at #5 with bob in the room: his key is pinned from the member list there.
+    const client = await connect({ host: '127.0.0.1', port, backoff: { baseMs: 1500, maxMs: 1500 } });
+    cleanup.push(() => client.close());
+    const alice = new SecureRoom(client, { secret, nick: 'alice' });
+    const rejected: string[] = [];
+    const changed: string[] = [];
+    alice.on('rejected', (r) => rejected.push(r.message));
+    alice.on('key-changed', (k) => changed.push(k.nick));
+    alice.on('error', () => {});
+    expect((await alice.join()).seq).toBe(5);
+    await bob.close();
+    await s.close();
+    s = await testServer({ port }); // nick ownership is gone with the store
+    const impostor = await secureMember(port, secret, 'bob');
+    for (const t of range(1, 3, 'x')) await impostor.room.send(t); // #1 to #3 of the new numbering
+    await impostor.close();
+    await until(() => changed.length === 1, 10_000);
+    // Before: #1 to #3 fell at or below #5, where bob's key was pinned, and were
+    // rejected as signed "by a key bob no longer uses", with no key-change warning.
+    expect(changed).toEqual(['bob']);
+    expect(rejected.some((m) => m.includes('no longer uses'))).toBe(false);
+  });
+
+  it('a room that empties on a server without history starts a new numbering: a member who read nothing of the old one is told of no lost history', async () => {
+    const s = await server({ noHistory: true });
+    const missed: number[] = [];
+    const bob = await secureMember(s.port, newRoomSecret(), 'bob', {
+      before: (room) => room.on('missed', (m) => missed.push(m.count)),
+    });
+    cleanup.push(() => bob.close());
+    await bob.room.rename('bob2'); // leaves the room, which empties, and joins it again
+    await bob.room.rename('bob3');
+    expect(bob.room.nick).toBe('bob3');
+    // Before: "the server lost this room's history" at each rename.
+    expect(missed).toEqual([]);
+  });
+
   it('JOINED names the numbering: the same for every room of one store file, across restarts; new for a new store; without history, new each time a room empties', async () => {
     const data = mkdtempSync(join(tmpdir(), 'confab-data-'));
     let s = await testServer({ dataDir: data });
