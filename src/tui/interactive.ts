@@ -293,6 +293,13 @@ class Chat {
       this.warn('not sent: you are not in the room. /nick NAME joins it again; /quit leaves.');
       return;
     }
+    // Before it is shown as sent: two pastes, each cut to the limit, or a paste
+    // and typing, make a line over it, which was echoed and then refused.
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (bytes > MAX_TEXT) {
+      this.warn(`not sent: the line is ${bytes} bytes of UTF-8, over the longest message (${MAX_TEXT}); ↑ recalls it`);
+      return;
+    }
     // During a /nick the line goes out under whichever nick the rename leaves us
     // with: shown then, under it (shown at once, it read as the old nick's while
     // the others got it from the new one).
@@ -354,7 +361,8 @@ class Chat {
 
   private verify(args: string[]): void {
     const [nick, answer] = args;
-    const yes = answer === 'yes' || answer === '--yes';
+    // As the command names are: /VERIFY bob YES is the same.
+    const yes = answer?.toLowerCase() === 'yes' || answer?.toLowerCase() === '--yes';
     if (nick === undefined || (answer !== undefined && !yes) || args.length > 2) {
       this.say(['usage: /verify NICK, then /verify NICK yes once the safety numbers match']);
       return;

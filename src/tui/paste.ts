@@ -277,6 +277,16 @@ export class KeyRuns {
 }
 
 /** Where the terminal says the cursor is, 1-based. */
+// eslint-disable-next-line no-control-regex -- the terminal's answer starts with ESC
+const REPLY = /\u001b\[(\d+);(\d+)R/;
+/** The start of an answer at the end of a read (from `ESC[` and a digit: a lone ESC is the user's). */
+// eslint-disable-next-line no-control-regex -- as above
+const REPLY_START = /\u001b\[\d+(?:;\d*)?$/;
+/** How long after a question its answer is still taken out of the keys, however late. */
+const LATE_REPLY_MS = 10_000;
+/** How long the start of an answer cut between reads waits for its rest. */
+const REPLY_TAIL_MS = 300;
+
 export interface CursorReport {
   row: number;
   col: number;
@@ -297,6 +307,16 @@ export class TtyInput extends Readable {
   private timer: NodeJS.Timeout | null = null;
   private cursorWaiter: ((pos: CursorReport | null) => void) | null = null;
   private cursorTimer: NodeJS.Timeout | null = null;
+  /**
+   * Questions whose answers have not come, and until when one may: an answer
+   * later than its waiter (a slow link) is still taken out of the keys, or
+   * readline took its `R` for a key and put the rest in the line.
+   */
+  private repliesDue = 0;
+  private repliesUntil = 0;
+  /** The start of an answer cut between two reads, held for the rest. */
+  private replyTail = '';
+  private replyTailTimer: NodeJS.Timeout | null = null;
   private readonly onData = (chunk: Buffer | string): void => {
     this.deliver(this.parser.feed(typeof chunk === 'string' ? chunk : this.decoder.write(chunk)));
   };
@@ -347,6 +367,8 @@ export class TtyInput extends Readable {
     if (this.cursorTimer !== null) clearTimeout(this.cursorTimer);
     this.cursorWaiter = answer;
     this.cursorTimer = setTimeout(() => this.settleCursor(null), ms);
+    this.repliesDue++;
+    this.repliesUntil = this.now() + LATE_REPLY_MS;
     output.write('\u001b[6n');
   }
 
@@ -372,9 +394,50 @@ export class TtyInput extends Readable {
     if (this.cursorTimer !== null) clearTimeout(this.cursorTimer);
     this.cursorTimer = null;
     this.cursorWaiter = null;
+    if (this.replyTailTimer !== null) clearTimeout(this.replyTailTimer);
+    this.replyTailTimer = null;
     this.source.off('data', this.onData);
     this.source.off('end', this.onEnd);
     this.source.pause();
+  }
+
+  /** `text` without the answers to our questions, which settle them. */
+  private withoutReplies(chunk: string): string {
+    if (this.repliesDue > 0 && this.now() > this.repliesUntil) this.repliesDue = 0;
+    if (this.repliesDue === 0) return chunk;
+    if (this.replyTailTimer !== null) clearTimeout(this.replyTailTimer);
+    this.replyTailTimer = null;
+    let text = this.replyTail + chunk;
+    this.replyTail = '';
+    for (let report = REPLY.exec(text); report !== null && this.repliesDue > 0; report = REPLY.exec(text)) {
+      text = text.slice(0, report.index) + text.slice(report.index + report[0].length);
+      this.repliesDue--;
+      // A late one finds no waiter: it only comes out of the keys.
+      if (this.cursorWaiter !== null) this.settleCursor({ row: Number(report[1]), col: Number(report[2]) });
+    }
+    const tail = this.repliesDue > 0 ? REPLY_START.exec(text) : null;
+    if (tail !== null) {
+      this.replyTail = tail[0];
+      text = text.slice(0, tail.index);
+      // Keys after all if the rest does not come.
+      this.replyTailTimer = setTimeout(() => {
+        this.replyTailTimer = null;
+        const held = this.replyTail;
+        this.replyTail = '';
+        this.keys(held);
+      }, REPLY_TAIL_MS);
+    }
+    return text;
+  }
+
+  private keys(text: string): void {
+    const at = this.now();
+    if (this.runs.awaitingEscape && at - this.lastKeysAt > ESCAPE_TIMEOUT_MS) this.runs.reset();
+    this.lastKeysAt = at;
+    for (const run of this.runs.feed(text)) {
+      if (run.kind === 'text') this.emit('text', run.text);
+      else this.emit('data', Buffer.from(run.text, 'utf8'));
+    }
   }
 
   private deliver(segments: Segment[]): void {
@@ -383,22 +446,7 @@ export class TtyInput extends Readable {
         this.emit('paste', s);
         continue;
       }
-      let text = s.text;
-      if (this.cursorWaiter !== null) {
-        // eslint-disable-next-line no-control-regex -- the terminal's answer starts with ESC
-        const report = /\u001b\[(\d+);(\d+)R/.exec(text);
-        if (report !== null) {
-          text = text.slice(0, report.index) + text.slice(report.index + report[0].length);
-          this.settleCursor({ row: Number(report[1]), col: Number(report[2]) });
-        }
-      }
-      const at = this.now();
-      if (this.runs.awaitingEscape && at - this.lastKeysAt > ESCAPE_TIMEOUT_MS) this.runs.reset();
-      this.lastKeysAt = at;
-      for (const run of this.runs.feed(text)) {
-        if (run.kind === 'text') this.emit('text', run.text);
-        else this.emit('data', Buffer.from(run.text, 'utf8'));
-      }
+      this.keys(this.withoutReplies(s.text));
     }
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;

@@ -1,7 +1,9 @@
+import { PassThrough } from 'node:stream';
+import type { ReadStream } from 'node:tty';
 import { describe, expect, it } from 'vitest';
 import { MAX_TEXT } from '../../../src/client/index.js';
-import { KeyRuns, LINE_BREAK, MAX_PASTE, PasteParser, pasteText, unpaste } from '../../../src/tui/paste.js';
-import type { Segment } from '../../../src/tui/paste.js';
+import { KeyRuns, LINE_BREAK, MAX_PASTE, PasteParser, pasteText, TtyInput, unpaste } from '../../../src/tui/paste.js';
+import type { CursorReport, Segment } from '../../../src/tui/paste.js';
 
 const START = '\u001b[200~';
 const END = '\u001b[201~';
@@ -127,5 +129,43 @@ describe('KeyRuns', () => {
       { kind: 'keys', text: 'D' },
       { kind: 'text', text: 'ab' },
     ]);
+  });
+});
+
+describe('TtyInput: the terminal’s answers to where the cursor is', () => {
+  /** A terminal to read from, and everything TtyInput passes on as keys. */
+  function terminal() {
+    const source = Object.assign(new PassThrough(), { isRaw: true, setRawMode: () => source });
+    const input = new TtyInput(source as unknown as ReadStream);
+    let keys = '';
+    input.on('data', (b: Buffer) => (keys += b.toString('utf8')));
+    input.onText((t) => (keys += t));
+    input.attach();
+    const sent = new PassThrough();
+    const type = async (text: string): Promise<void> => {
+      source.write(text);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    };
+    return { input, sent, type, keys: () => keys, close: () => input.detach() };
+  }
+
+  it('an answer later than its waiter, or cut between two reads, is taken out of the keys, not typed into the line', async () => {
+    const t = terminal();
+    const answers: (CursorReport | null)[] = [];
+    t.input.askCursor(t.sent, (pos) => answers.push(pos), 20);
+    await new Promise((resolve) => setTimeout(resolve, 60)); // a slow link: the waiter gave up
+    await t.type('hello\u001b[12;5R');
+    // Before: `hello` then readline's key for `R`, and `12;5` in the line ("helloR" was sent).
+    expect(t.keys()).toBe('hello');
+    expect(answers).toEqual([null]);
+    t.input.askCursor(t.sent, (pos) => answers.push(pos), 1000);
+    await t.type('a\u001b[3');
+    await t.type('0;7Rb');
+    expect(t.keys()).toBe('helloab');
+    expect(answers).toEqual([null, { row: 30, col: 7 }]);
+    // With no question out, the same bytes are keys (Ctrl-F3 is ESC[1;5R on some terminals).
+    await t.type('\u001b[1;5R');
+    expect(t.keys()).toContain('\u001b[1;5R');
+    t.close();
   });
 });

@@ -12,6 +12,15 @@ describe('inert', () => {
     for (const s of ['hello, world', 'tab\there', '你好 🎉', 'שלום', 'e\u0301']) expect(inert(s)).toBe(s);
   });
 
+  it('names the text-direction controls instead of applying them; keeps the joiners emoji are made of', () => {
+    // Before: kept, and a terminal that lays out bidirectional text showed "rtl dne live".
+    expect(inert('rtl \u202eevil\u202c end')).toBe('rtl <U+202E>evil<U+202C> end');
+    for (const c of ['\u061c', '\u200e', '\u200f', '\u202a', '\u202d', '\u2066', '\u2069']) {
+      expect(inert(c)).toMatch(/^<U\+[0-9A-F]{4}>$/);
+    }
+    expect(inert('👨\u200d👩\u200d👧 👍🏽 🇫🇷')).toBe('👨\u200d👩\u200d👧 👍🏽 🇫🇷');
+  });
+
   it('leaves no control character behind', () => {
     let all = '';
     for (let c = 0; c < 0xa0; c++) all += String.fromCharCode(c);
