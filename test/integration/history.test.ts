@@ -18,6 +18,7 @@ import { describe, expect, it } from 'vitest';
 import { connect, RoomState, SecureRoom } from '../../src/client/index.js';
 import type { ClientError, ConnectOptions } from '../../src/client/index.js';
 import { MessageType, newIdentity, newRoomSecret, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
+import type { Identity } from '../../src/crypto/index.js';
 import { encodeFrame, errorCodeName, FrameType } from '../../src/protocol/index.js';
 import { HISTORY_FILE, holdLock, SqliteHistory, StoreError } from '../../src/server/index.js';
 import type { HistoryStore, PruneStep, RoomLookup, ServerOptions } from '../../src/server/index.js';
@@ -29,6 +30,7 @@ import { Mitm } from '../helpers/mitm.js';
 import { mountTmpfs } from '../helpers/tmpfs.js';
 import type { Tmpfs } from '../helpers/tmpfs.js';
 import { secureMember } from '../helpers/secure.js';
+import type { SecureMember } from '../helpers/secure.js';
 import { testScope } from '../helpers/scope.js';
 
 const { cleanup, server, track } = testScope();
@@ -262,6 +264,27 @@ describe('resume', () => {
     expect(bob.events.missed).toEqual([expect.objectContaining({ count: 0 })]);
   });
 
+  /** bob back in the room from `home`, whose saved cursor is `cursor`, with the `missed` counts he is told. */
+  async function bobBack(
+    port: number,
+    secret: Uint8Array,
+    home: string,
+    roomHex: string,
+    cursor: number,
+    identity: Identity,
+  ): Promise<{ again: SecureMember; missed: number[] }> {
+    const missed: number[] = [];
+    const state = RoomState.load(home, roomHex);
+    expect(state.cursor()).toBe(cursor);
+    const again = await secureMember(port, secret, 'bob', {
+      identity,
+      state,
+      before: (room) => room.on('missed', (m) => missed.push(m.count)),
+    });
+    cleanup.push(() => again.close());
+    return { again, missed };
+  }
+
   it("a home keeps the numbering with the cursor: the next run, after such a restart, reads what it hasn't", async () => {
     const secret = newRoomSecret();
     const r = roomKeys(secret).roomId;
@@ -280,14 +303,7 @@ describe('resume', () => {
     s = await testServer({ port });
     await until(() => alice.client.connected);
     for (const t of range(1, 40, 'n')) await alice.room.send(t);
-    const missed: number[] = [];
-    const state = RoomState.load(home, roomHex);
-    expect(state.cursor()).toBe(30);
-    const again = await secureMember(port, secret, 'bob', {
-      state,
-      before: (room) => room.on('missed', (m) => missed.push(m.count)),
-    });
-    cleanup.push(() => again.close());
+    const { again, missed } = await bobBack(port, secret, home, roomHex, 30, bob.identity);
     await until(() => again.messages.length === 40);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(again.texts()).toEqual(range(1, 40, 'alice: n'));
@@ -326,15 +342,7 @@ describe('resume', () => {
     await restart(true); // numbers 21 to 30 are free again
     await until(() => alice.client.connected);
     for (const t of range(1, 5, 'n')) await alice.room.send(t); // numbered 21 to 25
-    const missed: number[] = [];
-    const state = RoomState.load(home, roomHex);
-    expect(state.cursor()).toBe(30);
-    const again = await secureMember(port, secret, 'bob', {
-      identity: bob.identity,
-      state,
-      before: (room) => room.on('missed', (m) => missed.push(m.count)),
-    });
-    cleanup.push(() => again.close());
+    const { again, missed } = await bobBack(port, secret, home, roomHex, 30, bob.identity);
     await until(() => again.messages.length === 5);
     await new Promise((resolve) => setTimeout(resolve, 100));
     // Before: nothing at all (the cursor, 30, was past them), and no word of it.
