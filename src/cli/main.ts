@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, holdLock } from '../server/index.js';
 import type { HeldLock } from '../server/index.js';
@@ -192,7 +193,7 @@ function program(): Command {
               return lock !== null;
             },
           },
-          { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
+          { stdin: process.stdin, stdout: process.stdout, stderr: forgivingStderr(), env: process.env },
         );
       },
     );
@@ -245,6 +246,25 @@ function nickArgument(value: string): string {
 
 // stdout may be a pipe that closes early (`| head`): that ends us quietly, but
 // for `confab join`, which still sends its input (see runJoin).
+/**
+ * stderr for `confab join`: a notice that can't be written (`2>&1 | head -1`
+ * gone, `2>/dev/full`) is lost, not the run. Before, the EPIPE of the first
+ * notice ended it before a line of its input was read or sent.
+ */
+function forgivingStderr(): Writable {
+  process.stderr.on('error', () => {});
+  return new Writable({
+    write(chunk: Buffer, _encoding, done): void {
+      try {
+        process.stderr.write(chunk);
+      } catch {
+        // A file that can't be written throws here (a pipe's error comes as an event, above).
+      }
+      done();
+    },
+  });
+}
+
 function endOnEpipe(err: NodeJS.ErrnoException): void {
   if (err.code === 'EPIPE') process.exit(0);
   throw err;

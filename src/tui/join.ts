@@ -115,9 +115,15 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // nothing more is shown, but the input is still sent, as it would be into
   // /dev/null, and the exit code still says whether all of it was delivered.
   let outputGone = false;
+  // Output that fails otherwise (a full disk under a logger's `>> room.jsonl`)
+  // ends the run, cleanly: it stops reading and exits 1. Before, it was thrown
+  // from the stream, and the process died with a stack trace.
+  let outputFailed: Error | null = null;
   const onOutputError = (err: NodeJS.ErrnoException): void => {
-    if (err.code !== 'EPIPE') throw err;
     outputGone = true;
+    if (err.code === 'EPIPE' || outputFailed !== null) return;
+    outputFailed = err;
+    stopReading();
   };
   // Left in place when the run ends: a write's EPIPE can come after it.
   io.stdout.on('error', onOutputError);
@@ -189,11 +195,25 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // the rejection of the last one has reached its handler here (it passes
   // through SecureRoom), and the exit code would miss it.
   const outcomes = new Outcomes();
+  // A server that answers nothing for longer than giveUpMs ends the wait: a script does not hang on it.
+  const giveUpMs = options.giveUpMs ?? GIVE_UP_MS;
+  /** Whether the run gave up, waiting with the window full (below) or at the end of the input. */
+  let gaveUp = false;
   try {
     for await (const line of reading ? lines : []) {
       if (line.trim() === '') continue;
-      if (client.pending >= WINDOW) await Promise.race([client.settled(), interruption]);
-      if (interrupted !== null) break;
+      if (client.pending >= WINDOW) {
+        // Counted here too: with the window full and no server, `seq 1 1000 |` never reached
+        // the end of its input, where the give-up was counted, and waited for ever.
+        const stall = stalledFor(client, giveUpMs);
+        gaveUp = await Promise.race([
+          client.settled().then(() => false),
+          interruption.then(() => false),
+          stall.done.then(() => true),
+        ]);
+        stall.stop();
+      }
+      if (interrupted !== null || gaveUp) break;
       const outcome = room.send(line).then(
         (ack) => {
           if (options.json) emit({ type: 'sent', nick, text: line, seq: ack.seq, ts: ack.ts });
@@ -210,6 +230,10 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
   }
+  if (outputFailed !== null) {
+    failed++;
+    io.stderr.write(`confab: could not write the output: ${inert((outputFailed as Error).message)}; stopped reading\n`);
+  }
   if (input.failed !== null) {
     // Input that could not be read is a run that did not send what it was given:
     // the lines read before are still delivered, and it exits 1.
@@ -218,15 +242,15 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   // And the history the join fetched (the backlog, or what was said while away) is all
   // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
-  // A server that answers nothing for longer than giveUpMs ends the wait: a script does not hang on it.
-  const giveUpMs = options.giveUpMs ?? GIVE_UP_MS;
-  const stall = stalledFor(client, giveUpMs);
-  const gaveUp = await Promise.race([
-    Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
-    interruption.then(() => false),
-    stall.done.then(() => true),
-  ]);
-  stall.stop();
+  if (!gaveUp) {
+    const stall = stalledFor(client, giveUpMs);
+    gaveUp = await Promise.race([
+      Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
+      interruption.then(() => false),
+      stall.done.then(() => true),
+    ]);
+    stall.stop();
+  }
   client.off('disconnect', onDisconnect);
   client.off('error', onClientError);
   if (gaveUp && interrupted === null) {

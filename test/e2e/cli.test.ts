@@ -528,6 +528,49 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     expect(state.outbox).toHaveLength(1);
   });
 
+  it('gives up with more lines than it sends at once (a full window) and no server: exit 1, not waiting for ever', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const alice = track(
+      new Proc(['join', `127.0.0.1:${port}`, '--nick', 'alice', '--json', '--give-up', '1', '--home', tempHome()]),
+    );
+    await alice.line(/"type":"joined"/);
+    server.kill('SIGKILL');
+    await server.exited;
+    await alice.line(/"type":"disconnect"/);
+    alice.write(Array.from({ length: 400 }, (_, i) => `line ${i}\n`).join(''));
+    alice.end();
+    // Before: past 256 lines in flight it waited for them to settle, with no limit, and
+    // never reached the end of its input, where the give-up was counted.
+    expect(await alice.exited).toBe(1);
+    const last = JSON.parse(alice.stdout.at(-1) ?? '{}') as { code?: string; message?: string };
+    expect(last.code).toBe('DISCONNECTED');
+    expect(last.message).toMatch(/^gave up after 1 s without a connection to the server; \d+ messages kept/);
+  });
+
+  it('a stderr that is gone or full loses the notices, not the run; an output that fails ends it cleanly', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const bob = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'bob', '--json', '--home', tempHome()]));
+    const invite = (JSON.parse(await bob.line(/"type":"invite"/)) as { link: string }).link;
+    const sh = (script: string) => spawnSync('sh', ['-c', script], { encoding: 'utf8', timeout: 20_000 });
+    const run = `node ${CLI} join '${invite}' --home ${tempHome()}`;
+    // `2>&1 | head -1`: the first notice closes the pipe. Before: EPIPE on it, exit 1, nothing sent.
+    const piped = sh(`(echo one; sleep 1; echo two) | ${run} --nick a 2>&1 | head -1`);
+    expect(piped.stdout).toMatch(/^\* /);
+    const full = sh(`echo three | ${run} --nick b 2>/dev/full`);
+    expect(full.status).toBe(0);
+    await bob.line(/"text":"three"/);
+    expect(
+      bob.stdout.filter((l) => l.includes('"type":"message"')).map((l) => (JSON.parse(l) as { text: string }).text),
+    ).toEqual(['one', 'two', 'three']);
+    // stdout on a full disk: a clean failure. Before: a stack trace from the stream, and exit 1.
+    const out = sh(`echo four | ${run} --nick c --json > /dev/full`);
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(/^confab: could not write the output: .*ENOSPC.*; stopped reading$/m);
+    expect(out.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('gives up after --give-up seconds on a server that takes the connection and never acknowledges: exit 1, the line kept', async () => {
     const scripted = await sendAnswering(() => new Uint8Array(0));
     try {
