@@ -1,11 +1,12 @@
 import { fstatSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { ReadStream, WriteStream } from 'node:tty';
-import { ClientError, Outcomes } from '../client/index.js';
+import { ClientError, MAX_TEXT, Outcomes } from '../client/index.js';
 import type { ConfabClient } from '../client/index.js';
 import { formatLine, formatNotice, JoinBurst, moreJoinedText } from './events.js';
 import type { ChatEvent } from './events.js';
 import { runInteractive } from './interactive.js';
+import { LineCap } from './line-cap.js';
 import { inert } from './sanitize.js';
 import { complain, enter, ExitCode, GIVE_UP_MS, prepare } from './session.js';
 import type { JoinIO, JoinOptions } from './session.js';
@@ -155,7 +156,16 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Not closed on it: closing drops the loop's own listener before readline has
   // passed the error on, and an error nobody listens for ends the process.
   const input: { failed: Error | null } = { failed: null };
-  const lines = createInterface({ input: io.stdin, crlfDelay: Infinity, terminal: false });
+  const capped = new LineCap(MAX_TEXT + 1);
+  io.stdin.on('error', (err) => capped.destroy(err));
+  io.stdin.pipe(capped);
+  const lines = createInterface({ input: capped, crlfDelay: Infinity, terminal: false });
+  // Closed, readline pauses what it reads, which is not stdin: stdin is paused here, as it
+  // was when readline read it, or a pipe still open kept the process alive.
+  lines.on('close', () => {
+    io.stdin.unpipe(capped);
+    io.stdin.pause();
+  });
   lines.on('error', (err: Error) => {
     input.failed ??= err;
   });

@@ -548,6 +548,32 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     expect(last.message).toMatch(/^gave up after 1 s without a connection to the server; \d+ messages kept/);
   });
 
+  it('a line of 600 MB with no line break is refused as too long, and the lines after it are sent', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const bob = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'bob', '--json', '--home', tempHome()]));
+    const invite = (JSON.parse(await bob.line(/"type":"invite"/)) as { link: string }).link;
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `(head -c 600000000 /dev/zero | tr '\\0' a; echo; echo after) | node ${CLI} join '${invite}' --nick a --json --home ${tempHome()}`,
+      ],
+      { encoding: 'utf8', timeout: 60_000, maxBuffer: 1 << 20 },
+    );
+    // Before: readline kept the whole line, past what a string can hold: RangeError, a stack
+    // trace, and "after" never sent (at 400 MB it was refused, after taking 1.3 GB).
+    expect(r.stderr).not.toMatch(/RangeError|\n\s+at /);
+    expect(r.status).toBe(1);
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; code?: string; text?: string });
+    expect(events.filter((e) => e.type === 'error').map((e) => e.code)).toEqual(['BODY_TOO_LARGE']);
+    expect(events.filter((e) => e.type === 'sent').map((e) => e.text)).toEqual(['after']);
+    await bob.line(/"text":"after"/);
+  });
+
   it('a stderr that is gone or full loses the notices, not the run; an output that fails ends it cleanly', async () => {
     const { proc: server, port } = await serve();
     track(server);
