@@ -40,7 +40,8 @@ export type ChatEvent =
   | { type: 'key-changed'; nick: string; oldFingerprint: string; newFingerprint: string; ts: number }
   | { type: 'disconnect'; code: string | null; message: string | null; reconnecting: boolean; ts: number }
   | { type: 'reconnect'; members: Who[]; ts: number }
-  | { type: 'error'; code: string; message: string; ts: number };
+  /** `text`: the input line it is about, for a line of this run that was not sent. */
+  | { type: 'error'; code: string; message: string; text?: string; ts: number };
 
 /** Members a `joined` line names (each with a fingerprint, 5,200 SHA-512s to compute); the rest are counted. */
 export const SHOWN_MEMBERS = 20;

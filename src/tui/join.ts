@@ -197,9 +197,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
 
   let failed = 0;
   /** A failure of the run: an `error` event, and exit 1. */
-  const fail = (code: string, message: string): void => {
+  const fail = (code: string, message: string, text?: string): void => {
     failed++;
-    emit({ type: 'error', code, message, ts: Date.now() });
+    emit({ type: 'error', code, message, ...(text !== undefined ? { text } : {}), ts: Date.now() });
   };
   // Each line's own outcome, counted: the client's settled() can resolve before
   // the rejection of the last one has reached its handler here (it passes
@@ -231,8 +231,10 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
         (e: unknown) => {
           if (e instanceof ClientError && e.code === 'CLOSED') return;
           // Not a ClientError: the outbox entry could not be written (a full disk), so it was not sent.
-          if (e instanceof ClientError) fail(e.code, e.message);
-          else fail('SAVE_FAILED', `not sent: ${e instanceof Error ? e.message : String(e)}`);
+          // With the line: a script can't tell which one failed from the order, since a
+          // refusal can come before the `sent` of an earlier line.
+          if (e instanceof ClientError) fail(e.code, e.message, line);
+          else fail('SAVE_FAILED', `not sent: ${e instanceof Error ? e.message : String(e)}`, line);
         },
       );
       outcomes.add(outcome);

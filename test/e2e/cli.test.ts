@@ -570,6 +570,8 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as { type: string; code?: string; text?: string });
     expect(events.filter((e) => e.type === 'error').map((e) => e.code)).toEqual(['BODY_TOO_LARGE']);
+    // The line it is about, as read: its first 60,001 bytes.
+    expect(events.find((e) => e.type === 'error')?.text).toBe('a'.repeat(60_001));
     expect(events.filter((e) => e.type === 'sent').map((e) => e.text)).toEqual(['after']);
     await bob.line(/"text":"after"/);
   });
