@@ -33,7 +33,7 @@ import type {
 import { backoffDelay, longestDelay } from './backoff.js';
 import type { BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { ClientError } from './errors.js';
+import { ClientError, ReportOnce } from './errors.js';
 import { isValidNick } from './nick.js';
 
 /** Software name the client announces in HELLO. */
@@ -321,10 +321,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private resyncSince: number | null = null;
   /** STORE_FAILED refusals in a row, for the retry backoff. */
   private storeFailures = 0;
-  /** A member announced under an impossible nick was reported: a server sending thousands gets one line. */
-  private badNickReported = false;
-  /** Live messages numbered past a FETCHED's `latest` were reported (dropped: the server can't back them up). */
-  private beyondLatestReported = false;
+  /** A member announced under an impossible nick; live messages numbered past a FETCHED's `latest`. */
+  private readonly once = new ReportOnce((err) => this.emit('error', err));
 
   /** @internal use `connect` */
   constructor(options: ConnectOptions) {
@@ -767,15 +765,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
     // message above it is one the server cannot back up (forged, or a broken
     // relay); waiting for it would mean asking again, and again, at once.
     const beyond = state.held.filter((h) => h.seq > frame.latest).length;
-    if (beyond > 0 && !this.beyondLatestReported) {
+    if (beyond > 0) {
       // Dropped, but not without a word: the gap they would have shown is the server's doing.
-      this.beyondLatestReported = true;
-      this.emit(
-        'error',
-        new ClientError(
-          'PROTOCOL',
-          `the server delivered ${beyond} message${beyond === 1 ? '' : 's'} numbered past the latest it then reported, and did not back ${beyond === 1 ? 'it' : 'them'} up: dropped (and any more like ${beyond === 1 ? 'it' : 'them'})`,
-        ),
+      this.once.protocol(
+        'beyond-latest',
+        `the server delivered ${beyond} message${beyond === 1 ? '' : 's'} numbered past the latest it then reported, and did not back ${beyond === 1 ? 'it' : 'them'} up: dropped (and any more like ${beyond === 1 ? 'it' : 'them'})`,
       );
     }
     state.held = state.held
@@ -1115,16 +1109,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
    */
   private validNick(nick: string): boolean {
     if (isValidNick(nick)) return true;
-    if (!this.badNickReported) {
-      this.badNickReported = true;
-      this.emit(
-        'error',
-        new ClientError(
-          'PROTOCOL',
-          `the server announced a member as ${JSON.stringify(nick)}, which is not a nick anyone can join with: ignored (and any more like it)`,
-        ),
-      );
-    }
+    this.once.protocol(
+      'bad-nick',
+      `the server announced a member as ${JSON.stringify(nick)}, which is not a nick anyone can join with: ignored (and any more like it)`,
+    );
     return false;
   }
 

@@ -46,3 +46,23 @@ export class ClientError extends Error {
     return new ClientError(errorCodeName(code) as ClientError['code'], message, fatal);
   }
 }
+
+/**
+ * Reports each kind of a server's misbehaviour once, as a `PROTOCOL` error
+ * event: a server sending thousands of such frames gets one line, not
+ * thousands. The rest of each kind is handled (ignored, dropped) in silence.
+ */
+export class ReportOnce {
+  private readonly reported = new Set<string>();
+  private readonly report: (err: ClientError) => void;
+
+  constructor(report: (err: ClientError) => void) {
+    this.report = report;
+  }
+
+  protocol(kind: string, message: string): void {
+    if (this.reported.has(kind)) return;
+    this.reported.add(kind);
+    this.report(new ClientError('PROTOCOL', message));
+  }
+}

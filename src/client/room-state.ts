@@ -359,7 +359,6 @@ export class RoomState extends Emitter<RoomStateEvents> {
     this.later();
   }
 
-  private cursorSeq: number | undefined;
   private cursorFd: number | null = null;
 
   /**
@@ -371,16 +370,16 @@ export class RoomState extends Emitter<RoomStateEvents> {
    * the cursor file's.
    */
   cursor(): number | undefined {
-    if (this.cursorSeq === undefined && this.data.cursor !== undefined) this.cursorSeq = this.data.cursor;
-    if (this.cursorSeq === undefined && this.path !== undefined) {
+    if (this.data.cursor === undefined && this.path !== undefined) {
       try {
         const n = Number(readFileSync(this.cursorPath(), 'utf8').trim());
-        if (Number.isSafeInteger(n) && n >= 0) this.cursorSeq = n;
+        // Kept with the rest from here on: written at the next save.
+        if (Number.isSafeInteger(n) && n >= 0) this.data.cursor = n;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
-    return this.cursorSeq;
+    return this.data.cursor;
   }
 
   /**
@@ -391,7 +390,6 @@ export class RoomState extends Emitter<RoomStateEvents> {
    * is read only beside a state file from before the cursor was kept in it.
    */
   setCursor(seq: number): void {
-    this.cursorSeq = seq;
     if (this.data.cursor !== seq) {
       this.data.cursor = seq;
       this.later();

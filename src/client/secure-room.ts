@@ -19,7 +19,7 @@ import type { MemberInfo } from '../protocol/index.js';
 import type { ConfabClient, JoinEvent, LeaveEvent, MessageEvent } from './client.js';
 import { Emitter } from './emitter.js';
 import { Outcomes } from './outcomes.js';
-import { ClientError } from './errors.js';
+import { ClientError, ReportOnce } from './errors.js';
 import { isValidNick } from './nick.js';
 import { RoomState } from './room-state.js';
 import type { OutboxEntry, Pin } from './room-state.js';
@@ -229,8 +229,8 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
   private readonly fingerprints = new Map<string, string>();
   /** New keys reported this session, by nick (lower case); see KEY_CHANGES_SHOWN. */
   private readonly keyChanges = new Map<string, number>();
-  /** A member announced under our own nick was reported: a server sending thousands gets one line. */
-  private impostorReported = false;
+  /** A member announced under our own nick. */
+  private readonly once = new ReportOnce((err) => this.emit('error', err));
   private readonly backlog: number | undefined;
   /** Outbox entries (by message id) the client is sending now. */
   private readonly inFlight = new Set<string>();
@@ -301,8 +301,9 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
         this.rereading = true;
         this.pinnedAtJoin.clear();
         this.missedRanges.length = 0;
+      } else if (this.missedRanges.push({ after: m.after, before: m.before }) > MISSED_RANGES) {
+        this.missedRanges.shift();
       }
-      if (this.missedRanges.push({ after: m.after, before: m.before }) > MISSED_RANGES) this.missedRanges.shift();
       this.emit('missed', { count: m.count });
     });
     client.on('join', (j) => this.mine(j.room) && !this.posingAsUs(j.nick, j.key) && this.emit('join', this.see(j)));
@@ -763,16 +764,10 @@ export class SecureRoom extends Emitter<SecureRoomEvents> {
     if (nick.toLowerCase() !== this.currentNick.toLowerCase() || equalBytes(key, this.client.identity.publicKey)) {
       return false;
     }
-    if (!this.impostorReported) {
-      this.impostorReported = true;
-      this.emit(
-        'error',
-        new ClientError(
-          'PROTOCOL',
-          `the server announced another member under your own nick ${nick}, with a key that is not yours: ignored (and any more like it)`,
-        ),
-      );
-    }
+    this.once.protocol(
+      'posing-as-us',
+      `the server announced another member under your own nick ${nick}, with a key that is not yours: ignored (and any more like it)`,
+    );
     return true;
   }
 

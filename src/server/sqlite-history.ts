@@ -725,7 +725,6 @@ const BACKSTOP_PAGES = 10_000;
 /** Eviction reads the largest rooms first, and only as many as it needs. */
 const ROOMS_BY_SIZE = 'CREATE INDEX IF NOT EXISTS rooms_bytes ON rooms (bytes)';
 
-/** Brings a store made by an earlier version up to this schema. */
 /** The store's numbering id, written the first time this version opens it. */
 function numberingOf(db: Db, random: (length: number) => Uint8Array): Uint8Array {
   const read = db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'numbering'");
@@ -739,6 +738,7 @@ function numberingOf(db: Db, random: (length: number) => Uint8Array): Uint8Array
   return new Uint8Array((read.get() as { value: Buffer }).value);
 }
 
+/** Brings a store made by an earlier version up to this schema. */
 function migrate(db: Db, size: string): void {
   const columns = db.pragma('table_info(rooms)') as { name: string }[];
   if (columns.some((c) => c.name === 'bytes')) return;

@@ -119,11 +119,11 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Output that fails otherwise (a full disk under a logger's `>> room.jsonl`)
   // ends the run, cleanly: it stops reading and exits 1. Before, it was thrown
   // from the stream, and the process died with a stack trace.
-  let outputFailed: Error | null = null;
+  const output: { failed: Error | null } = { failed: null };
   const onOutputError = (err: NodeJS.ErrnoException): void => {
     outputGone = true;
-    if (err.code === 'EPIPE' || outputFailed !== null) return;
-    outputFailed = err;
+    if (err.code === 'EPIPE' || output.failed !== null) return;
+    output.failed = err;
     stopReading();
   };
   // Left in place when the run ends: a write's EPIPE can come after it.
@@ -207,6 +207,17 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   const outcomes = new Outcomes();
   // A server that answers nothing for longer than giveUpMs ends the wait: a script does not hang on it.
   const giveUpMs = options.giveUpMs ?? GIVE_UP_MS;
+  /** Waits for `done`; true if the server answered nothing for giveUpMs first (the run gives up). */
+  const givesUpBefore = async (done: Promise<unknown>): Promise<boolean> => {
+    const stall = stalledFor(client, giveUpMs);
+    const stalled = await Promise.race([
+      done.then(() => false),
+      interruption.then(() => false),
+      stall.done.then(() => true),
+    ]);
+    stall.stop();
+    return stalled;
+  };
   /** Whether the run gave up, waiting with the window full (below) or at the end of the input. */
   let gaveUp = false;
   try {
@@ -215,13 +226,7 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
       if (client.pending >= WINDOW) {
         // Counted here too: with the window full and no server, `seq 1 1000 |` never reached
         // the end of its input, where the give-up was counted, and waited for ever.
-        const stall = stalledFor(client, giveUpMs);
-        gaveUp = await Promise.race([
-          client.settled().then(() => false),
-          interruption.then(() => false),
-          stall.done.then(() => true),
-        ]);
-        stall.stop();
+        gaveUp = await givesUpBefore(client.settled());
       }
       if (interrupted !== null || gaveUp) break;
       const outcome = room.send(line).then(
@@ -242,9 +247,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   } catch {
     // stdin destroyed by a signal: fall through to a clean leave
   }
-  if (outputFailed !== null) {
+  if (output.failed !== null) {
     failed++;
-    io.stderr.write(`confab: could not write the output: ${inert((outputFailed as Error).message)}; stopped reading\n`);
+    io.stderr.write(`confab: could not write the output: ${inert(output.failed.message)}; stopped reading\n`);
   }
   if (input.failed !== null) {
     // Input that could not be read is a run that did not send what it was given:
@@ -254,15 +259,9 @@ async function runLines(options: JoinOptions, io: JoinIO): Promise<number> {
   // Every send of this run is a line's or a resend's: once both have settled, so has the client.
   // And the history the join fetched (the backlog, or what was said while away) is all
   // printed before leaving: `confab join LINK --backlog 1000 < /dev/null` dumps the room.
-  if (!gaveUp) {
-    const stall = stalledFor(client, giveUpMs);
-    gaveUp = await Promise.race([
-      Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]).then(() => false),
-      interruption.then(() => false),
-      stall.done.then(() => true),
-    ]);
-    stall.stop();
-  }
+  gaveUp ||= await givesUpBefore(
+    Promise.all([outcomes.settled(), room.resendsSettled(), client.caughtUp(room.keys.roomId)]),
+  );
   client.off('disconnect', onDisconnect);
   client.off('error', onClientError);
   if (gaveUp && interrupted === null) {
