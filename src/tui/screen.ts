@@ -13,6 +13,11 @@ const CLEAR_SCREEN = `${ESC}[H${ESC}[2J`;
 const BELL = '\u0007';
 /** Quiet time after a resize before the screen is redrawn. */
 const RESIZE_SETTLE_MS = 80;
+/**
+ * Lines held while the input line fills the window (see `flush`): past this
+ * many they are printed anyway, so what is held stays bounded.
+ */
+export const MAX_HELD_LINES = 1000;
 
 export type QuitReason = 'eof' | 'interrupt';
 
@@ -44,6 +49,8 @@ export class Screen {
   private readonly output: WriteStream;
   private readonly completer: (line: string) => [string[], string];
   private queue: string[] = [];
+  /** Printing waits because the input line fills the window (see `flush`). */
+  private holding = false;
   private ring = false;
   private clearFirst = false;
   private scheduled: NodeJS.Immediate | null = null;
@@ -116,7 +123,7 @@ export class Screen {
     // readline appends keys that arrive together (fast typing, a paste without
     // brackets) without counting the rows they wrap onto: count them after every
     // key, so its redraws, and ours, start from the prompt's real first row.
-    this.input.on('keypress', () => this.syncRow());
+    this.input.on('keypress', () => this.edited());
     this.rl.on('line', (line) => {
       if (this.closed) return;
       this.output.write(up(this.submitRows + 1) + CLEAR_DOWN);
@@ -133,12 +140,12 @@ export class Screen {
     this.input.onText((text) => {
       if (this.readlineClosed) return;
       this.rl.write(text);
-      this.syncRow();
+      this.edited();
     });
     this.input.onPaste((paste) => {
       if (this.readlineClosed) return;
       if (paste.text !== '') this.rl.write(paste.text);
-      this.syncRow();
+      this.edited();
       options.onPaste?.(paste);
     });
     // readline redraws on resize from the row it last drew, which is wrong on
@@ -240,6 +247,17 @@ export class Screen {
       if (lines.length > 0) this.output.write(lines.map((l) => `${l}\r\n`).join(''));
       return;
     }
+    // An input line as tall as the window (a long paste) has its first rows
+    // above the screen, where the cursor can't go: every redraw would copy it
+    // into the scrollback again. Lines wait until it fits (it is sent, or
+    // shortened), or until too many are waiting.
+    this.holding = !this.clearFirst && lines.length < MAX_HELD_LINES && this.inputRows() >= this.rowsOf();
+    if (this.holding) {
+      this.queue = lines;
+      if (this.ring) this.output.write(BELL);
+      this.ring = false;
+      return;
+    }
     const rows = this.drawnRow();
     let out = this.clearFirst ? CLEAR_SCREEN : up(rows) + CLEAR_DOWN;
     this.clearFirst = false;
@@ -288,6 +306,29 @@ export class Screen {
     this.output.rows = rows;
     this.output.emit('resize');
     return true;
+  }
+
+  /** After a key or a paste: counts the input's rows again, and prints what waited once it fits. */
+  private edited(): void {
+    this.syncRow();
+    if (this.holding) this.schedule();
+  }
+
+  /** The rows the prompt and the whole input line take, at the window's width. */
+  private inputRows(): number {
+    // getCursorPos() measures up to the cursor: measure with it at the end, then put it back.
+    const rl = this.rl as unknown as { cursor: number };
+    const at = rl.cursor;
+    rl.cursor = this.rl.line.length;
+    try {
+      return this.rl.getCursorPos().rows + 1;
+    } finally {
+      rl.cursor = at;
+    }
+  }
+
+  private rowsOf(): number {
+    return this.output.rows > 0 ? this.output.rows : 24;
   }
 
   private syncRow(): void {

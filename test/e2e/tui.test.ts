@@ -215,6 +215,28 @@ describe('confab join in a terminal (the interactive client)', () => {
     await alice.prompt('');
   });
 
+  it('holds what arrives while a paste fills the window, so it is not copied into the scrollback, and prints it once the line fits', async () => {
+    const { alice, bob } = await room({ cols: 40, rows: 12 });
+    // 30 rows of input at 40 columns: taller than the window.
+    const paste = `START ${'x'.repeat(1200)}`;
+    alice.paste(paste);
+    await alice.until(() => alice.cursorRow().endsWith('xxxx'), 'the paste in the input line');
+    bob.write('one\ntwo\nthree\n');
+    await bob.line(/"type":"sent".*"text":"three"/);
+    // Every redraw of a line taller than the window would leave a copy of its
+    // first rows in the scrollback; give the client time to have drawn them.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(alice.rows().filter((r) => r.includes('START'))).toHaveLength(1);
+    expect(alice.lines().some((l) => /<bob> one$/.test(l))).toBe(false);
+
+    alice.type('\u0015'); // Ctrl-U: the line is empty, and what waited is printed, in order
+    await alice.line(/<bob> three$/);
+    const got = alice.lines().flatMap((l) => /<bob> (\w+)$/.exec(l)?.[1] ?? []);
+    expect(got).toEqual(['one', 'two', 'three']);
+    expect(alice.rows().filter((r) => r.includes('START'))).toHaveLength(1);
+    await alice.prompt('');
+  });
+
   it('shows what others send inert: escape sequences, CR, fake lines; wide and right-to-left text keep the layout', async () => {
     const { alice, port, invite } = await room({ cols: 80, rows: 30 });
     const mallory = await secureMember(port, parseInvite(invite).secret, 'mallory');
