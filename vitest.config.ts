@@ -9,5 +9,8 @@ export default defineConfig({
     // The JSON report is what .ci/run turns into its "N passed, N failed" line.
     reporters: ['default', ['json', { outputFile: 'test-results/results.json' }]],
     pool: 'forks',
+    // A committed `.only` would skip every other test of its file and still pass;
+    // vitest forbids it only where CI is set, and .ci/run does not depend on that.
+    allowOnly: false,
   },
 });

@@ -18,12 +18,12 @@ try {
 }
 let passed = 0;
 let failed = 0;
-let skipped = 0;
+const skipped = [];
 for (const file of report.testResults ?? []) {
   for (const t of file.assertionResults ?? []) {
     if (t.status === 'passed') passed++;
     else if (t.status === 'failed') failed++;
-    else skipped++;
+    else skipped.push(t.fullName ?? t.title);
   }
   // A file that failed to load has no assertions but must still count.
   if ((file.assertionResults ?? []).length === 0 && file.status === 'failed') failed++;
@@ -35,6 +35,11 @@ if (passed === 0 && failed === 0) {
   console.log(`the test command exited with ${status} though no test failed (unhandled errors?): one failure`);
   failed = 1;
 }
-if (skipped > 0) console.log(`${skipped} skipped`);
+// Named, so a skip is seen for what it is (each says why in its own output).
+if (skipped.length > 0) {
+  const named = skipped.slice(0, 20).map((n) => `  - ${n}`);
+  if (skipped.length > 20) named.push(`  - and ${skipped.length - 20} more`);
+  console.log(`${skipped.length} skipped:\n${named.join('\n')}`);
+}
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

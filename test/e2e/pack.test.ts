@@ -55,7 +55,14 @@ describe('npm pack', () => {
       expect(log).toContain('"nativeWrites":true');
       expect(log).toContain(`"ioUring":${String(fanoutAddon?.ringReady() === true)}`);
     } finally {
-      if (server.pid !== undefined) process.kill(-server.pid, 'SIGTERM');
+      // npm and the server under it are one process group: end it, and wait for it.
+      const exited = new Promise((resolve) => server.once('exit', resolve));
+      if (server.exitCode === null && server.pid !== undefined) {
+        process.kill(-server.pid, 'SIGTERM');
+        const timer = setTimeout(() => process.kill(-(server.pid as number), 'SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
     }
   });
 });

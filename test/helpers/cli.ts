@@ -68,7 +68,14 @@ export function tempHome(): string {
 /** `confab serve --port 0` on loopback; resolves with the process and its port. */
 export async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number }> {
   const proc = new Proc(['serve', '--host', '127.0.0.1', '--port', '0', ...extra]);
-  const line = await proc.line(/^listening on /);
+  let line: string;
+  try {
+    line = await proc.line(/^listening on /);
+  } catch (err) {
+    // The caller never gets it to stop: stop it here.
+    proc.kill('SIGKILL');
+    throw err;
+  }
   const port = Number(/:(\d+)$/.exec(line)?.[1]);
   return { proc, port };
 }
