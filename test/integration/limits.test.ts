@@ -211,6 +211,36 @@ describe('connection limits per address', () => {
     await until(() => again.frames.some((f) => f.type === 'welcome'));
   });
 
+  it('refuses a JOIN past maxRoomMembers with ROOM_FULL, keeps the connection, and takes it once someone leaves', async () => {
+    const s = await server({ limits: { maxRoomMembers: 3 } });
+    const r = room(7);
+    const peers = await Promise.all(Array.from({ length: 4 }, () => RawPeer.open(s.port)));
+    cleanup.push(() => Promise.resolve(peers.forEach((p) => p.destroy())));
+    for (const [i, p] of peers.slice(0, 3).entries()) {
+      await rawJoin(p, r, `m${i}`);
+      expect(p.frames.some((f) => f.type === 'joined')).toBe(true);
+    }
+    const late = peers[3] as RawPeer;
+    await rawJoin(late, r, 'late');
+    const refusal = late.frames.find((f): f is ErrorFrame => f.type === 'error');
+    expect(errorCodeName(refusal?.code ?? 0)).toBe('ROOM_FULL');
+    expect(refusal?.message).toBe('the room has 3 members');
+    expect(late.frames.some((f) => f.type === 'joined')).toBe(false);
+    // Not fatal: another room takes the same connection at once.
+    const id = newIdentity();
+    const proof = await joinProof(late, id, room(8), 'late');
+    late.write(encodeFrame({ type: 'join', rid: 2, room: room(8), nick: 'late', key: id.publicKey, proof }));
+    await until(() => late.frames.some((f) => f.type === 'joined'));
+    expect(late.closed).toBe(false);
+
+    peers[0]?.destroy();
+    await until(() => s.stats.connections === 3);
+    const again = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(again.destroy()));
+    await rawJoin(again, r, 'again');
+    expect(again.frames.some((f) => f.type === 'joined')).toBe(true);
+  });
+
   it('counts an IPv4 peer on a dual-stack listener as its IPv4 address, and an IPv6 one as its /64', async () => {
     const s = await server({ host: '::', limits: { maxConnectionsPerIp: 1, connectionsPerIpPerMinute: 1000 } });
     const v4 = await RawPeer.open(s.port, '127.0.0.1'); // arrives as ::ffff:127.0.0.1
@@ -471,6 +501,26 @@ describe('slowloris', () => {
     await alice.client.send(r, text('hello through the drip'));
     await until(() => bob.events.message.length === 1);
     expect(s.stats.connections).toBe(2);
+  });
+});
+
+describe("the client's own limits", () => {
+  it('refuses a send past maxPending unacknowledged messages with OUTBOX_FULL, at once, and takes one again after the ACKs', async () => {
+    const s = await server();
+    const r = room(9);
+    const alice = track(await member(s.port, r, 'alice', { maxPending: 2 }));
+    const bob = track(await member(s.port, r, 'bob'));
+    const first = alice.client.send(r, text('one'));
+    const second = alice.client.send(r, text('two'));
+    await expect(alice.client.send(r, text('three'))).rejects.toMatchObject({
+      code: 'OUTBOX_FULL',
+      message: '2 messages are waiting for acknowledgement',
+    });
+    expect((await first).seq).toBe(1);
+    expect((await second).seq).toBe(2);
+    expect((await alice.client.send(r, text('four'))).seq).toBe(3);
+    await until(() => bob.texts().length === 3);
+    expect(bob.texts()).toEqual(['alice: one', 'alice: two', 'alice: four']);
   });
 });
 
