@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADER_LEN, newIdentity, newRoomSecret, NO_PREVIOUS, roomKeys, sealEnvelope } from '../../src/crypto/index.js';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { encodeFrame, FrameType } from '../../src/protocol/index.js';
 import type { ConfabServer } from '../../src/server/index.js';
 import { Mitm } from '../helpers/mitm.js';
@@ -209,6 +210,47 @@ describe('adversarial relay: every attack detected or rejected', () => {
     expect(detected).toBe(TRIALS);
     expect(bob.keyChanges.map((k) => k.nick)).toEqual(['alice']);
     expect(bob.messages.some((m) => m.text.includes('mallory'))).toBe(false);
+  });
+
+  it('a sender who showed others another history: its next message is shown flagged (history-mismatch)', async () => {
+    // carol signs two different first messages (one for bob, one for everyone
+    // else), then a second that follows the one the others saw.
+    const carol = newIdentity();
+    const seal = (seq: number, prevHash: Uint8Array, text: string): Uint8Array =>
+      sealEnvelope(keys, carol, {
+        type: 1,
+        nick: 'carol',
+        seq,
+        sentAt: Date.now(),
+        prevHash,
+        body: new TextEncoder().encode(text),
+      });
+    const forBob = seal(1, NO_PREVIOUS, 'I owe bob 5 EUR');
+    const forOthers = seal(1, NO_PREVIOUS, 'I owe bob nothing');
+    const next2 = seal(2, sha256(forOthers), 'as I said');
+    const [toBob] = [...mitm.clients];
+    const deliver = (seq: number, body: Uint8Array): void =>
+      mitm.inject(
+        toBob as Socket,
+        encodeFrame({
+          type: 'deliver',
+          room: keys.roomId,
+          seq: 3e9 + seq,
+          ts: Date.now(),
+          nick: 'carol',
+          body,
+        }).subarray(4),
+      );
+    deliver(1, forBob);
+    deliver(2, next2);
+    expect(await next(2)).toEqual(['message:I owe bob 5 EUR', 'message:as I said']);
+    const shown = bob.messages.slice(-2);
+    expect(shown[0]?.warning).toBeUndefined();
+    expect(shown[1]?.warning).toBe('history-mismatch');
+    // A message that follows the one bob saw last is not flagged.
+    deliver(3, seal(3, sha256(next2), 'and again'));
+    expect(await next(1)).toEqual(['message:and again']);
+    expect(bob.messages.at(-1)?.warning).toBeUndefined();
   });
 
   it('an insider posing as alice under a look-alike nick, relayed under the same: rejected, not shown', async () => {
