@@ -14,6 +14,9 @@ export const ConnState = {
 } as const;
 export type ConnStateValue = (typeof ConnState)[keyof typeof ConnState];
 
+/** Buffers of one turn's output written as they are; more are copied into one. */
+const MAX_PIECES = 64;
+
 /**
  * One client connection: its socket, decoder, deadlines, rooms and output
  * queue. Kept small on purpose (no closures or timers of its own) because a
@@ -37,6 +40,10 @@ export class Connection implements Flushable {
   readonly bucket: TokenBucket;
   /** Its JOIN rate limit, made at its first JOIN. */
   joins: TokenBucket | null = null;
+  /** Its budget of frames that carry nothing for a room (`noopBurst`), made at its first. */
+  noops: TokenBucket | null = null;
+  /** Bytes queued this turn in answer to its own frames (see `answersOverCap`). */
+  answerBytes = 0;
   /** Messages refused in a row for going too fast. */
   strikes = 0;
   /** FETCHes refused in a row for a page still on its way (counted apart, so neither resets the other). */
@@ -50,6 +57,8 @@ export class Connection implements Flushable {
   /** Set when the send queue overflowed; the server drops it after this flush. */
   overflowed = false;
   private out: Uint8Array | Uint8Array[] | null = null;
+  /** Bytes in `out`. */
+  private outBytes = 0;
   /** Bytes it may hold past the cap while a JOIN's answer goes out (see `allowJoinAnswer`). */
   private allowance = 0;
   private readonly batcher: Batcher<Connection>;
@@ -97,6 +106,7 @@ export class Connection implements Flushable {
       this.markOverflowed();
       return false;
     }
+    this.outBytes += buf.length;
     if (this.out === null) {
       this.out = buf;
       this.batcher.addConnection(this);
@@ -111,22 +121,38 @@ export class Connection implements Flushable {
   /** What this turn queued for the socket, now taken off the connection; null if nothing is to be written. */
   takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
+    const bytes = this.outBytes;
     this.out = null;
+    this.outBytes = 0;
+    this.answerBytes = 0;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
+    // Many small frames (answers to a packet of requests) go as one buffer: each
+    // would be an entry of its own in the stream's queue, ten times its size.
+    if (Array.isArray(out) && out.length > MAX_PIECES) return Buffer.concat(out, bytes);
     return out;
   }
 
-  /**
-   * Bytes on their way to the peer: queued this turn, and left in the stream
-   * from earlier turns. Summed when asked (a FETCH), not kept up per write.
-   */
+  /** Bytes on their way to the peer: queued this turn, and left in the stream from earlier turns. */
   queuedBytes(): number {
-    const out = this.out;
-    let bytes = this.socket.writableLength;
-    if (out === null) return bytes;
-    if (!Array.isArray(out)) return bytes + out.length;
-    for (const buf of out) bytes += buf.length;
-    return bytes;
+    return this.socket.writableLength + this.outBytes;
+  }
+
+  /** Bytes queued this turn so far. */
+  get turnBytes(): number {
+    return this.outBytes;
+  }
+
+  /**
+   * Whether the answers to its own frames queued this turn, with what the
+   * stream still holds, pass the cap (and any allowance). A peer that sends
+   * requests without reading the answers (a packet of PINGs, 7,000 to 64 KiB)
+   * would otherwise have them all answered in one turn, before any check after
+   * a write: 16 connections took the server to 2 GB. The room's messages to it
+   * are not counted here: they are judged after the write, when the kernel has
+   * taken what it can.
+   */
+  answersOverCap(): boolean {
+    return this.socket.writableLength + this.answerBytes > this.sendQueueBytes + this.allowance;
   }
 
   flush(): void {

@@ -63,6 +63,15 @@ export interface ServerLimits {
   joinBurst: number;
   /** ...and then one every this many ms. */
   joinIntervalMs: number;
+  /**
+   * Frames a connection may send at once that carry nothing for a room: PING,
+   * PONG, ERROR, and requests refused for what they ask (NOT_IN_ROOM, a second
+   * HELLO, ...). Past them, and one every noopIntervalMs, it is dropped
+   * (RATE_LIMITED, fatal): each costs the server a read and most an answer...
+   */
+  noopBurst: number;
+  /** ...and then one every this many ms. */
+  noopIntervalMs: number;
   /** Most messages in one answer to FETCH (the client asks again for more). */
   fetchMessages: number;
   /** Most bytes of messages in one answer to FETCH (at least one message is always sent). */
@@ -99,6 +108,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   floodStrikes: 100,
   joinBurst: 20,
   joinIntervalMs: 3000,
+  noopBurst: 60,
+  noopIntervalMs: 1000,
   fetchMessages: 500,
   fetchBytes: 128 * 1024,
   historyMessages: 10_000,

@@ -188,10 +188,18 @@ export class Relay {
         // refused (PROTOCOL.md §4.1).
         if (raw[0] === FrameType.HELLO && conn.state === ConnState.OPEN) {
           this.reject(conn, 0, 'BAD_FRAME', 'HELLO may only be sent once');
+          if (conn.state >= ConnState.ENDING) return;
           continue;
         }
+        const before = conn.turnBytes;
         this.handle(conn, parseClientFrame(raw));
         if (conn.state >= ConnState.ENDING) return;
+        conn.answerBytes += conn.turnBytes - before;
+        if (conn.answersOverCap()) {
+          // Not reading its answers: what is queued goes, with the ERROR behind it, and nothing more is read.
+          this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
+          return;
+        }
       }
       // A bad length prefix after whole frames: those were handled first, in order.
       const bad = conn.decoder.error;
@@ -257,6 +265,9 @@ export class Relay {
    */
   private end(conn: Connection, frame: Uint8Array | null, reason: number): void {
     conn.state = ConnState.ENDING;
+    // Nothing more is read: what the peer still sends stays in the kernel, not
+    // in buffers read only to be dropped.
+    conn.socket.pause();
     this.ending.push({ conn, frame, reason });
     this.batcher.touch();
   }
@@ -350,13 +361,15 @@ export class Relay {
         this.fetch(conn, frame);
         return;
       case 'ping':
+        if (!this.spend(conn)) return;
         conn.limited = null;
         conn.enqueue(encodeFrame({ type: 'pong', token: frame.token }));
         return;
       case 'pong':
+        this.spend(conn);
         return;
       case 'error':
-        this.log.debug({ conn: conn.id, code: frame.code }, 'client reported an error');
+        if (this.spend(conn)) this.log.debug({ conn: conn.id, code: frame.code }, 'client reported an error');
         return;
     }
   }
@@ -729,9 +742,32 @@ export class Relay {
     }
   }
 
-  /** A non-fatal error answering one request. */
+  /**
+   * A non-fatal error answering one request. Refusals for what the client asked (not for its pace,
+   * counted as strikes, nor for the store's failure) spend its `noopBurst`.
+   */
   private reject(conn: Connection, rid: number, code: ErrorCodeName, message: string): void {
+    if (code !== 'RATE_LIMITED' && code !== 'STORE_FAILED' && !this.spend(conn)) return;
     conn.enqueue(encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: false, message }));
+  }
+
+  /**
+   * Counts a frame that carries nothing for a room. Past `noopBurst` at once,
+   * then one per `noopIntervalMs`, the connection is dropped: PINGs, or
+   * requests the server refuses, sent as fast as a socket takes them kept a
+   * core busy, and nothing else limited them. Returns false if it was dropped.
+   */
+  private spend(conn: Connection): boolean {
+    const l = this.limits;
+    const now = this.clock.now();
+    if ((conn.noops ??= new TokenBucket(l.noopBurst, l.noopIntervalMs, now)).take(now)) return true;
+    this.stats.rateLimited++;
+    this.drop(
+      conn,
+      'RATE_LIMITED',
+      `over ${l.noopBurst} frames that carry no message (PING, PONG, ERROR, refused requests) at once, then 1 per ${l.noopIntervalMs} ms`,
+    );
+    return false;
   }
 
   private fail(conn: Connection, err: unknown): void {

@@ -38,7 +38,8 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
   it('a flood of 1,000 messages a second for 10 s gets at most burst + rate × time through; 20 others lose nothing', async () => {
     const clock = new FakeClock();
     // Default message limits; only the per-address ones are raised (all test clients are 127.0.0.1),
-    // and floodStrikes so the flooder stays for the whole 10 s of this measurement.
+    // and floodStrikes so the flooder stays for the whole 10 s of this measurement
+    // (noopBurst too: it PINGs before every SEND).
     const s = await server({
       clock,
       limits: {
@@ -47,6 +48,7 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
         messageBurst: 10,
         messageIntervalMs: 200,
         floodStrikes: 1_000_000,
+        noopBurst: 1_000_000,
       },
     });
     const r = room(1);
@@ -190,6 +192,73 @@ describe('message rate limit (token bucket: burst 10, then 5 per second)', () =>
     expect(await Promise.all(inA)).toEqual(['ack', 'ack', 'DISCONNECTED']);
     expect((await inB).seq).toBe(1);
   });
+});
+
+describe('frames that carry no message', () => {
+  it('PINGs past noopBurst drop the connection (RATE_LIMITED, fatal); refused requests count too; the budget refills', async () => {
+    const clock = new FakeClock();
+    const s = await server({ clock, limits: { noopBurst: 60, noopIntervalMs: 1000 } });
+    const r = room(21);
+    const bob = track(await member(s.port, r, 'bob', { clock }));
+    const pinger = await RawPeer.open(s.port);
+    cleanup.push(() => Promise.resolve(pinger.destroy()));
+    await rawJoin(pinger, r, 'pinger');
+    // 50 PINGs and 10 SENDs to a room it is not in: the whole budget, each answered.
+    const packet = Array.from({ length: 50 }, (_, i) => encodeFrame({ type: 'ping', token: i }));
+    for (let i = 0; i < 10; i++) {
+      packet.push(
+        encodeFrame({ type: 'send', rid: 100 + i, room: room(22), mid: new Uint8Array(16).fill(i), body: text('x') }),
+      );
+    }
+    pinger.write(Buffer.concat(packet));
+    await until(() => pinger.frames.filter((f) => f.type === 'error').length === 10);
+    expect(pinger.frames.filter((f) => f.type === 'pong')).toHaveLength(50);
+    // A second later, one more.
+    clock.advance(1000);
+    pinger.write(encodeFrame({ type: 'ping', token: 1000 }));
+    await until(() => pinger.frames.filter((f) => f.type === 'pong').length === 51);
+    // And past it, with no time gone: dropped.
+    pinger.write(encodeFrame({ type: 'ping', token: 1001 }));
+    await pinger.closedByServer();
+    const fatal = pinger.frames.find((f): f is ErrorFrame => f.type === 'error' && f.fatal);
+    expect(errorCodeName(fatal?.code ?? 0)).toBe('RATE_LIMITED');
+    expect(fatal?.message).toMatch(/over 60 frames that carry no message .* then 1 per 1000 ms/);
+    expect(pinger.frames.filter((f) => f.type === 'pong')).toHaveLength(51);
+    // The room goes on.
+    const alice = track(await member(s.port, r, 'alice', { clock }));
+    await alice.client.send(r, text('still here'));
+    await until(() => bob.texts().includes('alice: still here'));
+  });
+
+  it('clients that send PINGs and never read are dropped once the answers pass the send queue, not after answering them all', async () => {
+    // The budget raised, to test the send-queue check behind it.
+    const s = await server({ limits: { noopBurst: 100_000_000 } });
+    const ping = encodeFrame({ type: 'ping', token: 7 });
+    const pings = Buffer.concat(Array.from({ length: 64 * 1024 }, () => ping)); // 576 KiB of them
+    const sockets = await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        const socket = netConnect({ host: '127.0.0.1', port: s.port });
+        cleanup.push(() => Promise.resolve(socket.destroy()));
+        socket.on('error', () => {});
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.pause(); // reads nothing
+        return socket;
+      }),
+    );
+    const before = process.memoryUsage().rss;
+    // 4.5 MiB each, all at once: the server reads megabytes of them in a turn.
+    for (const socket of sockets) {
+      socket.write(encodeFrame({ type: 'hello', version: 1, agent: 'pinger' }));
+      for (let i = 0; i < 8; i++) socket.write(pings);
+    }
+    await until(() => (s.stats.dropped['SENDQ_EXCEEDED'] ?? 0) === 16, 30_000, 'every pinger to be dropped');
+    // Before: every PING read was answered, each answer a buffer of its own in
+    // the stream, and what came after the drop was still read: +298 MB here (now
+    // 73-76), and 16 connections of 4 MB took a server of its own to 2 GB.
+    const grown = (process.memoryUsage().rss - before) / (1024 * 1024);
+    console.log(`16 pingers that never read: RSS +${grown.toFixed(1)} MB`);
+    expect(grown).toBeLessThan(150);
+  }, 60_000);
 });
 
 describe('connection limits per address', () => {

@@ -39,6 +39,12 @@ class FakeSocket {
   }
   cork(): void {}
   uncork(): void {}
+  /** Reading stopped (a connection ended). */
+  paused = false;
+  pause(): this {
+    this.paused = true;
+    return this;
+  }
   end(): void {
     this.ended = true;
     this.writable = false;
@@ -125,6 +131,7 @@ describe('Relay, one turn', () => {
       encodeFrame({ type: 'send', rid, room, mid: new Uint8Array(16).fill(rid), body: new Uint8Array([rid]) });
     r.receive(a.conn, send(2));
     r.drop(a.conn, 'INTERNAL', 'test');
+    expect(a.socket.paused).toBe(true); // what it sends next stays in the kernel
     r.receive(a.conn, send(3)); // after the drop: ignored
     await turn();
     await turn();
