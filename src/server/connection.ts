@@ -16,6 +16,17 @@ export type ConnStateValue = (typeof ConnState)[keyof typeof ConnState];
 
 /** Buffers of one turn's output written as they are; more are copied into one. */
 const MAX_PIECES = 64;
+/**
+ * How far past the send-queue cap a connection may be, for a moment, before it
+ * is dropped at once: a reader is dropped when it stays past the cap (see
+ * `behind`), or passes this many times it.
+ */
+export const SENDQ_BURST_FACTOR = 4;
+
+/** A connection that was behind has read what was queued: its requests are read again. */
+function resumeReading(this: Socket): void {
+  if (!this.writableEnded) this.resume();
+}
 
 /**
  * One client connection: its socket, decoder, deadlines, rooms and output
@@ -44,6 +55,8 @@ export class Connection implements Flushable {
   noops: TokenBucket | null = null;
   /** Bytes queued this turn in answer to its own frames (see `answersOverCap`). */
   answerBytes = 0;
+  /** Sweeps in a row that found it past the send-queue cap (see `behind`). */
+  behindSweeps = 0;
   /** Messages refused in a row for going too fast. */
   strikes = 0;
   /** FETCHes refused in a row for a page still on its way (counted apart, so neither resets the other). */
@@ -152,7 +165,22 @@ export class Connection implements Flushable {
    * taken what it can.
    */
   answersOverCap(): boolean {
-    return this.socket.writableLength + this.answerBytes > this.sendQueueBytes + this.allowance;
+    return (
+      this.answerBytes > this.sendQueueBytes + this.allowance ||
+      this.socket.writableLength + this.answerBytes > this.hardCap()
+    );
+  }
+
+  /**
+   * Whether the stream holds more than the cap (and any allowance) now. The
+   * server's sweep drops a connection found so at two sweeps in a row: a reader
+   * that falls that far behind and stays there. A burst the room sends at
+   * once (ten messages of 60 KB from one member are 600 KB) can pass the cap
+   * for a moment on a reader that reads, before its kernel has taken it;
+   * dropping it then cut off every member on a slow link.
+   */
+  behind(): boolean {
+    return this.overCap(this.sendQueueBytes);
   }
 
   flush(): void {
@@ -170,9 +198,17 @@ export class Connection implements Flushable {
       for (const buf of out) this.socket.write(buf);
       this.socket.uncork();
     }
-    // What the kernel would not take stays in Node's buffer; past the cap the
-    // peer is too far behind to catch up live.
-    if (this.overCap()) this.markOverflowed();
+    // What the kernel would not take stays in Node's buffer; past four times
+    // the cap the peer is too far behind to catch up live.
+    if (this.overCap()) {
+      this.markOverflowed();
+    } else if (this.socket.writableLength > this.sendQueueBytes && !this.socket.isPaused()) {
+      // Past the cap: its requests wait in the kernel until it has read what is
+      // queued, so what it asks adds nothing more here meanwhile (the sweep drops
+      // it if it stays behind).
+      this.socket.pause();
+      this.socket.once('drain', resumeReading);
+    }
   }
 
   /**
@@ -188,8 +224,13 @@ export class Connection implements Flushable {
     if (bytes > this.allowance) this.allowance = bytes;
   }
 
-  /** Whether what the stream holds from earlier turns is past the cap (and any allowance). */
-  private overCap(): boolean {
+  /** The most the stream may hold at any moment: `SENDQ_BURST_FACTOR` times the cap, and any allowance. */
+  private hardCap(): number {
+    return this.sendQueueBytes * SENDQ_BURST_FACTOR + this.allowance;
+  }
+
+  /** Whether what the stream holds is past `cap` (the hard cap unless given) and any allowance. */
+  private overCap(cap = this.sendQueueBytes * SENDQ_BURST_FACTOR): boolean {
     const held = this.socket.writableLength;
     if (held <= this.sendQueueBytes) {
       // Back under the cap with nothing of this turn's waiting (the answer is
@@ -197,7 +238,7 @@ export class Connection implements Flushable {
       if (this.allowance !== 0 && this.out === null) this.allowance = 0;
       return false;
     }
-    return held > this.sendQueueBytes + this.allowance;
+    return held > cap + this.allowance;
   }
 
   private markOverflowed(): void {

@@ -311,10 +311,14 @@ export class Relay {
     const now = this.clock.now();
     const l = this.limits;
     for (const conn of this.connections) {
+      if (conn.state === ConnState.OPEN) conn.behindSweeps = conn.behind() ? conn.behindSweeps + 1 : 0;
       if (conn.state === ConnState.HANDSHAKE && now - conn.connectedAt >= l.handshakeTimeoutMs) {
         this.drop(conn, 'HANDSHAKE_TIMEOUT', `no HELLO within ${l.handshakeTimeoutMs} ms`);
       } else if (conn.frameStartedAt !== 0 && now - conn.frameStartedAt >= l.frameTimeoutMs) {
         this.drop(conn, 'READ_TIMEOUT', `a frame took longer than ${l.frameTimeoutMs} ms to arrive`);
+      } else if (conn.behindSweeps >= 2) {
+        // Past the cap at this sweep and the last: falling behind, not a burst it is reading.
+        this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${l.sendQueueBytes} bytes`);
       } else if (conn.state === ConnState.OPEN && now - conn.lastReadAt >= l.deadAfterMs) {
         this.drop(conn, 'HEARTBEAT_TIMEOUT', `nothing heard for ${l.deadAfterMs} ms`);
       } else if (conn.state === ConnState.OPEN && conn.pingSentAt === 0 && now - conn.lastReadAt >= l.heartbeatMs) {

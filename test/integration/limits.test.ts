@@ -254,7 +254,7 @@ describe('frames that carry no message', () => {
     await until(() => (s.stats.dropped['SENDQ_EXCEEDED'] ?? 0) === 16, 30_000, 'every pinger to be dropped');
     // Before: every PING read was answered, each answer a buffer of its own in
     // the stream, and what came after the drop was still read: +298 MB here (now
-    // 73-76), and 16 connections of 4 MB took a server of its own to 2 GB.
+    // about 45), and 16 connections of 4 MB took a server of its own to 2 GB.
     const grown = (process.memoryUsage().rss - before) / (1024 * 1024);
     console.log(`16 pingers that never read: RSS +${grown.toFixed(1)} MB`);
     expect(grown).toBeLessThan(150);

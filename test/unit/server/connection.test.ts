@@ -21,8 +21,25 @@ function stuckSocket(): FakeSocket {
     },
     cork(): void {},
     uncork(): void {},
+    paused: false,
+    writableEnded: false,
+    onDrain: [] as (() => void)[],
+    isPaused(): boolean {
+      return s.paused;
+    },
+    pause(): void {
+      s.paused = true;
+    },
+    resume(): void {
+      s.paused = false;
+    },
+    once(_event: 'drain', fn: (this: unknown) => void): void {
+      s.onDrain.push(fn);
+    },
+    /** The peer read everything: the stream is empty and says so. */
     drain(): void {
       s.writableLength = 0;
+      for (const fn of s.onDrain.splice(0)) fn.call(s);
     },
   };
   return s as unknown as FakeSocket;
@@ -57,23 +74,28 @@ function connectionOn(socket: FakeSocket): {
 }
 
 describe('Connection send queue', () => {
-  it('stops queueing for a peer that does not read once its buffer passes the cap, whatever is sent after', () => {
+  it('stops queueing for a peer that does not read once its buffer passes four times the cap, whatever is sent after; past the cap it is behind', () => {
     const cap = 256 * 1024;
     const frame = new Uint8Array(8000);
     const socket = stuckSocket();
     const { conn, batcher, overflowed } = connectionOn(socket);
     let accepted = 0;
+    let behindAt = -1;
     // 2,000 turns of 3 frames each: 48 MB offered to a peer that takes nothing.
     for (let turn = 0; turn < 2000; turn++) {
       for (let i = 0; i < 3; i++) if (conn.enqueue(frame)) accepted++;
       batcher.flush();
+      if (behindAt < 0 && conn.behind()) behindAt = socket.writableLength;
     }
+    // Past the cap it is behind (the sweep drops it if it stays so)...
+    expect(behindAt).toBeGreaterThan(cap);
+    expect(behindAt).toBeLessThanOrEqual(cap + 3 * frame.length);
+    // ...and past four times the cap it is dropped at once.
     expect(overflowed).toEqual([conn]);
     expect(conn.overflowed).toBe(true);
-    // What the connection holds is bounded by the cap plus one turn's output,
-    // not by what was offered.
-    expect(socket.writableLength).toBeGreaterThan(cap);
-    expect(socket.writableLength).toBeLessThanOrEqual(cap + 3 * frame.length);
+    // What the connection holds is bounded by that plus one turn's output, not by what was offered.
+    expect(socket.writableLength).toBeGreaterThan(4 * cap);
+    expect(socket.writableLength).toBeLessThanOrEqual(4 * cap + 3 * frame.length);
     expect(accepted * frame.length).toBe(socket.written);
     expect(conn.enqueue(frame)).toBe(false);
   });
@@ -112,18 +134,22 @@ describe('Connection send queue', () => {
     reader.conn.allowJoinAnswer(answer);
     reader.batcher.flush();
     expect(reader.overflowed).toEqual([]); // held past the cap, within the allowance
+    expect(reader.conn.behind()).toBe(false);
     expect(reader.conn.enqueue(live)).toBe(true); // the room goes on while it reads
     reader.batcher.flush();
     reads.drain();
     expect(reader.conn.enqueue(live)).toBe(true); // back under the cap: the allowance is spent
     reader.batcher.flush();
-    for (let turn = 0; turn < 100; turn++) {
+    let behindAt = -1;
+    for (let turn = 0; turn < 200; turn++) {
       reader.conn.enqueue(live);
       reader.batcher.flush();
+      if (behindAt < 0 && reader.conn.behind()) behindAt = reads.writableLength;
     }
-    // Stuck again later, it is cut at the cap itself, not the cap plus the list.
+    // Stuck again later, it is behind at the cap itself, and cut at four times it, not plus the list.
+    expect(behindAt).toBeLessThanOrEqual(cap + live.length);
     expect(reader.overflowed).toEqual([reader.conn]);
-    expect(reads.writableLength).toBeLessThanOrEqual(cap + live.length);
+    expect(reads.writableLength).toBeLessThanOrEqual(4 * cap + live.length);
 
     const stuck = stuckSocket();
     const idle = connectionOn(stuck);
@@ -134,8 +160,12 @@ describe('Connection send queue', () => {
     idle.conn.enqueue(new Uint8Array(answer));
     idle.conn.allowJoinAnswer(answer);
     idle.batcher.flush();
-    expect(idle.overflowed).toEqual([idle.conn]);
-    expect(stuck.writableLength).toBeLessThanOrEqual(cap + 2 * answer);
+    expect(idle.conn.behind()).toBe(true); // 1.14 MB: past the cap and one list
+    expect(idle.overflowed).toEqual([]); // within four times the cap and one list
+    idle.conn.enqueue(new Uint8Array(answer));
+    idle.batcher.flush();
+    expect(idle.overflowed).toEqual([idle.conn]); // past it: with the two lists' sum it would not be
+    expect(stuck.writableLength).toBeLessThanOrEqual(4 * cap + 3 * answer);
     expect(idle.conn.enqueue(live)).toBe(false);
   });
 });

@@ -27,7 +27,8 @@ import { ROOMY_LIMITS } from '../../helpers/net.js';
 class FakeSocket {
   readonly remoteAddress = '127.0.0.1';
   readonly remotePort = 40000;
-  readonly writableLength: number = 0;
+  /** What the stream would hold, unsent: set by a test. */
+  writableLength = 0;
   writable = true;
   destroyed = false;
   ended = false;
@@ -39,20 +40,30 @@ class FakeSocket {
   }
   cork(): void {}
   uncork(): void {}
-  /** Reading stopped (a connection ended). */
+  /** Reading stopped (a connection ended, or fell behind). */
   paused = false;
+  writableEnded = false;
   pause(): this {
     this.paused = true;
     return this;
   }
+  isPaused(): boolean {
+    return this.paused;
+  }
+  resume(): this {
+    this.paused = false;
+    return this;
+  }
   end(): void {
     this.ended = true;
+    this.writableEnded = true;
     this.writable = false;
   }
   private readonly onClose: (() => void)[] = [];
-  /** Only 'close' is listened for (the linger timer's cancel); destroy() emits it. */
-  once(_event: 'close', fn: () => void): this {
-    this.onClose.push(fn);
+  readonly onDrain: (() => void)[] = [];
+  /** 'close' (the linger timer's cancel; destroy() emits it) and 'drain' (reading again, after falling behind). */
+  once(event: 'close' | 'drain', fn: () => void): this {
+    (event === 'close' ? this.onClose : this.onDrain).push(fn);
     return this;
   }
   destroy(): void {
@@ -137,6 +148,51 @@ describe('Relay, one turn', () => {
     await turn();
     expect(a.socket.frames.slice(a0).map(label)).toEqual(['ACK 2 seq=1', 'ERROR INTERNAL']);
     expect(c.socket.frames.filter((f) => f.type === 'deliver')).toHaveLength(1);
+  });
+});
+
+describe('Relay, the send queue', () => {
+  const cap = DEFAULT_LIMITS.sendQueueBytes;
+  const send = (room: Uint8Array, rid: number): Uint8Array =>
+    encodeFrame({ type: 'send', rid, room, mid: new Uint8Array(16).fill(rid), body: new Uint8Array([rid]) });
+
+  it('a reader past the cap for a moment (a burst) is kept; past it at two sweeps in a row, dropped with SENDQ_EXCEEDED', async () => {
+    const { r, room, a, c, c0 } = await aliceAndCarol();
+    c.socket.writableLength = cap * 2; // a burst its kernel has not taken yet
+    r.sweep();
+    c.socket.writableLength = 0; // it read it
+    r.sweep();
+    c.socket.writableLength = cap * 2;
+    r.sweep();
+    r.receive(a.conn, send(room, 2));
+    await turn();
+    expect(c.socket.frames.slice(c0).map(label)).toEqual(['DELIVER seq=1']);
+    r.sweep(); // still past it: behind, not a burst
+    await turn();
+    expect(c.socket.frames.slice(c0).map(label)).toEqual(['DELIVER seq=1', 'ERROR SENDQ_EXCEEDED']);
+    await turn();
+    expect(a.socket.frames.map(label)).toContain(`MEMBER_LEFT ${LeaveReason.DISCONNECTED}`);
+  });
+
+  it("a reader past the cap is not read from until it has read what is queued: its requests' answers add nothing meanwhile", async () => {
+    const { r, room, a, c, c0 } = await aliceAndCarol();
+    c.socket.writableLength = cap + 1;
+    r.receive(a.conn, send(room, 2));
+    await turn();
+    expect(c.socket.frames.slice(c0).map(label)).toEqual(['DELIVER seq=1']);
+    expect(c.socket.paused).toBe(true);
+    c.socket.writableLength = 0; // it read it all
+    for (const fn of c.socket.onDrain.splice(0)) fn.call(c.socket);
+    expect(c.socket.paused).toBe(false);
+  });
+
+  it('a reader past four times the cap is dropped at the next write, without waiting for a sweep', async () => {
+    const { r, room, a, c, c0 } = await aliceAndCarol();
+    c.socket.writableLength = cap * 4 + 1;
+    r.receive(a.conn, send(room, 2));
+    await turn();
+    await turn();
+    expect(c.socket.frames.slice(c0).map(label)).toEqual(['ERROR SENDQ_EXCEEDED']);
   });
 });
 
