@@ -147,9 +147,15 @@ function program(): Command {
     .command('join')
     .description('join a room by invite link, or create one on HOST[:PORT] (interactive in a terminal)')
     .argument('<target>', "an invite link 'confab://HOST:PORT/#SECRET', or HOST[:PORT] to create a room")
-    .option('--nick <nick>', 'your name in the room (default: $USER)')
+    .option(
+      '--nick <nick>',
+      "your name in the room (default: $USER, without the characters a nick can't have; else guest)",
+    )
     .option('--json', 'print one JSON object per event (doc/JSON.md)', false)
-    .option('--home <dir>', "where confab keeps this user's files (default: $CONFAB_HOME or the data dir)")
+    .option(
+      '--home <dir>',
+      "where confab keeps this user's files (default: $CONFAB_HOME, else $XDG_DATA_HOME/confab, else ~/.local/share/confab)",
+    )
     .option('--bell', 'ring the terminal bell when someone mentions your nick (interactive client)', false)
     .option(
       '--backlog <n>',
@@ -163,7 +169,7 @@ function program(): Command {
     )
     .option(
       '--give-up <seconds>',
-      'line mode, at the end of input: how long to wait without a connection to the server before giving up (0: for ever)',
+      `line mode, at the end of input: how long to wait for the server to answer what it owes (unreachable, or connected and silent) before giving up, up to ${MAX_GIVE_UP_S} (0: for ever)`,
       (v) => {
         if (!/^\d+$/.test(v) || Number(v) > MAX_GIVE_UP_S) {
           throw new InvalidArgumentError(`expected a whole number of seconds from 0 to ${MAX_GIVE_UP_S}`);

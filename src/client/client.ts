@@ -949,7 +949,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       socket.on('error', (err: NodeJS.ErrnoException) => {
         const e = new ClientError(
           this.connected ? 'DISCONNECTED' : 'CONNECT_FAILED',
-          `${host.includes(':') ? `[${host}]` : host}:${port}: ${err.code ?? err.message}`,
+          `${host.includes(':') ? `[${host}]` : host}:${port}: ${socketErrorText(err)}`,
           false,
           { cause: err },
         );
@@ -1421,3 +1421,21 @@ function connectionLost(cause: ClientError | undefined): ClientError {
 function roomKey(room: Uint8Array): string {
   return Buffer.from(room).toString('hex');
 }
+
+/** What went wrong with a socket, in words, with the system's code after them (`ECONNREFUSED`). */
+export function socketErrorText(err: NodeJS.ErrnoException): string {
+  const code = err.code ?? '';
+  const words = SOCKET_ERRORS[code];
+  return words === undefined ? code || err.message : `${words} (${code})`;
+}
+
+const SOCKET_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'nothing listens there (is the server running, on that port?)',
+  ENOTFOUND: 'no such host',
+  EAI_AGAIN: 'the host name could not be looked up now (no DNS?)',
+  ETIMEDOUT: 'no answer',
+  EHOSTUNREACH: 'the host is unreachable',
+  ENETUNREACH: 'the network is unreachable',
+  ECONNRESET: 'the connection was reset',
+  EPIPE: 'the connection was closed',
+};

@@ -200,13 +200,14 @@ export function formatNotice(event: ChatEvent, inert: (s: string) => string): st
   }
 }
 
-/** What a `resent` event says. */
 /** What a `released` event says: the messages a key signed before it was accepted, shown now. `nick`: made inert. */
 export function releasedText(nick: string, count: number, dropped: number): string {
   const shown = `${count} message${count === 1 ? '' : 's'} ${nick} sent under the new key before you accepted it`;
-  return `${shown}${count > 0 ? ' follow' : ''}${dropped > 0 ? ` (${dropped} more were not kept)` : ''}`;
+  const follow = count === 0 ? '' : count === 1 ? ' follows' : ' follow';
+  return `${shown}${follow}${dropped > 0 ? ` (${dropped} more were not kept)` : ''}`;
 }
 
+/** What a `resent` event says. */
 export function resentText(count: number): string {
   return `sending ${count} message${count === 1 ? '' : 's'} left unacknowledged by your last session`;
 }

@@ -64,6 +64,12 @@ export const ExitCode = {
   OK: 0,
   FAILURE: 1,
   USAGE: 2,
+  /**
+   * Could not connect, or the server refused the join: nothing of the input
+   * was read, kept or sent, so running it again sends it (exit 1 can mean
+   * messages were kept for the next run, and must not be sent again).
+   */
+  NOT_JOINED: 3,
   /** 128 + SIGHUP */
   HANGUP: 129,
   /** 128 + SIGINT */
@@ -230,7 +236,7 @@ async function joinRoom(
   } catch (e) {
     if (!aborted()) complain(stderr, e instanceof Error ? e.message : String(e));
     await client.close();
-    return ExitCode.FAILURE;
+    return ExitCode.NOT_JOINED;
   }
   const room = new SecureRoom(client, {
     secret: invite.secret,
@@ -260,7 +266,7 @@ async function joinRoom(
     const code = e instanceof ClientError ? `${e.code}: ` : '';
     if (!aborted()) complain(stderr, `could not join: ${code}${e instanceof Error ? e.message : String(e)}`);
     await client.close();
-    return ExitCode.FAILURE;
+    return ExitCode.NOT_JOINED;
   }
   return { client, room };
 }

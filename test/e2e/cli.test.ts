@@ -144,7 +144,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     expect(line).toMatch(/^<bob \d{5}-\d{5}> \^\[\[2J\^\[\]0;pwned\^G <alice> fake$/);
   });
 
-  it('refuses a taken nick with a clear error and exit 1', async () => {
+  it('refuses a taken nick with a clear error and exit 3', async () => {
     const { proc: server, port } = await serve();
     track(server);
     const home = tempHome();
@@ -154,7 +154,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     const copy = tempHome();
     copyFileSync(join(home, 'identity.json'), join(copy, 'identity.json'));
     const alice2 = track(new Proc(['join', invite, '--nick', 'alice', '--home', copy]));
-    expect(await alice2.exited).toBe(1);
+    expect(await alice2.exited).toBe(3);
     expect(alice2.stderr.join('\n')).toMatch(/NICK_TAKEN/);
   });
 
@@ -166,7 +166,7 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     await alice.line(/^\* invite: /);
     // Another key, another room: the nick still belongs to the first key.
     const mallory = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'ALICE', '--home', tempHome()]));
-    expect(await mallory.exited).toBe(1);
+    expect(await mallory.exited).toBe(3);
     expect(mallory.stderr.join('\n')).toMatch(/NICK_OWNED: the nick "ALICE" belongs to another key/);
     const r = confab('admin', 'release-nick', 'alice', '--data', data);
     expect(r.status).toBe(0);
@@ -176,11 +176,35 @@ describe('confab serve + confab join, line mode (the built CLI)', () => {
     expect(confab('admin', 'release-nick', 'alice', '--data', tempHome()).stderr).toMatch(/no server data/);
   });
 
-  it('fails with exit 1 and one line when no server answers', async () => {
+  it('fails with exit 3 (nothing read, safe to run again) and one line in words when no server answers', async () => {
     const p = track(new Proc(['join', '127.0.0.1:1', '--nick', 'x', '--home', tempHome()]));
-    expect(await p.exited).toBe(1);
-    expect(p.stderr).toHaveLength(1);
-    expect(p.stderr[0]).toMatch(/^confab: .*ECONNREFUSED/);
+    p.write('not read\n');
+    p.end();
+    expect(await p.exited).toBe(3);
+    expect(p.stderr).toEqual([
+      'confab: 127.0.0.1:1: nothing listens there (is the server running, on that port?) (ECONNREFUSED)',
+    ]);
+  });
+
+  it('a join refused (NICK_OWNED) exits 3 too, and the line given is not kept: the next run sends it once', async () => {
+    const { proc: server, port } = await serve();
+    track(server);
+    const owner = track(new Proc(['join', `127.0.0.1:${port}`, '--nick', 'dana', '--home', tempHome()]));
+    const invite = (await owner.line(/^\* invite: /)).replace(/^\* invite: /, '');
+    await owner.line(/^\* joined as dana/);
+    const home = tempHome();
+    const refused = track(new Proc(['join', invite, '--nick', 'dana', '--home', home]));
+    refused.write('first try\n');
+    refused.end();
+    expect(await refused.exited).toBe(3);
+    expect(refused.stderr.join('\n')).toMatch(/could not join: NICK_OWNED/);
+    const again = track(new Proc(['join', invite, '--nick', 'erin', '--home', home]));
+    again.write('first try\n');
+    again.end();
+    expect(await again.exited).toBe(0);
+    await owner.line(/<erin [\d-]+> first try$/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(owner.stdout.filter((l) => /<erin [\d-]+> first try$/.test(l))).toHaveLength(1);
   });
 
   it('keeps its files in --home, or CONFAB_HOME, created private', async () => {
