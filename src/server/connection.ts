@@ -156,8 +156,8 @@ export class Connection implements Flushable {
   }
 
   /**
-   * Whether the answers to its own frames queued this turn, with what the
-   * stream still holds, pass the cap (and any allowance). A peer that sends
+   * Whether the answers to its own frames queued this turn pass the cap (and
+   * any allowance), or with what the stream still holds pass four times it. A peer that sends
    * requests without reading the answers (a packet of PINGs, 7,000 to 64 KiB)
    * would otherwise have them all answered in one turn, before any check after
    * a write: 16 connections took the server to 2 GB. The room's messages to it
@@ -181,6 +181,15 @@ export class Connection implements Flushable {
    */
   behind(): boolean {
     return this.overCap(this.sendQueueBytes);
+  }
+
+  /**
+   * Reads its requests again if writing to it paused them (see `writeStream`)
+   * and it is back within the cap: the stream's 'drain' comes only once it is
+   * empty, which a busy room's reader that is a little behind may never be.
+   */
+  readAgain(): void {
+    if (this.socket.isPaused()) this.socket.resume();
   }
 
   flush(): void {

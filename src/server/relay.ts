@@ -311,7 +311,11 @@ export class Relay {
     const now = this.clock.now();
     const l = this.limits;
     for (const conn of this.connections) {
-      if (conn.state === ConnState.OPEN) conn.behindSweeps = conn.behind() ? conn.behindSweeps + 1 : 0;
+      if (conn.state === ConnState.OPEN) {
+        const behind = conn.behind();
+        conn.behindSweeps = behind ? conn.behindSweeps + 1 : 0;
+        if (!behind) conn.readAgain();
+      }
       if (conn.state === ConnState.HANDSHAKE && now - conn.connectedAt >= l.handshakeTimeoutMs) {
         this.drop(conn, 'HANDSHAKE_TIMEOUT', `no HELLO within ${l.handshakeTimeoutMs} ms`);
       } else if (conn.frameStartedAt !== 0 && now - conn.frameStartedAt >= l.frameTimeoutMs) {

@@ -184,6 +184,14 @@ describe('Relay, the send queue', () => {
     c.socket.writableLength = 0; // it read it all
     for (const fn of c.socket.onDrain.splice(0)) fn.call(c.socket);
     expect(c.socket.paused).toBe(false);
+    // Back within the cap but never empty (a busy room), so no 'drain': the sweep reads it again.
+    c.socket.writableLength = cap + 1;
+    r.receive(a.conn, send(room, 3));
+    await turn();
+    expect(c.socket.paused).toBe(true);
+    c.socket.writableLength = cap - 1;
+    r.sweep();
+    expect(c.socket.paused).toBe(false);
   });
 
   it('a reader past four times the cap is dropped at the next write, without waiting for a sweep', async () => {
