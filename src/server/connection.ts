@@ -72,6 +72,8 @@ export class Connection implements Flushable {
   private out: Uint8Array | Uint8Array[] | null = null;
   /** Bytes in `out`. */
   private outBytes = 0;
+  /** Of them, what its rooms queued (see `enqueueFromRoom`). */
+  private roomBytes = 0;
   /** Bytes it may hold past the cap while a JOIN's answer goes out (see `allowJoinAnswer`). */
   private allowance = 0;
   private readonly batcher: Batcher<Connection>;
@@ -131,12 +133,24 @@ export class Connection implements Flushable {
     return true;
   }
 
+  /**
+   * Queues what a room sends it (its messages, joins and leaves, a member list):
+   * not an answer to its own frames, so not counted by `answersOverCap` (a
+   * LEAVE flushes the room's turn to the leaver, a burst of others' messages).
+   */
+  enqueueFromRoom(buf: Uint8Array): boolean {
+    const queued = this.enqueue(buf);
+    if (queued) this.roomBytes += buf.length;
+    return queued;
+  }
+
   /** What this turn queued for the socket, now taken off the connection; null if nothing is to be written. */
   takeOutput(): Uint8Array | Uint8Array[] | null {
     const out = this.out;
     const bytes = this.outBytes;
     this.out = null;
     this.outBytes = 0;
+    this.roomBytes = 0;
     this.answerBytes = 0;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
     // Many small frames (answers to a packet of requests) go as one buffer: each
@@ -150,9 +164,9 @@ export class Connection implements Flushable {
     return this.socket.writableLength + this.outBytes;
   }
 
-  /** Bytes queued this turn so far. */
-  get turnBytes(): number {
-    return this.outBytes;
+  /** Bytes queued this turn so far that its rooms did not send. */
+  get answeredThisTurn(): number {
+    return this.outBytes - this.roomBytes;
   }
 
   /**
@@ -189,7 +203,9 @@ export class Connection implements Flushable {
    * empty, which a busy room's reader that is a little behind may never be.
    */
   readAgain(): void {
-    if (this.socket.isPaused()) this.socket.resume();
+    if (!this.socket.isPaused()) return;
+    this.socket.off('drain', resumeReading);
+    this.socket.resume();
   }
 
   flush(): void {

@@ -191,10 +191,10 @@ export class Relay {
           if (conn.state >= ConnState.ENDING) return;
           continue;
         }
-        const before = conn.turnBytes;
+        const before = conn.answeredThisTurn;
         this.handle(conn, parseClientFrame(raw));
         if (conn.state >= ConnState.ENDING) return;
-        conn.answerBytes += conn.turnBytes - before;
+        conn.answerBytes += conn.answeredThisTurn - before;
         if (conn.answersOverCap()) {
           // Not reading its answers: what is queued goes, with the ERROR behind it, and nothing more is read.
           this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
@@ -563,6 +563,8 @@ export class Relay {
     const now = this.clock.now();
     if (!(conn.joins ??= new TokenBucket(l.joinBurst, l.joinIntervalMs, now)).take(now)) {
       this.stats.rateLimited++;
+      // Never fatal by itself, and no strikes: it spends the budget of frames that carry no message.
+      if (!this.spend(conn)) return;
       this.reject(
         conn,
         frame.rid,
@@ -669,9 +671,12 @@ export class Relay {
     conn.memberships.push(member);
     // Long lists go out in MEMBER_LIST frames first; JOINED carries the last part.
     let bytes = 0;
+    // The room's, not an answer the joiner can pile up: the JOIN rate bounds
+    // them, and its allowance the stream (a packet of JOINs of big rooms is not
+    // cut off for the lists' sum).
     const answer = (buf: Uint8Array): void => {
       bytes += buf.length;
-      conn.enqueue(buf);
+      conn.enqueueFromRoom(buf);
     };
     let from = 0;
     while (others.length - from > MEMBERS_PER_FRAME) {

@@ -61,6 +61,11 @@ class FakeSocket {
   }
   private readonly onClose: (() => void)[] = [];
   readonly onDrain: (() => void)[] = [];
+  off(_event: 'drain', fn: () => void): this {
+    const i = this.onDrain.indexOf(fn);
+    if (i >= 0) this.onDrain.splice(i, 1);
+    return this;
+  }
   /** 'close' (the linger timer's cancel; destroy() emits it) and 'drain' (reading again, after falling behind). */
   once(event: 'close' | 'drain', fn: () => void): this {
     (event === 'close' ? this.onClose : this.onDrain).push(fn);
@@ -192,6 +197,105 @@ describe('Relay, the send queue', () => {
     c.socket.writableLength = cap - 1;
     r.sweep();
     expect(c.socket.paused).toBe(false);
+  });
+
+  it('a reader resumed by sweeps again and again, never empty, keeps one drain listener, not one per pause', async () => {
+    const { r, room, a, c } = await aliceAndCarol();
+    for (let i = 0; i < 20; i++) {
+      c.socket.writableLength = cap + 1;
+      r.receive(a.conn, send(room, 10 + i));
+      await turn();
+      c.socket.writableLength = cap - 1;
+      r.sweep();
+    }
+    // Before: 20 listeners (a real socket warns past 10).
+    expect(c.socket.onDrain.length).toBeLessThanOrEqual(1);
+    expect(c.socket.paused).toBe(false);
+  });
+
+  it("a LEAVE in the turn another member sends a burst: the room's messages to the leaver are not its answers, and it leaves cleanly", async () => {
+    const { r, room, a, c, c0 } = await aliceAndCarol();
+    for (let i = 0; i < 10; i++) {
+      r.receive(
+        a.conn,
+        encodeFrame({
+          type: 'send',
+          rid: 10 + i,
+          room,
+          mid: new Uint8Array(16).fill(i + 1),
+          body: new Uint8Array(60_000),
+        }),
+      );
+    }
+    r.receive(c.conn, encodeFrame({ type: 'leave', rid: 9, room }));
+    await turn();
+    await turn();
+    const got = c.socket.frames.slice(c0).map(label);
+    // Before: the ten DELIVERs (600 KB) counted as its answers, and it was dropped with SENDQ_EXCEEDED.
+    expect(got).toEqual([...Array.from({ length: 10 }, (_, i) => `DELIVER seq=${i + 1}`), 'LEFT']);
+    expect(r.stats.dropped['SENDQ_EXCEEDED']).toBeUndefined();
+  });
+
+  it('two JOINs of rooms of 5,000 in one packet (a client rejoining) are both answered; the lists are not counted as its answers', async () => {
+    const r = relay();
+    const rooms = [new Uint8Array(16).fill(31), new Uint8Array(16).fill(32)];
+    const key = new Uint8Array(32).fill(1);
+    for (const [k, room] of rooms.entries()) {
+      const first = await joined(r, room, `first${k}`);
+      const open = first.conn.memberships[0]?.room;
+      if (open === undefined) throw new Error('no room');
+      // Members without sockets of their own to speak of: only the lists' size matters here.
+      for (let i = 1; i < 5000; i++) {
+        const conn = r.open(new FakeSocket() as unknown as Socket);
+        const nick = `m${String(i).padStart(23, '0')}`;
+        const m = { conn, room: open, nick, nickBytes: Buffer.from(nick), key };
+        open.members.push(m);
+        conn.memberships.push(m);
+      }
+    }
+    const socket = new FakeSocket();
+    const conn = r.open(socket as unknown as Socket);
+    const id = newIdentity();
+    r.receive(conn, encodeFrame({ type: 'hello', version: 1, agent: 'test' }));
+    const joins = rooms.map((room, i) =>
+      encodeFrame({
+        type: 'join',
+        rid: 5 + i,
+        room,
+        nick: 'newcomer',
+        key: id.publicKey,
+        proof: signJoinProof(id, joinProofMessage(conn.challenge, room, 'newcomer')),
+      }),
+    );
+    r.receive(conn, Buffer.concat(joins));
+    await turn();
+    await turn();
+    // Before: 'JOINED', 'JOINED', 'ERROR SENDQ_EXCEEDED' (the two lists, 570 KB, against one allowance).
+    expect(socket.frames.filter((f) => f.type !== 'member-list').map(label)).toEqual(['WELCOME', 'JOINED', 'JOINED']);
+  });
+
+  it('JOINs over the join rate spend the budget of frames that carry no message: sent for ever, they end the connection', async () => {
+    const r = new Relay(
+      { ...DEFAULT_LIMITS },
+      new FakeClock(),
+      pino({ level: 'silent' }),
+      (n) => crypto.getRandomValues(new Uint8Array(n)),
+      new NoHistory(),
+    );
+    const socket = new FakeSocket();
+    const conn = r.open(socket as unknown as Socket);
+    r.receive(conn, encodeFrame({ type: 'hello', version: 1, agent: 'test' }));
+    const id = newIdentity();
+    const room = new Uint8Array(16).fill(3);
+    const bad = encodeFrame({ type: 'join', rid: 1, room, nick: 'x', key: id.publicKey, proof: new Uint8Array(64) });
+    r.receive(conn, Buffer.concat(Array.from({ length: 2000 }, () => bad)));
+    await turn();
+    const errors = socket.frames.filter((f) => f.type === 'error');
+    // 20 within the join rate (a bad proof each), 40 over it, then dropped. Before: 2,000 answers, and on for ever.
+    expect(errors.map(label).slice(0, 20)).toEqual(Array.from({ length: 20 }, () => 'ERROR BAD_JOIN_PROOF'));
+    expect(errors).toHaveLength(61);
+    const last = errors.at(-1);
+    expect(last?.type === 'error' && last.fatal && errorCodeName(last.code)).toBe('RATE_LIMITED');
   });
 
   it('a reader past four times the cap is dropped at the next write, without waiting for a sweep', async () => {
