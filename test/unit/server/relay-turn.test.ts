@@ -98,6 +98,24 @@ async function joined(r: Relay, room: Uint8Array, nick: string): Promise<{ conn:
   return { conn, socket };
 }
 
+/**
+ * Puts `count` more members in the room `first` is in, as that many JOINs
+ * would leave it (without the n² notices between them): 24-byte nicks, the
+ * longest, one key, and sockets that only record.
+ */
+function fillRoom(r: Relay, first: Connection, count: number): void {
+  const open = first.memberships[0]?.room;
+  if (open === undefined) throw new Error('no room');
+  const key = new Uint8Array(32).fill(1);
+  for (let i = 1; i <= count; i++) {
+    const conn = r.open(new FakeSocket() as unknown as Socket);
+    const nick = `m${String(i).padStart(23, '0')}`;
+    const m = { conn, room: open, nick, nickBytes: Buffer.from(nick), key };
+    open.members.push(m);
+    conn.memberships.push(m);
+  }
+}
+
 /** A relay with Alice and Carol in one room, and how many frames each has had so far. */
 async function aliceAndCarol(): Promise<{
   r: Relay;
@@ -239,19 +257,9 @@ describe('Relay, the send queue', () => {
   it('two JOINs of rooms of 5,000 in one packet (a client rejoining) are both answered; the lists are not counted as its answers', async () => {
     const r = relay();
     const rooms = [new Uint8Array(16).fill(31), new Uint8Array(16).fill(32)];
-    const key = new Uint8Array(32).fill(1);
     for (const [k, room] of rooms.entries()) {
       const first = await joined(r, room, `first${k}`);
-      const open = first.conn.memberships[0]?.room;
-      if (open === undefined) throw new Error('no room');
-      // Members without sockets of their own to speak of: only the lists' size matters here.
-      for (let i = 1; i < 5000; i++) {
-        const conn = r.open(new FakeSocket() as unknown as Socket);
-        const nick = `m${String(i).padStart(23, '0')}`;
-        const m = { conn, room: open, nick, nickBytes: Buffer.from(nick), key };
-        open.members.push(m);
-        conn.memberships.push(m);
-      }
+      fillRoom(r, first.conn, 4999);
     }
     const socket = new FakeSocket();
     const conn = r.open(socket as unknown as Socket);
@@ -407,17 +415,7 @@ describe('Relay, joining a big room', () => {
     );
     const room = new Uint8Array(16).fill(21);
     const first = await joined(r, room, 'first');
-    const open = first.conn.memberships[0]?.room;
-    if (open === undefined) throw new Error('no room');
-    // The rest of the room as 9,998 JOINs would leave it (without the n² notices between them).
-    const key = new Uint8Array(32).fill(1);
-    for (let i = 1; i < 9999; i++) {
-      const conn = r.open(new FakeSocket() as unknown as Socket);
-      const nick = `m${String(i).padStart(23, '0')}`; // 24 bytes, the longest nick
-      const m = { conn, room: open, nick, nickBytes: Buffer.from(nick), key };
-      open.members.push(m);
-      conn.memberships.push(m);
-    }
+    fillRoom(r, first.conn, 9998);
     const socket = new SlowStartSocket();
     const conn = r.open(socket as unknown as Socket);
     const id = newIdentity();
