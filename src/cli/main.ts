@@ -250,8 +250,6 @@ function nickArgument(value: string): string {
   return value;
 }
 
-// stdout may be a pipe that closes early (`| head`): that ends us quietly, but
-// for `confab join`, which still sends its input (see runJoin).
 /**
  * stderr for `confab join`: a notice that can't be written (`2>&1 | head -1`
  * gone, `2>/dev/full`) is lost, not the run. Before, the EPIPE of the first
@@ -271,6 +269,8 @@ function forgivingStderr(): Writable {
   });
 }
 
+// stdout may be a pipe that closes early (`| head`): that ends us quietly, but
+// for `confab join`, which still sends its input (see runJoin).
 function endOnEpipe(err: NodeJS.ErrnoException): void {
   if (err.code === 'EPIPE') process.exit(0);
   throw err;

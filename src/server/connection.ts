@@ -53,7 +53,7 @@ export class Connection implements Flushable {
   joins: TokenBucket | null = null;
   /** Its budget of frames that carry nothing for a room (`noopBurst`), made at its first. */
   noops: TokenBucket | null = null;
-  /** Bytes queued this turn in answer to its own frames (see `answersOverCap`). */
+  /** Bytes queued this turn in answer to its own frames (see `answer`). */
   answerBytes = 0;
   /** Sweeps in a row that found it past the send-queue cap (see `behind`). */
   behindSweeps = 0;
@@ -72,8 +72,6 @@ export class Connection implements Flushable {
   private out: Uint8Array | Uint8Array[] | null = null;
   /** Bytes in `out`. */
   private outBytes = 0;
-  /** Of them, what its rooms queued (see `enqueueFromRoom`). */
-  private roomBytes = 0;
   /** Bytes it may hold past the cap while a JOIN's answer goes out (see `allowJoinAnswer`). */
   private allowance = 0;
   private readonly batcher: Batcher<Connection>;
@@ -117,7 +115,7 @@ export class Connection implements Flushable {
    */
   enqueue(buf: Uint8Array): boolean {
     if (this.overflowed || this.state >= ConnState.CLOSING) return false;
-    if (this.overCap()) {
+    if (this.pastCap(SENDQ_BURST_FACTOR)) {
       this.markOverflowed();
       return false;
     }
@@ -134,14 +132,13 @@ export class Connection implements Flushable {
   }
 
   /**
-   * Queues what a room sends it (its messages, joins and leaves, a member list):
-   * not an answer to its own frames, so not counted by `answersOverCap` (a
-   * LEAVE flushes the room's turn to the leaver, a burst of others' messages).
+   * Queues an answer to one of its own frames (a PONG, a refusal, a page of
+   * history), counted by `answersOverCap`. What its rooms send it (their
+   * messages, joins and leaves, a member list) is queued with `enqueue` and not
+   * counted: a LEAVE flushes the room's turn to the leaver, a burst of others'.
    */
-  enqueueFromRoom(buf: Uint8Array): boolean {
-    const queued = this.enqueue(buf);
-    if (queued) this.roomBytes += buf.length;
-    return queued;
+  answer(buf: Uint8Array): void {
+    if (this.enqueue(buf)) this.answerBytes += buf.length;
   }
 
   /** What this turn queued for the socket, now taken off the connection; null if nothing is to be written. */
@@ -150,7 +147,6 @@ export class Connection implements Flushable {
     const bytes = this.outBytes;
     this.out = null;
     this.outBytes = 0;
-    this.roomBytes = 0;
     this.answerBytes = 0;
     if (out === null || this.overflowed || this.socket.destroyed) return null;
     // Many small frames (answers to a packet of requests) go as one buffer: each
@@ -164,11 +160,6 @@ export class Connection implements Flushable {
     return this.socket.writableLength + this.outBytes;
   }
 
-  /** Bytes queued this turn so far that its rooms did not send. */
-  get answeredThisTurn(): number {
-    return this.outBytes - this.roomBytes;
-  }
-
   /**
    * Whether the answers to its own frames queued this turn pass the cap (and
    * any allowance), or with what the stream still holds pass four times it. A peer that sends
@@ -180,8 +171,7 @@ export class Connection implements Flushable {
    */
   answersOverCap(): boolean {
     return (
-      this.answerBytes > this.sendQueueBytes + this.allowance ||
-      this.socket.writableLength + this.answerBytes > this.hardCap()
+      this.answerBytes > this.limit(1) || this.socket.writableLength + this.answerBytes > this.limit(SENDQ_BURST_FACTOR)
     );
   }
 
@@ -194,7 +184,7 @@ export class Connection implements Flushable {
    * dropping it then cut off every member on a slow link.
    */
   behind(): boolean {
-    return this.overCap(this.sendQueueBytes);
+    return this.pastCap(1);
   }
 
   /**
@@ -225,9 +215,9 @@ export class Connection implements Flushable {
     }
     // What the kernel would not take stays in Node's buffer; past four times
     // the cap the peer is too far behind to catch up live.
-    if (this.overCap()) {
+    if (this.pastCap(SENDQ_BURST_FACTOR)) {
       this.markOverflowed();
-    } else if (this.socket.writableLength > this.sendQueueBytes && !this.socket.isPaused()) {
+    } else if (this.behind() && !this.socket.isPaused()) {
       // Past the cap: its requests wait in the kernel until it has read what is
       // queued, so what it asks adds nothing more here meanwhile (the sweep drops
       // it if it stays behind).
@@ -249,13 +239,13 @@ export class Connection implements Flushable {
     if (bytes > this.allowance) this.allowance = bytes;
   }
 
-  /** The most the stream may hold at any moment: `SENDQ_BURST_FACTOR` times the cap, and any allowance. */
-  private hardCap(): number {
-    return this.sendQueueBytes * SENDQ_BURST_FACTOR + this.allowance;
+  /** `factor` times the cap, and any allowance. */
+  private limit(factor: number): number {
+    return this.sendQueueBytes * factor + this.allowance;
   }
 
-  /** Whether what the stream holds is past `cap` (the hard cap unless given) and any allowance. */
-  private overCap(cap = this.sendQueueBytes * SENDQ_BURST_FACTOR): boolean {
+  /** Whether what the stream holds is past `factor` times the cap, and any allowance. */
+  private pastCap(factor: number): boolean {
     const held = this.socket.writableLength;
     if (held <= this.sendQueueBytes) {
       // Back under the cap with nothing of this turn's waiting (the answer is
@@ -263,7 +253,7 @@ export class Connection implements Flushable {
       if (this.allowance !== 0 && this.out === null) this.allowance = 0;
       return false;
     }
-    return held > cap + this.allowance;
+    return held > this.limit(factor);
   }
 
   private markOverflowed(): void {

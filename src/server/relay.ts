@@ -191,13 +191,13 @@ export class Relay {
           if (conn.state >= ConnState.ENDING) return;
           continue;
         }
-        const before = conn.answeredThisTurn;
+        const answered = conn.answerBytes;
         this.handle(conn, parseClientFrame(raw));
         if (conn.state >= ConnState.ENDING) return;
-        conn.answerBytes += conn.answeredThisTurn - before;
-        if (conn.answersOverCap()) {
+        // Only a frame that was answered can have passed it (a SEND is answered at the commit).
+        if (conn.answerBytes !== answered && conn.answersOverCap()) {
           // Not reading its answers: what is queued goes, with the ERROR behind it, and nothing more is read.
-          this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
+          this.dropBehind(conn);
           return;
         }
       }
@@ -322,7 +322,7 @@ export class Relay {
         this.drop(conn, 'READ_TIMEOUT', `a frame took longer than ${l.frameTimeoutMs} ms to arrive`);
       } else if (conn.behindSweeps >= 2) {
         // Past the cap at this sweep and the last: falling behind, not a burst it is reading.
-        this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${l.sendQueueBytes} bytes`);
+        this.dropBehind(conn);
       } else if (conn.state === ConnState.OPEN && now - conn.lastReadAt >= l.deadAfterMs) {
         this.drop(conn, 'HEARTBEAT_TIMEOUT', `nothing heard for ${l.deadAfterMs} ms`);
       } else if (conn.state === ConnState.OPEN && conn.pingSentAt === 0 && now - conn.lastReadAt >= l.heartbeatMs) {
@@ -339,7 +339,7 @@ export class Relay {
         return;
       }
       conn.state = ConnState.OPEN;
-      conn.enqueue(
+      conn.answer(
         encodeFrame({
           type: 'welcome',
           version: PROTOCOL_VERSION,
@@ -371,7 +371,7 @@ export class Relay {
       case 'ping':
         if (!this.spend(conn)) return;
         conn.limited = null;
-        conn.enqueue(encodeFrame({ type: 'pong', token: frame.token }));
+        conn.answer(encodeFrame({ type: 'pong', token: frame.token }));
         return;
       case 'pong':
         this.spend(conn);
@@ -479,7 +479,7 @@ export class Relay {
       if (r.duplicate) {
         // Already stored and relayed: only the sender hears of it again.
         this.stats.duplicates++;
-        p.conn.enqueue(ack);
+        p.conn.answer(ack);
         continue;
       }
       // The sender's ACK takes its message's place in what the sender hears of
@@ -530,8 +530,8 @@ export class Relay {
       this.reject(conn, frame.rid, 'STORE_FAILED', 'the server could not read its history; retry later');
       return;
     }
-    for (const m of page.messages) conn.enqueue(encodeHistory(frame.rid, room.id, m.seq, m.ts, m.nick, m.body));
-    conn.enqueue(
+    for (const m of page.messages) conn.answer(encodeHistory(frame.rid, room.id, m.seq, m.ts, m.nick, m.body));
+    conn.answer(
       encodeFrame({
         type: 'fetched',
         rid: frame.rid,
@@ -671,12 +671,12 @@ export class Relay {
     conn.memberships.push(member);
     // Long lists go out in MEMBER_LIST frames first; JOINED carries the last part.
     let bytes = 0;
-    // The room's, not an answer the joiner can pile up: the JOIN rate bounds
-    // them, and its allowance the stream (a packet of JOINs of big rooms is not
-    // cut off for the lists' sum).
+    // Queued as the room's, not as an answer the joiner can pile up: the JOIN
+    // rate bounds them, and its allowance the stream (a packet of JOINs of big
+    // rooms is not cut off for the lists' sum).
     const answer = (buf: Uint8Array): void => {
       bytes += buf.length;
-      conn.enqueueFromRoom(buf);
+      conn.enqueue(buf);
     };
     let from = 0;
     while (others.length - from > MEMBERS_PER_FRAME) {
@@ -708,7 +708,7 @@ export class Relay {
       return;
     }
     this.removeMember(member, LeaveReason.LEFT);
-    conn.enqueue(encodeFrame({ type: 'left', rid: frame.rid, room: member.room.id }));
+    conn.answer(encodeFrame({ type: 'left', rid: frame.rid, room: member.room.id }));
   }
 
   private leaveAll(conn: Connection, reason: number): void {
@@ -761,7 +761,7 @@ export class Relay {
    */
   private reject(conn: Connection, rid: number, code: ErrorCodeName, message: string): void {
     if (code !== 'RATE_LIMITED' && code !== 'STORE_FAILED' && !this.spend(conn)) return;
-    conn.enqueue(encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: false, message }));
+    conn.answer(encodeFrame({ type: 'error', rid, code: ErrorCode[code], fatal: false, message }));
   }
 
   /**
@@ -797,12 +797,17 @@ export class Relay {
     this.batcher.addConnection(conn); // makes sure a flush, and so the drop, follows
   };
 
+  /** Drops a connection that is not reading what it is sent. */
+  private dropBehind(conn: Connection): void {
+    this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
+  }
+
   /** Drops the connections whose send queue overflowed during the flush just done. */
   private dropOverflowed(): void {
     if (this.overflowed.length === 0) return;
     const list = this.overflowed.splice(0);
     for (const conn of list) {
-      this.drop(conn, 'SENDQ_EXCEEDED', `send queue passed ${this.limits.sendQueueBytes} bytes`);
+      this.dropBehind(conn);
     }
   }
 }

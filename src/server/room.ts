@@ -107,9 +107,9 @@ export class Room implements Flushable {
     if (n === 1) {
       const frame = this.pending[0] as Uint8Array;
       const sender = from[0] ?? null;
-      for (const m of members) if (m.conn !== sender) m.conn.enqueueFromRoom(frame);
+      for (const m of members) if (m.conn !== sender) m.conn.enqueue(frame);
       const own = owns[0] ?? null;
-      if (sender !== null && own !== null) sender.enqueueFromRoom(own);
+      if (sender !== null && own !== null) sender.enqueue(own);
       return;
     }
     const frames = this.pending.slice(0, n) as Uint8Array[];
@@ -131,7 +131,7 @@ export class Room implements Flushable {
     }
     for (const m of members) {
       const buf = forSender.size > 0 ? (forSender.get(m.conn) ?? all) : all;
-      if (buf.length > 0) m.conn.enqueueFromRoom(buf);
+      if (buf.length > 0) m.conn.enqueue(buf);
     }
   }
 }

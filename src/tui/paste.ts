@@ -276,7 +276,7 @@ export class KeyRuns {
   }
 }
 
-/** Where the terminal says the cursor is, 1-based. */
+/** The terminal's answer to "where is the cursor". */
 // eslint-disable-next-line no-control-regex -- the terminal's answer starts with ESC
 const REPLY = /\u001b\[(\d+);(\d+)R/;
 /** The start of an answer at the end of a read (from `ESC[` and a digit: a lone ESC is the user's). */
@@ -287,6 +287,7 @@ const LATE_REPLY_MS = 10_000;
 /** How long the start of an answer cut between reads waits for its rest. */
 const REPLY_TAIL_MS = 300;
 
+/** Where the terminal says the cursor is, 1-based. */
 export interface CursorReport {
   row: number;
   col: number;
