@@ -30,7 +30,10 @@ async function uplink(upstream: number): Promise<{
   let queue: Buffer[] = [];
   let up: Socket | null = null;
   const s = createServer((client) => {
-    const toServer = netConnect({ host: '127.0.0.1', port: upstream });
+    // No Nagle on either side: a released chunk goes at once, not after the
+    // peer's delayed ACK (40 ms, longer than a step of the test's clock).
+    const toServer = netConnect({ host: '127.0.0.1', port: upstream, noDelay: true });
+    client.setNoDelay(true);
     up = toServer;
     client.on('error', () => {});
     toServer.on('error', () => {});
