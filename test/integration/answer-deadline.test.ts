@@ -97,7 +97,9 @@ describe('the answer deadline', () => {
       clock.advance(1_000);
       await pause();
       const t = clock.now() - start;
-      if (t >= 44_500) await link.release(2_100);
+      // Once all of it is through, the clock waits for the answer: read, stored and
+      // acknowledged over real sockets, which a loaded machine may take longer than a step for.
+      if (t >= 44_500 && (await link.release(2_100)) === 0) await Promise.race([sent, pause(5_000)]);
       if (stored < 0 && s.stats.messagesIn > 0) stored = t;
     }
     link.open();
